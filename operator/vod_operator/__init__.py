@@ -1,0 +1,8 @@
+"""vod-operator: reconciles VideoPlatform resources into a streaming platform."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("vod-operator")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0.0.0"
