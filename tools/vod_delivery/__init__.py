@@ -1,0 +1,1 @@
+"""Delivery tooling for vod-operator: CR reference, chart/manifest sync, and the demo."""

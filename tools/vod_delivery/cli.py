@@ -1,0 +1,55 @@
+"""`python -m vod_delivery COMMAND`: the Makefile's delivery targets call these."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from vod_delivery import project, reference, sync
+
+
+def _crd_reference(args: argparse.Namespace) -> int:
+    if args.check:
+        if reference.is_fresh():
+            return 0
+        print(f"{project.REFERENCE_DOC} is stale: run `make crd-reference`", file=sys.stderr)
+        return 1
+    reference.write()
+    print(f"wrote {project.REFERENCE_DOC.relative_to(project.ROOT)}")
+    return 0
+
+
+def _sync(args: argparse.Namespace) -> int:
+    if args.check:
+        stale = sync.check()
+        for path in stale:
+            print(f"out of step: {path} (run `make sync-chart-crds`)", file=sys.stderr)
+        return 1 if stale else 0
+    for path in sync.apply():
+        print(f"updated {path}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from vod_delivery import demo
+
+    return demo.main(args.action)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run one command."""
+    parser = argparse.ArgumentParser(prog="python -m vod_delivery", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    ref = sub.add_parser("crd-reference", help="generate docs/reference.md from crds/")
+    ref.add_argument("--check", action="store_true", help="fail when the committed doc is stale")
+    ref.set_defaults(func=_crd_reference)
+    syn = sub.add_parser(
+        "sync", help="copy crds/ into the chart, the version into Chart.yaml/kustomize"
+    )
+    syn.add_argument("--check", action="store_true", help="fail when a copy is out of step")
+    syn.set_defaults(func=_sync)
+    dem = sub.add_parser("demo", help="the README's demo: up (default) or down")
+    dem.add_argument("action", nargs="?", choices=["up", "down"], default="up")
+    dem.set_defaults(func=_demo)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
