@@ -1,0 +1,277 @@
+"""The one place that talks to the Kubernetes API (official `kubernetes` client, sync).
+
+Everything goes through `Kube._request`, a thin layer over the client's REST transport:
+plain dicts in and out, server-side apply with one field manager, label-selected lists,
+uid-guarded deletes, Events, and a cached discovery probe for the monitoring API.
+Callers run it in a worker thread (`asyncio.to_thread`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from vod_operator import naming
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """An API resource the operator uses."""
+
+    group: str
+    version: str
+    plural: str
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def path(self, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
+        root = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        path = f"{root}/namespaces/{namespace}/{self.plural}"
+        if name:
+            path += f"/{name}"
+        if subresource:
+            path += f"/{subresource}"
+        return path
+
+
+VIDEOPLATFORM = Kind(naming.GROUP, naming.VERSION, naming.PLURAL)
+EVENT = Kind("", "v1", "events")
+MONITORING_GROUP_VERSION = "monitoring.coreos.com/v1"
+
+#: Every child kind the operator may create, keyed by `kind`.
+CHILD_KINDS: dict[str, Kind] = {
+    "ConfigMap": Kind("", "v1", "configmaps"),
+    "Secret": Kind("", "v1", "secrets"),
+    "Deployment": Kind("apps", "v1", "deployments"),
+    "Service": Kind("", "v1", "services"),
+    "HorizontalPodAutoscaler": Kind("autoscaling", "v2", "horizontalpodautoscalers"),
+    "PodDisruptionBudget": Kind("policy", "v1", "poddisruptionbudgets"),
+    "Ingress": Kind("networking.k8s.io", "v1", "ingresses"),
+    "ServiceMonitor": Kind("monitoring.coreos.com", "v1", "servicemonitors"),
+    "PrometheusRule": Kind("monitoring.coreos.com", "v1", "prometheusrules"),
+}
+MONITORING_KINDS = frozenset({"ServiceMonitor", "PrometheusRule"})
+
+CHILD_VERBS = ("get", "list", "watch", "create", "patch", "delete")
+
+#: (apiGroup, resource, verbs) for every API call of the operator, kopf's own included.
+#: The RBAC in manifests/ and the Helm chart must grant at least these.
+PERMISSIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    (naming.GROUP, naming.PLURAL, ("get", "list", "watch")),
+    (naming.GROUP, f"{naming.PLURAL}/status", ("get", "patch")),
+    # blockOwnerDeletion on children needs update on the owner's finalizers subresource.
+    (naming.GROUP, f"{naming.PLURAL}/finalizers", ("update",)),
+    *((kind.group, kind.plural, CHILD_VERBS) for kind in CHILD_KINDS.values()),
+    ("", "events", ("create",)),
+    ("events.k8s.io", "events", ("create",)),  # kopf's event poster (disabled, but harmless)
+    # kopf: discovers resources and namespaces it serves.
+    ("apiextensions.k8s.io", "customresourcedefinitions", ("get", "list", "watch")),
+    ("", "namespaces", ("get", "list", "watch")),
+)
+
+
+class KubeError(Exception):
+    """An API request failed; `message` is the API server's own explanation."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+    @classmethod
+    def from_api(cls, exc: ApiException) -> KubeError:
+        message = exc.reason or ""
+        try:
+            body = json.loads(exc.body or "{}")
+            message = body.get("message", message)
+            reason = body.get("reason", exc.reason or "")
+        except (ValueError, AttributeError):
+            reason = exc.reason or ""
+        return cls(int(exc.status or 0), str(reason), str(message))
+
+
+def load_client() -> client.ApiClient:
+    """An ApiClient from the in-cluster service account, else from $KUBECONFIG."""
+    configuration = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=configuration)
+    except config.ConfigException:
+        config.load_kube_config(client_configuration=configuration)
+    return client.ApiClient(configuration)
+
+
+class Kube:
+    """Thin, thread-safe wrapper over the API for the operator's few needs."""
+
+    def __init__(self, api_client: client.ApiClient, discovery_ttl: float = 60.0) -> None:
+        self._client = api_client
+        self._discovery_ttl = discovery_ttl
+        self._discovery: tuple[float, bool] | None = None
+        self._lock = threading.Lock()
+        self._instance = os.environ.get("POD_NAME") or socket.gethostname()
+
+    # -- plumbing -------------------------------------------------------------------------
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: list[tuple[str, str]] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        serialized = self._client.param_serialize(
+            method,
+            path,
+            query_params=query or [],
+            header_params={"Accept": "application/json", "Content-Type": content_type},
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        try:
+            response = self._client.call_api(*serialized, _request_timeout=(10, 60))
+        except ApiException as exc:
+            raise KubeError.from_api(exc) from exc
+        data = response.read()
+        if not 200 <= response.status <= 299:
+            raise KubeError.from_api(ApiException(http_resp=response))
+        result: dict[str, Any] = json.loads(data) if data else {}
+        return result
+
+    # -- reads ----------------------------------------------------------------------------
+    def get(self, kind: Kind, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self._request("GET", kind.path(namespace, name))
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def list(self, kind: Kind, namespace: str, selector: str) -> list[dict[str, Any]]:
+        result = self._request("GET", kind.path(namespace), query=[("labelSelector", selector)])
+        items: list[dict[str, Any]] = result.get("items", [])
+        return items
+
+    def monitoring_available(self) -> bool:
+        """Whether monitoring.coreos.com/v1 serves ServiceMonitor and PrometheusRule (cached)."""
+        with self._lock:
+            cached = self._discovery
+        if cached is not None and time.monotonic() - cached[0] < self._discovery_ttl:
+            return cached[1]
+        try:
+            found = self._request("GET", f"/apis/{MONITORING_GROUP_VERSION}")
+            names = {r.get("name") for r in found.get("resources", [])}
+            available = {"servicemonitors", "prometheusrules"} <= names
+        except KubeError as exc:
+            if exc.status != 404:
+                raise
+            available = False
+        with self._lock:
+            self._discovery = (time.monotonic(), available)
+        return available
+
+    # -- writes ---------------------------------------------------------------------------
+    def apply(
+        self, manifest: Mapping[str, Any], *, manager: str = naming.FIELD_MANAGER
+    ) -> dict[str, Any]:
+        """Server-side apply `manifest` (force: this manager owns what it sends)."""
+        kind = kind_of(manifest)
+        meta = manifest["metadata"]
+        return self._request(
+            "PATCH",
+            kind.path(meta["namespace"], meta["name"]),
+            query=[("fieldManager", manager), ("force", "true")],
+            body=manifest,
+            content_type="application/apply-patch+yaml",
+        )
+
+    def apply_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]:
+        """Server-side apply the VideoPlatform's status subresource."""
+        body = {
+            "apiVersion": naming.API_VERSION,
+            "kind": naming.KIND,
+            "metadata": {"name": name, "namespace": namespace},
+            "status": status,
+        }
+        return self._request(
+            "PATCH",
+            VIDEOPLATFORM.path(namespace, name, "status"),
+            query=[("fieldManager", naming.FIELD_MANAGER), ("force", "true")],
+            body=body,
+            content_type="application/apply-patch+yaml",
+        )
+
+    def delete(self, kind: Kind, namespace: str, name: str, uid: str) -> None:
+        """Delete one object, only if it is still the one we saw (uid precondition)."""
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": uid}}
+        try:
+            self._request("DELETE", kind.path(namespace, name), body=body)
+        except KubeError as exc:
+            if exc.status not in (404, 409):
+                raise
+
+    def event(self, platform: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
+        """Record a core/v1 Event on the VideoPlatform (best effort)."""
+        meta = platform["metadata"]
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": naming.API_VERSION,
+                "kind": naming.KIND,
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta["uid"],
+            },
+            "type": kind,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": naming.FIELD_MANAGER},
+            "reportingComponent": naming.FIELD_MANAGER,
+            "reportingInstance": self._instance,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            self._request("POST", EVENT.path(meta["namespace"]), body=body)
+        except KubeError as exc:
+            log.warning("could not record event %s on %s: %s", reason, meta["name"], exc)
+
+
+def kind_of(manifest: Mapping[str, Any]) -> Kind:
+    """The API resource of a rendered child manifest."""
+    return CHILD_KINDS[manifest["kind"]]
+
+
+def owns_field(live: Mapping[str, Any], manager: str, *path: str) -> bool:
+    """Whether `manager` holds `path` (e.g. "spec", "replicas") through an Apply entry."""
+    for entry in live.get("metadata", {}).get("managedFields", []):
+        if entry.get("manager") != manager or entry.get("operation") != "Apply":
+            continue
+        node = entry.get("fieldsV1", {})
+        for part in path:
+            node = node.get(f"f:{part}")
+            if node is None:
+                break
+        else:
+            return True
+    return False

@@ -1,0 +1,195 @@
+"""Pure status computation: what was observed -> the VideoPlatform's status.
+
+Conditions follow metav1.Condition. A condition's lastTransitionTime changes only when its
+status flips; every condition carries the observedGeneration it was computed for (so
+`kubectl wait --for=condition=Ready` never trusts a stale verdict).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from vod_operator import naming
+
+Condition = dict[str, Any]
+
+
+class Monitoring(Enum):
+    """What became of spec.monitoring."""
+
+    DISABLED = "Disabled"
+    ENABLED = "Enabled"
+    CRDS_MISSING = "MonitoringCRDsNotInstalled"
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Everything status depends on, gathered by the reconciler."""
+
+    name: str
+    namespace: str
+    generation: int
+    suspended: bool
+    deployment: Mapping[str, Any] | None
+    monitoring: Monitoring
+    previous: Mapping[str, Any]
+    now: str
+    apply_error: str | None = None
+
+
+@dataclass(frozen=True)
+class _Rollout:
+    desired: int
+    replicas: int
+    updated: int
+    ready: int
+    current: bool  # the Deployment controller has seen the latest Deployment spec
+    deadline_exceeded: bool
+
+    @property
+    def complete(self) -> bool:
+        return (
+            self.current
+            and self.updated >= self.desired
+            and self.ready >= self.desired
+            and self.replicas <= self.updated
+        )
+
+    def summary(self) -> str:
+        return f"{self.ready}/{self.desired} streaming pods ready, {self.updated} up to date"
+
+
+def _rollout(deployment: Mapping[str, Any]) -> _Rollout:
+    spec, st = deployment.get("spec", {}), deployment.get("status", {})
+    conditions = {c.get("type"): c for c in st.get("conditions", [])}
+    progressing = conditions.get("Progressing", {})
+    return _Rollout(
+        desired=int(spec.get("replicas", 1)),
+        replicas=int(st.get("replicas", 0)),
+        updated=int(st.get("updatedReplicas", 0)),
+        ready=int(st.get("readyReplicas", 0)),
+        current=int(st.get("observedGeneration", 0))
+        >= int(deployment.get("metadata", {}).get("generation", 0)),
+        deadline_exceeded=progressing.get("reason") == "ProgressDeadlineExceeded",
+    )
+
+
+def compute(observed: Observed) -> dict[str, Any]:
+    """The full status for `observed` (only fields the operator owns)."""
+    dep = observed.deployment
+    rollout = _rollout(dep) if dep is not None else None
+    verdicts = [
+        ("Ready", *_ready(observed, rollout)),
+        ("Progressing", *_progressing(observed, rollout)),
+        ("Degraded", *_degraded(observed, rollout)),
+        ("Monitoring", *_monitoring(observed.monitoring)),
+    ]
+    previous = {c["type"]: c for c in observed.previous.get("conditions", [])}
+    conditions = [
+        _condition(previous.get(kind), kind, flag, reason, message, observed)
+        for kind, flag, reason, message in verdicts
+    ]
+    dep_status = dep.get("status", {}) if dep is not None else {}
+    return {
+        "observedGeneration": observed.generation,
+        "phase": _phase(observed, conditions),
+        "replicas": int(dep_status.get("replicas", 0)),
+        "readyReplicas": int(dep_status.get("readyReplicas", 0)),
+        "selector": ",".join(
+            f"{k}={v}" for k, v in sorted(naming.selector_labels(observed.name).items())
+        ),
+        "endpoint": naming.endpoint(observed.name, observed.namespace),
+        "conditions": conditions,
+    }
+
+
+def changed(live: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
+    """Whether writing `desired` would change the live status (only our keys count)."""
+    return any(live.get(key) != value for key, value in desired.items())
+
+
+def condition(status: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
+    """The condition of type `kind` in `status`, if any."""
+    return next((c for c in status.get("conditions", []) if c.get("type") == kind), None)
+
+
+def _ready(observed: Observed, rollout: _Rollout | None) -> tuple[bool, str, str]:
+    if rollout is None:
+        if observed.apply_error:
+            return False, "ApplyFailed", observed.apply_error
+        return False, "DeploymentMissing", "the streaming Deployment does not exist yet"
+    if rollout.desired == 0:
+        return False, "ScaledToZero", "spec.replicas is 0: no streaming pod runs"
+    if rollout.ready >= rollout.desired and rollout.current:
+        return True, "AllReplicasReady", rollout.summary()
+    return False, "ReplicasNotReady", rollout.summary()
+
+
+def _progressing(observed: Observed, rollout: _Rollout | None) -> tuple[bool, str, str]:
+    if observed.suspended:
+        return False, "Suspended", "reconciliation is paused by spec.suspend"
+    if observed.apply_error:
+        return False, "ApplyFailed", observed.apply_error
+    if rollout is None:
+        return True, "Creating", "creating the streaming Deployment"
+    if rollout.deadline_exceeded:
+        return False, "ProgressDeadlineExceeded", "the Deployment rollout stopped progressing"
+    if not rollout.complete:
+        return True, "RollingOut", rollout.summary()
+    return False, "RolloutComplete", rollout.summary()
+
+
+def _degraded(observed: Observed, rollout: _Rollout | None) -> tuple[bool, str, str]:
+    if observed.apply_error:
+        return True, "ApplyFailed", observed.apply_error
+    if rollout is not None and rollout.deadline_exceeded:
+        return True, "ProgressDeadlineExceeded", rollout.summary()
+    return False, "AsExpected", "no known problem"
+
+
+def _monitoring(monitoring: Monitoring) -> tuple[bool, str, str]:
+    messages = {
+        Monitoring.DISABLED: "spec.monitoring.enabled is false",
+        Monitoring.ENABLED: "ServiceMonitor and PrometheusRule are applied",
+        Monitoring.CRDS_MISSING: "monitoring.coreos.com/v1 is not served: install the "
+        "Prometheus Operator CRDs to get a ServiceMonitor and PrometheusRule",
+    }
+    return monitoring is Monitoring.ENABLED, monitoring.value, messages[monitoring]
+
+
+def _condition(
+    previous: Mapping[str, Any] | None,
+    kind: str,
+    flag: bool,
+    reason: str,
+    message: str,
+    observed: Observed,
+) -> Condition:
+    status = "True" if flag else "False"
+    flipped = previous is None or previous.get("status") != status
+    return {
+        "type": kind,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": observed.now if flipped else previous["lastTransitionTime"],  # type: ignore[index]
+        "observedGeneration": observed.generation,
+    }
+
+
+def _phase(observed: Observed, conditions: Sequence[Condition]) -> str:
+    state = {c["type"]: c for c in conditions}
+    if observed.suspended:
+        return "Suspended"
+    if observed.apply_error:
+        return "Failed"
+    if state["Ready"]["status"] == "True":
+        return "Ready"
+    if state["Degraded"]["status"] == "True":
+        return "Degraded"
+    if observed.deployment is None:
+        return "Pending"
+    return "Progressing"
