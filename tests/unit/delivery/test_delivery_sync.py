@@ -1,0 +1,71 @@
+"""One version and one CRD source: the chart and the kustomize tree never drift from them."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vod_delivery import project, sync
+
+pytestmark = pytest.mark.unit
+
+
+def fake_repo(tmp_path: Path) -> Path:
+    """A copy of the parts of the repository the sync reads and writes."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    shutil.copy(project.ROOT / "pyproject.toml", root / "pyproject.toml")
+    shutil.copytree(project.CRDS_DIR, root / "crds")
+    shutil.copytree(project.CHART_DIR, root / "charts" / "vod-operator")
+    shutil.copytree(project.MANIFESTS_DIR, root / "manifests")
+    return root
+
+
+def test_repository_is_in_step() -> None:
+    assert sync.check() == [], "run `make sync-chart-crds`"
+
+
+def test_chart_crds_are_identical_to_crds() -> None:
+    ours = {p.name: p.read_bytes() for p in project.crd_files()}
+    chart = {p.name: p.read_bytes() for p in (project.CHART_DIR / "crds").iterdir()}
+    assert ours
+    assert chart == ours
+
+
+def test_version_flows_from_pyproject() -> None:
+    version = project.version()
+    chart = yaml.safe_load((project.CHART_DIR / "Chart.yaml").read_text())
+    assert (chart["version"], chart["appVersion"]) == (version, version)
+    base = yaml.safe_load((project.MANIFESTS_DIR / "base" / "kustomization.yaml").read_text())
+    assert base["images"] == [{"name": "ghcr.io/vod-operator/vod-operator", "newTag": version}]
+
+
+def test_drift_is_found_and_repaired(tmp_path: Path) -> None:
+    root = fake_repo(tmp_path)
+    crd = project.crd_files(root / "crds")[0]
+    crd.write_text(crd.read_text() + "\n# changed\n")
+    (root / "charts/vod-operator/crds/stale.yaml").write_text("kind: Old\n")
+    pyproject = root / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace(f'"{project.version()}"', '"9.9.9"', 1))
+    drift = set(sync.check(root))
+    assert drift == {
+        f"charts/vod-operator/crds/{crd.name}",
+        "charts/vod-operator/crds/stale.yaml",
+        "charts/vod-operator/Chart.yaml",
+        "manifests/base/kustomization.yaml",
+    }
+    assert set(sync.apply(root)) == drift
+    assert sync.check(root) == []
+    assert not (root / "charts/vod-operator/crds/stale.yaml").exists()
+    assert yaml.safe_load((root / "charts/vod-operator/Chart.yaml").read_text())["version"] == (
+        "9.9.9"
+    )
+    assert "# version and appVersion" in (root / "charts/vod-operator/Chart.yaml").read_text()
+
+
+def test_crds_kustomization_lists_every_crd() -> None:
+    listed = yaml.safe_load((project.CRDS_DIR / "kustomization.yaml").read_text())["resources"]
+    assert listed == [p.name for p in project.crd_files()]
