@@ -74,6 +74,78 @@ cluster-up: cluster-build ## Start the local control plane and print the `export
 cluster-down: $(STAMP) ## Stop the local control plane and remove its state
 	$(PY) -m localcluster down
 
+##@ Delivery
+
+DEPLOY_OVERLAY ?= manifests/overlays/default
+DEPLOY_WITH ?= kustomize
+OPERATOR_NAMESPACE ?= vod-operator-system
+KIND_KUBECONFIG ?= kind.kubeconfig
+# helm as built by the local control plane tooling (falls back to a helm on PATH).
+HELM ?= $(shell $(PY) -m localcluster which helm 2>/dev/null || command -v helm || echo helm)
+
+.PHONY: image
+image: ## docker build the operator and streaming images, tagged with the pyproject version
+	docker build -f operator/Dockerfile -t $(OPERATOR_IMAGE) .
+	docker build -f streaming/Dockerfile -t $(STREAM_IMAGE) .
+
+.PHONY: kind-load
+kind-load: ## Load both images into the kind cluster (KIND_CLUSTER, default vod)
+	kind load docker-image --name $(KIND_CLUSTER) $(OPERATOR_IMAGE) $(STREAM_IMAGE)
+
+.PHONY: deploy
+deploy: ## Install CRDs + operator in the current cluster (DEPLOY_WITH=kustomize|helm) and wait
+ifeq ($(DEPLOY_WITH),helm)
+	$(HELM) upgrade --install vod-operator charts/vod-operator --namespace $(OPERATOR_NAMESPACE) \
+	  --create-namespace --wait --timeout 5m
+else
+	kubectl apply --server-side -k $(DEPLOY_OVERLAY)
+	kubectl -n $(OPERATOR_NAMESPACE) rollout status deployment/vod-operator --timeout=300s
+endif
+
+.PHONY: undeploy
+undeploy: ## Remove the operator (and, with kustomize, the CRDs and every VideoPlatform)
+ifeq ($(DEPLOY_WITH),helm)
+	$(HELM) uninstall vod-operator --namespace $(OPERATOR_NAMESPACE) --ignore-not-found
+else
+	kubectl delete -k $(DEPLOY_OVERLAY) --ignore-not-found
+endif
+
+.PHONY: e2e-kind
+e2e-kind: $(STAMP) ## Cluster-tier scenarios against kind with real pods (after kind-up image kind-load deploy)
+	kind get kubeconfig --name $(KIND_CLUSTER) > $(KIND_KUBECONFIG)
+	VOD_TEST_EXISTING_CLUSTER=1 KUBECONFIG=$(abspath $(KIND_KUBECONFIG)) \
+	  $(PY) -m pytest tests/cluster $(PYTEST_ARGS)
+
+.PHONY: demo
+demo: $(STAMP) ## The walkthrough: cluster (kind if Docker answers, else local), operator, example Ready, a video streamed
+	@if docker info >/dev/null 2>&1; then \
+	  echo "demo: a Docker engine answers: kind path"; \
+	  kind get clusters 2>/dev/null | grep -qx '$(KIND_CLUSTER)' || $(MAKE) --no-print-directory kind-up; \
+	  $(MAKE) --no-print-directory image kind-load && \
+	  $(MAKE) --no-print-directory deploy DEPLOY_OVERLAY=manifests/overlays/kind && \
+	  $(PY) -m vod_delivery demo up --kind; \
+	else \
+	  echo "demo: no Docker engine: local control plane path"; \
+	  $(MAKE) --no-print-directory cluster-build && $(PY) -m vod_delivery demo up; \
+	fi
+
+.PHONY: demo-down
+demo-down: $(STAMP) ## Stop what `make demo` started (stream server, operator, cluster) and remove .demo/
+	$(PY) -m vod_delivery demo down
+
+.PHONY: crd-reference
+crd-reference: $(STAMP) ## Regenerate docs/reference.md from crds/ (a test fails when it is stale)
+	$(PY) -m vod_delivery crd-reference
+
+.PHONY: sync-chart-crds
+sync-chart-crds: $(STAMP) ## Copy crds/ into the chart; write the version into Chart.yaml and kustomize
+	$(PY) -m vod_delivery sync
+
+.PHONY: helm-lint
+helm-lint: $(STAMP) cluster-build ## helm lint --strict and helm template the chart
+	$(HELM) lint --strict charts/vod-operator
+	$(HELM) template vod-operator charts/vod-operator --namespace $(OPERATOR_NAMESPACE) >/dev/null
+
 ##@ kind (machines with a Docker engine)
 
 .PHONY: kind-up
