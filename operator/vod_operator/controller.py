@@ -1,0 +1,151 @@
+"""The work queue between kopf's watch events and the synchronous reconciler.
+
+Every trigger (a VideoPlatform event, an event on a labelled child, a resync tick) enqueues
+the platform's key. Each key is reconciled by at most one worker at a time; triggers that
+arrive meanwhile coalesce into one more pass. A failed pass is retried with exponential
+backoff (1 s doubling up to `max_backoff`), never in a tight loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from vod_operator.reconcile import Result
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]  # (namespace, name)
+ReconcileFn = Callable[[str, str], Result]
+
+
+@dataclass
+class _KeyState:
+    running: bool = False
+    dirty: bool = False
+    failures: int = 0
+    retry: asyncio.TimerHandle | None = None
+    status_version: str | None = None
+
+
+@dataclass
+class Controller:
+    """Coalescing, rate-limited reconcile queue (one pass per key at a time)."""
+
+    reconcile: ReconcileFn
+    workers: int = 4
+    max_backoff: float = 300.0
+    resync_seconds: float = 600.0
+    monitoring_probe: Callable[[], bool] | None = None
+    monitoring_probe_seconds: float = 60.0
+    _states: dict[Key, _KeyState] = field(default_factory=dict)
+    _slots: asyncio.Semaphore | None = None
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def start(self) -> None:
+        self._slots = asyncio.Semaphore(self.workers)
+        self._spawn(self._resync_loop())
+        if self.monitoring_probe is not None:
+            self._spawn(self._monitoring_loop(self.monitoring_probe))
+
+    async def stop(self) -> None:
+        for state in self._states.values():
+            if state.retry is not None:
+                state.retry.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def enqueue(self, key: Key) -> None:
+        """Ask for one more reconcile of `key` (coalesced with any pending one)."""
+        state = self._states.setdefault(key, _KeyState())
+        if state.running:
+            state.dirty = True
+            return
+        state.running = True
+        self._spawn(self._run(key, state))
+
+    def is_own_write(self, key: Key, resource_version: str | None) -> bool:
+        """Whether an event merely echoes the status this controller just wrote."""
+        state = self._states.get(key)
+        return (
+            state is not None
+            and resource_version is not None
+            and (state.status_version == resource_version)
+        )
+
+    def forget(self, key: Key) -> None:
+        state = self._states.pop(key, None)
+        if state is not None and state.retry is not None:
+            state.retry.cancel()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, key: Key, state: _KeyState) -> None:
+        assert self._slots is not None, "Controller.start() was not called"
+        try:
+            while True:
+                state.dirty = False
+                if state.retry is not None:
+                    state.retry.cancel()
+                    state.retry = None
+                async with self._slots:
+                    result = await self._attempt(key)
+                if result is not None and result.status_version:
+                    state.status_version = result.status_version
+                failed = result is None or result.error is not None
+                if result is not None and not result.found:
+                    self._states.pop(key, None)
+                    return
+                if failed:
+                    # Triggers that came in meanwhile wait for the backoff: no tight loops.
+                    self._schedule_retry(key, state)
+                    return
+                state.failures = 0
+                if not state.dirty:
+                    return
+        finally:
+            state.running = False
+
+    async def _attempt(self, key: Key) -> Result | None:
+        try:
+            return await asyncio.to_thread(self.reconcile, *key)
+        except Exception:
+            log.exception("reconcile of %s/%s crashed", *key)
+            return None
+
+    def _schedule_retry(self, key: Key, state: _KeyState) -> None:
+        delay = min(self.max_backoff, 2.0**state.failures)
+        state.failures += 1
+        log.info("retrying %s/%s in %.0fs", key[0], key[1], delay)
+        loop = asyncio.get_running_loop()
+        state.retry = loop.call_later(delay, self.enqueue, key)
+
+    async def _resync_loop(self) -> None:
+        """Safety net for missed events: a read-only pass over every known platform."""
+        while True:
+            await asyncio.sleep(self.resync_seconds)
+            for key in list(self._states):
+                self.enqueue(key)
+
+    async def _monitoring_loop(self, probe: Callable[[], bool]) -> None:
+        """Re-check discovery; when monitoring.coreos.com/v1 appears or goes, reconcile all."""
+        last: bool | None = None
+        while True:
+            try:
+                available = await asyncio.to_thread(probe)
+            except Exception:
+                log.exception("monitoring API discovery failed")
+            else:
+                if last is not None and available != last:
+                    log.info("monitoring API available: %s; reconciling all", available)
+                    for key in list(self._states):
+                        self.enqueue(key)
+                last = available
+            await asyncio.sleep(self.monitoring_probe_seconds)

@@ -1,0 +1,84 @@
+"""kopf wiring only: which watch events feed the reconcile queue.
+
+Only `on.event` handlers are used: kopf then keeps no progress or diff-base state in the
+objects and adds no finalizers, so a platform at rest sees no writes. Retries and backoff live
+in `Controller`. Run with `python -m vod_operator` or
+`kopf run --standalone --all-namespaces -m vod_operator.handlers`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from vod_operator import naming
+from vod_operator.controller import Controller
+from vod_operator.kube import CHILD_KINDS, Kube, load_client
+from vod_operator.options import Options
+from vod_operator.reconcile import Reconciler
+
+OWNED = {naming.MANAGED_BY: naming.FIELD_MANAGER}
+
+
+@kopf.on.startup()
+async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    options = Options.from_env()
+    settings.peering.standalone = True  # one replica (Recreate): no peering writes
+    settings.posting.enabled = False  # our Events are explicit, see Reconciler
+    settings.watching.server_timeout = options.watch_timeout_seconds
+    settings.watching.client_timeout = options.watch_timeout_seconds + 30
+    settings.watching.connect_timeout = 10
+    settings.networking.request_timeout = 60
+    for kind in CHILD_KINDS.values():  # server-side filter: only our children are streamed
+        plural = f"{kind.plural}.{kind.group}" if kind.group else kind.plural
+        settings.watching.label_selectors[plural] = f"{naming.MANAGED_BY}={naming.FIELD_MANAGER}"
+    kube = Kube(load_client(), discovery_ttl=options.monitoring_probe_seconds / 2)
+    controller = Controller(
+        Reconciler(kube).reconcile,
+        workers=options.workers,
+        max_backoff=options.max_backoff_seconds,
+        resync_seconds=options.resync_seconds,
+        monitoring_probe=kube.monitoring_available,
+        monitoring_probe_seconds=options.monitoring_probe_seconds,
+    )
+    controller.start()
+    memo.controller = controller
+    logging.getLogger(__name__).info("vod-operator started: %s", options)
+
+
+@kopf.on.cleanup()
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    await memo.controller.stop()
+
+
+@kopf.on.event(naming.GROUP, naming.VERSION, naming.PLURAL)
+async def videoplatform_event(
+    event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any
+) -> None:
+    """A VideoPlatform appeared (also at start-up: resume), changed or went."""
+    controller: Controller = memo.controller
+    key = (body.metadata.namespace or "", body.metadata.name or "")
+    if event.get("type") == "DELETED":
+        controller.forget(key)  # the children go through garbage collection
+    elif not controller.is_own_write(key, body.metadata.get("resourceVersion")):
+        controller.enqueue(key)
+
+
+async def child_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A labelled child changed or was deleted: reconcile its owner (self-healing)."""
+    controller: Controller = memo.controller
+    for ref in body.metadata.get("ownerReferences", []):
+        if ref.get("kind") == naming.KIND and ref.get("controller"):
+            controller.enqueue((body.metadata.namespace or "", ref["name"]))
+
+
+for _kind in CHILD_KINDS.values():
+    kopf.on.event(
+        group=_kind.group,
+        version=_kind.version,
+        plural=_kind.plural,
+        labels=OWNED,
+        id=f"child-{_kind.plural}",
+    )(child_event)

@@ -1,0 +1,42 @@
+"""Operator settings, read once from VOD_OPERATOR_* environment variables."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Options:
+    """Tunables of the operator process (the CLI sets them through the environment)."""
+
+    #: Platforms reconciled concurrently (each pass runs in a worker thread).
+    workers: int = 4
+    #: Read-only safety-net pass over every platform, in seconds.
+    resync_seconds: float = 600.0
+    #: How often discovery is re-checked for monitoring.coreos.com/v1, in seconds.
+    monitoring_probe_seconds: float = 60.0
+    #: Longest retry delay after a failed reconcile, in seconds.
+    max_backoff_seconds: float = 300.0
+    #: Server-side watch timeout; kopf reconnects after it (no hung watches).
+    watch_timeout_seconds: int = 300
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Options:
+        env = dict(os.environ if environ is None else environ)
+        defaults = cls()
+
+        def read(name: str, default: float) -> float:
+            return float(env.get(f"VOD_OPERATOR_{name}", default))
+
+        return cls(
+            workers=int(read("WORKERS", defaults.workers)),
+            resync_seconds=read("RESYNC_SECONDS", defaults.resync_seconds),
+            monitoring_probe_seconds=read(
+                "MONITORING_PROBE_SECONDS", defaults.monitoring_probe_seconds
+            ),
+            max_backoff_seconds=read("MAX_BACKOFF_SECONDS", defaults.max_backoff_seconds),
+            watch_timeout_seconds=int(
+                read("WATCH_TIMEOUT_SECONDS", defaults.watch_timeout_seconds)
+            ),
+        )

@@ -1,0 +1,108 @@
+"""Controller: coalescing per key, one pass at a time, exponential backoff on failure."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import Counter
+
+import pytest
+
+from vod_operator.controller import Controller
+from vod_operator.reconcile import Result
+
+pytestmark = pytest.mark.unit
+
+
+class Recorder:
+    def __init__(self, fail_times: int = 0, delay: float = 0.0) -> None:
+        self.calls: Counter[tuple[str, str]] = Counter()
+        self.fail_times = fail_times
+        self.delay = delay
+        self.running = 0
+        self.max_running = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, namespace: str, name: str) -> Result:
+        with self.lock:
+            self.calls[(namespace, name)] += 1
+            self.running += 1
+            self.max_running = max(self.max_running, self.running)
+        try:
+            threading.Event().wait(self.delay)
+            if self.calls[(namespace, name)] <= self.fail_times:
+                return Result(error="refused")
+            return Result()
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+async def settle(controller: Controller) -> None:
+    for _ in range(200):
+        await asyncio.sleep(0.01)
+        if not any(s.running for s in controller._states.values()):
+            return
+
+
+async def test_triggers_during_a_pass_coalesce_into_one_more_pass() -> None:
+    recorder = Recorder(delay=0.2)
+    controller = Controller(recorder, workers=2)
+    controller.start()
+    try:
+        controller.enqueue(("ns", "a"))
+        await asyncio.sleep(0.05)
+        for _ in range(10):
+            controller.enqueue(("ns", "a"))
+        await asyncio.sleep(0.6)
+        await settle(controller)
+        assert recorder.calls[("ns", "a")] == 2
+    finally:
+        await controller.stop()
+
+
+async def test_worker_limit_bounds_concurrency() -> None:
+    recorder = Recorder(delay=0.1)
+    controller = Controller(recorder, workers=2)
+    controller.start()
+    try:
+        for i in range(6):
+            controller.enqueue(("ns", f"p{i}"))
+        await asyncio.sleep(0.5)
+        await settle(controller)
+        assert sum(recorder.calls.values()) == 6
+        assert recorder.max_running == 2
+    finally:
+        await controller.stop()
+
+
+async def test_failures_retry_with_growing_backoff() -> None:
+    recorder = Recorder(fail_times=2)
+    controller = Controller(recorder, workers=1)
+    controller.start()
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        controller.enqueue(("ns", "a"))
+        while recorder.calls[("ns", "a")] < 3 and loop.time() - started < 10:
+            await asyncio.sleep(0.05)
+        elapsed = loop.time() - started
+        # Retries after 1 s then 2 s: never a tight loop.
+        assert recorder.calls[("ns", "a")] == 3
+        assert elapsed >= 2.9
+        await asyncio.sleep(0.3)
+        assert recorder.calls[("ns", "a")] == 3  # success stops the retries
+    finally:
+        await controller.stop()
+
+
+async def test_own_status_write_is_recognised() -> None:
+    controller = Controller(lambda ns, n: Result(status_version="42"), workers=1)
+    controller.start()
+    try:
+        controller.enqueue(("ns", "a"))
+        await asyncio.sleep(0.2)
+        assert controller.is_own_write(("ns", "a"), "42")
+        assert not controller.is_own_write(("ns", "a"), "43")
+    finally:
+        await controller.stop()

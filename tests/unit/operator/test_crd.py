@@ -1,0 +1,93 @@
+"""The CRD itself: documented field by field, defaults sane, examples valid against it."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+import jsonschema
+import pytest
+
+from tests.unit.operator import crdschema
+
+pytestmark = pytest.mark.unit
+
+
+def _walk(node: dict[str, Any], path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    yield path, node
+    for key, sub in node.get("properties", {}).items():
+        yield from _walk(sub, f"{path}.{key}")
+    if "items" in node:
+        yield from _walk(node["items"], f"{path}[]")
+    extra = node.get("additionalProperties")
+    if isinstance(extra, dict):
+        yield from _walk(extra, f"{path}{{}}")
+
+
+def _json_schema(node: Any) -> Any:
+    """The OpenAPI schema as plain JSON Schema (drop Kubernetes extensions)."""
+    if isinstance(node, dict):
+        return {k: _json_schema(v) for k, v in node.items() if not k.startswith("x-kubernetes")}
+    if isinstance(node, list):
+        return [_json_schema(v) for v in node]
+    return node
+
+
+def test_every_spec_and_status_field_has_a_description() -> None:
+    root = crdschema.schema()
+    missing = [
+        path
+        for top in ("spec", "status")
+        for path, node in _walk(root["properties"][top], top)
+        if "description" not in node and not path.endswith("{}")
+    ]
+    assert missing == []
+
+
+def test_identity_subresources_and_columns() -> None:
+    crd = crdschema.crd()["spec"]
+    version = crd["versions"][0]
+    assert (crd["group"], crd["scope"], crd["names"]["shortNames"], crd["names"]["categories"]) == (
+        "videoplatform.io",
+        "Namespaced",
+        ["vp"],
+        ["vod"],
+    )
+    assert (version["name"], version["served"], version["storage"]) == ("v1alpha1", True, True)
+    assert version["subresources"]["scale"] == {
+        "specReplicasPath": ".spec.replicas",
+        "statusReplicasPath": ".status.replicas",
+        "labelSelectorPath": ".status.selector",
+    }
+    columns = [c["name"] for c in version["additionalPrinterColumns"]]
+    assert {"Ready", "Replicas", "Endpoint", "Age"} <= set(columns)
+
+
+@pytest.mark.parametrize("name", ["demo", "showcase"])
+def test_examples_validate_against_the_schema(name: str) -> None:
+    body = crdschema.example_platform(name)
+    jsonschema.validate(body, _json_schema(crdschema.schema()))
+
+
+def test_defaults_fill_a_minimal_spec() -> None:
+    body = crdschema.platform({"storage": {"pvc": {"claimName": "videos"}}})
+    spec = body["spec"]
+    assert spec["replicas"] == 2
+    assert spec["autoscaling"] == {
+        "enabled": False,
+        "minReplicas": 2,
+        "maxReplicas": 10,
+        "targetCPUUtilizationPercentage": 70,
+    }
+    assert spec["server"]["shutdownGraceSeconds"] < spec["server"]["terminationGracePeriodSeconds"]
+    assert spec["storage"]["pvc"]["readOnly"] is False
+    assert spec["suspend"] is False
+
+
+def test_schema_rejects_a_wrong_type() -> None:
+    body = crdschema.example_platform("demo")
+    bad = copy.deepcopy(body)
+    bad["spec"]["replicas"] = "two"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, _json_schema(crdschema.schema()))

@@ -1,0 +1,183 @@
+"""render(): golden files for the examples, plus the rules every rendering must keep.
+
+Regenerate the golden files with `make golden` and review the diff like code.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.unit.operator import crdschema
+from vod_operator import naming
+from vod_operator.render import RenderError, RenderInputs, desired_kinds, render
+
+pytestmark = pytest.mark.unit
+
+GOLDEN = Path(__file__).parent / "golden"
+KEYS = {"k-test": base64.b64encode(bytes(range(32))).decode()}
+CASES = {
+    "minimal": ("demo", RenderInputs()),
+    "full": ("showcase", RenderInputs(signing_keys=KEYS, monitoring_available=True)),
+}
+
+
+def _by_kind(manifests: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {m["kind"]: m for m in manifests}
+
+
+def _deployment_env(manifests: list[dict[str, Any]]) -> dict[str, str]:
+    data: dict[str, str] = _by_kind(manifests)["ConfigMap"]["data"]
+    return data
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_golden(case: str) -> None:
+    name, inputs = CASES[case]
+    text = yaml.safe_dump_all(render(crdschema.example_platform(name), inputs), sort_keys=False)
+    path = GOLDEN / f"{case}.yaml"
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.write_text(text)
+    assert text == path.read_text(), f"{path} is stale: run `make golden` and review the diff"
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_every_child_is_labelled_owned_and_canonical(case: str) -> None:
+    name, inputs = CASES[case]
+    platform = crdschema.example_platform(name)
+    for manifest in render(platform, inputs):
+        meta = manifest["metadata"]
+        assert meta["namespace"] == platform["metadata"]["namespace"]
+        for key in ("name", "instance", "component", "managed-by", "part-of", "version"):
+            assert f"app.kubernetes.io/{key}" in meta["labels"], (manifest["kind"], key)
+        assert meta["ownerReferences"] == [
+            {
+                "apiVersion": "videoplatform.io/v1alpha1",
+                "kind": "VideoPlatform",
+                "name": name,
+                "uid": platform["metadata"]["uid"],
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+        text = yaml.safe_dump(manifest)
+        assert "null" not in text and "[]" not in text and "creationTimestamp" not in text
+        assert "stringData" not in manifest
+
+
+def test_minimal_renders_the_core_children_only() -> None:
+    manifests = render(crdschema.example_platform("demo"), RenderInputs())
+    assert [m["kind"] for m in manifests] == [
+        "ConfigMap",
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+    ]
+    deployment = _by_kind(manifests)["Deployment"]
+    assert deployment["spec"]["replicas"] == 2
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["image"] == naming.DEFAULT_IMAGE
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts == {"media": "/media", "tmp": "/tmp"}
+    env = _deployment_env(manifests)
+    assert env["VOD_SIGNED_URLS"] == "false" and "VOD_SIGNING_KEYS_DIR" not in env
+    assert int(env["VOD_SHUTDOWN_GRACE_SECONDS"]) < pod["terminationGracePeriodSeconds"]
+
+
+def test_full_renders_every_child_and_wires_the_contract() -> None:
+    manifests = render(crdschema.example_platform("showcase"), CASES["full"][1])
+    kinds = _by_kind(manifests)
+    assert set(kinds) == set(
+        desired_kinds(crdschema.example_platform("showcase")["spec"], CASES["full"][1])
+    )
+    assert "replicas" not in kinds["Deployment"]["spec"]  # the HPA owns it
+    assert kinds["HorizontalPodAutoscaler"]["spec"]["minReplicas"] == 2
+    assert kinds["Secret"]["data"] == KEYS
+    env = _deployment_env(manifests)
+    assert env["VOD_SIGNING_ACTIVE_KEY_ID"] == "k-test"
+    assert env["VOD_SIGNING_KEYS_DIR"] == "/etc/vod/signing"
+    assert env["VOD_JWT_SECRET_FILE"] == "/etc/vod/jwt/key"
+    assert env["VOD_CORS_ALLOWED_ORIGINS"] == "https://app.example.com,https://admin.example.com"
+    assert env["VOD_CACHE_MAX_BYTES"] == str(2 * 2**30)
+    assert kinds["Ingress"]["spec"]["rules"][0]["host"] == "videos.example.com"
+
+
+def test_config_change_changes_the_pod_template_hash() -> None:
+    platform = crdschema.example_platform("demo")
+    before = _by_kind(render(platform, RenderInputs()))["Deployment"]
+    changed = copy.deepcopy(platform)
+    changed["spec"]["server"]["logLevel"] = "debug"
+    after = _by_kind(render(changed, RenderInputs()))["Deployment"]
+    annotation = naming.CONFIG_HASH_ANNOTATION
+
+    def hash_of(d: dict[str, Any]) -> str:
+        value: str = d["spec"]["template"]["metadata"]["annotations"][annotation]
+        return value
+
+    assert hash_of(before) != hash_of(after)
+    assert render(platform, RenderInputs()) == render(copy.deepcopy(platform), RenderInputs())
+
+
+def test_autoscaling_off_restores_replicas_and_drops_the_hpa() -> None:
+    platform = crdschema.example_platform("showcase")
+    platform["spec"]["autoscaling"]["enabled"] = False
+    kinds = _by_kind(render(platform, CASES["full"][1]))
+    assert "HorizontalPodAutoscaler" not in kinds
+    assert kinds["Deployment"]["spec"]["replicas"] == 3
+
+
+def test_monitoring_objects_only_when_the_api_exists() -> None:
+    platform = crdschema.example_platform("showcase")
+    without = {m["kind"] for m in render(platform, RenderInputs(signing_keys=KEYS))}
+    assert not {"ServiceMonitor", "PrometheusRule"} & without
+    platform["spec"]["monitoring"]["enabled"] = False
+    disabled = {m["kind"] for m in render(platform, CASES["full"][1])}
+    assert not {"ServiceMonitor", "PrometheusRule"} & disabled
+
+
+def test_user_signing_secret_is_mounted_and_nothing_generated() -> None:
+    platform = crdschema.example_platform("demo")
+    platform["spec"]["security"]["signedUrls"] = {
+        "enabled": True,
+        "ttlSeconds": 60,
+        "secretName": "my-keys",
+        "activeKeyId": "2026-01",
+    }
+    manifests = render(platform, RenderInputs())
+    kinds = _by_kind(manifests)
+    assert "Secret" not in kinds
+    volumes = kinds["Deployment"]["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "signing", "secret": {"secretName": "my-keys", "defaultMode": 288}} in volumes
+    assert _deployment_env(manifests)["VOD_SIGNING_ACTIVE_KEY_ID"] == "2026-01"
+
+
+def test_signed_urls_without_a_generated_key_is_an_error() -> None:
+    platform = crdschema.example_platform("demo")
+    platform["spec"]["security"]["signedUrls"]["enabled"] = True
+    with pytest.raises(RenderError):
+        render(platform, RenderInputs())
+
+
+def test_emptydir_origin_and_public_key_jwt() -> None:
+    platform = crdschema.platform(
+        {
+            "storage": {"emptyDir": {}},
+            "security": {"jwt": {"secretName": "jwt", "keyType": "PublicKey"}},
+        }
+    )
+    manifests = render(platform, RenderInputs())
+    pod = _by_kind(manifests)["Deployment"]["spec"]["template"]["spec"]
+    media = next(v for v in pod["volumes"] if v["name"] == "media")
+    assert media == {"name": "media", "emptyDir": {"sizeLimit": "1Gi"}}
+    assert _deployment_env(manifests)["VOD_JWT_PUBLIC_KEY_FILE"] == "/etc/vod/jwt/key"

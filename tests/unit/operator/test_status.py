@@ -1,0 +1,146 @@
+"""status.compute(): conditions, phase and counters from observed children."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from vod_operator import status
+from vod_operator.status import Monitoring, Observed
+
+pytestmark = pytest.mark.unit
+
+T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
+
+
+def deployment(
+    desired: int = 2,
+    ready: int = 2,
+    updated: int = 2,
+    replicas: int | None = None,
+    lag: bool = False,
+) -> dict[str, Any]:
+    return {
+        "metadata": {"generation": 4},
+        "spec": {"replicas": desired},
+        "status": {
+            "observedGeneration": 3 if lag else 4,
+            "replicas": desired if replicas is None else replicas,
+            "updatedReplicas": updated,
+            "readyReplicas": ready,
+        },
+    }
+
+
+def observe(dep: dict[str, Any] | None, **overrides: Any) -> Observed:
+    values: dict[str, Any] = {
+        "name": "demo",
+        "namespace": "media",
+        "generation": 7,
+        "suspended": False,
+        "deployment": dep,
+        "monitoring": Monitoring.CRDS_MISSING,
+        "previous": {},
+        "now": T0,
+    }
+    values.update(overrides)
+    return Observed(**values)
+
+
+def conditions(st: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in st["conditions"]}
+
+
+def test_ready_platform() -> None:
+    st = status.compute(observe(deployment()))
+    assert st["phase"] == "Ready"
+    assert conditions(st) == {
+        "Ready": ("True", "AllReplicasReady"),
+        "Progressing": ("False", "RolloutComplete"),
+        "Degraded": ("False", "AsExpected"),
+        "Monitoring": ("False", "MonitoringCRDsNotInstalled"),
+    }
+    assert (st["replicas"], st["readyReplicas"], st["observedGeneration"]) == (2, 2, 7)
+    assert st["endpoint"] == "http://demo-stream.media.svc:8080"
+    assert st["selector"] == (
+        "app.kubernetes.io/component=streaming,app.kubernetes.io/instance=demo,"
+        "app.kubernetes.io/name=vod-stream"
+    )
+    assert all(c["observedGeneration"] == 7 for c in st["conditions"])
+
+
+def test_no_deployment_yet_is_pending_and_progressing() -> None:
+    st = status.compute(observe(None))
+    assert st["phase"] == "Pending"
+    assert conditions(st)["Ready"] == ("False", "DeploymentMissing")
+    assert conditions(st)["Progressing"] == ("True", "Creating")
+    assert (st["replicas"], st["readyReplicas"]) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    "dep",
+    [deployment(ready=1), deployment(updated=1, replicas=3), deployment(lag=True)],
+    ids=["pods-not-ready", "old-pods-left", "controller-lagging"],
+)
+def test_rollouts_in_flight_are_progressing(dep: dict[str, Any]) -> None:
+    assert conditions(status.compute(observe(dep)))["Progressing"] == ("True", "RollingOut")
+
+
+def test_apply_error_is_degraded_and_failed() -> None:
+    st = status.compute(observe(deployment(), apply_error="Deployment/x: bad cpu"))
+    assert st["phase"] == "Failed"
+    degraded = status.condition(st, "Degraded")
+    assert degraded is not None
+    assert (degraded["status"], degraded["reason"], degraded["message"]) == (
+        "True",
+        "ApplyFailed",
+        "Deployment/x: bad cpu",
+    )
+
+
+def test_suspended_says_so() -> None:
+    st = status.compute(observe(deployment(), suspended=True))
+    assert st["phase"] == "Suspended"
+    assert conditions(st)["Progressing"] == ("False", "Suspended")
+    assert conditions(st)["Ready"] == ("True", "AllReplicasReady")
+
+
+def test_scaled_to_zero_is_not_ready() -> None:
+    st = status.compute(observe(deployment(desired=0, ready=0, updated=0)))
+    assert conditions(st)["Ready"] == ("False", "ScaledToZero")
+
+
+def test_deadline_exceeded_is_degraded() -> None:
+    dep = deployment(ready=1)
+    dep["status"]["conditions"] = [{"type": "Progressing", "reason": "ProgressDeadlineExceeded"}]
+    st = status.compute(observe(dep))
+    assert conditions(st)["Degraded"] == ("True", "ProgressDeadlineExceeded")
+    assert st["phase"] == "Degraded"
+
+
+def test_monitoring_condition() -> None:
+    enabled = status.compute(observe(deployment(), monitoring=Monitoring.ENABLED))
+    disabled = status.compute(observe(deployment(), monitoring=Monitoring.DISABLED))
+    assert conditions(enabled)["Monitoring"] == ("True", "Enabled")
+    assert conditions(disabled)["Monitoring"] == ("False", "Disabled")
+
+
+def test_transition_time_moves_only_when_a_condition_flips() -> None:
+    first = status.compute(observe(deployment(ready=1)))
+    # Still not ready, other counts: same status, so the time stays T0 although now is T1.
+    second = status.compute(observe(deployment(ready=0), previous=first, now=T1))
+    ready = status.condition(second, "Ready")
+    assert ready is not None and ready["lastTransitionTime"] == T0
+    # Now it flips to True: the time moves.
+    third = status.compute(observe(deployment(), previous=second, now=T1))
+    flipped = status.condition(third, "Ready")
+    assert flipped is not None and flipped["lastTransitionTime"] == T1
+
+
+def test_status_at_rest_is_unchanged() -> None:
+    first = status.compute(observe(deployment()))
+    again = status.compute(observe(deployment(), previous=first, now=T1))
+    assert not status.changed({**first, "kopf": {"x": 1}}, again)
+    bumped = status.compute(observe(deployment(), previous=first, now=T1, generation=8))
+    assert status.changed(first, bumped)
