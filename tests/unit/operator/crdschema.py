@@ -17,11 +17,13 @@ EXAMPLES = ROOT / "examples"
 
 @cache
 def crd() -> dict[str, Any]:
-    return yaml.safe_load(CRD_PATH.read_text())
+    loaded: dict[str, Any] = yaml.safe_load(CRD_PATH.read_text())
+    return loaded
 
 
 def schema() -> dict[str, Any]:
-    return crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    root: dict[str, Any] = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return root
 
 
 def apply_defaults(node: dict[str, Any], value: Any) -> Any:

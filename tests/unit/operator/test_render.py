@@ -67,7 +67,9 @@ def test_every_child_is_labelled_owned_and_canonical(case: str) -> None:
             }
         ]
         text = yaml.safe_dump(manifest)
-        assert "null" not in text and "[]" not in text and "creationTimestamp" not in text
+        assert "null" not in text
+        assert "[]" not in text
+        assert "creationTimestamp" not in text
         assert "stringData" not in manifest
 
 
@@ -91,7 +93,8 @@ def test_minimal_renders_the_core_children_only() -> None:
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     assert mounts == {"media": "/media", "tmp": "/tmp"}
     env = _deployment_env(manifests)
-    assert env["VOD_SIGNED_URLS"] == "false" and "VOD_SIGNING_KEYS_DIR" not in env
+    assert env["VOD_SIGNED_URLS"] == "false"
+    assert "VOD_SIGNING_KEYS_DIR" not in env
     assert int(env["VOD_SHUTDOWN_GRACE_SECONDS"]) < pod["terminationGracePeriodSeconds"]
 
 

@@ -131,11 +131,13 @@ def test_transition_time_moves_only_when_a_condition_flips() -> None:
     # Still not ready, other counts: same status, so the time stays T0 although now is T1.
     second = status.compute(observe(deployment(ready=0), previous=first, now=T1))
     ready = status.condition(second, "Ready")
-    assert ready is not None and ready["lastTransitionTime"] == T0
+    assert ready is not None
+    assert ready["lastTransitionTime"] == T0
     # Now it flips to True: the time moves.
     third = status.compute(observe(deployment(), previous=second, now=T1))
     flipped = status.condition(third, "Ready")
-    assert flipped is not None and flipped["lastTransitionTime"] == T1
+    assert flipped is not None
+    assert flipped["lastTransitionTime"] == T1
 
 
 def test_status_at_rest_is_unchanged() -> None:
