@@ -30,6 +30,12 @@ def _sync(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from vod_delivery import demo
+
+    return demo.up(kind=args.kind) if args.action == "up" else demo.down()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run one command."""
     parser = argparse.ArgumentParser(prog="python -m vod_delivery", description=__doc__)
@@ -42,5 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     syn.add_argument("--check", action="store_true", help="fail when a copy is out of step")
     syn.set_defaults(func=_sync)
+    dem = sub.add_parser("demo", help="the README's demo: up (default) or down")
+    dem.add_argument("action", nargs="?", choices=["up", "down"], default="up")
+    dem.add_argument("--kind", action="store_true", help="kind path (the Makefile deployed)")
+    dem.set_defaults(func=_demo)
     args = parser.parse_args(argv)
     return int(args.func(args))
