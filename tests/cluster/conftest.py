@@ -1,0 +1,152 @@
+"""Operator-process fixtures for the cluster tier (one operator per session).
+
+The control plane itself comes from the session fixture `kube_cluster` (tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CRD = ROOT / "crds" / "videoplatforms.videoplatform.io.yaml"
+T = TypeVar("T")
+
+
+def eventually(check: Callable[[], T], timeout: float = 30.0, interval: float = 0.25) -> T:
+    """Poll `check` until it returns a truthy value (returned) or raise the last failure."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+        except (AssertionError, subprocess.CalledProcessError, KeyError, IndexError) as exc:
+            last = exc
+        else:
+            if value:
+                return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s: {last!r}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class OperatorProcess:
+    """`python -m vod_operator` against the test cluster; restartable (for resume tests)."""
+
+    env: dict[str, str]
+    log_path: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def liveness_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/healthz"
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "vod_operator", "--liveness", self.liveness_url],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        eventually(self.alive, timeout=60)
+
+    def alive(self) -> bool:
+        if self.process is None or self.process.poll() is not None:
+            raise AssertionError(f"operator exited; log: {self.log_tail()}")
+        try:
+            with urllib.request.urlopen(self.liveness_url, timeout=2) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def log_tail(self, lines: int = 40) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+@pytest.fixture(scope="session")
+def crd_installed(kube_cluster: Any) -> Any:
+    kube_cluster.kubectl("apply", "--server-side", "-f", str(CRD))
+    kube_cluster.kubectl(
+        "wait", "--for=condition=Established", "crd/videoplatforms.videoplatform.io"
+    )
+    return kube_cluster
+
+
+@pytest.fixture(scope="session")
+def operator(
+    crd_installed: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    env = dict(crd_installed.env)
+    env.update(
+        {
+            "VOD_OPERATOR_MONITORING_PROBE_SECONDS": "3",
+            "VOD_OPERATOR_MAX_BACKOFF_SECONDS": "10",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    proc = OperatorProcess(env=env, log_path=tmp_path_factory.mktemp("operator") / "operator.log")
+    proc.start()
+    yield proc
+    proc.stop()
+    if os.environ.get("VOD_SHOW_OPERATOR_LOG"):
+        print(proc.log_tail(200))
+
+
+@dataclass
+class Namespace:
+    """A throw-away namespace plus kubectl/JSON helpers scoped to it."""
+
+    name: str
+    cluster: Any
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> Any:
+        return self.cluster.kubectl("-n", self.name, *args, input=input, check=check)
+
+    def get(self, kind: str, name: str) -> dict[str, Any]:
+        return json.loads(self.kubectl("get", kind, name, "-o", "json").stdout)  # type: ignore[no-any-return]
+
+    def exists(self, kind: str, name: str) -> bool:
+        result = self.kubectl("get", kind, name, "--ignore-not-found", "-o", "name", check=False)
+        return bool(result.stdout.strip())
+
+    def apply(self, manifest: str) -> Any:
+        return self.kubectl("apply", "-f", "-", input=manifest)
+
+
+@pytest.fixture
+def namespace(operator: OperatorProcess, kube_cluster: Any) -> Iterator[Namespace]:
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    kube_cluster.kubectl("create", "namespace", name)
+    yield Namespace(name=name, cluster=kube_cluster)
+    kube_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)

@@ -1,0 +1,344 @@
+"""The operator against a real API server, driven the way a user drives it: kubectl.
+
+One control plane and one operator process serve the whole module; each test works in its
+own namespace. kwok makes the streaming pods Running/Ready, so Ready is real.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cluster.conftest import Namespace, OperatorProcess, eventually
+
+pytestmark = pytest.mark.cluster
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def platform(name: str, spec: str = "") -> str:
+    body = textwrap.indent(textwrap.dedent(spec).strip(), "  ") if spec.strip() else ""
+    return (
+        "apiVersion: videoplatform.io/v1alpha1\nkind: VideoPlatform\n"
+        f"metadata:\n  name: {name}\nspec:\n  storage:\n    emptyDir: {{}}\n{body}\n"
+    )
+
+
+def condition(vp: dict[str, Any], kind: str) -> dict[str, Any]:
+    found = [c for c in vp.get("status", {}).get("conditions", []) if c["type"] == kind]
+    assert found, f"no {kind} condition in {vp.get('status')}"
+    first: dict[str, Any] = found[0]
+    return first
+
+
+def wait_ready(ns: Namespace, name: str, timeout: int = 90) -> None:
+    ns.kubectl("wait", "--for=condition=Ready", f"vp/{name}", f"--timeout={timeout}s")
+
+
+def uid(ns: Namespace, kind: str, name: str) -> str:
+    return str(ns.get(kind, name)["metadata"]["uid"])
+
+
+# -- the examples, as a user applies them -------------------------------------------------
+
+
+def test_examples_apply_as_they_are_and_become_ready(
+    operator: OperatorProcess, kube_cluster: Any
+) -> None:
+    kube_cluster.kubectl("apply", "-f", str(ROOT / "examples"))
+    try:
+        kube_cluster.kubectl(
+            "wait", "--for=condition=Ready", "vp/demo", "vp/showcase", "--timeout=120s"
+        )
+        table = kube_cluster.kubectl("get", "vp").stdout.splitlines()
+        assert table[0].split() == ["NAME", "READY", "PHASE", "REPLICAS", "ENDPOINT", "AGE"]
+        rows = {line.split()[0]: line.split() for line in table[1:]}
+        assert rows["demo"][1:5] == [
+            "True",
+            "Ready",
+            "2",
+            "http://demo-stream.default.svc:8080",
+        ]
+        assert rows["showcase"][1:3] == ["True", "Ready"]
+        kinds = kube_cluster.kubectl(
+            "get",
+            "configmap,secret,deployment,service,hpa,pdb,ingress",
+            "-l",
+            "app.kubernetes.io/instance=showcase",
+            "-o",
+            "name",
+        ).stdout.split()
+        assert sorted(k.split("/")[0] for k in kinds) == sorted(
+            [
+                "configmap",
+                "secret",
+                "deployment.apps",
+                "service",
+                "horizontalpodautoscaler.autoscaling",
+                "poddisruptionbudget.policy",
+                "ingress.networking.k8s.io",
+            ]
+        )
+        vp = json.loads(kube_cluster.kubectl("get", "vp", "showcase", "-o", "json").stdout)
+        assert condition(vp, "Monitoring")["reason"] == "MonitoringCRDsNotInstalled"
+    finally:
+        kube_cluster.kubectl(
+            "delete", "-f", str(ROOT / "examples"), "--ignore-not-found", "--wait=false"
+        )
+
+
+def test_explain_teaches_the_fields(crd_installed: Any) -> None:
+    text = crd_installed.kubectl("explain", "vp.spec.autoscaling").stdout
+    for field in ("minReplicas", "maxReplicas", "targetCPUUtilizationPercentage", "enabled"):
+        assert field in text
+    assert "HorizontalPodAutoscaler" in text
+    assert (
+        "Lower bound" in crd_installed.kubectl("explain", "vp.spec.autoscaling.minReplicas").stdout
+    )
+
+
+# -- validation at the door ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        (
+            "autoscaling: {enabled: true, minReplicas: 5, maxReplicas: 2}",
+            "spec.autoscaling.minReplicas",
+        ),
+        ("cache: {enabled: true, size: '0'}", "spec.cache.size"),
+        ("replicas: -1", "spec.replicas"),
+        (
+            "transcoding:\n  enabled: true\n  renditions:\n"
+            "    - {name: hd, height: 720, videoBitrate: 3000k}\n"
+            "    - {name: hd, height: 480, videoBitrate: 1000k}",
+            "spec.transcoding.renditions",
+        ),
+        ("transcoding: {enabled: true}", "spec.transcoding.renditions"),
+        (
+            "security: {signedUrls: {enabled: true, secretName: mine}}",
+            "spec.security.signedUrls.activeKeyId",
+        ),
+    ],
+    ids=[
+        "min-gt-max",
+        "cache-zero",
+        "negative-replicas",
+        "duplicate-rendition",
+        "no-renditions",
+        "key-id",
+    ],
+)
+def test_invalid_specs_are_refused_naming_the_field(
+    namespace: Namespace, spec: str, field: str
+) -> None:
+    result = namespace.kubectl("apply", "-f", "-", input=platform("bad", spec), check=False)
+    assert result.returncode != 0
+    assert field in result.stderr, result.stderr
+
+
+def test_two_storage_origins_are_refused(namespace: Namespace) -> None:
+    body = platform("bad", "").replace(
+        "    emptyDir: {}\n", "    emptyDir: {}\n    pvc: {claimName: videos}\n"
+    )
+    result = namespace.kubectl("apply", "-f", "-", input=body, check=False)
+    assert result.returncode != 0
+    assert "spec.storage" in result.stderr
+    assert "exactly one storage origin" in result.stderr
+
+
+# -- the spec drives the children ---------------------------------------------------------
+
+
+def test_children_follow_spec_edits(namespace: Namespace) -> None:
+    ns = namespace
+    ns.apply(platform("web"))
+    wait_ready(ns, "web")
+    dep = ns.get("deployment", "web-stream")
+    assert dep["spec"]["replicas"] == 2
+    assert dep["metadata"]["ownerReferences"][0]["kind"] == "VideoPlatform"
+
+    # kubectl scale through the scale subresource
+    ns.kubectl("scale", "vp/web", "--replicas=3")
+    eventually(lambda: ns.get("deployment", "web-stream")["spec"]["replicas"] == 3)
+    eventually(lambda: ns.get("vp", "web")["status"]["readyReplicas"] == 3, timeout=60)
+
+    # a new image rolls the Deployment
+    ns.kubectl("patch", "vp/web", "--type=merge", "-p", '{"spec":{"image":"example.org/vod:2"}}')
+    eventually(
+        lambda: (
+            ns.get("deployment", "web-stream")["spec"]["template"]["spec"]["containers"][0]["image"]
+            == "example.org/vod:2"
+        )
+    )
+
+    # autoscaling on: an HPA appears and owns the replica count
+    ns.kubectl(
+        "patch", "vp/web", "--type=merge", "-p",
+        '{"spec":{"autoscaling":{"enabled":true,"minReplicas":2,"maxReplicas":4}}}',
+    )  # fmt: skip
+    eventually(lambda: ns.exists("hpa", "web-stream"))
+    hpa = ns.get("hpa", "web-stream")
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 4)
+
+    def replicas_released() -> bool:
+        managed = ns.get("deployment", "web-stream")["metadata"]["managedFields"]
+        ours = [m for m in managed if m["manager"] == "vod-operator" and m["operation"] == "Apply"]
+        return bool(ours) and "f:replicas" not in ours[0]["fieldsV1"]["f:spec"]
+
+    eventually(replicas_released)
+    assert ns.get("deployment", "web-stream")["spec"]["replicas"] >= 2  # never dropped to 1
+
+    # autoscaling off: the HPA goes and spec.replicas applies again
+    ns.kubectl(
+        "patch", "vp/web", "--type=merge", "-p",
+        '{"spec":{"autoscaling":{"enabled":false},"replicas":1}}',
+    )  # fmt: skip
+    eventually(lambda: not ns.exists("hpa", "web-stream"))
+    eventually(lambda: ns.get("deployment", "web-stream")["spec"]["replicas"] == 1)
+
+    # ingress on, then off
+    ns.kubectl(
+        "patch", "vp/web", "--type=merge", "-p",
+        '{"spec":{"ingress":{"enabled":true,"host":"web.example.com"}}}',
+    )  # fmt: skip
+    eventually(lambda: ns.exists("ingress", "web-stream"))
+    assert ns.get("ingress", "web-stream")["spec"]["rules"][0]["host"] == "web.example.com"
+    ns.kubectl("patch", "vp/web", "--type=merge", "-p", '{"spec":{"ingress":{"enabled":false}}}')
+    eventually(lambda: not ns.exists("ingress", "web-stream"))
+
+    # status reflects the latest generation
+    vp = ns.get("vp", "web")
+    eventually(
+        lambda: ns.get("vp", "web")["status"]["observedGeneration"] == vp["metadata"]["generation"]
+    )
+
+
+def test_signing_key_is_generated_once_and_kept(namespace: Namespace) -> None:
+    ns = namespace
+    ns.apply(platform("sig", "security: {signedUrls: {enabled: true}}"))
+    wait_ready(ns, "sig")
+    first = ns.get("secret", "sig-stream-signing")["data"]
+    assert len(first) == 1
+    ns.kubectl("patch", "vp/sig", "--type=merge", "-p", '{"spec":{"replicas":1}}')
+    eventually(lambda: ns.get("deployment", "sig-stream")["spec"]["replicas"] == 1)
+    assert ns.get("secret", "sig-stream-signing")["data"] == first
+    config = ns.get("configmap", "sig-stream-config")["data"]
+    assert config["VOD_SIGNING_ACTIVE_KEY_ID"] == next(iter(first))
+
+
+# -- self-healing --------------------------------------------------------------------------
+
+
+def test_deleted_and_edited_children_come_back(namespace: Namespace) -> None:
+    ns = namespace
+    ns.apply(platform("heal"))
+    wait_ready(ns, "heal")
+    old = uid(ns, "service", "heal-stream")
+    ns.kubectl("delete", "service", "heal-stream")
+    eventually(
+        lambda: ns.exists("service", "heal-stream") and uid(ns, "service", "heal-stream") != old,
+        timeout=10,
+    )
+
+    ns.kubectl("delete", "configmap", "heal-stream-config")
+    eventually(lambda: ns.exists("configmap", "heal-stream-config"), timeout=10)
+
+    ns.kubectl(
+        "patch", "deployment", "heal-stream", "--type=json", "-p",
+        '[{"op":"replace","path":"/spec/template/spec/containers/0/image","value":"evil:1"}]',
+    )  # fmt: skip
+    eventually(
+        lambda: (
+            ns.get("deployment", "heal-stream")["spec"]["template"]["spec"]["containers"][0][
+                "image"
+            ]
+            != "evil:1"
+        ),
+        timeout=10,
+    )
+
+
+def test_deleting_the_platform_garbage_collects_children(namespace: Namespace) -> None:
+    ns = namespace
+    ns.apply(platform("gone"))
+    wait_ready(ns, "gone")
+    ns.kubectl("delete", "vp", "gone")
+
+    def children() -> list[str]:
+        out = ns.kubectl(
+            "get", "configmap,deployment,service,pdb", "-l", "app.kubernetes.io/instance=gone",
+            "-o", "name",
+        ).stdout  # fmt: skip
+        return list(out.split())
+
+    eventually(lambda: children() == [], timeout=60)
+
+
+# -- pause, failure, restart ---------------------------------------------------------------
+
+
+def test_suspend_pauses_without_deleting(namespace: Namespace) -> None:
+    ns = namespace
+    ns.apply(platform("nap"))
+    wait_ready(ns, "nap")
+    ns.kubectl("patch", "vp/nap", "--type=merge", "-p", '{"spec":{"suspend":true}}')
+    eventually(lambda: ns.get("vp", "nap")["status"]["phase"] == "Suspended")
+    assert condition(ns.get("vp", "nap"), "Progressing")["reason"] == "Suspended"
+    ns.kubectl("delete", "service", "nap-stream")
+    ns.kubectl("patch", "vp/nap", "--type=merge", "-p", '{"spec":{"replicas":1}}')
+    with pytest.raises(AssertionError):
+        eventually(lambda: ns.exists("service", "nap-stream"), timeout=4)
+    assert ns.get("deployment", "nap-stream")["spec"]["replicas"] == 2  # nothing touched
+    ns.kubectl("patch", "vp/nap", "--type=merge", "-p", '{"spec":{"suspend":false}}')
+    eventually(lambda: ns.exists("service", "nap-stream"), timeout=15)
+    eventually(lambda: ns.get("deployment", "nap-stream")["spec"]["replicas"] == 1)
+
+
+def test_a_refused_child_is_reported_not_crashed(
+    namespace: Namespace, operator: OperatorProcess
+) -> None:
+    ns = namespace
+    # Valid for the CRD, refused by the API server: a CPU request above its limit.
+    ns.apply(platform("ouch", "resources: {requests: {cpu: '2'}, limits: {cpu: '1'}}"))
+
+    def degraded() -> dict[str, Any]:
+        cond = condition(ns.get("vp", "ouch"), "Degraded")
+        return cond if cond["status"] == "True" else {}
+
+    cond = eventually(degraded, timeout=30)
+    assert cond["reason"] == "ApplyFailed"
+    assert "Deployment/ouch-stream" in cond["message"]
+    assert "limit" in cond["message"]
+    assert ns.get("vp", "ouch")["status"]["phase"] == "Failed"
+    events = ns.kubectl(
+        "get", "events", "--field-selector", "involvedObject.name=ouch,reason=ApplyFailed",
+        "-o", "name",
+    ).stdout  # fmt: skip
+    assert events.strip()
+    assert operator.alive()
+    # Fixing the spec heals it.
+    ns.kubectl(
+        "patch", "vp/ouch", "--type=merge", "-p",
+        '{"spec":{"resources":{"requests":{"cpu":"100m"},"limits":{"cpu":"1"}}}}',
+    )  # fmt: skip
+    wait_ready(ns, "ouch")
+    assert condition(ns.get("vp", "ouch"), "Degraded")["status"] == "False"
+
+
+def test_platforms_created_while_down_are_reconciled_at_start(
+    namespace: Namespace, operator: OperatorProcess
+) -> None:
+    ns = namespace
+    operator.stop()
+    try:
+        ns.apply(platform("late"))
+        assert not ns.exists("deployment", "late-stream")
+    finally:
+        operator.start()
+    wait_ready(ns, "late")
