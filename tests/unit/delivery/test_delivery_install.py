@@ -1,0 +1,155 @@
+"""The install manifests: least-privilege RBAC, a restricted operator Deployment, CRDs from crds/,
+and a Helm chart that installs the same objects as kustomize."""
+
+from __future__ import annotations
+
+import subprocess
+import tomllib
+from collections.abc import Iterable
+from functools import cache
+from typing import Any
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+
+from vod_delivery import project
+from vod_operator import kube
+from vod_operator.__main__ import parse_args
+
+pytestmark = pytest.mark.unit
+
+OVERLAYS = sorted(p.name for p in (project.MANIFESTS_DIR / "overlays").iterdir())
+
+
+@cache
+def kustomize(overlay: str = "default") -> tuple[dict[str, Any], ...]:
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(project.MANIFESTS_DIR / "overlays" / overlay)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return tuple(d for d in yaml.safe_load_all(out) if d)
+
+
+def one(docs: Iterable[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind]
+    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+    return found[0]
+
+
+def granted(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    """(apiGroup, resource, verb) triples a ClusterRole grants (no wildcards allowed)."""
+    triples = set()
+    for rule in rules:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                for verb in rule["verbs"]:
+                    assert "*" not in (group, resource, verb), f"wildcard in {rule}"
+                    triples.add((group, resource, verb))
+    return triples
+
+
+def needed() -> set[tuple[str, str, str]]:
+    return {(g, r, v) for g, r, verbs in kube.PERMISSIONS for v in verbs}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_renders_every_object(overlay: str) -> None:
+    kinds = sorted(d["kind"] for d in kustomize(overlay))
+    assert kinds == sorted(
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "CustomResourceDefinition",
+            "Deployment",
+            "Namespace",
+            "ServiceAccount",
+        ]
+    )
+
+
+def test_rbac_grants_exactly_what_the_operator_uses() -> None:
+    role = one(kustomize(), "ClusterRole")
+    assert granted(role["rules"]) == needed()
+
+
+def test_operator_permissions_cover_every_kind_it_renders_and_watches() -> None:
+    resources = {(g, r) for g, r, _ in needed()}
+    for kind in kube.CHILD_KINDS.values():
+        assert (kind.group, kind.plural) in resources
+    assert (kube.VIDEOPLATFORM.group, kube.VIDEOPLATFORM.plural) in resources
+
+
+def test_binding_ties_the_role_to_the_operator_service_account() -> None:
+    docs = kustomize()
+    binding = one(docs, "ClusterRoleBinding")
+    account = one(docs, "ServiceAccount")
+    deployment = one(docs, "Deployment")
+    assert binding["roleRef"]["name"] == one(docs, "ClusterRole")["metadata"]["name"]
+    assert binding["subjects"] == [
+        {
+            "kind": "ServiceAccount",
+            "name": account["metadata"]["name"],
+            "namespace": account["metadata"]["namespace"],
+        }
+    ]
+    assert (
+        deployment["spec"]["template"]["spec"]["serviceAccountName"] == account["metadata"]["name"]
+    )
+
+
+def test_crds_are_installed_from_crds_folder_unchanged() -> None:
+    crd = one(kustomize(), "CustomResourceDefinition")
+    source = yaml.safe_load(project.crd_files()[0].read_text())
+    labels = crd["metadata"].pop("labels")
+    source_labels = source["metadata"].pop("labels", {})
+    assert labels == {**source_labels, "app.kubernetes.io/part-of": "vod-operator"}
+    assert crd == source
+
+
+def test_deployment_probes_kopf_liveness_and_is_restricted() -> None:
+    deployment = one(kustomize(), "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    liveness = urlparse(parse_args([]).liveness)
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    for probe in ("livenessProbe", "readinessProbe"):
+        get = container[probe]["httpGet"]
+        assert get["path"] == liveness.path
+        assert ports[get["port"]] == liveness.port
+    assert container["image"] == f"ghcr.io/vod-operator/vod-operator:{project.version()}"
+    assert container["resources"]["requests"]
+    assert container["resources"]["limits"]["memory"]
+    security = container["securityContext"]
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+
+
+def test_namespace_enforces_restricted_pod_security() -> None:
+    namespace = one(kustomize(), "Namespace")
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    for doc in kustomize():
+        if doc["kind"] in {"ServiceAccount", "Deployment"}:
+            assert doc["metadata"]["namespace"] == namespace["metadata"]["name"]
+
+
+def test_kind_overlay_never_pulls() -> None:
+    pod = one(kustomize("kind"), "Deployment")["spec"]["template"]["spec"]
+    assert pod["containers"][0]["imagePullPolicy"] == "Never"
+
+
+def test_dockerfile_runs_the_tested_command_as_non_root() -> None:
+    text = (project.ROOT / "operator" / "Dockerfile").read_text()
+    assert 'ENTRYPOINT ["python", "-m", "vod_operator"]' in text
+    user = [line.split()[1] for line in text.splitlines() if line.startswith("USER ")]
+    assert user
+    assert user[-1].split(":")[0] not in {"0", "root"}
+    with (project.ROOT / "pyproject.toml").open("rb") as fh:
+        package_dirs = tomllib.load(fh)["tool"]["setuptools"]["package-dir"].values()
+    for folder in package_dirs:  # the wheel build needs every package of the distribution
+        assert f"COPY {folder} {folder}" in text
