@@ -146,6 +146,20 @@ helm-lint: $(STAMP) cluster-build ## helm lint --strict and helm template the ch
 	$(HELM) lint --strict charts/vod-operator
 	$(HELM) template vod-operator charts/vod-operator --namespace $(OPERATOR_NAMESPACE) >/dev/null
 
+##@ Operator
+
+.PHONY: run
+run: $(STAMP) ## Run the operator locally against KUBECONFIG (all namespaces; liveness on :8081)
+	$(PY) -m vod_operator
+
+.PHONY: golden
+golden: $(STAMP) ## Regenerate the operator's golden render files (review the diff like code)
+	UPDATE_GOLDEN=1 $(PY) -m pytest -q tests/unit/operator/test_render.py -k golden
+
+.PHONY: bench-operator
+bench-operator: $(STAMP) cluster-build ## Measure apply->Ready (1 and 50), idle writes and operator RSS on a fresh local control plane
+	$(PY) tools/bench/operator_bench.py
+
 ##@ kind (machines with a Docker engine)
 
 .PHONY: kind-up
