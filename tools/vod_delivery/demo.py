@@ -33,6 +33,7 @@ import yaml
 from vod_delivery import media, procs, project
 from vod_delivery.kubectl import Kubectl
 from vod_delivery.podlocal import LocalPod, local_pod
+from vod_stream.config import PREFIX, SPECS
 
 VIDEO_NAME = "demo.mp4"
 STREAM_CONTAINER = "stream"
@@ -379,6 +380,7 @@ def local_stand_in(
         paths.volumes / platform.name,
         container_name=STREAM_CONTAINER,
         pvc_dirs=dict.fromkeys(claims, paths.media),
+        program_defaults={f"{PREFIX}{spec.name}": spec.default for spec in SPECS},
     )
     materialize(pod)
     describe_pod(report, pod)

@@ -150,11 +150,14 @@ def local_pod(
     volumes_dir: Path,
     container_name: str | None = None,
     pvc_dirs: Mapping[str, Path] | None = None,
+    program_defaults: Mapping[str, str] | None = None,
 ) -> LocalPod:
     """The local stand-in for one container of a rendered Deployment.
 
     Each volume gets `volumes_dir/<volume name>`, except PersistentVolumeClaims named in
-    `pvc_dirs` (claim name -> folder), which use that folder.
+    `pvc_dirs` (claim name -> folder), which use that folder. `program_defaults` are the values
+    the program falls back to for unset variables: a default pointing into a mount is set
+    explicitly to its local folder (the pod relies on it as much as on a rendered value).
     """
     container = container_of(deployment, container_name)
     pod = deployment["spec"]["template"]["spec"]
@@ -172,6 +175,9 @@ def local_pod(
         mounts.append(LocalMount(mount["name"], mount["mountPath"], folder, source))
         files += projected
     rewritten: dict[str, tuple[str, str]] = {}
+    for key, value in (program_defaults or {}).items():
+        if key not in env and rewrite_path(value, mounts) is not None:
+            env[key] = value
     for key, value in env.items():
         new = rewrite_path(value, mounts)
         if new is not None:

@@ -137,3 +137,17 @@ def test_rewrite_respects_path_boundaries_and_longest_mount() -> None:
 def test_unknown_container_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(KeyError, match="nope"):
         local_pod(deployment(), CONFIGMAPS, SECRETS, tmp_path, container_name="nope")
+
+
+def test_program_defaults_into_mounts_are_made_local(tmp_path: Path) -> None:
+    pod = local_pod(
+        deployment(),
+        CONFIGMAPS,
+        SECRETS,
+        tmp_path,
+        container_name="stream",
+        program_defaults={"VOD_METRICS_DIR": "/tmp/m", "VOD_PORT": "1", "VOD_OTHER": "/srv/x"},
+    )
+    assert pod.env["VOD_METRICS_DIR"] == str(tmp_path / "tmp" / "m")
+    assert pod.env["VOD_PORT"] == "8080"  # rendered values win over defaults
+    assert "VOD_OTHER" not in pod.env  # defaults outside every mount stay the program's business
