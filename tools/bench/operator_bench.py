@@ -1,0 +1,205 @@
+"""Operator benchmark on a fresh local control plane (make bench-operator).
+
+Measures, and prints as a table:
+  1. seconds from `kubectl apply` to Ready for one VideoPlatform;
+  2. seconds from `kubectl apply` of 50 VideoPlatforms (one multi-document apply) to all Ready;
+  3. write requests to the API server during one idle minute with 50 present (target 0), both
+     for everything and for the resources the operator touches;
+  4. the operator's resident memory (RSS) with 50 present.
+Starts its own control plane through `localcluster`, runs the operator as a subprocess, cleans
+up, and is bounded in time (every wait has a timeout; the whole run is capped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+CRD = ROOT / "crds" / "videoplatforms.videoplatform.io.yaml"
+NAMESPACE = "bench"
+#: Resources the operator writes; idle writes to these are the operator's (or its echoes).
+OPERATOR_RESOURCES = frozenset(
+    {
+        "videoplatforms",
+        "configmaps",
+        "secrets",
+        "deployments",
+        "services",
+        "horizontalpodautoscalers",
+        "poddisruptionbudgets",
+        "ingresses",
+        "events",
+    }
+)
+
+
+def platform(name: str) -> str:
+    return (
+        "apiVersion: videoplatform.io/v1alpha1\nkind: VideoPlatform\n"
+        f"metadata: {{name: {name}, namespace: {NAMESPACE}}}\n"
+        "spec: {replicas: 1, storage: {emptyDir: {}}}\n"
+    )
+
+
+class Bench:
+    def __init__(self, cluster: Any, workdir: Path, deadline: float) -> None:
+        self.cluster = cluster
+        self.workdir = workdir
+        self.deadline = deadline
+
+    def remaining(self, wanted: float) -> int:
+        left = self.deadline - time.monotonic()
+        if left < 5:
+            raise TimeoutError("benchmark time budget exhausted")
+        return int(min(wanted, left))
+
+    def kubectl(self, *args: str, input: str | None = None) -> str:
+        result = self.cluster.kubectl(*args, input=input)
+        return str(result.stdout)
+
+    @contextmanager
+    def operator(self) -> Iterator[subprocess.Popen[bytes]]:
+        log = (self.workdir / "operator.log").open("wb")
+        env = dict(self.cluster.env, PYTHONUNBUFFERED="1")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vod_operator", "--liveness", "http://127.0.0.1:18081/healthz"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_for(lambda: _http_ok("http://127.0.0.1:18081/healthz"), self.remaining(60))
+            yield proc
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def apply_to_ready(self, names: list[str], timeout: float) -> float:
+        started = time.monotonic()
+        self.kubectl("apply", "-f", "-", input="---\n".join(platform(n) for n in names))
+        self.kubectl(
+            "wait",
+            "-n",
+            NAMESPACE,
+            "--for=condition=Ready",
+            *(f"vp/{n}" for n in names),
+            f"--timeout={self.remaining(timeout)}s",
+        )
+        return time.monotonic() - started
+
+    def idle_writes(self, seconds: int) -> tuple[int, int]:
+        before = self.write_counts()
+        time.sleep(seconds)
+        after = self.write_counts()
+        total = sum(after.values()) - sum(before.values())
+        ours = sum(after.get(r, 0) - before.get(r, 0) for r in OPERATOR_RESOURCES)
+        return total, ours
+
+    def write_counts(self) -> dict[str, int]:
+        """apiserver_request_total for write verbs, summed per resource (from /metrics)."""
+        text = self.kubectl("get", "--raw", "/metrics")
+        counts: dict[str, int] = {}
+        for line in text.splitlines():
+            if not line.startswith("apiserver_request_total{"):
+                continue
+            labels, _, value = line.rpartition(" ")
+            fields = dict(
+                part.split("=", 1)
+                for part in labels[len("apiserver_request_total{") : -1].split(",")
+            )
+            verb = fields.get("verb", "").strip('"')
+            if verb in {"POST", "PUT", "PATCH", "DELETE", "APPLY", "CREATE", "UPDATE"}:
+                resource = fields.get("resource", "").strip('"')
+                counts[resource] = counts.get(resource, 0) + int(float(value))
+        return counts
+
+
+def wait_for(check: Callable[[], bool], timeout: float) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if check():
+            return
+        time.sleep(0.2)
+    raise TimeoutError("condition not met")
+
+
+def _http_ok(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run(cluster: Any, workdir: Path, budget: float, count: int, idle: int) -> list[tuple[str, str]]:
+    bench = Bench(cluster, workdir, time.monotonic() + budget)
+    bench.kubectl("apply", "--server-side", "-f", str(CRD))
+    bench.kubectl("wait", "--for=condition=Established", "crd/videoplatforms.videoplatform.io")
+    bench.kubectl("create", "namespace", NAMESPACE)
+    rows: list[tuple[str, str]] = []
+    with bench.operator() as proc:
+        one = bench.apply_to_ready(["single"], timeout=120)
+        rows.append(("apply -> Ready, 1 VideoPlatform", f"{one:.1f} s"))
+        names = [f"vp-{i:02d}" for i in range(count)]
+        many = bench.apply_to_ready(names, timeout=600)
+        rows.append((f"apply -> all Ready, {count} VideoPlatforms at once", f"{many:.1f} s"))
+        time.sleep(15)  # let the last status echoes and pod readiness settle
+        total, ours = bench.idle_writes(idle)
+        present = count + 1
+        rows.append((f"API writes in {idle} s idle, {present} present (all resources)", str(total)))
+        rows.append(
+            (f"API writes in {idle} s idle, {present} present (operator's kinds)", str(ours))
+        )
+        rows.append((f"operator RSS with {present} present", f"{rss_mib(proc.pid):.0f} MiB"))
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=50)
+    parser.add_argument("--idle-seconds", type=int, default=60)
+    parser.add_argument("--budget-seconds", type=float, default=900)
+    args = parser.parse_args()
+    from localcluster import bench_cluster  # type: ignore[attr-defined]
+
+    with (
+        tempfile.TemporaryDirectory(prefix="vod-bench-") as tmp,
+        bench_cluster(Path(tmp)) as cluster,
+    ):
+        rows = run(cluster, Path(tmp), args.budget_seconds, args.count, args.idle_seconds)
+    width = max(len(name) for name, _ in rows)
+    print(f"\n{'measurement'.ljust(width)}  value")
+    print(f"{'-' * width}  -----")
+    for name, value in rows:
+        print(f"{name.ljust(width)}  {value}")
+    print(json.dumps(dict(rows)), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
