@@ -1,0 +1,110 @@
+"""The Helm chart: lint-clean, schema-validated, and installing what kustomize installs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from functools import cache
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from tests.unit.delivery.rendered import granted, kustomize, needed, one
+from vod_delivery import binaries, project
+
+pytestmark = pytest.mark.unit
+
+NAMESPACE = "vod-operator-system"
+
+
+def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [binaries.helm(), *args], capture_output=True, text=True, check=check, timeout=120
+    )
+
+
+@cache
+def template(*extra: str) -> tuple[dict[str, Any], ...]:
+    out = helm(
+        "template", "vod-operator", str(project.CHART_DIR), "--namespace", NAMESPACE, *extra
+    ).stdout
+    return tuple(d for d in yaml.safe_load_all(out) if d)
+
+
+def test_lint_strict_is_clean() -> None:
+    result = helm("lint", "--strict", str(project.CHART_DIR), check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 chart(s) failed" in result.stdout
+    assert "[WARNING]" not in result.stdout
+
+
+def test_template_renders_the_install() -> None:
+    kinds = sorted(d["kind"] for d in template())
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "ServiceAccount"]
+    crds = [d for d in template("--include-crds") if d["kind"] == "CustomResourceDefinition"]
+    assert crds == [yaml.safe_load(p.read_text()) for p in project.crd_files()]
+
+
+def test_rbac_matches_kustomize_and_the_operator() -> None:
+    chart_role = one(template(), "ClusterRole")
+    kustomize_role = one(kustomize(), "ClusterRole")
+    assert chart_role["rules"] == kustomize_role["rules"]
+    assert granted(chart_role["rules"]) == needed()
+    chart_binding = one(template(), "ClusterRoleBinding")
+    kustomize_binding = one(kustomize(), "ClusterRoleBinding")
+    assert chart_binding["roleRef"] == kustomize_binding["roleRef"]
+    assert chart_binding["subjects"] == kustomize_binding["subjects"]
+
+
+def test_deployment_matches_kustomize() -> None:
+    chart = one(template(), "Deployment")
+    ours = one(kustomize(), "Deployment")
+    assert chart["metadata"]["name"] == ours["metadata"]["name"]
+    assert chart["metadata"]["namespace"] == ours["metadata"]["namespace"]
+    for key in ("replicas", "strategy", "selector"):
+        assert chart["spec"][key] == ours["spec"][key], key
+    assert chart["spec"]["template"]["spec"] == ours["spec"]["template"]["spec"]
+    assert chart["spec"]["template"]["metadata"] == ours["spec"]["template"]["metadata"]
+    account = one(template(), "ServiceAccount")["metadata"]
+    assert (account["name"], account["namespace"]) == (
+        one(kustomize(), "ServiceAccount")["metadata"]["name"],
+        NAMESPACE,
+    )
+
+
+def test_values_are_applied() -> None:
+    docs = template(
+        "--set", "image.tag=9.9.9", "--set", "image.pullPolicy=Never", "--set", "rbac.create=false"
+    )
+    assert {d["kind"] for d in docs} == {"Deployment", "ServiceAccount"}
+    container = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "ghcr.io/vod-operator/vod-operator:9.9.9"
+    assert container["imagePullPolicy"] == "Never"
+
+
+def test_schema_refuses_bad_values() -> None:
+    for bad in (["--set", "image.pullPolicy=Sometimes"], ["--set", "replicas=3"]):
+        result = helm("template", "x", str(project.CHART_DIR), *bad, check=False)
+        assert result.returncode != 0, bad
+        assert "values don't meet the specifications of the schema" in result.stderr
+
+
+def test_default_values_satisfy_the_schema() -> None:
+    schema = json.loads((project.CHART_DIR / "values.schema.json").read_text())
+    values = yaml.safe_load((project.CHART_DIR / "values.yaml").read_text())
+    jsonschema.validate(values, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**values, "healthPort": 0}, schema)
+
+
+def test_notes_tell_what_to_do_next() -> None:
+    result = helm(
+        "install", "vod-operator", str(project.CHART_DIR), "--namespace", NAMESPACE,
+        "--dry-run=client",
+    )  # fmt: skip
+    notes = result.stdout.split("NOTES:", 1)[1]
+    assert "rollout status deployment/vod-operator" in notes
+    assert "kubectl -n media wait --for=condition=Ready vp/demo" in notes
+    assert "docs/reference.md" in notes
