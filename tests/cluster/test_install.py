@@ -1,0 +1,91 @@
+"""Installing the operator on a real API server: kustomize apply, RBAC as the API server sees it,
+the operator Deployment becoming Ready (pods simulated by kwok), and the chart accepted by a
+server-side dry run."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from vod_delivery import binaries, project
+from vod_delivery.kubectl import Kubectl
+from vod_operator import kube
+
+pytestmark = pytest.mark.cluster
+
+NAMESPACE = "vod-operator-system"
+ACCOUNT = f"system:serviceaccount:{NAMESPACE}:vod-operator"
+
+
+@pytest.fixture(scope="module")
+def installed(kube_cluster: Any) -> Iterator[Kubectl]:
+    """`kubectl apply -k manifests/overlays/default`; afterwards everything but the shared CRD
+    is removed (other tests in the session use the CRD)."""
+    kubectl = Kubectl(kube_cluster.kubeconfig)
+    overlay = str(project.MANIFESTS_DIR / "overlays" / "default")
+    kubectl.run("apply", "--server-side", "--force-conflicts", "-k", overlay)
+    yield kubectl
+    kubectl.run("delete", "namespace", NAMESPACE, "--wait=false", check=False)
+    kubectl.run("delete", "clusterrolebinding,clusterrole", "vod-operator", check=False)
+
+
+def test_operator_deployment_becomes_available(installed: Kubectl) -> None:
+    installed.run(
+        "-n", NAMESPACE, "wait", "--for=condition=Available", "deployment/vod-operator",
+        "--timeout=180s",
+    )  # fmt: skip
+    deployment = installed.get("-n", NAMESPACE, "deployment", "vod-operator")
+    assert deployment["status"]["readyReplicas"] == 1
+    pods = installed.get("-n", NAMESPACE, "pods", "-l", "app.kubernetes.io/name=vod-operator")
+    (pod,) = pods["items"]
+    assert pod["spec"]["serviceAccountName"] == "vod-operator"
+    assert pod["spec"]["containers"][0]["image"].endswith(f":{project.version()}")
+
+
+def test_crd_is_established(installed: Kubectl) -> None:
+    installed.run(
+        "wait", "--for=condition=Established", "crd/videoplatforms.videoplatform.io",
+        "--timeout=60s",
+    )  # fmt: skip
+
+
+def can_i(kubectl: Kubectl, verb: str, group: str, resource: str) -> bool:
+    target = f"{resource}.{group}" if group else resource
+    result = kubectl.run("auth", "can-i", verb, target, "--as", ACCOUNT, "-A", check=False)
+    return result.stdout.strip() == "yes"
+
+
+def test_service_account_may_do_exactly_what_the_operator_does(installed: Kubectl) -> None:
+    for group, resource, verbs in kube.PERMISSIONS:
+        for verb in verbs:
+            assert can_i(installed, verb, group, resource), f"{verb} {resource}.{group}"
+    for verb, group, resource in [
+        ("delete", "apiextensions.k8s.io", "customresourcedefinitions"),
+        ("update", "apps", "deployments"),  # server-side apply patches, never updates
+        ("delete", "videoplatform.io", "videoplatforms"),
+        ("create", "", "pods"),
+        ("get", "", "nodes"),
+        ("create", "rbac.authorization.k8s.io", "clusterroles"),
+    ]:
+        assert not can_i(installed, verb, group, resource), f"{verb} {resource}.{group}"
+
+
+def test_chart_is_accepted_by_server_side_dry_run(installed: Kubectl) -> None:
+    rendered = subprocess.run(
+        [binaries.helm(), "template", "vod-operator", str(project.CHART_DIR),
+         "--namespace", NAMESPACE, "--include-crds"],
+        capture_output=True, text=True, check=True, timeout=120,
+    ).stdout  # fmt: skip
+    result = installed.run("apply", "--dry-run=server", "--server-side", "--force-conflicts",
+                           "-f", "-", input=rendered)  # fmt: skip
+    applied = result.stdout
+    for obj in (
+        "deployment.apps/vod-operator",
+        "clusterrole.rbac.authorization.k8s.io/vod-operator",
+        "serviceaccount/vod-operator",
+        "customresourcedefinition.apiextensions.k8s.io/videoplatforms.videoplatform.io",
+    ):
+        assert obj in applied
