@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from vod_delivery import project, sync
+from vod_operator import __version__, naming
 
 pytestmark = pytest.mark.unit
 
@@ -69,3 +70,9 @@ def test_drift_is_found_and_repaired(tmp_path: Path) -> None:
 def test_crds_kustomization_lists_every_crd() -> None:
     listed = yaml.safe_load((project.CRDS_DIR / "kustomization.yaml").read_text())["resources"]
     assert listed == [p.name for p in project.crd_files()]
+
+
+def test_operator_default_streaming_image_carries_the_version() -> None:
+    image = naming.DEFAULT_IMAGE
+    assert __version__ == project.version()
+    assert image == f"ghcr.io/vod-operator/vod-stream:{project.version()}"
