@@ -1,0 +1,186 @@
+"""Settings: ``VOD_*`` environment variables, optionally preceded by a ``KEY=VALUE`` file.
+
+Every setting is declared once in ``SPECS`` (name, default, meaning); the README's table lists
+the same names and a unit test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+PREFIX = "VOD_"
+
+
+class ConfigError(ValueError):
+    """A setting has a value we cannot use; the message names it."""
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError(f"expected a positive integer, got {value!r}")
+    return number
+
+
+def _port(value: str) -> int:
+    number = int(value)
+    if not 0 <= number <= 65535:
+        raise ValueError(f"expected a port 0-65535, got {value!r}")
+    return number
+
+
+def _seconds(value: str) -> float:
+    number = float(value)
+    if number < 0:
+        raise ValueError(f"expected seconds >= 0, got {value!r}")
+    return number
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def _optional(value: str) -> str | None:
+    return value or None
+
+
+def _optional_path(value: str) -> Path | None:
+    return Path(value) if value else None
+
+
+def _level(value: str) -> str:
+    level = value.strip().upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError(f"expected debug, info, warning or error, got {value!r}")
+    return level
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str  # without the VOD_ prefix
+    default: str
+    parse: Callable[[str], Any]
+    meaning: str
+
+
+SPECS: tuple[Spec, ...] = (
+    Spec("CONFIG_FILE", "", _optional_path, "optional KEY=VALUE file read before the environment"),
+    Spec("HOST", "0.0.0.0", str, "bind address"),
+    Spec("PORT", "8080", _port, "HTTP port for media, /ping, /healthz, /readyz, /metrics"),
+    Spec("WORKERS", "0", int, "worker processes sharing the port (SO_REUSEPORT); 0 = CPUs"),
+    Spec("MEDIA_ROOT", "/media", Path, "the origin directory that is served"),
+    Spec("MAX_UPLOAD_BYTES", "10737418240", _positive_int, "PUT size limit (413 above it)"),
+    Spec("MAX_RANGES", "16", _positive_int, "most ranges in one request (more: whole file)"),
+    Spec("MAX_CONNECTIONS", "1024", _positive_int, "concurrent connections per worker"),
+    Spec("HEADER_TIMEOUT_SECONDS", "10", _seconds, "time to receive a request's headers"),
+    Spec("BODY_TIMEOUT_SECONDS", "60", _seconds, "longest pause while receiving a body"),
+    Spec("IDLE_TIMEOUT_SECONDS", "75", _seconds, "keep-alive idle time before closing"),
+    Spec("SHUTDOWN_GRACE_SECONDS", "25", _seconds, "time in-flight requests get after SIGTERM"),
+    Spec("SIGNED_URLS", "false", _bool, "GET/HEAD of media need a valid signature"),
+    Spec("SIGNING_KEYS_DIR", "/etc/vod/signing", Path, "key id = file name, key = its bytes"),
+    Spec("SIGNING_ACTIVE_KEY_ID", "", _optional, "key id `sign` uses (default: last name)"),
+    Spec("SIGNED_URL_TTL_SECONDS", "3600", _positive_int, "default ttl of `vod-stream sign`"),
+    Spec("SIGNED_URL_BIND_IP", "false", _bool, "signatures include the client IP"),
+    Spec("CLIENT_IP_HEADER", "", _optional, "header carrying the client IP (first entry)"),
+    Spec("JWT_SECRET", "", _optional, "HS256 shared secret"),
+    Spec("JWT_SECRET_FILE", "", _optional_path, "file holding the HS256 shared secret"),
+    Spec("JWT_PUBLIC_KEY_FILE", "", _optional_path, "PEM public key for RS256/ES256"),
+    Spec("JWT_ALGORITHMS", "", _csv, "accepted algorithms (default by key type)"),
+    Spec("JWT_ISSUER", "", _optional, "required iss claim"),
+    Spec("JWT_AUDIENCE", "", _optional, "required aud claim"),
+    Spec("JWT_LEEWAY_SECONDS", "30", _seconds, "clock skew allowed for exp/nbf/iat"),
+    Spec("CORS_ALLOWED_ORIGINS", "", _csv, "origins allowed by CORS (`*` for any)"),
+    Spec("LOG_LEVEL", "info", _level, "debug, info, warning or error"),
+    Spec("ACCESS_LOG", "true", _bool, "one JSON line per request"),
+    Spec("METRICS_DIR", "/tmp/vod-stream-metrics", Path, "prometheus multiprocess directory"),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The parsed settings; field names are the spec names in lower case."""
+
+    config_file: Path | None
+    host: str
+    port: int
+    workers: int
+    media_root: Path
+    max_upload_bytes: int
+    max_ranges: int
+    max_connections: int
+    header_timeout_seconds: float
+    body_timeout_seconds: float
+    idle_timeout_seconds: float
+    shutdown_grace_seconds: float
+    signed_urls: bool
+    signing_keys_dir: Path
+    signing_active_key_id: str | None
+    signed_url_ttl_seconds: int
+    signed_url_bind_ip: bool
+    client_ip_header: str | None
+    jwt_secret: str | None
+    jwt_secret_file: Path | None
+    jwt_public_key_file: Path | None
+    jwt_algorithms: tuple[str, ...]
+    jwt_issuer: str | None
+    jwt_audience: str | None
+    jwt_leeway_seconds: float
+    cors_allowed_origins: tuple[str, ...]
+    log_level: str
+    access_log: bool
+    metrics_dir: Path
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers if self.workers > 0 else (os.cpu_count() or 1)
+
+    @property
+    def tmp_dir(self) -> Path:
+        """Where uploads are staged: inside the root (same filesystem), never served."""
+        return self.media_root / ".vod-tmp"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = dict(os.environ if environ is None else environ)
+        config_file = env.get(PREFIX + "CONFIG_FILE")
+        values = {**(read_env_file(Path(config_file)) if config_file else {}), **env}
+        parsed: dict[str, Any] = {}
+        for spec in SPECS:
+            raw = values.get(PREFIX + spec.name, spec.default)
+            try:
+                parsed[spec.name.lower()] = spec.parse(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{PREFIX}{spec.name}: {exc}") from None
+        assert {f.name for f in fields(cls)} == set(parsed)
+        return cls(**parsed)
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """``KEY=VALUE`` lines; blank lines and ``#`` comments are skipped."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{PREFIX}CONFIG_FILE: cannot read {path}: {exc.strerror}") from None
+    values: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise ConfigError(f"{path}:{number}: expected KEY=VALUE")
+        values[key.strip()] = value.strip().strip("\"'")
+    return values

@@ -1,0 +1,72 @@
+"""Prometheus metrics, in multiprocess mode when PROMETHEUS_MULTIPROC_DIR is set (the
+supervisor sets it before starting workers, so every worker's samples are summed on /metrics)."""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client import multiprocess as _multiprocess
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+REQUESTS = Counter(
+    "vod_http_requests",
+    "HTTP requests answered, by route, method and status class.",
+    ["route", "method", "status_class"],
+)
+RESPONSE_BYTES = Counter(
+    "vod_http_response_body_bytes", "Response body bytes sent, by route.", ["route"]
+)
+RANGE_REQUESTS = Counter(
+    "vod_range_requests",
+    "GET requests carrying a Range header, by how they were answered "
+    "(single, suffix, multi, unsatisfiable, ignored).",
+    ["kind"],
+)
+DURATION = Histogram(
+    "vod_http_request_duration_seconds",
+    "Time from request headers to the last body byte handed to the kernel.",
+    ["route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+IN_FLIGHT = Gauge(
+    "vod_http_requests_in_flight",
+    "Requests being handled right now.",
+    multiprocess_mode="livesum",
+)
+UPLOAD_BYTES = Counter("vod_upload_bytes", "Bytes received in uploads that were stored.")
+UPLOAD_FAILURES = Counter(
+    "vod_upload_failures",
+    "Uploads that did not store a file, by reason "
+    "(too_large, disconnected, timeout, no_space, error).",
+    ["reason"],
+)
+
+
+def status_class(status: int) -> str:
+    return f"{status // 100}xx"
+
+
+def exposition() -> tuple[bytes, str]:
+    """The text exposition of every worker's metrics, and its content type."""
+    path = os.environ.get(MULTIPROC_ENV)
+    if path:
+        registry = CollectorRegistry()
+        _multiprocess.MultiProcessCollector(registry, path=path)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+def mark_dead(pid: int) -> None:
+    """Drop a finished worker's live gauges (its counters stay in the sums)."""
+    if os.environ.get(MULTIPROC_ENV):
+        _multiprocess.mark_process_dead(pid)
