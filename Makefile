@@ -79,6 +79,8 @@ cluster-down: $(STAMP) ## Stop the local control plane and remove its state
 DEPLOY_OVERLAY ?= manifests/overlays/default
 DEPLOY_WITH ?= kustomize
 OPERATOR_NAMESPACE ?= vod-operator-system
+# The Kubernetes version `helm template` renders for (the local control plane's).
+HELM_KUBE_VERSION ?= 1.33.0
 KIND_KUBECONFIG ?= kind.kubeconfig
 # helm as built by the local control plane tooling (falls back to a helm on PATH).
 HELM ?= $(shell $(PY) -m localcluster which helm 2>/dev/null || command -v helm || echo helm)
@@ -144,7 +146,8 @@ sync-chart-crds: $(STAMP) ## Copy crds/ into the chart; write the version into C
 .PHONY: helm-lint
 helm-lint: $(STAMP) cluster-build ## helm lint --strict and helm template the chart
 	$(HELM) lint --strict charts/vod-operator
-	$(HELM) template vod-operator charts/vod-operator --namespace $(OPERATOR_NAMESPACE) >/dev/null
+	$(HELM) template vod-operator charts/vod-operator --namespace $(OPERATOR_NAMESPACE) \
+	  --kube-version $(HELM_KUBE_VERSION) >/dev/null
 
 ##@ Operator
 

@@ -89,3 +89,15 @@ def test_chart_is_accepted_by_server_side_dry_run(installed: Kubectl) -> None:
         "customresourcedefinition.apiextensions.k8s.io/videoplatforms.videoplatform.io",
     ):
         assert obj in applied
+
+
+def test_helm_install_dry_run_prints_next_steps(installed: Kubectl) -> None:
+    result = subprocess.run(
+        [binaries.helm(), "install", "vod-operator-notes", str(project.CHART_DIR),
+         "--namespace", NAMESPACE, "--dry-run=server", "--skip-crds"],
+        capture_output=True, text=True, check=True, timeout=120, env=installed.env(),
+    )  # fmt: skip
+    notes = result.stdout.split("NOTES:", 1)[1]
+    assert "rollout status deployment/vod-operator-notes" in notes
+    assert "kubectl -n media wait --for=condition=Ready vp/demo" in notes
+    assert "docs/reference.md" in notes
