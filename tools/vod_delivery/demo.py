@@ -388,6 +388,21 @@ def local_stand_in(
     return pod, process_env(pod, tmp)
 
 
+def start_stream_server(report: Reporter, paths: Paths, pod: LocalPod, env: dict[str, str]) -> str:
+    """Start the container's command locally (bound to 127.0.0.1); return its base URL."""
+    procs.stop(paths.pid("stream"))
+    port = procs.free_port(int(pod.env.get("VOD_PORT", "8080")))
+    for key, (old, new) in host_adapted(pod, port).items():
+        env[key] = new
+        report.info(f"host adaptation: {key} {old} -> {new} (only 127.0.0.1 here)")
+    argv = resolve_command(pod.command)
+    procs.start(argv, env, paths.log("stream"), paths.pid("stream"))
+    base_url = f"http://127.0.0.1:{port}"
+    procs.wait_http(f"{base_url}/healthz", 60, alive=paths.pid("stream"))
+    report.info(f"{' '.join(pod.command)} listening on {base_url}; log {paths.log('stream')}")
+    return base_url
+
+
 def up_local(report: Reporter, paths: Paths) -> None:
     """The local control plane path."""
     docs = list(example_documents())
@@ -418,16 +433,7 @@ def up_local(report: Reporter, paths: Paths) -> None:
     video = media.make_test_video(media_root / VIDEO_NAME)
     report.info(f"{video} ({video.stat().st_size} bytes, H.264/AAC MP4, faststart)")
     report.step("Start the streaming server locally with that configuration")
-    procs.stop(paths.pid("stream"))
-    port = procs.free_port(int(pod.env.get("VOD_PORT", "8080")))
-    for key, (old, new) in host_adapted(pod, port).items():
-        env[key] = new
-        report.info(f"host adaptation: {key} {old} -> {new} (only 127.0.0.1 here)")
-    argv = resolve_command(pod.command)
-    procs.start(argv, env, paths.log("stream"), paths.pid("stream"))
-    base_url = f"http://127.0.0.1:{port}"
-    procs.wait_http(f"{base_url}/healthz", 60, alive=paths.pid("stream"))
-    report.info(f"{' '.join(pod.command)} listening on {base_url}; log {paths.log('stream')}")
+    base_url = start_stream_server(report, paths, pod, env)
     report.step("Stream the video")
     stream_and_show(report, base_url, f"/{VIDEO_NAME}", env)
     summary(report, paths, kubectl, platform)
