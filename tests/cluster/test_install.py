@@ -23,8 +23,16 @@ ACCOUNT = f"system:serviceaccount:{NAMESPACE}:vod-operator"
 @pytest.fixture(scope="module")
 def installed(kube_cluster: Any) -> Iterator[Kubectl]:
     """`kubectl apply -k manifests/overlays/default`; afterwards everything but the shared CRD
-    is removed (other tests in the session use the CRD)."""
+    is removed (other tests in the session use the CRD).
+
+    On a cluster where the operator is already deployed (`make deploy` before `make e2e-kind`)
+    the install is checked as it is and left alone: the other scenarios need that operator.
+    """
     kubectl = Kubectl(kube_cluster.kubeconfig)
+    deployed = kubectl.run("-n", NAMESPACE, "get", "deployment/vod-operator", check=False)
+    if deployed.returncode == 0:
+        yield kubectl
+        return
     overlay = str(project.MANIFESTS_DIR / "overlays" / "default")
     kubectl.run("apply", "--server-side", "--force-conflicts", "-k", overlay)
     yield kubectl
