@@ -90,7 +90,9 @@ async def put(
     limit = settings.max_upload_bytes
     if request.content_length is not None and request.content_length > limit:
         metrics.UPLOAD_FAILURES.labels("too_large").inc()
-        return json_error(413, f"the body is larger than {limit} bytes", headers)
+        refused = json_error(413, f"the body is larger than {limit} bytes", headers)
+        refused.force_close()  # do not read a body we refused
+        return refused
     target = writable_target(root_real, relative)
     if target is None:
         return json_error(409, "the path is not a file that can be written", headers)

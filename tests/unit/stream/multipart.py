@@ -18,7 +18,7 @@ def boundary_of(content_type: str) -> str:
 def parse_byteranges(body: bytes, boundary: str) -> list[tuple[int, int, int, str, bytes]]:
     """Return (start, end, size, content type, payload) for every part; assert the framing."""
     delimiter = b"--" + boundary.encode()
-    parts = []
+    parts: list[tuple[int, int, int, str, bytes]] = []
     pos = 0
     while True:
         lead = delimiter if pos == 0 else b"\r\n" + delimiter
