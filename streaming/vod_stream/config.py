@@ -89,6 +89,7 @@ SPECS: tuple[Spec, ...] = (
     Spec("BODY_TIMEOUT_SECONDS", "60", _seconds, "longest pause while receiving a body"),
     Spec("IDLE_TIMEOUT_SECONDS", "75", _seconds, "keep-alive idle time before closing"),
     Spec("SHUTDOWN_GRACE_SECONDS", "25", _seconds, "time in-flight requests get after SIGTERM"),
+    Spec("DRAIN_DELAY_SECONDS", "0", _seconds, "after SIGTERM, /readyz fails this long first"),
     Spec("SIGNED_URLS", "false", _bool, "GET/HEAD of media need a valid signature"),
     Spec("SIGNING_KEYS_DIR", "/etc/vod/signing", Path, "key id = file name, key = its bytes"),
     Spec("SIGNING_ACTIVE_KEY_ID", "", _optional, "key id `sign` uses (default: last name)"),
@@ -125,6 +126,7 @@ class Settings:
     body_timeout_seconds: float
     idle_timeout_seconds: float
     shutdown_grace_seconds: float
+    drain_delay_seconds: float
     signed_urls: bool
     signing_keys_dir: Path
     signing_active_key_id: str | None

@@ -51,7 +51,11 @@ async def serve(settings: Settings, port: int, ready: Event | None = None) -> No
     if ready is not None:
         ready.set()
     await stop.wait()
-    app.draining = True
+    app.draining = True  # /readyz answers 503 from now on
+    if settings.drain_delay_seconds:
+        # still accepting, so requests routed before the endpoint is removed are served
+        logs.event("drain delay", seconds=settings.drain_delay_seconds)
+        await asyncio.sleep(settings.drain_delay_seconds)
     listener.close()  # no new connections; the kernel hands queued ones to no one here
     busy = sum(1 for c in server.connections if c._request_in_progress)
     logs.event("draining", in_flight=busy, grace_seconds=settings.shutdown_grace_seconds)

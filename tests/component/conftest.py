@@ -1,4 +1,4 @@
-"""Component tier: the real vod-stream server as a process on 127.0.0.1, real files, real clients."""
+"""Component tier: the real vod-stream server as a process on 127.0.0.1, real files and clients."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ class ServerProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            preexec_fn=preexec_fn,  # noqa: PLW1509 -- used only to set resource limits
+            preexec_fn=preexec_fn,  # used only to set resource limits
         )
         self._listening = threading.Event()
         self.port = 0

@@ -1,0 +1,155 @@
+"""Graceful shutdown, timeouts, the connection cap and metrics across worker processes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+
+from tests.component.conftest import ServerProcess, raw_response_head, status_of
+
+pytestmark = pytest.mark.component
+
+SIZE = 48 * 1024 * 1024
+
+
+def slow_download(port: int, path: str, result: dict[str, object], rate: int) -> None:
+    """Read a GET response at about ``rate`` bytes/s; record its body's length and digest."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += sock.recv(65536)
+        head, body = data.split(b"\r\n\r\n", 1)
+        length = int(
+            next(h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")).split(
+                b":"
+            )[1]
+        )
+        digest = hashlib.sha256(body)
+        received = len(body)
+        result["started"] = True
+        while received < length:
+            chunk = sock.recv(min(65536, length - received))
+            if not chunk:
+                break
+            digest.update(chunk)
+            received += len(chunk)
+            time.sleep(len(chunk) / rate)
+        result["status"] = status_of(head)
+        result["received"] = received
+        result["sha256"] = digest.hexdigest()
+
+
+def test_sigterm_lets_a_long_transfer_finish(start_server, tmp_path) -> None:
+    root = tmp_path / "media"
+    root.mkdir()
+    payload = os.urandom(SIZE)
+    (root / "long.mp4").write_bytes(payload)
+    server: ServerProcess = start_server(
+        media_root=root, env={"VOD_DRAIN_DELAY_SECONDS": "1", "VOD_SHUTDOWN_GRACE_SECONDS": "20"}
+    )
+    result: dict[str, object] = {}
+    reader = threading.Thread(
+        target=slow_download, args=(server.port, "/long.mp4", result, 24 * 1024 * 1024)
+    )
+    reader.start()
+    while "started" not in result:
+        time.sleep(0.01)
+    signalled = time.monotonic()
+    server.process.send_signal(15)
+    server.wait_for_event("drain delay")
+    # during the drain delay the server still answers, but /readyz fails
+    assert httpx.get(f"{server.url}/readyz", timeout=5).status_code == 503
+    server.wait_for_event("draining")
+    with pytest.raises(httpx.ConnectError):  # no new connections once draining
+        httpx.get(f"{server.url}/ping", timeout=2)
+    assert reader.is_alive(), "the transfer should still be running"
+    reader.join(30)
+    assert result["status"] == 200
+    assert result["received"] == SIZE
+    assert result["sha256"] == hashlib.sha256(payload).hexdigest()
+    assert server.process.wait(30) == 0
+    assert time.monotonic() - signalled > 1.5
+
+
+def test_grace_deadline_ends_a_stalled_transfer(start_server, tmp_path) -> None:
+    root = tmp_path / "media"
+    root.mkdir()
+    with open(root / "big.mp4", "wb") as handle:
+        handle.truncate(512 * 1024 * 1024)
+    server: ServerProcess = start_server(media_root=root, env={"VOD_SHUTDOWN_GRACE_SECONDS": "1"})
+    with socket.create_connection(("127.0.0.1", server.port)) as stalled:
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.sendall(b"GET /big.mp4 HTTP/1.1\r\nHost: x\r\n\r\n")
+        stalled.recv(100)  # the response started; now never read again
+        started = time.monotonic()
+        server.process.send_signal(15)
+        assert server.process.wait(20) == 0
+        assert time.monotonic() - started < 10
+
+
+def test_header_timeout_closes_slow_clients(start_server) -> None:
+    server: ServerProcess = start_server(env={"VOD_HEADER_TIMEOUT_SECONDS": "1"})
+    for first_bytes in (b"GET /ping HTTP/1.1\r\nHost:", b""):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(first_bytes)
+            started = time.monotonic()
+            assert sock.recv(100) == b""  # closed by the server
+            assert 0.5 < time.monotonic() - started < 5
+    # a prompt client on the same server is served
+    assert httpx.get(f"{server.url}/ping").status_code == 200
+
+
+def test_idle_timeout_closes_keep_alive_connections(start_server) -> None:
+    server: ServerProcess = start_server(
+        env={"VOD_IDLE_TIMEOUT_SECONDS": "1", "VOD_HEADER_TIMEOUT_SECONDS": "30"}
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+        first = sock.recv(65536)
+        assert status_of(first) == 200
+        started = time.monotonic()
+        assert sock.recv(100) == b""
+        assert time.monotonic() - started < 5
+
+
+def test_connection_cap(start_server) -> None:
+    server: ServerProcess = start_server(env={"VOD_MAX_CONNECTIONS": "2"})
+    held = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(2)]
+    try:
+        time.sleep(0.2)
+        refused = raw_response_head(server.port, b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status_of(refused) == 503
+        assert b"too many connections" in refused or b"application/json" in refused
+    finally:
+        for sock in held:
+            sock.close()
+    time.sleep(0.3)
+    assert httpx.get(f"{server.url}/ping").status_code == 200
+
+
+def test_metrics_are_summed_across_workers(start_server) -> None:
+    server: ServerProcess = start_server(env={"VOD_WORKERS": "2"})
+    for _ in range(30):
+        with httpx.Client(base_url=server.url) as fresh:  # a new connection each time
+            assert fresh.get("/ping").status_code == 200
+    pids = {e["pid"] for e in server.events("access")}
+    deadline = time.monotonic() + 5
+    while len(server.events("access")) < 30 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pids = {e["pid"] for e in server.events("access")}
+    assert len(pids) == 2, "SO_REUSEPORT should spread 30 connections over both workers"
+    text = httpx.get(f"{server.url}/metrics").text
+    line = next(
+        ln
+        for ln in text.splitlines()
+        if ln.startswith('vod_http_requests_total{method="GET",route="ping",status_class="2xx"}')
+    )
+    assert float(line.split()[-1]) == 30.0
