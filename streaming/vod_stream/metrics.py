@@ -4,6 +4,7 @@ supervisor sets it before starting workers, so every worker's samples are summed
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -54,6 +55,18 @@ UPLOAD_FAILURES = Counter(
 
 def status_class(status: int) -> str:
     return f"{status // 100}xx"
+
+
+_children: dict[tuple[object, ...], Any] = {}
+
+
+def child(metric: Counter | Histogram, *labels: str) -> Any:
+    """``metric.labels(*labels)``, memoised: the lookup is a hot-path cost."""
+    key = (metric, *labels)
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = metric.labels(*labels)
+    return found
 
 
 def exposition() -> tuple[bytes, str]:

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import formatdate, parsedate_to_datetime
+from functools import lru_cache
 
 # entity-tag = [ "W/" ] DQUOTE *etagc DQUOTE, items separated by OWS "," OWS.
 _ETAG = re.compile(r'[ \t]*(W/)?"([\x21\x23-\x7e\x80-\xff]*)"[ \t]*(?:,|$)')
@@ -80,6 +81,7 @@ def parse_http_date(value: str) -> int | None:
     return int(parsed.timestamp())
 
 
+@lru_cache(maxsize=4096)
 def format_http_date(epoch_seconds: int) -> str:
     return formatdate(epoch_seconds, usegmt=True)
 

@@ -1,13 +1,18 @@
-"""Write a response Plan: literal segments through aiohttp, file ranges with ``loop.sendfile``.
+"""Write a response Plan: literal segments through aiohttp, file ranges with ``sendfile``.
 
-``loop.sendfile`` on the default asyncio loop over plain TCP is ``os.sendfile``: the bytes go
-from the page cache to the socket without entering Python, so memory per connection does not
-depend on the file's size. (Under TLS or uvloop asyncio falls back to reading chunks.)
+File ranges go from the page cache to the socket without entering Python (zero copy), so
+memory per connection does not depend on the file's size. The fast path calls ``os.sendfile``
+directly on the socket when aiohttp's transport has nothing buffered (the usual case right
+after the headers were written): most ranges then leave in one system call with no futures
+or poller changes. Whatever does not fit in the socket buffer is finished by
+``loop.sendfile``, which waits for the socket to become writable. (Under TLS or uvloop asyncio
+falls back to reading chunks.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Mapping
 from typing import BinaryIO
 
@@ -15,6 +20,26 @@ from aiohttp import web
 from aiohttp.web_request import BaseRequest
 
 from vod_stream.plan import Plan
+from vod_stream.ranges import ByteRange
+
+
+def _sendfile_now(transport: asyncio.Transport, file: BinaryIO, part: ByteRange) -> int:
+    """Send as much of ``part`` as the socket takes right now; the number of bytes sent."""
+    if transport.get_write_buffer_size():
+        return 0  # bytes queued in the transport must go first
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return 0
+    sent = 0
+    try:
+        while sent < part.length:
+            n = os.sendfile(sock.fileno(), file.fileno(), part.start + sent, part.length - sent)
+            if n == 0:
+                break
+            sent += n
+    except (BlockingIOError, InterruptedError):
+        pass
+    return sent
 
 
 async def send_plan(
@@ -38,8 +63,11 @@ async def send_plan(
             if isinstance(segment, bytes):
                 await response.write(segment)
                 on_bytes(len(segment))
-            else:
-                await loop.sendfile(transport, file, segment.start, segment.length)
-                on_bytes(segment.length)
+                continue
+            sent = _sendfile_now(transport, file, segment)
+            if sent < segment.length:
+                rest = segment.length - sent
+                await loop.sendfile(transport, file, segment.start + sent, rest)
+            on_bytes(segment.length)
     await response.write_eof()
     return response

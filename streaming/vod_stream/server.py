@@ -80,10 +80,11 @@ class StreamApp:
             if isinstance(response, web.Response) and isinstance(response.body, bytes):
                 count(len(response.body))
             elapsed = time.perf_counter() - started
-            metrics.REQUESTS.labels(route, request.method, metrics.status_class(status)).inc()
-            metrics.DURATION.labels(route).observe(elapsed)
+            status_class = metrics.status_class(status)
+            metrics.child(metrics.REQUESTS, route, request.method, status_class).inc()
+            metrics.child(metrics.DURATION, route).observe(elapsed)
             if sent[0]:
-                metrics.RESPONSE_BYTES.labels(route).inc(sent[0])
+                metrics.child(metrics.RESPONSE_BYTES, route).inc(sent[0])
             if self.settings.access_log:
                 logs.access(
                     method=request.method,
@@ -224,7 +225,7 @@ class StreamApp:
                 cond, rep, max_ranges=self.settings.max_ranges, boundary=secrets.token_hex(12)
             )
             if plan.kind is not RangeKind.NONE:
-                metrics.RANGE_REQUESTS.labels(plan.kind.value).inc()
+                metrics.child(metrics.RANGE_REQUESTS, plan.kind.value).inc()
             if plan.error is not None:
                 return json_error(plan.status, plan.error, {**headers, **plan.headers})
             return await send_plan(request, plan, file, headers, count)

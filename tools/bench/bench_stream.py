@@ -1,0 +1,279 @@
+"""Benchmark vod-stream against nginx (sendfile on, same worker count) on loopback with wrk.
+
+Scenarios (each run bounded in time, servers interleaved round by round, median reported):
+  range64k  random 64 KiB ranges of a 1 GiB file        (requests/s)
+  range1b   random 1-byte ranges of the same file        (requests/s)
+  open      one open range (bytes=0-) of the 1 GiB file  (MB/s, one connection)
+
+Usage: python tools/bench/bench_stream.py [--seconds 5] [--rounds 3] [--workers N]
+The 1 GiB file lives in .bench/ (git-ignored) and is created once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+BENCH = REPO / ".bench"
+MEDIA = BENCH / "media"
+BIG = MEDIA / "big.mp4"
+BIG_SIZE = 1024 * 1024 * 1024
+
+RANGE_LUA = """
+local size, length
+function init(args)
+  size = tonumber(args[1]); length = tonumber(args[2])
+  math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16))
+end
+function request()
+  local first = math.random(0, size - length)
+  return wrk.format("GET", "/big.mp4",
+    {["Range"] = "bytes=" .. first .. "-" .. (first + length - 1)})
+end
+"""
+OPEN_LUA = """
+function request()
+  return wrk.format("GET", "/big.mp4", {["Range"] = "bytes=0-"})
+end
+"""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    unit: str
+    script: str
+    args: tuple[str, ...]
+    threads: int
+    connections: int
+    target: float  # required ratio to nginx
+
+
+SCENARIOS = (
+    Scenario("64 KiB random ranges", "req/s", "range.lua", (str(BIG_SIZE), "65536"), 1, 32, 0.6),
+    Scenario("1-byte random ranges", "req/s", "range.lua", (str(BIG_SIZE), "1"), 1, 32, 0.0),
+    Scenario("open range of 1 GiB", "MB/s", "open.lua", (), 1, 1, 0.95),
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def ensure_file() -> None:
+    MEDIA.mkdir(parents=True, exist_ok=True)
+    if BIG.exists() and BIG.stat().st_size == BIG_SIZE:
+        return
+    print(f"creating {BIG} (1 GiB of random bytes)", flush=True)
+    block = os.urandom(16 * 1024 * 1024)
+    with open(BIG, "wb") as handle:
+        for _ in range(BIG_SIZE // len(block)):
+            handle.write(block)
+    (BENCH / "range.lua").write_text(RANGE_LUA)
+    (BENCH / "open.lua").write_text(OPEN_LUA)
+
+
+def wait_port(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def start_nginx(workers: int) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    prefix = BENCH / "nginx"
+    prefix.mkdir(exist_ok=True)
+    user = "user root;" if os.geteuid() == 0 else ""
+    conf = f"""
+{user}
+worker_processes {workers};
+daemon off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  sendfile on;
+  tcp_nopush off;
+  keepalive_requests 1000000;
+  client_body_temp_path {prefix}/body; proxy_temp_path {prefix}/proxy;
+  fastcgi_temp_path {prefix}/fastcgi; uwsgi_temp_path {prefix}/uwsgi; scgi_temp_path {prefix}/scgi;
+  types {{ video/mp4 mp4; }}
+  server {{
+    listen 127.0.0.1:{port} reuseport;
+    root {MEDIA};
+  }}
+}}
+"""
+    (prefix / "nginx.conf").write_text(conf)
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    proc = subprocess.Popen(
+        [nginx, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-e", "stderr"],
+        stdout=subprocess.DEVNULL,
+    )
+    wait_port(port)
+    return proc, port
+
+
+def start_vod(workers: int, access_log: bool) -> tuple[subprocess.Popen[bytes], int]:
+    env = {
+        **os.environ,
+        "VOD_HOST": "127.0.0.1",
+        "VOD_PORT": "0",
+        "VOD_WORKERS": str(workers),
+        "VOD_MEDIA_ROOT": str(MEDIA),
+        "VOD_METRICS_DIR": str(BENCH / "metrics"),
+        "VOD_ACCESS_LOG": "true" if access_log else "false",
+        "VOD_SHUTDOWN_GRACE_SECONDS": "1",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vod_stream"], env=env, stdout=subprocess.PIPE, text=False
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        entry = json.loads(line)
+        if entry.get("event") == "listening":
+            port = int(entry["port"])
+            break
+    else:
+        raise RuntimeError("vod-stream did not start")
+    # keep draining its stdout so access logs never block it
+    subprocess.Popen(["cat"], stdin=proc.stdout, stdout=subprocess.DEVNULL)  # ends with it
+    proc.stdout.close()
+    return proc, port
+
+
+def check_same_bytes(port: int) -> None:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/big.mp4", headers={"Range": "bytes=1000-1999"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        body = response.read()
+    with open(BIG, "rb") as handle:
+        handle.seek(1000)
+        assert body == handle.read(1000), f"wrong bytes from port {port}"
+
+
+def run_wrk(port: int, scenario: Scenario, seconds: float) -> tuple[float, int]:
+    """(requests/s or MB/s, error responses)."""
+    command = [
+        "wrk",
+        f"-t{scenario.threads}",
+        f"-c{scenario.connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(BENCH / scenario.script),
+        f"http://127.0.0.1:{port}",
+    ]
+    if scenario.args:
+        command += ["--", *scenario.args]
+    out = subprocess.run(
+        command, capture_output=True, text=True, timeout=seconds + 30, check=True
+    ).stdout
+    errors = 0
+    if match := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
+        errors += int(match.group(1))
+    if match := re.search(r"Socket errors: (.*)", out):
+        errors += sum(int(n) for n in re.findall(r"\d+", match.group(1)))
+    if scenario.unit == "req/s":
+        value = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    else:
+        number, unit = re.search(r"Transfer/sec:\s+([\d.]+)(\w+)", out).groups()  # type: ignore[union-attr]
+        scale = {"B": 1e-6, "KB": 1024 / 1e6, "MB": 1024**2 / 1e6, "GB": 1024**3 / 1e6}[unit]
+        value = float(number) * scale
+    return value, errors
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--access-log", action="store_true", help="keep vod-stream's JSON access log on"
+    )
+    args = parser.parse_args()
+    for tool in ("wrk",):
+        if shutil.which(tool) is None:
+            print(f"bench: {tool} is missing (make bench-stream installs it)", file=sys.stderr)
+            return 1
+    ensure_file()
+    # warm the page cache so both servers read from memory
+    with open(BIG, "rb") as handle:
+        while handle.read(64 * 1024 * 1024):
+            pass
+    nginx, nginx_port = start_nginx(args.workers)
+    vod, vod_port = start_vod(args.workers, args.access_log)
+    servers = {"nginx": nginx_port, "vod-stream": vod_port}
+    results: dict[tuple[str, str], list[float]] = {}
+    errors: dict[str, int] = dict.fromkeys(servers, 0)
+    try:
+        for port in servers.values():
+            check_same_bytes(port)
+        for scenario in SCENARIOS:
+            for port in servers.values():  # warm-up, not recorded
+                run_wrk(port, scenario, 1)
+            for _ in range(args.rounds):
+                for name, port in servers.items():
+                    value, failed = run_wrk(port, scenario, args.seconds)
+                    results.setdefault((scenario.name, name), []).append(value)
+                    errors[name] += failed
+                    print(
+                        f"  {scenario.name:24} {name:10} {value:12.1f} {scenario.unit}", flush=True
+                    )
+    finally:
+        stop(vod)
+        stop(nginx)
+    print()
+    print(
+        f"workers={args.workers}  rounds={args.rounds} x {args.seconds:g}s  "
+        f"access log={'on' if args.access_log else 'off'} (nginx: off)  cores={os.cpu_count()}"
+    )
+    print(f"| {'scenario':24} | {'nginx':>14} | {'vod-stream':>14} | {'ratio':>6} | target  |")
+    print(f"|{'-' * 26}|{'-' * 16}|{'-' * 16}|{'-' * 8}|---------|")
+    for scenario in SCENARIOS:
+        base = statistics.median(results[(scenario.name, "nginx")])
+        ours = statistics.median(results[(scenario.name, "vod-stream")])
+        target = f">= {scenario.target:.2f}" if scenario.target else "-"
+        unit = scenario.unit
+        print(
+            f"| {scenario.name:24} | {base:8.0f} {unit:5} | {ours:8.0f} {unit:5} "
+            f"| {ours / base:6.2f} | {target:7} |"
+        )
+    print(f"error responses: {errors}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
