@@ -1,0 +1,63 @@
+"""The image's command, run as a process: parse streaming/Dockerfile with the official
+(BuildKit) parser, take ENTRYPOINT + CMD and ENV as written, and run exactly that."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import dockerfile  # type: ignore[import-not-found]  # no type stubs published
+import httpx
+import pytest
+
+from tests.component.conftest import ServerProcess
+
+pytestmark = pytest.mark.component
+
+DOCKERFILE = Path(__file__).resolve().parents[2] / "streaming" / "Dockerfile"
+
+
+def final_stage() -> list[dockerfile.Command]:
+    commands = dockerfile.parse_file(str(DOCKERFILE))
+    last_from = max(i for i, c in enumerate(commands) if c.cmd == "FROM")
+    return list(commands[last_from:])
+
+
+def test_image_shape() -> None:
+    stage = final_stage()
+    by_cmd = {c.cmd: c for c in stage}
+    assert by_cmd["USER"].value[0].split(":")[0] != "0"  # non-root, numeric
+    assert by_cmd["USER"].value[0].split(":")[0].isdigit()
+    assert by_cmd["ENTRYPOINT"].json  # exec form: SIGTERM reaches the server, not a shell
+    assert by_cmd["CMD"].json
+    assert "8080" in by_cmd["EXPOSE"].value
+    assert any("ffmpeg" in " ".join(c.value) for c in stage if c.cmd == "RUN")
+
+
+def test_entrypoint_serves_a_media_root(tmp_path: Path) -> None:
+    stage = final_stage()
+    entry = next(c for c in stage if c.cmd == "ENTRYPOINT").value
+    cmd = next(c for c in stage if c.cmd == "CMD").value
+    image_env = dict(zip(*[iter(next(c for c in stage if c.cmd == "ENV").value)] * 2, strict=True))
+    # In the image /opt/venv/bin is on PATH; here the same console script is in the venv's bin.
+    program = shutil.which(entry[0], path=str(Path(sys.executable).parent))
+    assert program is not None, f"{entry[0]} is not installed next to {sys.executable}"
+    media = tmp_path / "media"
+    media.mkdir()
+    (media / "clip.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(100))
+    (tmp_path / "keys").mkdir()
+    env = {
+        k: v
+        for k, v in image_env.items()
+        if k.startswith("PYTHON") or k == "VOD_METRICS_DIR"  # media root: the temp one
+    }
+    env["VOD_METRICS_DIR"] = str(tmp_path / "metrics")
+    server = ServerProcess(media, tmp_path, env=env, command=[program, *entry[1:], *cmd])
+    try:
+        assert httpx.get(f"{server.url}/healthz").status_code == 200
+        assert httpx.get(f"{server.url}/readyz").status_code == 200
+        r = httpx.get(f"{server.url}/clip.mp4", headers={"Range": "bytes=4-11"})
+        assert (r.status_code, r.content) == (206, b"ftypmp42")
+    finally:
+        assert server.terminate() == 0
