@@ -163,6 +163,25 @@ golden: $(STAMP) ## Regenerate the operator's golden render files (review the di
 bench-operator: $(STAMP) cluster-build ## Measure apply->Ready (1 and 50), idle writes and operator RSS on a fresh local control plane
 	$(PY) tools/bench/operator_bench.py
 
+##@ Streaming
+
+STREAM_MEDIA ?= media
+STREAM_PORT ?= 8080
+BENCH_ARGS ?=
+
+.PHONY: run-stream
+run-stream: $(STAMP) ## Serve a local folder with vod-stream (STREAM_MEDIA=media, STREAM_PORT=8080; VOD_* settings apply)
+	mkdir -p $(STREAM_MEDIA)
+	VOD_MEDIA_ROOT=$(abspath $(STREAM_MEDIA)) VOD_PORT=$(STREAM_PORT) $(VENV)/bin/vod-stream serve
+
+.PHONY: bench-stream
+bench-stream: $(STAMP) ## nginx vs vod-stream on loopback with wrk: 64 KiB ranges, 1-byte ranges, a 1 GiB open range (BENCH_ARGS)
+	bash tools/install-system-deps.sh nginx wrk
+	$(PY) tools/bench/bench_stream.py $(BENCH_ARGS)
+
+.PHONY: bench
+bench: bench-stream ## Every benchmark
+
 ##@ kind (machines with a Docker engine)
 
 .PHONY: kind-up
