@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -113,6 +114,9 @@ def load_client() -> client.ApiClient:
         config.load_incluster_config(client_configuration=configuration)
     except config.ConfigException:
         config.load_kube_config(client_configuration=configuration)
+    if not configuration.verify_ssl:
+        log.warning("TLS verification is off for the API server (kubeconfig says so)")
+        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
     return client.ApiClient(configuration)
 
 
@@ -166,6 +170,11 @@ class Kube:
     def list(self, kind: Kind, namespace: str, selector: str) -> list[dict[str, Any]]:
         result = self._request("GET", kind.path(namespace), query=[("labelSelector", selector)])
         items: list[dict[str, Any]] = result.get("items", [])
+        # List items carry no apiVersion/kind; restore them so items compare like objects.
+        item_kind = str(result.get("kind", "")).removesuffix("List")
+        for item in items:
+            item.setdefault("apiVersion", kind.api_version)
+            item.setdefault("kind", item_kind)
         return items
 
     def monitoring_available(self) -> bool:

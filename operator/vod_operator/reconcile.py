@@ -155,7 +155,9 @@ class Reconciler:
                     self._hand_over_replicas(manifest, current)
                 live[key] = self.kube.apply(manifest)
             except KubeError as exc:
-                log.warning("apply %s in %s failed: %s", label, manifest["metadata"], exc)
+                log.warning(
+                    "apply %s in %s failed: %s", label, platform["metadata"]["namespace"], exc
+                )
                 errors.append(f"{label}: {exc.message}")
                 continue
             (result.updated if current is not None else result.created).append(label)
