@@ -147,7 +147,7 @@ class Settings:
 
     @property
     def worker_count(self) -> int:
-        return self.workers if self.workers > 0 else (os.cpu_count() or 1)
+        return self.workers if self.workers > 0 else available_cpus()
 
     @property
     def tmp_dir(self) -> Path:
@@ -168,6 +168,20 @@ class Settings:
                 raise ConfigError(f"{PREFIX}{spec.name}: {exc}") from None
         assert {f.name for f in fields(cls)} == set(parsed)
         return cls(**parsed)
+
+
+def available_cpus(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """CPUs this process may use: its affinity set, capped by a cgroup v2 CPU quota (a
+    container's CPU limit), rounded up; at least 1."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    count = cpus or 1
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        if quota != "max":
+            count = min(count, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return count
 
 
 def read_env_file(path: Path) -> dict[str, str]:

@@ -88,6 +88,14 @@ def ensure_file() -> None:
     (BENCH / "open.lua").write_text(OPEN_LUA)
 
 
+def warm_cache() -> None:
+    """Read the file so both servers serve it from the page cache (it can be evicted between
+    runs on a busy machine, and a cold 1-byte sendfile costs a disk read)."""
+    with open(BIG, "rb") as handle:
+        while handle.read(64 * 1024 * 1024):
+            pass
+
+
 def wait_port(port: int, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -229,10 +237,6 @@ def main() -> int:
             print(f"bench: {tool} is missing (make bench-stream installs it)", file=sys.stderr)
             return 1
     ensure_file()
-    # warm the page cache so both servers read from memory
-    with open(BIG, "rb") as handle:
-        while handle.read(64 * 1024 * 1024):
-            pass
     nginx, nginx_port = start_nginx(args.workers)
     vod, vod_port = start_vod(args.workers, args.access_log)
     servers = {"nginx": nginx_port, "vod-stream": vod_port}
@@ -246,6 +250,7 @@ def main() -> int:
                 run_wrk(port, scenario, 1)
             for _ in range(args.rounds):
                 for name, port in servers.items():
+                    warm_cache()
                     value, failed = run_wrk(port, scenario, args.seconds)
                     results.setdefault((scenario.name, name), []).append(value)
                     errors[name] += failed
