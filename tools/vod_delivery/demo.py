@@ -38,6 +38,8 @@ from vod_stream.config import PREFIX, SPECS
 VIDEO_NAME = "demo.mp4"
 STREAM_CONTAINER = "stream"
 WAIT_TIMEOUT = "240s"
+#: The demo's own local control plane (tests and `make cluster-up` use other names).
+LOCAL_CLUSTER_NAME = "vod-demo"
 
 
 @dataclass(frozen=True)
@@ -298,7 +300,7 @@ def stream_and_show(
 def local_cluster_up(report: Reporter, paths: Paths) -> Kubectl:
     """Start (or reuse) the local control plane with `python -m localcluster up`."""
     out = subprocess.run(
-        [sys.executable, "-m", "localcluster", "up"],
+        [sys.executable, "-m", "localcluster", "up", "--name", LOCAL_CLUSTER_NAME],
         capture_output=True,
         text=True,
         check=False,
@@ -317,7 +319,11 @@ def local_cluster_up(report: Reporter, paths: Paths) -> Kubectl:
 
 def local_cluster_down() -> None:
     """Stop the local control plane."""
-    subprocess.run([sys.executable, "-m", "localcluster", "down"], check=False, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "localcluster", "down", "--name", LOCAL_CLUSTER_NAME],
+        check=False,
+        timeout=300,
+    )
 
 
 def install_crds(report: Reporter, kubectl: Kubectl) -> None:
