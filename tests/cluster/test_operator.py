@@ -187,7 +187,8 @@ def test_children_follow_spec_edits(namespace: Namespace) -> None:
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 4)
 
     def replicas_released() -> bool:
-        managed = ns.get("deployment", "web-stream")["metadata"]["managedFields"]
+        out = ns.kubectl("get", "deployment/web-stream", "-o", "json", "--show-managed-fields")
+        managed = json.loads(out.stdout)["metadata"]["managedFields"]
         ours = [m for m in managed if m["manager"] == "vod-operator" and m["operation"] == "Apply"]
         return bool(ours) and "f:replicas" not in ours[0]["fieldsV1"]["f:spec"]
 
