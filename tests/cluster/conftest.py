@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -45,6 +46,40 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+#: The resources the operator writes (children, its own status, Events).
+OPERATOR_RESOURCES = frozenset(
+    {
+        "videoplatforms",
+        "configmaps",
+        "secrets",
+        "deployments",
+        "services",
+        "horizontalpodautoscalers",
+        "poddisruptionbudgets",
+        "ingresses",
+        "servicemonitors",
+        "prometheusrules",
+        "events",
+    }
+)
+WRITE_VERBS = frozenset({"POST", "PUT", "PATCH", "DELETE", "APPLY", "CREATE", "UPDATE"})
+
+
+def write_counts(cluster: Any) -> dict[tuple[str, str, str], int]:
+    """The API server's own count of write requests, per (verb, resource, subresource)."""
+    text = cluster.kubectl("get", "--raw", "/metrics").stdout
+    counts: dict[tuple[str, str, str], int] = {}
+    for line in text.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels, _, value = line.rpartition(" ")
+        fields = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+        if fields.get("verb") in WRITE_VERBS:
+            key = (fields["verb"], fields.get("resource", ""), fields.get("subresource", ""))
+            counts[key] = counts.get(key, 0) + int(float(value))
+    return counts
 
 
 @dataclass
@@ -111,6 +146,8 @@ def operator(
     env.update(
         {
             "VOD_OPERATOR_MONITORING_PROBE_SECONDS": "3",
+            # Frequent read-only passes, so "no writes at rest" covers reconciles too.
+            "VOD_OPERATOR_RESYNC_SECONDS": "5",
             "VOD_OPERATOR_MAX_BACKOFF_SECONDS": "10",
             "PYTHONUNBUFFERED": "1",
         }

@@ -8,12 +8,19 @@ from __future__ import annotations
 
 import json
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.cluster.conftest import Namespace, OperatorProcess, eventually
+from tests.cluster.conftest import (
+    OPERATOR_RESOURCES,
+    Namespace,
+    OperatorProcess,
+    eventually,
+    write_counts,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -343,3 +350,82 @@ def test_platforms_created_while_down_are_reconciled_at_start(
     finally:
         operator.start()
     wait_ready(ns, "late")
+
+
+# -- quiet at rest -------------------------------------------------------------------------
+
+
+def test_platforms_at_rest_cause_no_writes(namespace: Namespace, kube_cluster: Any) -> None:
+    ns = namespace
+    ns.apply(
+        "---\n".join(
+            platform(f"idle-{i}", "security: {signedUrls: {enabled: true}}") for i in range(3)
+        )
+    )
+    for i in range(3):
+        wait_ready(ns, f"idle-{i}")
+    time.sleep(6)  # let the last status echoes settle; resync runs every 5 s
+    before = write_counts(kube_cluster)
+    time.sleep(16)  # three resync passes over every platform
+    after = write_counts(kube_cluster)
+    ours = {
+        key: after[key] - before.get(key, 0)
+        for key in after
+        if key[1] in OPERATOR_RESOURCES and after[key] != before.get(key, 0)
+    }
+    assert ours == {}
+
+
+# -- monitoring appears later --------------------------------------------------------------
+
+MONITORING_CRDS = """
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: servicemonitors.monitoring.coreos.com}
+spec:
+  group: monitoring.coreos.com
+  scope: Namespaced
+  names: {kind: ServiceMonitor, plural: servicemonitors, listKind: ServiceMonitorList}
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: prometheusrules.monitoring.coreos.com}
+spec:
+  group: monitoring.coreos.com
+  scope: Namespaced
+  names: {kind: PrometheusRule, plural: prometheusrules, listKind: PrometheusRuleList}
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+"""
+
+
+def test_monitoring_objects_follow_the_api(namespace: Namespace, kube_cluster: Any) -> None:
+    ns = namespace
+    ns.apply(platform("mon"))
+    wait_ready(ns, "mon")
+    assert condition(ns.get("vp", "mon"), "Monitoring")["reason"] == "MonitoringCRDsNotInstalled"
+    kube_cluster.kubectl("apply", "-f", "-", input=MONITORING_CRDS)
+    try:
+        eventually(
+            lambda: condition(ns.get("vp", "mon"), "Monitoring")["status"] == "True", timeout=45
+        )
+        assert ns.exists("servicemonitor", "mon-stream")
+        assert ns.exists("prometheusrule", "mon-stream")
+        ns.kubectl(
+            "patch", "vp/mon", "--type=merge", "-p", '{"spec":{"monitoring":{"enabled":false}}}'
+        )
+        eventually(lambda: not ns.exists("servicemonitor", "mon-stream"))
+        assert condition(ns.get("vp", "mon"), "Monitoring")["reason"] == "Disabled"
+    finally:
+        kube_cluster.kubectl(
+            "delete", "crd", "servicemonitors.monitoring.coreos.com",
+            "prometheusrules.monitoring.coreos.com", "--wait=false",
+        )  # fmt: skip
