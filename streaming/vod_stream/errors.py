@@ -8,9 +8,17 @@ from collections.abc import Mapping
 from aiohttp import web
 
 
+def error_body(status: int, message: str) -> bytes:
+    return json.dumps({"error": {"status": status, "message": message}}).encode()
+
+
 def json_error(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
-    body = json.dumps({"error": {"status": status, "message": message}})
-    return web.Response(status=status, text=body, content_type="application/json", headers=headers)
+    return web.Response(
+        status=status,
+        body=error_body(status, message),
+        content_type="application/json",
+        headers=headers,
+    )
 
 
 def json_response(

@@ -12,7 +12,7 @@ import os
 import secrets
 import time
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
 
 from aiohttp import web
 from aiohttp.web_request import BaseRequest
@@ -21,11 +21,11 @@ from vod_stream import logs, metrics, signing, uploads
 from vod_stream.auth import AuthError, JwtVerifier
 from vod_stream.config import Settings
 from vod_stream.cors import Cors
-from vod_stream.errors import json_error, json_response
+from vod_stream.errors import error_body, json_error, json_response
 from vod_stream.keys import KeyRing
 from vod_stream.mediatypes import content_type
 from vod_stream.paths import media_path, open_regular_file
-from vod_stream.plan import Conditions, Representation, decide
+from vod_stream.plan import Conditions, Plan, Representation, decide
 from vod_stream.preconditions import make_etag
 from vod_stream.ranges import RangeKind
 from vod_stream.sender import send_plan
@@ -34,6 +34,37 @@ from vod_stream.tracing import request_id_for, traceparent_for
 ROUTES = {"/ping": "ping", "/healthz": "healthz", "/readyz": "readyz", "/metrics": "metrics"}
 ADMIN_SIGN = "/admin/sign"
 MEDIA_METHODS = "GET, HEAD, PUT, DELETE, OPTIONS"
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """Per-request observability state."""
+
+    started: float
+    request_id: str
+    traceparent: str
+    headers: dict[str, str]  # sent with every response: X-Request-Id, CORS
+    sent: int = 0
+
+    def count(self, n: int) -> None:
+        self.sent += n
+
+
+@dataclass(slots=True)
+class MediaAnswer:
+    """A planned file response, or an error to send as JSON."""
+
+    status: int
+    headers: Mapping[str, str]
+    plan: Plan | None = None
+    file: io.FileIO | None = None
+    body: bytes = b""
+
+    @classmethod
+    def error(
+        cls, status: int, message: str, headers: Mapping[str, str] | None = None
+    ) -> MediaAnswer:
+        return cls(status, headers or {}, body=error_body(status, message))
 
 
 class StreamApp:
@@ -47,67 +78,76 @@ class StreamApp:
         self.cors = Cors(settings.cors_allowed_origins)
         self.draining = False
 
-    async def handle(self, request: BaseRequest) -> web.StreamResponse:
-        started = time.perf_counter()
-        path = request.path
-        route = ROUTES.get(path) or ("admin" if path.startswith("/admin/") else "media")
-        request_id = request_id_for(request.headers.get("X-Request-Id"))
-        traceparent = traceparent_for(request.headers.get("traceparent"))
-        headers = {"X-Request-Id": request_id}
-        headers.update(self.cors.response_headers(request.headers.get("Origin")))
-        sent = [0]
-
-        def count(n: int) -> None:
-            sent[0] += n
-
+    def begin(self, headers: Mapping[str, str]) -> RequestContext:
+        """Identify a request (id, traceparent) and the headers every response carries."""
         metrics.IN_FLIGHT.inc()
+        request_id = request_id_for(headers.get("x-request-id"))
+        extra = {"X-Request-Id": request_id}
+        extra.update(self.cors.response_headers(headers.get("origin")))
+        return RequestContext(
+            time.perf_counter(), request_id, traceparent_for(headers.get("traceparent")), extra
+        )
+
+    def record(
+        self,
+        ctx: RequestContext,
+        route: str,
+        method: str,
+        path: str,
+        status: int,
+        headers: Mapping[str, str],
+        remote: str | None,
+    ) -> None:
+        """Metrics and the access-log line of a finished request."""
+        metrics.IN_FLIGHT.dec()
+        elapsed = time.perf_counter() - ctx.started
+        metrics.child(metrics.REQUESTS, route, method, metrics.status_class(status)).inc()
+        metrics.child(metrics.DURATION, route).observe(elapsed)
+        if ctx.sent:
+            metrics.child(metrics.RESPONSE_BYTES, route).inc(ctx.sent)
+        if self.settings.access_log:
+            logs.access(
+                method=method,
+                path=path,
+                status=status,
+                bytes=ctx.sent,
+                duration_ms=round(elapsed * 1000, 3),
+                range=headers.get("range"),
+                remote=remote,
+                user_agent=headers.get("user-agent"),
+                request_id=ctx.request_id,
+                traceparent=ctx.traceparent,
+            )
+
+    async def handle(self, request: BaseRequest) -> web.StreamResponse:
+        """The aiohttp entry point (every request the fast path does not take)."""
+        path = request.path
+        route = route_of(path)
+        ctx = self.begin(request.headers)
         status = 500
         response: web.StreamResponse | None = None
         try:
-            response = await self._dispatch(request, route, path, headers, count)
+            response = await self._dispatch(request, route, path, ctx)
             if self.draining:
                 response.force_close()
             status = response.status
             return response
         except Exception:
             logging.getLogger("vod_stream").exception(
-                "unhandled error", extra={"fields": {"request_id": request_id}}
+                "unhandled error", extra={"fields": {"request_id": ctx.request_id}}
             )
-            response = json_error(500, "internal error", headers)
+            response = json_error(500, "internal error", ctx.headers)
             return response
         finally:
-            metrics.IN_FLIGHT.dec()
             if isinstance(response, web.Response) and isinstance(response.body, bytes):
-                count(len(response.body))
-            elapsed = time.perf_counter() - started
-            status_class = metrics.status_class(status)
-            metrics.child(metrics.REQUESTS, route, request.method, status_class).inc()
-            metrics.child(metrics.DURATION, route).observe(elapsed)
-            if sent[0]:
-                metrics.child(metrics.RESPONSE_BYTES, route).inc(sent[0])
-            if self.settings.access_log:
-                logs.access(
-                    method=request.method,
-                    path=path,
-                    status=status,
-                    bytes=sent[0],
-                    duration_ms=round(elapsed * 1000, 3),
-                    range=request.headers.get("Range"),
-                    remote=request.remote,
-                    user_agent=request.headers.get("User-Agent"),
-                    request_id=request_id,
-                    traceparent=traceparent,
-                )
+                ctx.count(len(response.body))
+            self.record(ctx, route, request.method, path, status, request.headers, request.remote)
 
     async def _dispatch(
-        self,
-        request: BaseRequest,
-        route: str,
-        path: str,
-        headers: dict[str, str],
-        count: Any,
+        self, request: BaseRequest, route: str, path: str, ctx: RequestContext
     ) -> web.StreamResponse:
         method = request.method
+        headers = ctx.headers
         if method == "OPTIONS":
             return self._options(request, headers)
         if route != "media" and route != "admin":
@@ -118,11 +158,11 @@ class StreamApp:
             return self._operational(route, headers)
         if route == "admin":
             return await self._admin(request, path, headers)
+        if method in ("GET", "HEAD"):
+            return await self._serve(request, path, ctx)
         relative = media_path(path)
         if relative is None:
             return json_error(404, "not found", headers)
-        if method in ("GET", "HEAD"):
-            return await self._serve(request, relative, headers, count)
         if method in ("PUT", "DELETE"):
             try:
                 self.jwt.verify(request.headers.get("Authorization"))
@@ -191,58 +231,90 @@ class StreamApp:
             {"url": signing.signed_url("", target, params), **params}, headers=headers
         )
 
-    async def _serve(
-        self, request: BaseRequest, relative: str, headers: dict[str, str], count: Any
-    ) -> web.StreamResponse:
+    def media_answer(
+        self,
+        method: str,
+        path: str,
+        query: Mapping[str, str],
+        headers: Mapping[str, str],
+        remote: str | None,
+    ) -> MediaAnswer:
+        """The answer to a GET/HEAD of media, without I/O beyond opening the file.
+
+        ``headers`` is looked up with lower-case names (aiohttp's headers and the fast path's
+        dict both answer those). The caller closes ``answer.file``.
+        """
+        relative = media_path(path)
+        if relative is None:
+            return MediaAnswer.error(404, "not found")
         if self.settings.signed_urls:
-            refusal = signing.verify(
-                request.path, request.query, self.keys.get, time.time(), self._signed_ip(request)
+            ip = (
+                client_ip(headers, remote, self.settings)
+                if self.settings.signed_url_bind_ip
+                else None
             )
+            refusal = signing.verify(path, query, self.keys.get, time.time(), ip)
             if refusal is not None:
-                return json_error(403, refusal, headers)
+                return MediaAnswer.error(403, refusal)
         opened = open_regular_file(self.root_real, relative)
         if opened is None:
-            return json_error(404, "not found", headers)
+            return MediaAnswer.error(404, "not found")
         info = opened.stat
-        with io.FileIO(opened.fd, "rb") as file:
-            rep = Representation(
-                size=info.st_size,
-                mtime=int(info.st_mtime),
-                etag=make_etag(info.st_ino, info.st_size, info.st_mtime_ns),
-                content_type=content_type(relative),
-            )
-            get = request.headers.get
-            cond = Conditions(
-                method=request.method,
-                range=get("Range"),
-                if_range=get("If-Range"),
-                if_match=get("If-Match"),
-                if_none_match=get("If-None-Match"),
-                if_modified_since=get("If-Modified-Since"),
-                if_unmodified_since=get("If-Unmodified-Since"),
-            )
-            plan = decide(
-                cond, rep, max_ranges=self.settings.max_ranges, boundary=secrets.token_hex(12)
-            )
-            if plan.kind is not RangeKind.NONE:
-                metrics.child(metrics.RANGE_REQUESTS, plan.kind.value).inc()
-            if plan.error is not None:
-                return json_error(plan.status, plan.error, {**headers, **plan.headers})
-            return await send_plan(request, plan, file, headers, count)
+        file = io.FileIO(opened.fd, "rb")
+        rep = Representation(
+            size=info.st_size,
+            mtime=int(info.st_mtime),
+            etag=make_etag(info.st_ino, info.st_size, info.st_mtime_ns),
+            content_type=content_type(relative),
+        )
+        get = headers.get
+        cond = Conditions(
+            method=method,
+            range=get("range"),
+            if_range=get("if-range"),
+            if_match=get("if-match"),
+            if_none_match=get("if-none-match"),
+            if_modified_since=get("if-modified-since"),
+            if_unmodified_since=get("if-unmodified-since"),
+        )
+        plan = decide(
+            cond, rep, max_ranges=self.settings.max_ranges, boundary=secrets.token_hex(12)
+        )
+        if plan.kind is not RangeKind.NONE:
+            metrics.child(metrics.RANGE_REQUESTS, plan.kind.value).inc()
+        if plan.error is not None:
+            file.close()
+            return MediaAnswer.error(plan.status, plan.error, plan.headers)
+        return MediaAnswer(plan.status, plan.headers, plan=plan, file=file)
 
-    def _signed_ip(self, request: BaseRequest) -> str | None:
-        if not self.settings.signed_url_bind_ip:
-            return None
-        return client_ip(request, self.settings.client_ip_header)
+    async def _serve(
+        self, request: BaseRequest, path: str, ctx: RequestContext
+    ) -> web.StreamResponse:
+        answer = self.media_answer(
+            request.method, path, request.query, request.headers, request.remote
+        )
+        if answer.plan is None or answer.file is None:
+            return web.Response(
+                status=answer.status,
+                body=answer.body,
+                headers={**answer.headers, **ctx.headers, "Content-Type": "application/json"},
+            )
+        with answer.file:
+            return await send_plan(request, answer.plan, answer.file, ctx.headers, ctx.count)
 
 
-def client_ip(request: BaseRequest, header: str | None) -> str | None:
+def client_ip(headers: Mapping[str, str], remote: str | None, settings: Settings) -> str | None:
     """The client's IP: the first entry of the configured header, else the peer address."""
-    if header:
-        value = request.headers.get(header)
+    if settings.client_ip_header:
+        value = headers.get(settings.client_ip_header.lower())
         if value:
             return value.split(",")[0].strip()
-    return request.remote
+    return remote
+
+
+def route_of(path: str) -> str:
+    """The ``route`` metric label of a path."""
+    return ROUTES.get(path) or ("admin" if path.startswith("/admin/") else "media")
 
 
 def _challenge(headers: Mapping[str, str], status: int) -> dict[str, str]:
