@@ -53,9 +53,27 @@ def uid(ns: Namespace, kind: str, name: str) -> str:
 # -- the examples, as a user applies them -------------------------------------------------
 
 
+#: The local control plane has no volume provisioner: as a cluster admin would, offer a
+#: volume the examples' PVC can bind to (unless a default StorageClass provisions one).
+VIDEOS_PV = """
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: vod-test-videos}
+spec:
+  capacity: {storage: 1Gi}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Delete
+  hostPath: {path: /tmp/vod-test-videos}
+  claimRef: {namespace: default, name: videos}
+"""
+
+
 def test_examples_apply_as_they_are_and_become_ready(
     operator: OperatorProcess, kube_cluster: Any
 ) -> None:
+    classes = kube_cluster.kubectl("get", "storageclass", "-o", "name").stdout.strip()
+    if not classes:
+        kube_cluster.kubectl("apply", "-f", "-", input=VIDEOS_PV)
     kube_cluster.kubectl("apply", "-f", str(ROOT / "examples"))
     try:
         kube_cluster.kubectl(
@@ -95,6 +113,9 @@ def test_examples_apply_as_they_are_and_become_ready(
     finally:
         kube_cluster.kubectl(
             "delete", "-f", str(ROOT / "examples"), "--ignore-not-found", "--wait=false"
+        )
+        kube_cluster.kubectl(
+            "delete", "pv", "vod-test-videos", "--ignore-not-found", "--wait=false"
         )
 
 
