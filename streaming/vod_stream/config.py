@@ -106,6 +106,7 @@ SPECS: tuple[Spec, ...] = (
     Spec("CORS_ALLOWED_ORIGINS", "", _csv, "origins allowed by CORS (`*` for any)"),
     Spec("LOG_LEVEL", "info", _level, "debug, info, warning or error"),
     Spec("ACCESS_LOG", "true", _bool, "one JSON line per request"),
+    Spec("FAST_PATH", "true", _bool, "answer plain GET/HEAD of media from the protocol"),
     Spec("METRICS_DIR", "/tmp/vod-stream-metrics", Path, "prometheus multiprocess directory"),
 )
 
@@ -143,6 +144,7 @@ class Settings:
     cors_allowed_origins: tuple[str, ...]
     log_level: str
     access_log: bool
+    fast_path: bool
     metrics_dir: Path
 
     @property

@@ -23,7 +23,7 @@ from vod_stream.plan import Plan
 from vod_stream.ranges import ByteRange
 
 
-def _sendfile_now(transport: asyncio.Transport, file: BinaryIO, part: ByteRange) -> int:
+def sendfile_now(transport: asyncio.Transport, file: BinaryIO, part: ByteRange) -> int:
     """Send as much of ``part`` as the socket takes right now; the number of bytes sent."""
     if transport.get_write_buffer_size():
         return 0  # bytes queued in the transport must go first
@@ -64,7 +64,7 @@ async def send_plan(
                 await response.write(segment)
                 on_bytes(len(segment))
                 continue
-            sent = _sendfile_now(transport, file, segment)
+            sent = sendfile_now(transport, file, segment)
             if sent < segment.length:
                 rest = segment.length - sent
                 await loop.sendfile(transport, file, segment.start + sent, rest)

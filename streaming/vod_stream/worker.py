@@ -39,6 +39,7 @@ async def serve(settings: Settings, port: int, ready: Event | None = None) -> No
         app.handle,
         max_connections=settings.max_connections,
         header_timeout=settings.header_timeout_seconds,
+        app=app if settings.fast_path else None,
         keepalive_timeout=settings.idle_timeout_seconds,
         access_log=None,
     )

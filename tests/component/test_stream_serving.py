@@ -20,8 +20,11 @@ pytestmark = pytest.mark.component
 BIG = os.urandom(3 * 1024 * 1024 + 17)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+@pytest.fixture(scope="module", params=["fast-path", "aiohttp"])
+def server(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[ServerProcess]:
+    """Every test runs against both request paths (VOD_FAST_PATH true and false)."""
     base = tmp_path_factory.mktemp("serving")
     root = base / "media"
     (root / "movies").mkdir(parents=True)
@@ -31,7 +34,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     for name in ("a.m4s", "b.mkv", "c.mov", "d.m3u8", "e.mpd", "f.vtt", "g.bin"):
         (root / name).write_bytes(b"0123456789")
     (base / "keys").mkdir()
-    proc = ServerProcess(root, base, env={"VOD_WORKERS": "2"})
+    fast = "true" if request.param == "fast-path" else "false"
+    proc = ServerProcess(root, base, env={"VOD_WORKERS": "2", "VOD_FAST_PATH": fast})
     yield proc
     assert proc.terminate() == 0
 
@@ -181,13 +185,15 @@ def test_no_directory_listing_and_json_errors(client: httpx.Client) -> None:
     assert "GET" in r.headers["allow"]
 
 
-def test_operational_endpoints(client: httpx.Client) -> None:
-    assert client.get("/ping").json() == {"message": "pong"}
-    assert client.get("/healthz").status_code == 200
-    assert client.get("/readyz").json() == {"status": "ready"}
+def test_operational_endpoints(client: httpx.Client, server: ServerProcess) -> None:
     client.get("/movies/big.mp4", headers={"Range": "bytes=0-0,5-5"})
     client.get("/movies/big.mp4", headers={"Range": "bytes=-1"})
-    text = client.get("/metrics").text
+    # a connection of its own, so the shared one stays on the fast path
+    with server.client() as ops:
+        assert ops.get("/ping").json() == {"message": "pong"}
+        assert ops.get("/healthz").status_code == 200
+        assert ops.get("/readyz").json() == {"status": "ready"}
+        text = ops.get("/metrics").text
     assert 'vod_range_requests_total{kind="multi"}' in text
     assert 'vod_range_requests_total{kind="suffix"}' in text
     assert 'vod_http_requests_total{method="GET",route="media",status_class="2xx"}' in text
