@@ -95,6 +95,11 @@ class KubeError(Exception):
         self.reason = reason
         self.message = message
 
+    @property
+    def namespace_terminating(self) -> bool:
+        """The namespace is being deleted: creating in it is refused, and that is fine."""
+        return self.status == 403 and "because it is being terminated" in self.message
+
     @classmethod
     def from_api(cls, exc: ApiException) -> KubeError:
         message = exc.reason or ""

@@ -155,9 +155,11 @@ class Reconciler:
                     self._hand_over_replicas(manifest, current)
                 live[key] = self.kube.apply(manifest)
             except KubeError as exc:
-                log.warning(
-                    "apply %s in %s failed: %s", label, platform["metadata"]["namespace"], exc
-                )
+                namespace = platform["metadata"]["namespace"]
+                if exc.namespace_terminating:
+                    log.info("namespace %s is being deleted: not recreating %s", namespace, label)
+                    continue
+                log.warning("apply %s in %s failed: %s", label, namespace, exc)
                 errors.append(f"{label}: {exc.message}")
                 continue
             (result.updated if current is not None else result.created).append(label)

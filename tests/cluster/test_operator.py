@@ -62,7 +62,7 @@ metadata: {name: vod-test-videos}
 spec:
   capacity: {storage: 1Gi}
   accessModes: [ReadWriteOnce]
-  persistentVolumeReclaimPolicy: Delete
+  persistentVolumeReclaimPolicy: Retain
   hostPath: {path: /tmp/vod-test-videos}
   claimRef: {namespace: default, name: videos}
 """
@@ -111,12 +111,8 @@ def test_examples_apply_as_they_are_and_become_ready(
         vp = json.loads(kube_cluster.kubectl("get", "vp", "showcase", "-o", "json").stdout)
         assert condition(vp, "Monitoring")["reason"] == "MonitoringCRDsNotInstalled"
     finally:
-        kube_cluster.kubectl(
-            "delete", "-f", str(ROOT / "examples"), "--ignore-not-found", "--wait=false"
-        )
-        kube_cluster.kubectl(
-            "delete", "pv", "vod-test-videos", "--ignore-not-found", "--wait=false"
-        )
+        kube_cluster.kubectl("delete", "-f", str(ROOT / "examples"), "--ignore-not-found")
+        kube_cluster.kubectl("delete", "pv", "vod-test-videos", "--ignore-not-found")
 
 
 def test_explain_teaches_the_fields(crd_installed: Any) -> None:
@@ -385,6 +381,10 @@ def test_platforms_at_rest_cause_no_writes(namespace: Namespace, kube_cluster: A
     )
     for i in range(3):
         wait_ready(ns, f"idle-{i}")
+    # Other tests' namespaces must finish terminating first (their deletions are writes).
+    eventually(
+        lambda: "Terminating" not in kube_cluster.kubectl("get", "namespaces").stdout, timeout=120
+    )
     time.sleep(6)  # let the last status echoes settle; resync runs every 5 s
     before = write_counts(kube_cluster)
     time.sleep(16)  # three resync passes over every platform
