@@ -1,0 +1,198 @@
+"""The local control plane does what the cluster tier relies on: CRDs, validation, scheduling and
+Ready pods (kwok), garbage collection (controller-manager), kubectl, and write counting."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import pytest
+
+from localcluster import KubeCluster, write_request_count
+
+pytestmark = pytest.mark.cluster
+T = TypeVar("T")
+
+GROUP = "harness.vod.test"
+CRD = f"""
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: gadgets.{GROUP}
+spec:
+  group: {GROUP}
+  scope: Namespaced
+  names: {{plural: gadgets, singular: gadget, kind: Gadget}}
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema:
+          type: object
+          properties:
+            spec:
+              type: object
+              required: [size]
+              properties:
+                size: {{type: integer, minimum: 1, maximum: 10}}
+                colour: {{type: string, enum: [red, blue]}}
+"""
+
+
+def eventually(check: Callable[[], T | None], timeout: float = 60, interval: float = 0.5) -> T:
+    """Poll `check` until it returns a truthy value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout} s: {check}")
+        time.sleep(interval)
+
+
+def get_json(cluster: KubeCluster, *args: str) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
+    return result
+
+
+@pytest.fixture
+def ns(kube_cluster: KubeCluster) -> Iterator[str]:
+    name = f"harness-{uuid.uuid4().hex[:6]}"
+    kube_cluster.kubectl("create", "namespace", name)
+    yield name
+    kube_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="module")
+def gadget_crd(kube_cluster: KubeCluster) -> str:
+    kube_cluster.kubectl("apply", "-f", "-", input=CRD)
+    kube_cluster.kubectl(
+        "wait", "--for=condition=Established", f"crd/gadgets.{GROUP}", "--timeout=60s"
+    )
+    return f"gadgets.{GROUP}"
+
+
+def test_crd_established_and_custom_object_round_trips(
+    kube_cluster: KubeCluster, gadget_crd: str, ns: str
+) -> None:
+    crd = get_json(kube_cluster, "crd", gadget_crd)
+    established = {c["type"]: c["status"] for c in crd["status"]["conditions"]}
+    assert established["Established"] == "True"
+
+    gadget = {
+        "apiVersion": f"{GROUP}/v1",
+        "kind": "Gadget",
+        "metadata": {"name": "g1", "namespace": ns},
+        "spec": {"size": 3, "colour": "blue"},
+    }
+    kube_cluster.kubectl("create", "-f", "-", input=json.dumps(gadget))
+    stored = get_json(kube_cluster, "-n", ns, "gadget", "g1")
+    assert stored["spec"] == {"size": 3, "colour": "blue"}
+    assert stored["metadata"]["uid"]
+
+
+def test_schema_invalid_object_is_refused_with_the_field_named(
+    kube_cluster: KubeCluster, gadget_crd: str, ns: str
+) -> None:
+    bad = {
+        "apiVersion": f"{GROUP}/v1",
+        "kind": "Gadget",
+        "metadata": {"name": "bad", "namespace": ns},
+        "spec": {"size": 99, "colour": "green"},
+    }
+    result = kube_cluster.kubectl("create", "-f", "-", input=json.dumps(bad), check=False)
+    assert result.returncode != 0
+    assert "is invalid" in result.stderr
+    assert "spec.size: Invalid value: 99: spec.size in body should be less than or equal to 10" in (
+        result.stderr
+    )
+    assert 'spec.colour: Unsupported value: "green"' in result.stderr
+    missing = kube_cluster.kubectl("get", "-n", ns, "gadget", "bad", check=False)
+    assert "NotFound" in missing.stderr
+
+
+def test_deployment_pods_are_scheduled_and_ready(kube_cluster: KubeCluster, ns: str) -> None:
+    kube_cluster.kubectl(
+        "-n", ns, "create", "deployment", "web", "--image=registry.invalid/web:1", "--replicas=2"
+    )
+
+    def ready_replicas() -> int:
+        status = get_json(kube_cluster, "-n", ns, "deployment", "web").get("status", {})
+        return int(status.get("readyReplicas", 0)) if status.get("readyReplicas") == 2 else 0
+
+    assert eventually(ready_replicas) == 2
+    pods = get_json(kube_cluster, "-n", ns, "pods", "-l", "app=web")["items"]
+    assert len(pods) == 2
+    for pod in pods:
+        assert pod["spec"]["nodeName"], "the scheduler bound the pod to the kwok node"
+        assert pod["status"]["phase"] == "Running"
+        ready = {c["type"]: c["status"] for c in pod["status"]["conditions"]}
+        assert ready["Ready"] == "True"
+
+
+def test_deleting_the_owner_garbage_collects_the_dependent(
+    kube_cluster: KubeCluster, ns: str
+) -> None:
+    kube_cluster.kubectl("-n", ns, "create", "configmap", "owner")
+    owner_uid = get_json(kube_cluster, "-n", ns, "configmap", "owner")["metadata"]["uid"]
+    dependent = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "dependent",
+            "namespace": ns,
+            "ownerReferences": [
+                {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner_uid}
+            ],
+        },
+    }
+    kube_cluster.kubectl("create", "-f", "-", input=json.dumps(dependent))
+    kube_cluster.kubectl("-n", ns, "delete", "configmap", "owner", "--wait=true")
+
+    def gone() -> bool:
+        found = kube_cluster.kubectl(
+            "-n", ns, "get", "configmap", "dependent", "--ignore-not-found", "-o", "name"
+        )
+        return found.stdout.strip() == ""
+
+    assert eventually(gone)
+
+
+def test_kubectl_lists_nodes_and_pods_with_the_kubeconfig(kube_cluster: KubeCluster) -> None:
+    out = subprocess.run(
+        ["kubectl", "--kubeconfig", str(kube_cluster.kubeconfig), "get", "nodes,pods", "-A"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    assert "node/" in out
+    assert " Ready " in out
+    nodes = get_json(kube_cluster, "nodes")["items"]
+    assert any(n["metadata"]["annotations"].get("kwok.x-k8s.io/node") == "fake" for n in nodes)
+
+
+def test_write_request_count_sees_writes_and_not_reads(kube_cluster: KubeCluster, ns: str) -> None:
+    def quiet() -> int | None:
+        """The count once the control plane has settled (no writes for 2 s)."""
+        first = write_request_count(kube_cluster.kubeconfig)
+        time.sleep(2)
+        return first if write_request_count(kube_cluster.kubeconfig) == first else None
+
+    before = eventually(quiet, timeout=90, interval=0)
+    for _ in range(3):
+        kube_cluster.kubectl("-n", ns, "get", "configmaps")
+    assert write_request_count(kube_cluster.kubeconfig) == before, "reads are not writes"
+
+    kube_cluster.kubectl("-n", ns, "create", "configmap", "counted")
+    kube_cluster.kubectl("-n", ns, "label", "configmap", "counted", "x=y")
+    kube_cluster.kubectl("-n", ns, "delete", "configmap", "counted")
+    after = write_request_count(kube_cluster.kubeconfig)
+    # POST, PATCH and DELETE; the control plane may add its own writes in between, never fewer.
+    assert after - before >= 3

@@ -1,0 +1,147 @@
+"""Build the pinned binaries from Go modules into the cache (`python -m localcluster build`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from localcluster import binaries
+from localcluster.gomod import local_replacements, replace_args
+from localcluster.paths import bin_dir, build_dir, kwok_stages
+from localcluster.versions import COMPONENTS, Component
+
+
+def log(message: str) -> None:
+    print(f"localcluster: {message}", file=sys.stderr, flush=True)
+
+
+def go_env() -> dict[str, str]:
+    """Environment for every `go` call: the machine's toolchain only, static binaries."""
+    env = dict(os.environ)
+    env.update({"GOTOOLCHAIN": "local", "CGO_ENABLED": "0", "GOFLAGS": "-mod=mod"})
+    return env
+
+
+def go(*args: str, cwd: Path) -> str:
+    """Run `go args...` in `cwd`; return stdout, raise with stderr on failure."""
+    out = subprocess.run(
+        ["go", *args], cwd=cwd, env=go_env(), capture_output=True, text=True, check=False
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"go {' '.join(args)} failed in {cwd}:\n{out.stderr[-4000:]}")
+    return out.stdout
+
+
+def download(component: Component, workdir: Path) -> dict[str, str]:
+    """`go mod download -json module@version`: where its go.mod (GoMod) and files (Dir) are."""
+    spec = f"{component.module}@{component.version}"
+    info: dict[str, str] = json.loads(go("mod", "download", "-json", spec, cwd=workdir))
+    return info
+
+
+def prepare_module(component: Component) -> Path:
+    """A throwaway module requiring `component.module` at its pinned version (idempotent)."""
+    workdir = build_dir(component)
+    stamp = workdir / ".prepared"
+    if stamp.is_file():
+        return workdir
+    workdir.mkdir(parents=True, exist_ok=True)
+    for leftover in ("go.mod", "go.sum"):
+        (workdir / leftover).unlink(missing_ok=True)
+    go("mod", "init", f"localcluster.build/{component.name}", cwd=workdir)
+    go("mod", "edit", f"-require={component.module}@{component.version}", cwd=workdir)
+    if component.replace_version is not None:
+        info = json.loads(
+            go("mod", "download", "-json", f"{component.module}@{component.version}", cwd=workdir)
+        )
+        modfile = json.loads(go("mod", "edit", "-json", info["GoMod"], cwd=workdir))
+        modules = local_replacements(modfile)
+        twin = component.replace_version
+        log(f"{component.name}: replacing {len(modules)} local modules with their @{twin}")
+        if modules:
+            go("mod", "edit", *replace_args(modules, component.replace_version), cwd=workdir)
+    packages = [f"{package}@{component.version}" for package in component.binaries.values()]
+    log(f"{component.name}: resolving {', '.join(packages)}")
+    go("get", *packages, cwd=workdir)
+    stamp.write_text(component.version + "\n")
+    return workdir
+
+
+def build_binary(component: Component, binary: str, workdir: Path) -> Path:
+    """`go build` one main package into the versioned cache folder (atomically)."""
+    target = bin_dir(component) / binary
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{binary}.partial")
+    ldflags = " ".join(["-s", "-w", *component.ldflags])
+    go(
+        "build",
+        "-trimpath",
+        "-ldflags",
+        ldflags,
+        "-o",
+        str(partial),
+        component.binaries[binary],
+        cwd=workdir,
+    )
+    partial.replace(target)
+    return target
+
+
+#: kwok's stage sets (kustomize folders in its module) that make nodes Ready and pods Running.
+KWOK_STAGE_SETS = ("kustomize/stage/node/fast", "kustomize/stage/pod/fast")
+
+
+def write_kwok_stages(component: Component) -> Path:
+    """Concatenate kwok's fast node and pod Stage files (from the pinned module) into the cache."""
+    target = kwok_stages()
+    if target.is_file():
+        return target
+    workdir = build_dir(component)
+    workdir.mkdir(parents=True, exist_ok=True)
+    info = json.loads(
+        go("mod", "download", "-json", f"{component.module}@{component.version}", cwd=workdir)
+    )
+    module_dir = Path(info["Dir"])
+    documents: list[str] = []
+    for stage_set in KWOK_STAGE_SETS:
+        kustomization = yaml.safe_load((module_dir / stage_set / "kustomization.yaml").read_text())
+        for resource in kustomization["resources"]:
+            documents.append((module_dir / stage_set / resource).read_text().strip() + "\n")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text("---\n".join(documents))
+    log(f"kwok: {len(documents)} stages -> {target}")
+    return target
+
+
+def build(selected: list[str] | None = None, force: bool = False) -> dict[str, Path]:
+    """Make sure every (selected) binary exists; build only the missing ones. Returns paths."""
+    result: dict[str, Path] = {}
+    for component in COMPONENTS:
+        wanted = [b for b in component.binaries if selected is None or b in selected]
+        missing: list[str] = []
+        for binary in wanted:
+            found = None if force else binaries.find(binary)
+            if found is not None:
+                log(f"{binary}: using {found}")
+                result[binary] = found
+            else:
+                missing.append(binary)
+        if component.name == "kwok":
+            write_kwok_stages(component)
+        if not missing:
+            continue
+        started = time.monotonic()
+        workdir = prepare_module(component)
+        for binary in missing:
+            log(f"{binary}: building {component.module}@{component.version} (first time: minutes)")
+            begun = time.monotonic()
+            result[binary] = build_binary(component, binary, workdir)
+            log(f"{binary}: built in {time.monotonic() - begun:.0f} s -> {result[binary]}")
+        log(f"{component.name}: done in {time.monotonic() - started:.0f} s")
+    return result

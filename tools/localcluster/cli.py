@@ -1,0 +1,97 @@
+"""Command line: `python -m localcluster build|up|down|status|which`."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import shutil
+import sys
+import time
+
+from localcluster import binaries, cluster
+from localcluster.build import build
+from localcluster.paths import clusters_dir
+from localcluster.versions import ALL_BINARIES, CONTROL_PLANE_BINARIES
+
+DEFAULT_NAME = "vod"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="localcluster", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_build = sub.add_parser("build", help="build (or locate) the pinned binaries, cached")
+    p_build.add_argument("binaries", nargs="*", metavar="BINARY", help="default: all")
+    p_build.add_argument("--force", action="store_true", help="rebuild even when present")
+    for command, text in (
+        ("up", "start a control plane (or report the running one)"),
+        ("down", "stop a control plane and remove its state"),
+        ("status", "show whether each component runs (exit 1 when not all do)"),
+    ):
+        p = sub.add_parser(command, help=text)
+        p.add_argument(
+            "--name", default=DEFAULT_NAME, help=f"cluster name (default {DEFAULT_NAME})"
+        )
+    p_which = sub.add_parser("which", help="print the path of a binary (exit 1 if not built)")
+    p_which.add_argument("binary", choices=ALL_BINARIES)
+    return parser
+
+
+def cmd_build(names: list[str], force: bool) -> int:
+    unknown = sorted(set(names) - set(ALL_BINARIES))
+    if unknown:
+        print(f"unknown binaries: {', '.join(unknown)} (known: {', '.join(ALL_BINARIES)})")
+        return 2
+    build(names or None, force=force)
+    return 0
+
+
+def cmd_which(binary: str) -> int:
+    found = binaries.find(binary)
+    if found is None:
+        return 1
+    print(found)
+    return 0
+
+
+def cmd_up(name: str) -> int:
+    build(list(CONTROL_PLANE_BINARIES))
+    root = clusters_dir() / name
+    began = time.monotonic()
+    up = cluster.start(root, name)
+    print(f"# control plane {name!r} up in {time.monotonic() - began:.1f} s; logs: {root / 'logs'}")
+    print(f"export KUBECONFIG={shlex.quote(str(up.kubeconfig))}")
+    return 0
+
+
+def cmd_down(name: str) -> int:
+    root = clusters_dir() / name
+    killed = cluster.stop(root)
+    shutil.rmtree(root, ignore_errors=True)
+    note = f" (SIGKILLed {', '.join(killed)})" if killed else ""
+    print(f"control plane {name!r} stopped{note}")
+    return 0
+
+
+def cmd_status(name: str) -> int:
+    root = clusters_dir() / name
+    for component, pid in cluster.component_status(root).items():
+        print(f"{component:<24} {f'running (pid {pid})' if pid else 'stopped'}")
+    up = cluster.running(root)
+    if up is None:
+        return 1
+    print(f"server {up.server}")
+    print(f"export KUBECONFIG={shlex.quote(str(up.kubeconfig))}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "build":
+            return cmd_build(args.binaries, args.force)
+        if args.command == "which":
+            return cmd_which(args.binary)
+        return {"up": cmd_up, "down": cmd_down, "status": cmd_status}[args.command](args.name)
+    except (cluster.ClusterError, FileNotFoundError, RuntimeError) as err:
+        print(f"localcluster {args.command}: {err}", file=sys.stderr)
+        return 1

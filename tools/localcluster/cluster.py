@@ -1,0 +1,209 @@
+"""Bring a control plane up and down in one folder: etcd, kube-apiserver, controller-manager,
+scheduler and kwok on 127.0.0.1, with a fake Node that kwok keeps Ready."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from localcluster import binaries, processes
+from localcluster.api import Api
+from localcluster.flags import (
+    COMPONENTS,
+    SERVICE_IP,
+    Layout,
+    Ports,
+    apiserver_args,
+    controller_manager_args,
+    etcd_args,
+    fake_node,
+    kwok_args,
+    scheduler_args,
+)
+from localcluster.kubeconfig import render_kubeconfig
+from localcluster.paths import kwok_stages
+from localcluster.pki import write_pki
+
+NODE_NAME = "kwok-node-0"
+T = TypeVar("T")
+
+
+class ClusterError(RuntimeError):
+    """The control plane did not come up; the message carries the failing component's log tail."""
+
+
+@dataclass(frozen=True)
+class Running:
+    """What `up` reports: where the API server is and how to reach it."""
+
+    name: str
+    root: Path
+    server: str
+    kubeconfig: Path
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free TCP ports on 127.0.0.1 (held open together so they differ)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def log_tail(layout: Layout, name: str, lines: int = 30) -> str:
+    path = layout.logs / f"{name}.log"
+    text = path.read_text(errors="replace") if path.exists() else "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _progress(message: str) -> None:
+    print(f"localcluster: {message}", file=sys.stderr, flush=True)
+
+
+def running(root: Path) -> Running | None:
+    """The cluster in `root` if every component is still running, else None."""
+    layout = Layout(root)
+    if not layout.state.is_file():
+        return None
+    pids = [processes.owned_pid(layout.pids / f"{n}.pid", str(root)) for n in COMPONENTS]
+    if any(pid is None for pid in pids):
+        return None
+    state = json.loads(layout.state.read_text())
+    return Running(state["name"], root, state["server"], layout.kubeconfig)
+
+
+def component_status(root: Path) -> dict[str, int | None]:
+    """Component -> pid (None when not running)."""
+    layout = Layout(root)
+    return {n: processes.owned_pid(layout.pids / f"{n}.pid", str(root)) for n in COMPONENTS}
+
+
+class _Starter:
+    """One start attempt: spawns processes, waits for each to be usable, explains failures."""
+
+    def __init__(self, layout: Layout, die_with_parent: bool, timeout: float) -> None:
+        self.layout = layout
+        self.die_with_parent = die_with_parent
+        self.deadline = time.monotonic() + timeout
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def spawn(self, name: str, args: list[str]) -> None:
+        argv = [str(binaries.require(name)), *args]
+        self.procs[name] = processes.spawn(
+            name, argv, self.layout.logs, self.layout.pids, die_with_parent=self.die_with_parent
+        )
+
+    def wait(self, what: str, check: Callable[[], T | None], watch: tuple[str, ...]) -> T:
+        """Poll `check` until it returns a value; fail fast when a watched process exits."""
+        while True:
+            for name in watch:
+                if self.procs[name].poll() is not None:
+                    raise ClusterError(
+                        f"{name} exited while waiting for {what}:\n{log_tail(self.layout, name)}"
+                    )
+            try:
+                value = check()
+            except OSError:
+                value = None
+            if value is not None:
+                return value
+            if time.monotonic() > self.deadline:
+                logs = "\n".join(f"--- {n}\n{log_tail(self.layout, n, 10)}" for n in watch)
+                raise ClusterError(f"timed out waiting for {what}\n{logs}")
+            time.sleep(0.2)
+
+
+def _etcd_healthy(port: int) -> Callable[[], bool | None]:
+    def check() -> bool | None:
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
+            return True if json.loads(resp.read()).get("health") == "true" else None
+
+    return check
+
+
+def _node_ready(node: dict[str, object] | None) -> bool:
+    conditions = (node or {}).get("status", {}).get("conditions", [])  # type: ignore[attr-defined]
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def start(root: Path, name: str, *, die_with_parent: bool = False, timeout: float = 180) -> Running:
+    """Start a fresh control plane in `root` (or return the one already running there)."""
+    already = running(root)
+    if already is not None:
+        return already
+    stop(root)
+    if root.exists():
+        shutil.rmtree(root)
+    layout = Layout(root)
+    root.mkdir(parents=True)
+    started = time.monotonic()
+    ports = Ports(*free_ports(6))
+    server = f"https://127.0.0.1:{ports.apiserver}"
+    write_pki(layout.pki, SERVICE_IP)
+    pki = layout.pki_file
+    layout.kubeconfig.write_text(
+        render_kubeconfig(
+            name,
+            server,
+            pki("ca.crt").read_bytes(),
+            pki("admin.crt").read_bytes(),
+            pki("admin.key").read_bytes(),
+        )
+    )
+    layout.kubeconfig.chmod(0o600)
+    layout.state.write_text(json.dumps({"name": name, "server": server, "ports": asdict(ports)}))
+    api = Api(server, pki("ca.crt"), pki("admin.crt"), pki("admin.key"))
+    starter = _Starter(layout, die_with_parent, timeout)
+    try:
+        starter.spawn("etcd", etcd_args(layout, ports))
+        starter.wait("etcd /health", _etcd_healthy(ports.etcd_client), ("etcd",))
+        starter.spawn("kube-apiserver", apiserver_args(layout, ports))
+        starter.wait(
+            "kube-apiserver /readyz",
+            lambda: True if api.request("GET", "/readyz", timeout=3)[0] == 200 else None,
+            ("etcd", "kube-apiserver"),
+        )
+        _progress(f"{name}: API server ready after {time.monotonic() - started:.1f} s")
+        starter.spawn("kube-controller-manager", controller_manager_args(layout, ports))
+        starter.spawn("kube-scheduler", scheduler_args(layout, ports))
+        starter.spawn("kwok", kwok_args(layout, ports, kwok_stages()))
+        status, text = api.request("POST", "/api/v1/nodes", fake_node(NODE_NAME))
+        if status not in (201, 409):
+            raise ClusterError(f"creating node {NODE_NAME} answered {status}: {text}")
+        starter.wait(
+            f"node {NODE_NAME} Ready (kwok)",
+            lambda: True if _node_ready(api.get_json(f"/api/v1/nodes/{NODE_NAME}")) else None,
+            COMPONENTS,
+        )
+        starter.wait(
+            "ServiceAccount default/default (controller-manager)",
+            lambda: api.get_json("/api/v1/namespaces/default/serviceaccounts/default"),
+            COMPONENTS,
+        )
+    except BaseException:
+        stop(root)
+        raise
+    _progress(f"{name}: control plane ready after {time.monotonic() - started:.1f} s")
+    return Running(name, root, server, layout.kubeconfig)
+
+
+def stop(root: Path) -> list[str]:
+    """Stop every component of the cluster in `root` (from any process). Returns those killed."""
+    layout = Layout(root)
+    if not layout.pids.is_dir():
+        return []
+    return processes.stop_all(layout.pids, list(reversed(COMPONENTS)), marker=str(root))

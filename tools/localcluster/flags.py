@@ -1,0 +1,165 @@
+"""Command lines of the control plane's processes: pure functions of a layout and ports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+SERVICE_CIDR = "10.0.0.0/24"
+SERVICE_IP = "10.0.0.1"
+POD_CIDR = "10.244.0.0/16"
+SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
+#: kwok manages only Nodes carrying this annotation (the ones localcluster creates).
+KWOK_NODE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
+#: Controllers kube-controller-manager runs: all default ones except the node lifecycle controller
+#: (kwok's fast node stage marks the node Ready once and sends no heartbeats; without this the
+#: node would be tainted unreachable after 40 s and its pods evicted).
+CONTROLLERS = "*,-node-lifecycle-controller"
+#: Start order; stop runs in reverse.
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+
+
+@dataclass(frozen=True)
+class Ports:
+    etcd_client: int
+    etcd_peer: int
+    apiserver: int
+    controller_manager: int
+    scheduler: int
+    kwok: int
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Files of one cluster, all under `root`."""
+
+    root: Path
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.root / "kubeconfig"
+
+    @property
+    def pki(self) -> Path:
+        return self.root / "pki"
+
+    @property
+    def etcd_data(self) -> Path:
+        return self.root / "etcd"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def pids(self) -> Path:
+        return self.root / "pids"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state.json"
+
+    def pki_file(self, name: str) -> Path:
+        return self.pki / name
+
+
+def etcd_args(layout: Layout, ports: Ports) -> list[str]:
+    peer = f"http://127.0.0.1:{ports.etcd_peer}"
+    client = f"http://127.0.0.1:{ports.etcd_client}"
+    return [
+        "--name=localcluster",
+        f"--data-dir={layout.etcd_data}",
+        f"--listen-client-urls={client}",
+        f"--advertise-client-urls={client}",
+        f"--listen-peer-urls={peer}",
+        f"--initial-advertise-peer-urls={peer}",
+        f"--initial-cluster=localcluster={peer}",
+        "--unsafe-no-fsync=true",
+        "--log-level=warn",
+    ]
+
+
+def apiserver_args(layout: Layout, ports: Ports) -> list[str]:
+    pki = layout.pki_file
+    return [
+        "--bind-address=127.0.0.1",
+        "--advertise-address=127.0.0.1",
+        f"--secure-port={ports.apiserver}",
+        f"--cert-dir={layout.root / 'apiserver'}",
+        f"--tls-cert-file={pki('apiserver.crt')}",
+        f"--tls-private-key-file={pki('apiserver.key')}",
+        f"--client-ca-file={pki('ca.crt')}",
+        f"--etcd-servers=http://127.0.0.1:{ports.etcd_client}",
+        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        "--allow-privileged=true",
+        "--authorization-mode=RBAC",
+        f"--service-account-issuer={SA_ISSUER}",
+        f"--service-account-key-file={pki('sa.pub')}",
+        f"--service-account-signing-key-file={pki('sa.key')}",
+        # The `kubernetes` Service's endpoints would be 127.0.0.1, which validation refuses.
+        "--endpoint-reconciler-type=none",
+        # Its node.kubernetes.io/not-ready taint is lifted by the node lifecycle controller,
+        # which does not run (see CONTROLLERS): kwok's node is Ready from the start.
+        "--disable-admission-plugins=TaintNodesByCondition",
+    ]
+
+
+def _component_common(layout: Layout, port: int, name: str) -> list[str]:
+    return [
+        f"--kubeconfig={layout.kubeconfig}",
+        f"--authentication-kubeconfig={layout.kubeconfig}",
+        f"--authorization-kubeconfig={layout.kubeconfig}",
+        "--bind-address=127.0.0.1",
+        f"--secure-port={port}",
+        f"--cert-dir={layout.root / name}",
+        "--leader-elect=false",
+    ]
+
+
+def controller_manager_args(layout: Layout, ports: Ports) -> list[str]:
+    pki = layout.pki_file
+    return [
+        *_component_common(layout, ports.controller_manager, "kube-controller-manager"),
+        f"--controllers={CONTROLLERS}",
+        f"--service-account-private-key-file={pki('sa.key')}",
+        f"--root-ca-file={pki('ca.crt')}",
+        f"--cluster-signing-cert-file={pki('ca.crt')}",
+        f"--cluster-signing-key-file={pki('ca.key')}",
+        f"--service-cluster-ip-range={SERVICE_CIDR}",
+    ]
+
+
+def scheduler_args(layout: Layout, ports: Ports) -> list[str]:
+    return _component_common(layout, ports.scheduler, "kube-scheduler")
+
+
+def kwok_args(layout: Layout, ports: Ports, stages: Path) -> list[str]:
+    key, value = KWOK_NODE_ANNOTATION
+    return [
+        f"--kubeconfig={layout.kubeconfig}",
+        f"--config={stages}",
+        "--manage-all-nodes=false",
+        f"--manage-nodes-with-annotation-selector={key}={value}",
+        f"--cidr={POD_CIDR}",
+        "--node-ip=127.0.0.1",
+        f"--server-address=127.0.0.1:{ports.kwok}",
+    ]
+
+
+def fake_node(name: str) -> dict[str, object]:
+    """A Node kwok manages (it fills in status: Ready, capacity, addresses)."""
+    key, value = KWOK_NODE_ANNOTATION
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {key: value},
+            "labels": {
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "type": "kwok",
+            },
+        },
+    }

@@ -1,0 +1,157 @@
+"""The control plane's certificates and keys (`cryptography`): CA, serving, admin client, SA key."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+VALIDITY = datetime.timedelta(days=365)
+SERVING_DNS_NAMES = (
+    "localhost",
+    "kubernetes",
+    "kubernetes.default",
+    "kubernetes.default.svc",
+    "kubernetes.default.svc.cluster.local",
+)
+
+
+@dataclass(frozen=True)
+class Pki:
+    """File layout of a cluster's pki/ folder."""
+
+    root: Path
+
+    def __getattr__(self, name: str) -> Path:  # ca_crt -> pki/ca.crt, admin_key -> pki/admin.key
+        stem, _, ext = name.rpartition("_")
+        if ext not in ("crt", "key", "pub"):
+            raise AttributeError(name)
+        return self.root / f"{stem.replace('_', '-')}.{ext}"
+
+
+def _key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _cert_pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _name(common_name: str, organization: str | None = None) -> x509.Name:
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    if organization:
+        attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+    return x509.Name(attrs)
+
+
+def _builder(
+    subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey
+) -> x509.CertificateBuilder:
+    now = datetime.datetime.now(datetime.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + VALIDITY)
+    )
+
+
+def make_ca() -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A self-signed CA that signs the serving and client certificates."""
+    key = _key()
+    name = _name("localcluster-ca")
+    cert = (
+        _builder(name, name, key.public_key())
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    return cert, key
+
+
+def issue(
+    ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey],
+    common_name: str,
+    *,
+    organization: str | None = None,
+    server: bool = False,
+    ips: tuple[str, ...] = (),
+    dns_names: tuple[str, ...] = (),
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A leaf certificate signed by `ca`: a client certificate, or a serving one with SANs."""
+    ca_cert, ca_key = ca
+    key = _key()
+    usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+    builder = (
+        _builder(_name(common_name, organization), ca_cert.subject, key.public_key())
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+    )
+    if server:
+        sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
+        sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    return builder.sign(ca_key, hashes.SHA256()), key
+
+
+def write_pki(root: Path, service_ip: str) -> Pki:
+    """Generate every certificate and key the control plane needs into `root`."""
+    root.mkdir(parents=True, exist_ok=True)
+    pki = Pki(root)
+    ca = make_ca()
+    serving = issue(
+        ca,
+        "kube-apiserver",
+        server=True,
+        ips=("127.0.0.1", service_ip),
+        dns_names=SERVING_DNS_NAMES,
+    )
+    admin = issue(ca, "localcluster-admin", organization="system:masters")
+    sa_key = _key()
+    files = {
+        pki.ca_crt: _cert_pem(ca[0]),
+        pki.ca_key: _key_pem(ca[1]),
+        pki.apiserver_crt: _cert_pem(serving[0]),
+        pki.apiserver_key: _key_pem(serving[1]),
+        pki.admin_crt: _cert_pem(admin[0]),
+        pki.admin_key: _key_pem(admin[1]),
+        pki.sa_key: _key_pem(sa_key),
+        pki.sa_pub: sa_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ),
+    }
+    for path, data in files.items():
+        path.write_bytes(data)
+        if path.suffix == ".key":
+            path.chmod(0o600)
+    return pki

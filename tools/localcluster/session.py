@@ -1,0 +1,53 @@
+"""A private control plane for one Python process (tests, benchmarks) that never outlives it."""
+
+from __future__ import annotations
+
+import atexit
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+
+from localcluster import cluster
+from localcluster.build import build
+from localcluster.handle import KubeCluster
+from localcluster.versions import CONTROL_PLANE_BINARIES
+
+
+@contextmanager
+def _stop_on_signals(root: Path) -> Iterator[None]:
+    """Stop the cluster on SIGTERM/SIGHUP and at interpreter exit, then let the signal proceed.
+
+    (SIGKILL of this process is covered by PR_SET_PDEATHSIG on every component.)"""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        cluster.stop(root)
+        signal.signal(signum, previous[signal.Signals(signum)])
+        signal.raise_signal(signum)
+
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    for sig in previous:
+        signal.signal(sig, handler)
+    atexit.register(cluster.stop, root)
+    try:
+        yield
+    finally:
+        atexit.unregister(cluster.stop)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@contextmanager
+def temporary_cluster(root: Path, name: str = "localcluster") -> Iterator[KubeCluster]:
+    """Build what is missing, start a control plane in `root`, yield it, stop it on the way out."""
+    build(list(CONTROL_PLANE_BINARIES))
+    with _stop_on_signals(root):
+        try:
+            up = cluster.start(root, name, die_with_parent=True)
+            yield KubeCluster(kubeconfig=up.kubeconfig, server=up.server)
+        finally:
+            killed = cluster.stop(root)
+            if killed:
+                print(f"localcluster: had to SIGKILL {', '.join(killed)}", file=sys.stderr)

@@ -1,0 +1,120 @@
+"""The pinned versions of every binary the local control plane uses, and how to build each one."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+KUBERNETES_VERSION = "v1.33.13"
+ETCD_VERSION = "v3.6.16"
+KWOK_VERSION = "v0.8.0"
+HELM_VERSION = "v3.21.4"
+
+_SEMVER = re.compile(r"v?(\d+)\.(\d+)\.(\d+)")
+
+
+def parse_version(text: str) -> tuple[int, int, int] | None:
+    """The first `[v]X.Y.Z` in `text` (e.g. `--version` output), or None."""
+    match = _SEMVER.search(text)
+    if match is None:
+        return None
+    major, minor, patch = (int(part) for part in match.groups())
+    return major, minor, patch
+
+
+def version_fits(found: str, pinned: str) -> bool:
+    """A binary found on the machine fits when its major.minor equals the pinned one's."""
+    have, want = parse_version(found), parse_version(pinned)
+    return have is not None and want is not None and have[:2] == want[:2]
+
+
+def staging_version(kubernetes_version: str) -> str:
+    """k8s.io/kubernetes v1.X.Y publishes its staging modules (k8s.io/api, ...) as v0.X.Y."""
+    parsed = parse_version(kubernetes_version)
+    if parsed is None or parsed[0] != 1:
+        raise ValueError(f"not a Kubernetes 1.x version: {kubernetes_version!r}")
+    return f"v0.{parsed[1]}.{parsed[2]}"
+
+
+def kubernetes_ldflags(version: str) -> list[str]:
+    """`-X` flags that make `--version` and `/version` report `version` (as hack/lib/version.sh)."""
+    parsed = parse_version(version)
+    if parsed is None:
+        raise ValueError(f"not a version: {version!r}")
+    values = {
+        "gitVersion": version,
+        "gitMajor": str(parsed[0]),
+        "gitMinor": str(parsed[1]),
+        "gitTreeState": "clean",
+    }
+    return [
+        f"-X {package}.{name}={value}"
+        for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version")
+        for name, value in values.items()
+    ]
+
+
+@dataclass(frozen=True)
+class Component:
+    """One Go module built in a throwaway module of its own."""
+
+    name: str
+    module: str
+    version: str
+    #: binary name -> Go main package inside `module`
+    binaries: dict[str, str]
+    #: the twin version of modules `module` replaces with local paths (None: no replaces needed)
+    replace_version: str | None = None
+    ldflags: list[str] = field(default_factory=list)
+    #: arguments that make the binary print its version
+    version_args: tuple[str, ...] = ("--version",)
+
+
+COMPONENTS: tuple[Component, ...] = (
+    Component(
+        name="kubernetes",
+        module="k8s.io/kubernetes",
+        version=KUBERNETES_VERSION,
+        binaries={
+            name: f"k8s.io/kubernetes/cmd/{name}"
+            for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+        },
+        replace_version=staging_version(KUBERNETES_VERSION),
+        ldflags=kubernetes_ldflags(KUBERNETES_VERSION),
+    ),
+    Component(
+        name="etcd",
+        module="go.etcd.io/etcd/server/v3",
+        version=ETCD_VERSION,
+        binaries={"etcd": "go.etcd.io/etcd/server/v3"},
+        replace_version=ETCD_VERSION,
+    ),
+    Component(
+        name="kwok",
+        module="sigs.k8s.io/kwok",
+        version=KWOK_VERSION,
+        binaries={"kwok": "sigs.k8s.io/kwok/cmd/kwok"},
+        ldflags=[f"-X sigs.k8s.io/kwok/pkg/consts.Version={KWOK_VERSION.lstrip('v')}"],
+    ),
+    Component(
+        name="helm",
+        module="helm.sh/helm/v3",
+        version=HELM_VERSION,
+        binaries={"helm": "helm.sh/helm/v3/cmd/helm"},
+        ldflags=[f"-X helm.sh/helm/v3/internal/version.version={HELM_VERSION}"],
+        version_args=("version", "--short"),
+    ),
+)
+
+
+def component_of(binary: str) -> Component:
+    """The component that builds `binary` (e.g. `kube-apiserver` -> kubernetes)."""
+    for component in COMPONENTS:
+        if binary in component.binaries:
+            return component
+    raise KeyError(f"unknown binary {binary!r}")
+
+
+ALL_BINARIES: tuple[str, ...] = tuple(b for c in COMPONENTS for b in c.binaries)
+#: What `up` runs (helm is built for delivery, not for the control plane).
+CONTROL_PLANE_BINARIES: tuple[str, ...] = tuple(b for b in ALL_BINARIES if b != "helm")
