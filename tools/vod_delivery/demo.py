@@ -14,6 +14,7 @@ State lives in `.demo/` (git-ignored); `make demo-down` stops what was started a
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -512,7 +513,7 @@ def up(kind: bool, root: Path = project.DEMO_DIR) -> int:
     started = time.monotonic()
     try:
         (up_kind if kind else up_local)(report, paths)
-    except (RuntimeError, TimeoutError, subprocess.CalledProcessError) as exc:
+    except (OSError, http.client.HTTPException, RuntimeError, subprocess.CalledProcessError) as exc:
         print(f"\ndemo failed: {exc}", file=sys.stderr)
         for name in ("operator", "stream", "port-forward"):
             log = paths.log(name)
