@@ -83,6 +83,8 @@ def free_port(preferred: int | None = None) -> int:
     candidates = [preferred, 0] if preferred else [0]
     for port in candidates:
         with socket.socket() as sock:
+            # Like the servers we start: a port whose old connections sit in TIME_WAIT is free.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind(("127.0.0.1", port or 0))
             except OSError:

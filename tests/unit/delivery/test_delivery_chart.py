@@ -11,19 +11,21 @@ import jsonschema
 import pytest
 import yaml
 
+from localcluster.binaries import helm_path
+from localcluster.versions import KUBERNETES_VERSION
 from tests.unit.delivery.rendered import granted, kustomize, needed, one
-from vod_delivery import binaries, project
+from vod_delivery import project
 
 pytestmark = pytest.mark.unit
 
 NAMESPACE = "vod-operator-system"
-#: The Kubernetes version `helm template` assumes (a helm built with `go install` assumes 1.20).
-KUBE_VERSION = "1.33.0"
+#: Render for the pinned control plane (a helm built with `go install` would assume 1.20).
+KUBE_VERSION = KUBERNETES_VERSION.lstrip("v")
 
 
 def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [binaries.helm(), *args], capture_output=True, text=True, check=check, timeout=120
+        [str(helm_path()), *args], capture_output=True, text=True, check=check, timeout=120
     )
 
 
