@@ -79,8 +79,8 @@ cluster-down: $(STAMP) ## Stop the local control plane and remove its state
 DEPLOY_OVERLAY ?= manifests/overlays/default
 DEPLOY_WITH ?= kustomize
 OPERATOR_NAMESPACE ?= vod-operator-system
-# The Kubernetes version `helm template` renders for (the local control plane's).
-HELM_KUBE_VERSION ?= 1.33.0
+# The Kubernetes version `helm template` renders for: the local control plane's pinned one.
+HELM_KUBE_VERSION ?= $(shell $(PY) -c 'from localcluster.versions import KUBERNETES_VERSION as v; print(v[1:])')
 KIND_KUBECONFIG ?= kind.kubeconfig
 # helm as built by the local control plane tooling (falls back to a helm on PATH).
 HELM ?= $(shell $(PY) -m localcluster which helm 2>/dev/null || command -v helm || echo helm)
