@@ -10,9 +10,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 #: Write verbs as apiserver_request_total labels them. APPLY is a server-side-apply PATCH.
 WRITE_VERBS = frozenset({"POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION"})
-#: Resources only the control plane itself writes while idle (API server identity lease, node
-#: leases): left out by default so that "zero writes at rest" is about the clients under test.
-BACKGROUND_RESOURCES = frozenset({"leases"})
+#: Resources only the cluster itself writes while idle (API server identity and leader-election
+#: leases, kubelet/kwok node leases and node status): left out by default, so that "zero writes at
+#: rest" is about the clients under test. Pass `ignore_resources=()` to count everything.
+BACKGROUND_RESOURCES = frozenset({"leases", "nodes"})
 
 
 def count_writes(
