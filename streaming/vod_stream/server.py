@@ -278,7 +278,10 @@ class StreamApp:
             if_unmodified_since=get("if-unmodified-since"),
         )
         plan = decide(
-            cond, rep, max_ranges=self.settings.max_ranges, boundary=secrets.token_hex(12)
+            cond,
+            rep,
+            max_ranges=self.settings.max_ranges,
+            boundary=secrets.token_hex(12) if cond.range and "," in cond.range else "",
         )
         if plan.kind is not RangeKind.NONE:
             metrics.child(metrics.RANGE_REQUESTS, plan.kind.value).inc()

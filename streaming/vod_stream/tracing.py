@@ -23,7 +23,8 @@ def traceparent_for(received: str | None) -> str:
     """The received traceparent when valid, else a new one (version 00, not sampled)."""
     if received is not None and valid_traceparent(received):
         return received.strip()
-    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-00"
+    ids = secrets.token_hex(24)  # one system call for both ids
+    return f"00-{ids[:32]}-{ids[32:]}-00"
 
 
 def request_id_for(received: str | None) -> str:

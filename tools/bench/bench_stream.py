@@ -143,7 +143,9 @@ http {{
     return proc, port
 
 
-def start_vod(workers: int, access_log: bool) -> tuple[subprocess.Popen[bytes], int]:
+def start_vod(
+    workers: int, access_log: bool, fast_path: bool = True
+) -> tuple[subprocess.Popen[bytes], int]:
     env = {
         **os.environ,
         "VOD_HOST": "127.0.0.1",
@@ -152,6 +154,7 @@ def start_vod(workers: int, access_log: bool) -> tuple[subprocess.Popen[bytes], 
         "VOD_MEDIA_ROOT": str(MEDIA),
         "VOD_METRICS_DIR": str(BENCH / "metrics"),
         "VOD_ACCESS_LOG": "true" if access_log else "false",
+        "VOD_FAST_PATH": "true" if fast_path else "false",
         "VOD_SHUTDOWN_GRACE_SECONDS": "1",
     }
     proc = subprocess.Popen(
@@ -231,6 +234,11 @@ def main() -> int:
     parser.add_argument(
         "--access-log", action="store_true", help="keep vod-stream's JSON access log on"
     )
+    parser.add_argument(
+        "--aiohttp-path",
+        action="store_true",
+        help="also measure vod-stream with VOD_FAST_PATH=false (every request through aiohttp)",
+    )
     args = parser.parse_args()
     for tool in ("wrk",):
         if shutil.which(tool) is None:
@@ -240,6 +248,11 @@ def main() -> int:
     nginx, nginx_port = start_nginx(args.workers)
     vod, vod_port = start_vod(args.workers, args.access_log)
     servers = {"nginx": nginx_port, "vod-stream": vod_port}
+    procs = [vod, nginx]
+    if args.aiohttp_path:
+        slow, slow_port = start_vod(args.workers, args.access_log, fast_path=False)
+        servers["aiohttp path"] = slow_port
+        procs.insert(0, slow)
     results: dict[tuple[str, str], list[float]] = {}
     errors: dict[str, int] = dict.fromkeys(servers, 0)
     try:
@@ -258,24 +271,25 @@ def main() -> int:
                         f"  {scenario.name:24} {name:10} {value:12.1f} {scenario.unit}", flush=True
                     )
     finally:
-        stop(vod)
-        stop(nginx)
+        for proc in procs:
+            stop(proc)
     print()
     print(
         f"workers={args.workers}  rounds={args.rounds} x {args.seconds:g}s  "
         f"access log={'on' if args.access_log else 'off'} (nginx: off)  cores={os.cpu_count()}"
     )
-    print(f"| {'scenario':24} | {'nginx':>14} | {'vod-stream':>14} | {'ratio':>6} | target  |")
-    print(f"|{'-' * 26}|{'-' * 16}|{'-' * 16}|{'-' * 8}|---------|")
+    others = [name for name in servers if name != "nginx"]
+    print("| scenario | nginx | " + " | ".join(f"{n} | ratio" for n in others) + " | target |")
+    print("|---" * (3 + 2 * len(others)) + "|")
     for scenario in SCENARIOS:
-        base = statistics.median(results[(scenario.name, "nginx")])
-        ours = statistics.median(results[(scenario.name, "vod-stream")])
-        target = f">= {scenario.target:.2f}" if scenario.target else "-"
         unit = scenario.unit
-        print(
-            f"| {scenario.name:24} | {base:8.0f} {unit:5} | {ours:8.0f} {unit:5} "
-            f"| {ours / base:6.2f} | {target:7} |"
-        )
+        base = statistics.median(results[(scenario.name, "nginx")])
+        cells = [scenario.name, f"{base:.0f} {unit}"]
+        for name in others:
+            ours = statistics.median(results[(scenario.name, name)])
+            cells += [f"{ours:.0f} {unit}", f"{ours / base:.2f}"]
+        cells.append(f">= {scenario.target:.2f}" if scenario.target else "-")
+        print("| " + " | ".join(cells) + " |")
     print(f"error responses: {errors}")
     return 0
 
