@@ -4,15 +4,20 @@ Ready pods (kwok), garbage collection (controller-manager), kubectl, and write c
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
-from localcluster import KubeCluster, write_request_count
+from localcluster import KubeCluster, binaries, write_request_count
+from localcluster.versions import CONTROL_PLANE_BINARIES
 
 pytestmark = pytest.mark.cluster
 T = TypeVar("T")
@@ -196,3 +201,84 @@ def test_write_request_count_sees_writes_and_not_reads(kube_cluster: KubeCluster
     after = write_request_count(kube_cluster.kubeconfig)
     # POST, PATCH and DELETE; the control plane may add its own writes in between, never fewer.
     assert after - before >= 3
+
+
+# --------------------------------------------------------------------- lifecycle of other clusters
+
+CHILD = """
+import sys, time
+from pathlib import Path
+from localcluster import temporary_cluster
+with temporary_cluster(Path(sys.argv[1]), name="child") as cluster:
+    print(cluster.server, flush=True)
+    time.sleep(600)
+"""
+
+
+def processes_mentioning(marker: str) -> list[int]:
+    """Pids of running processes whose command line contains `marker`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+            state = (proc / "stat").read_text().rpartition(")")[2].split()[0]
+        except OSError:
+            continue
+        if marker in cmdline and state != "Z":
+            found.append(int(proc.name))
+    return found
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_an_interrupted_session_leaves_no_processes(tmp_path: Path, sig: signal.Signals) -> None:
+    root = tmp_path / "child-cluster"
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(root)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None
+        server = child.stdout.readline().strip()
+        assert server.startswith("https://127.0.0.1:"), "the child cluster came up"
+        components = set(processes_mentioning(str(root))) - {child.pid}
+        assert len(components) == 5, components  # etcd, apiserver, cm, scheduler, kwok
+        child.send_signal(sig)
+        child.wait(timeout=60)
+        assert eventually(lambda: not processes_mentioning(str(root)), timeout=30)
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_up_status_and_down_from_separate_processes(tmp_path: Path) -> None:
+    name = f"harness-{uuid.uuid4().hex[:6]}"
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    # Reuse the built binaries: a fitting kube-apiserver etc. on PATH is taken as is.
+    bins = sorted({str(binaries.require(b).parent) for b in CONTROL_PLANE_BINARIES})
+    env["PATH"] = os.pathsep.join([*bins, env["PATH"]])
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "localcluster", *args, "--name", name],
+            env=env, capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+
+    up = cli("up")
+    assert up.returncode == 0, up.stderr
+    root = tmp_path / "cache" / "vod-operator" / "clusters" / name
+    try:
+        assert f"export KUBECONFIG={root / 'kubeconfig'}" in up.stdout
+        assert cli("status").returncode == 0
+        nodes = subprocess.run(
+            ["kubectl", "--kubeconfig", str(root / "kubeconfig"), "get", "nodes"],
+            capture_output=True, text=True, timeout=60, check=True,
+        ).stdout  # fmt: skip
+        assert "Ready" in nodes
+        assert len(processes_mentioning(str(root))) == 5
+    finally:
+        down = cli("down")
+    assert down.returncode == 0, down.stderr
+    assert not processes_mentioning(str(root))
+    assert not root.exists()
+    assert cli("status").returncode == 1
