@@ -3,9 +3,12 @@ and a Helm chart that installs the same objects as kustomize."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import tomllib
 from urllib.parse import urlparse
 
+import dockerfile  # type: ignore[import-not-found]  # no type stubs published
 import pytest
 import yaml
 
@@ -104,13 +107,32 @@ def test_kind_overlay_never_pulls() -> None:
     assert pod["containers"][0]["imagePullPolicy"] == "Never"
 
 
-def test_dockerfile_runs_the_tested_command_as_non_root() -> None:
+def operator_image_stage() -> list[dockerfile.Command]:
+    """The final stage of operator/Dockerfile, parsed by the BuildKit parser."""
+    commands = dockerfile.parse_file(str(project.ROOT / "operator" / "Dockerfile"))
+    last_from = max(i for i, c in enumerate(commands) if c.cmd == "FROM")
+    return list(commands[last_from:])
+
+
+def test_dockerfile_is_non_root_and_exec_form() -> None:
+    by_cmd = {c.cmd: c for c in operator_image_stage()}
+    user = by_cmd["USER"].value[0].split(":")[0]
+    assert user.isdigit()
+    assert user != "0"
+    assert by_cmd["ENTRYPOINT"].json  # exec form: SIGTERM reaches kopf, not a shell
+    assert "8081" in by_cmd["EXPOSE"].value  # kopf's liveness port, probed by the Deployment
     text = (project.ROOT / "operator" / "Dockerfile").read_text()
-    assert 'ENTRYPOINT ["python", "-m", "vod_operator"]' in text
-    user = [line.split()[1] for line in text.splitlines() if line.startswith("USER ")]
-    assert user
-    assert user[-1].split(":")[0] not in {"0", "root"}
     with (project.ROOT / "pyproject.toml").open("rb") as fh:
         package_dirs = tomllib.load(fh)["tool"]["setuptools"]["package-dir"].values()
     for folder in package_dirs:  # the wheel build needs every package of the distribution
         assert f"COPY {folder} {folder}" in text
+
+
+def test_image_entrypoint_is_the_operator_command() -> None:
+    """ENTRYPOINT, run here as written (python = this interpreter), is the operator's CLI."""
+    entry = next(c for c in operator_image_stage() if c.cmd == "ENTRYPOINT").value
+    assert list(entry[:3]) == ["python", "-m", "vod_operator"]
+    result = subprocess.run(
+        [sys.executable, *entry[1:], "--version"], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == f"vod-operator {project.version()}"
