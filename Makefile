@@ -113,10 +113,16 @@ else
 endif
 
 .PHONY: e2e-kind
+# The install test checks the deployed operator (real image); the other scenarios start their own
+# operator process, so the in-cluster one is scaled to 0 meanwhile and restored afterwards.
 e2e-kind: $(STAMP) ## Cluster-tier scenarios against kind with real pods (after kind-up image kind-load deploy)
 	kind get kubeconfig --name $(KIND_CLUSTER) > $(KIND_KUBECONFIG)
-	VOD_TEST_EXISTING_CLUSTER=1 KUBECONFIG=$(abspath $(KIND_KUBECONFIG)) \
-	  $(PY) -m pytest tests/cluster $(PYTEST_ARGS)
+	export VOD_TEST_EXISTING_CLUSTER=1 KUBECONFIG=$(abspath $(KIND_KUBECONFIG)); \
+	$(PY) -m pytest tests/cluster/test_install.py $(PYTEST_ARGS); \
+	kubectl -n $(OPERATOR_NAMESPACE) scale deployment/vod-operator --replicas=0; \
+	rc=0; $(PY) -m pytest tests/cluster --ignore=tests/cluster/test_install.py $(PYTEST_ARGS) || rc=$$?; \
+	kubectl -n $(OPERATOR_NAMESPACE) scale deployment/vod-operator --replicas=1; \
+	exit $$rc
 
 .PHONY: demo
 demo: $(STAMP) ## The walkthrough: cluster (kind if Docker answers, else local), operator, example Ready, a video streamed
