@@ -13,7 +13,7 @@ import yaml
 
 from localcluster import binaries
 from localcluster.gomod import local_replacements, replace_args
-from localcluster.paths import bin_dir, build_dir, kwok_stages
+from localcluster.paths import bin_dir, build_dir, cache_root, kwok_stages
 from localcluster.versions import COMPONENTS, Component
 
 
@@ -124,16 +124,17 @@ def build(selected: list[str] | None = None, force: bool = False) -> dict[str, P
     result: dict[str, Path] = {}
     for component in COMPONENTS:
         wanted = [b for b in component.binaries if selected is None or b in selected]
-        missing: list[str] = []
-        for binary in wanted:
-            found = None if force else binaries.find(binary)
-            if found is not None:
-                log(f"{binary}: using {found}")
-                result[binary] = found
-            else:
-                missing.append(binary)
+        if not wanted:
+            continue
+        found = {b: None if force else binaries.find(b) for b in wanted}
+        for binary, path in found.items():
+            if path is not None:
+                result[binary] = path
+                if path != binaries.cached(binary):
+                    log(f"{binary}: using {path} (version fits {component.version})")
         if component.name == "kwok":
             write_kwok_stages(component)
+        missing = [b for b, path in found.items() if path is None]
         if not missing:
             continue
         started = time.monotonic()
@@ -144,4 +145,5 @@ def build(selected: list[str] | None = None, force: bool = False) -> dict[str, P
             result[binary] = build_binary(component, binary, workdir)
             log(f"{binary}: built in {time.monotonic() - begun:.0f} s -> {result[binary]}")
         log(f"{component.name}: done in {time.monotonic() - started:.0f} s")
+    log(f"{len(result)} binaries ready (cache: {cache_root() / 'bin'})")
     return result

@@ -56,9 +56,14 @@ def cmd_which(binary: str) -> int:
 def cmd_up(name: str) -> int:
     build(list(CONTROL_PLANE_BINARIES))
     root = clusters_dir() / name
-    began = time.monotonic()
-    up = cluster.start(root, name)
-    print(f"# control plane {name!r} up in {time.monotonic() - began:.1f} s; logs: {root / 'logs'}")
+    up = cluster.running(root)
+    if up is not None:
+        print(f"# control plane {name!r} already running at {up.server}")
+    else:
+        began = time.monotonic()
+        up = cluster.start(root, name)
+        took = time.monotonic() - began
+        print(f"# control plane {name!r} up in {took:.1f} s at {up.server}; logs: {root / 'logs'}")
     print(f"export KUBECONFIG={shlex.quote(str(up.kubeconfig))}")
     return 0
 

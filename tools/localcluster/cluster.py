@@ -9,10 +9,11 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from localcluster import binaries, processes
 from localcluster.api import Api
@@ -127,17 +128,25 @@ class _Starter:
 
 def _etcd_healthy(port: int) -> Callable[[], bool | None]:
     def check() -> bool | None:
-        import urllib.request
-
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
             return True if json.loads(resp.read()).get("health") == "true" else None
 
     return check
 
 
-def _node_ready(node: dict[str, object] | None) -> bool:
-    conditions = (node or {}).get("status", {}).get("conditions", [])  # type: ignore[attr-defined]
+def node_ready(node: dict[str, Any] | None) -> bool:
+    """True when the Node object's Ready condition is True."""
+    conditions = ((node or {}).get("status") or {}).get("conditions") or []
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def clear(layout: Layout) -> None:
+    """Remove what a previous run left in the cluster folder (only localcluster's own entries)."""
+    for entry in layout.entries():
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink(missing_ok=True)
 
 
 def start(root: Path, name: str, *, die_with_parent: bool = False, timeout: float = 180) -> Running:
@@ -146,10 +155,9 @@ def start(root: Path, name: str, *, die_with_parent: bool = False, timeout: floa
     if already is not None:
         return already
     stop(root)
-    if root.exists():
-        shutil.rmtree(root)
     layout = Layout(root)
-    root.mkdir(parents=True)
+    clear(layout)
+    root.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     ports = Ports(*free_ports(6))
     server = f"https://127.0.0.1:{ports.apiserver}"
@@ -186,7 +194,7 @@ def start(root: Path, name: str, *, die_with_parent: bool = False, timeout: floa
             raise ClusterError(f"creating node {NODE_NAME} answered {status}: {text}")
         starter.wait(
             f"node {NODE_NAME} Ready (kwok)",
-            lambda: True if _node_ready(api.get_json(f"/api/v1/nodes/{NODE_NAME}")) else None,
+            lambda: True if node_ready(api.get_json(f"/api/v1/nodes/{NODE_NAME}")) else None,
             COMPONENTS,
         )
         starter.wait(

@@ -62,6 +62,15 @@ class Layout:
     def pki_file(self, name: str) -> Path:
         return self.pki / name
 
+    def cert_dir(self, component: str) -> Path:
+        """Where a component writes its self-signed serving certificate."""
+        return self.root / "certs" / component
+
+    def entries(self) -> list[Path]:
+        """Everything localcluster creates under `root` (what `clear` removes)."""
+        files = [self.kubeconfig, self.state]
+        return [*files, self.pki, self.etcd_data, self.logs, self.pids, self.root / "certs"]
+
 
 def etcd_args(layout: Layout, ports: Ports) -> list[str]:
     peer = f"http://127.0.0.1:{ports.etcd_peer}"
@@ -85,7 +94,7 @@ def apiserver_args(layout: Layout, ports: Ports) -> list[str]:
         "--bind-address=127.0.0.1",
         "--advertise-address=127.0.0.1",
         f"--secure-port={ports.apiserver}",
-        f"--cert-dir={layout.root / 'apiserver'}",
+        f"--cert-dir={layout.cert_dir('kube-apiserver')}",
         f"--tls-cert-file={pki('apiserver.crt')}",
         f"--tls-private-key-file={pki('apiserver.key')}",
         f"--client-ca-file={pki('ca.crt')}",
@@ -111,7 +120,7 @@ def _component_common(layout: Layout, port: int, name: str) -> list[str]:
         f"--authorization-kubeconfig={layout.kubeconfig}",
         "--bind-address=127.0.0.1",
         f"--secure-port={port}",
-        f"--cert-dir={layout.root / name}",
+        f"--cert-dir={layout.cert_dir(name)}",
         "--leader-elect=false",
     ]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
@@ -20,19 +19,6 @@ SERVING_DNS_NAMES = (
     "kubernetes.default.svc",
     "kubernetes.default.svc.cluster.local",
 )
-
-
-@dataclass(frozen=True)
-class Pki:
-    """File layout of a cluster's pki/ folder."""
-
-    root: Path
-
-    def __getattr__(self, name: str) -> Path:  # ca_crt -> pki/ca.crt, admin_key -> pki/admin.key
-        stem, _, ext = name.rpartition("_")
-        if ext not in ("crt", "key", "pub"):
-            raise AttributeError(name)
-        return self.root / f"{stem.replace('_', '-')}.{ext}"
 
 
 def _key() -> ec.EllipticCurvePrivateKey:
@@ -124,10 +110,10 @@ def issue(
     return builder.sign(ca_key, hashes.SHA256()), key
 
 
-def write_pki(root: Path, service_ip: str) -> Pki:
-    """Generate every certificate and key the control plane needs into `root`."""
+def write_pki(root: Path, service_ip: str) -> None:
+    """Write into `root`: ca.crt/key, apiserver.crt/key (serving), admin.crt/key (client, group
+    system:masters) and sa.key/sa.pub (service-account token signing)."""
     root.mkdir(parents=True, exist_ok=True)
-    pki = Pki(root)
     ca = make_ca()
     serving = issue(
         ca,
@@ -139,19 +125,19 @@ def write_pki(root: Path, service_ip: str) -> Pki:
     admin = issue(ca, "localcluster-admin", organization="system:masters")
     sa_key = _key()
     files = {
-        pki.ca_crt: _cert_pem(ca[0]),
-        pki.ca_key: _key_pem(ca[1]),
-        pki.apiserver_crt: _cert_pem(serving[0]),
-        pki.apiserver_key: _key_pem(serving[1]),
-        pki.admin_crt: _cert_pem(admin[0]),
-        pki.admin_key: _key_pem(admin[1]),
-        pki.sa_key: _key_pem(sa_key),
-        pki.sa_pub: sa_key.public_key().public_bytes(
+        "ca.crt": _cert_pem(ca[0]),
+        "ca.key": _key_pem(ca[1]),
+        "apiserver.crt": _cert_pem(serving[0]),
+        "apiserver.key": _key_pem(serving[1]),
+        "admin.crt": _cert_pem(admin[0]),
+        "admin.key": _key_pem(admin[1]),
+        "sa.key": _key_pem(sa_key),
+        "sa.pub": sa_key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         ),
     }
-    for path, data in files.items():
+    for name, data in files.items():
+        path = root / name
         path.write_bytes(data)
         if path.suffix == ".key":
             path.chmod(0o600)
-    return pki

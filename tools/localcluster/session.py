@@ -41,7 +41,12 @@ def _stop_on_signals(root: Path) -> Iterator[None]:
 
 @contextmanager
 def temporary_cluster(root: Path, name: str = "localcluster") -> Iterator[KubeCluster]:
-    """Build what is missing, start a control plane in `root`, yield it, stop it on the way out."""
+    """Build what is missing, start a control plane in `root`, yield it, stop it on the way out.
+
+    Nothing outlives the calling process: the cluster stops on leaving the block, at exit, on
+    SIGTERM/SIGHUP, and each component is SIGKILLed by the kernel if this process dies anyway
+    (PR_SET_PDEATHSIG, bound to the calling thread: enter it from a thread that lives as long).
+    """
     build(list(CONTROL_PLANE_BINARIES))
     with _stop_on_signals(root):
         try:
