@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import textwrap
 from collections.abc import Iterator
 from typing import Any
 
@@ -136,3 +137,9 @@ def test_helm_install_dry_run_prints_next_steps(installed: Kubectl) -> None:
     assert "rollout status deployment/vod-operator-notes" in notes
     assert "kubectl -n media wait --for=condition=Ready vp/demo" in notes
     assert "docs/reference.md" in notes
+    # The VideoPlatform the notes suggest is accepted by the API server as written.
+    manifest = textwrap.dedent(notes.split("<<'YAML'\n", 1)[1].split("YAML\n", 1)[0])
+    accepted = installed.run(
+        "apply", "--dry-run=server", "-n", "default", "-f", "-", input=manifest
+    ).stdout
+    assert "videoplatform.videoplatform.io/demo created (server dry run)" in accepted
