@@ -1,4 +1,8 @@
-"""The Helm chart: lint-clean, schema-validated, and installing what kustomize installs."""
+"""The Helm chart: lint-clean, schema-validated, and installing what kustomize installs.
+
+In the cluster tier because it needs the helm that `make cluster-build` builds with the control
+plane binaries (no API server is used here; tests/cluster/test_install.py uses one).
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from localcluster.versions import KUBERNETES_VERSION
 from tests.unit.delivery.rendered import granted, kustomize, needed, one
 from vod_delivery import project
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.cluster
 
 NAMESPACE = "vod-operator-system"
 #: Render for the pinned control plane (a helm built with `go install` would assume 1.20).
