@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import mimetypes
-from pathlib import PurePosixPath
+import os.path
+from functools import lru_cache
 
 MEDIA_TYPES: dict[str, str] = {
     ".mp4": "video/mp4",
@@ -48,7 +49,11 @@ DEFAULT_TYPE = "application/octet-stream"
 
 def content_type(path: str) -> str:
     """The Content-Type for a file name."""
-    suffix = PurePosixPath(path).suffix.lower()
+    return _by_suffix(os.path.splitext(path)[1].lower())
+
+
+@lru_cache(maxsize=256)
+def _by_suffix(suffix: str) -> str:
     known = MEDIA_TYPES.get(suffix)
     if known is not None:
         return known
