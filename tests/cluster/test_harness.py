@@ -246,6 +246,11 @@ def test_an_interrupted_session_leaves_no_processes(tmp_path: Path, sig: signal.
         child.send_signal(sig)
         child.wait(timeout=60)
         assert eventually(lambda: not processes_mentioning(str(root)), timeout=30)
+        pid_files = list((root / "pids").glob("*.pid"))
+        if sig == signal.SIGTERM:  # the handler stopped the cluster and cleaned up
+            assert pid_files == []
+        else:  # nothing in the process ran: the kernel killed the components (PDEATHSIG)
+            assert len(pid_files) == 5
     finally:
         child.kill()
         child.wait()

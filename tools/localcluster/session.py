@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import atexit
+import functools
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from localcluster import cluster
 from localcluster.build import build
@@ -18,23 +21,26 @@ from localcluster.versions import CONTROL_PLANE_BINARIES
 
 @contextmanager
 def _stop_on_signals(root: Path) -> Iterator[None]:
-    """Stop the cluster on SIGTERM/SIGHUP and at interpreter exit, then let the signal proceed.
+    """Stop the cluster at interpreter exit and on SIGTERM/SIGHUP (then let the signal proceed:
+    the previous handler runs, or the default action ends the process).
 
     (SIGKILL of this process is covered by PR_SET_PDEATHSIG on every component.)"""
+    stop = functools.partial(cluster.stop, root)
+    previous: dict[signal.Signals, Any] = {}
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        cluster.stop(root)
+        stop()
         signal.signal(signum, previous[signal.Signals(signum)])
         signal.raise_signal(signum)
 
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    for sig in previous:
-        signal.signal(sig, handler)
-    atexit.register(cluster.stop, root)
+    if threading.current_thread() is threading.main_thread():  # signals are main-thread only
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            previous[sig] = signal.signal(sig, handler)
+    atexit.register(stop)
     try:
         yield
     finally:
-        atexit.unregister(cluster.stop)
+        atexit.unregister(stop)
         for sig, old in previous.items():
             signal.signal(sig, old)
 
