@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 
 from localcluster.binaries import helm_path
+from localcluster.handle import KubeCluster
 from localcluster.versions import KUBERNETES_VERSION
 from vod_delivery import project
-from vod_delivery.kubectl import Kubectl
+from vod_delivery.demo import get_json
 from vod_operator import kube
 
 pytestmark = pytest.mark.cluster
@@ -25,46 +26,46 @@ ACCOUNT = f"system:serviceaccount:{NAMESPACE}:vod-operator"
 
 
 @pytest.fixture(scope="module")
-def installed(kube_cluster: Any) -> Iterator[Kubectl]:
+def installed(kube_cluster: Any) -> Iterator[KubeCluster]:
     """`kubectl apply -k manifests/overlays/default`; afterwards everything but the shared CRD
     is removed (other tests in the session use the CRD).
 
     On a cluster where the operator is already deployed (`make deploy` before `make e2e-kind`)
     the install is checked as it is and left alone: the other scenarios need that operator.
     """
-    kubectl = Kubectl(kube_cluster.kubeconfig)
-    deployed = kubectl.run("-n", NAMESPACE, "get", "deployment/vod-operator", check=False)
+    kubectl = kube_cluster
+    deployed = kubectl.kubectl("-n", NAMESPACE, "get", "deployment/vod-operator", check=False)
     if deployed.returncode == 0:
         yield kubectl
         return
     overlay = str(project.MANIFESTS_DIR / "overlays" / "default")
-    kubectl.run("apply", "--server-side", "--force-conflicts", "-k", overlay)
+    kubectl.kubectl("apply", "--server-side", "--force-conflicts", "-k", overlay)
     yield kubectl
-    kubectl.run("delete", "namespace", NAMESPACE, "--wait=false", check=False)
-    kubectl.run("delete", "clusterrolebinding,clusterrole", "vod-operator", check=False)
+    kubectl.kubectl("delete", "namespace", NAMESPACE, "--wait=false", check=False)
+    kubectl.kubectl("delete", "clusterrolebinding,clusterrole", "vod-operator", check=False)
 
 
-def test_operator_deployment_becomes_available(installed: Kubectl) -> None:
-    installed.run(
+def test_operator_deployment_becomes_available(installed: KubeCluster) -> None:
+    installed.kubectl(
         "-n", NAMESPACE, "wait", "--for=condition=Available", "deployment/vod-operator",
         "--timeout=180s",
     )  # fmt: skip
-    deployment = installed.get("-n", NAMESPACE, "deployment", "vod-operator")
+    deployment = get_json(installed, "-n", NAMESPACE, "deployment", "vod-operator")
     assert deployment["status"]["readyReplicas"] == 1
-    pods = installed.get("-n", NAMESPACE, "pods", "-l", "app.kubernetes.io/name=vod-operator")
+    pods = get_json(installed, "-n", NAMESPACE, "pods", "-l", "app.kubernetes.io/name=vod-operator")
     (pod,) = pods["items"]
     assert pod["spec"]["serviceAccountName"] == "vod-operator"
     assert pod["spec"]["containers"][0]["image"].endswith(f":{project.version()}")
 
 
-def test_crd_is_established(installed: Kubectl) -> None:
-    installed.run(
+def test_crd_is_established(installed: KubeCluster) -> None:
+    installed.kubectl(
         "wait", "--for=condition=Established", "crd/videoplatforms.videoplatform.io",
         "--timeout=60s",
     )  # fmt: skip
 
 
-def can_i(kubectl: Kubectl, verb: str, group: str, resource: str) -> bool:
+def can_i(kubectl: KubeCluster, verb: str, group: str, resource: str) -> bool:
     """Ask the API server's authorizer (a SubjectAccessReview) as the operator's ServiceAccount.
 
     Unlike `kubectl auth can-i` this needs no discovery, so it also answers for API groups that
@@ -89,11 +90,11 @@ def can_i(kubectl: Kubectl, verb: str, group: str, resource: str) -> bool:
             },
         },
     }
-    out = kubectl.run("create", "-o", "json", "-f", "-", input=json.dumps(review)).stdout
+    out = kubectl.kubectl("create", "-o", "json", "-f", "-", input=json.dumps(review)).stdout
     return bool(json.loads(out)["status"].get("allowed"))
 
 
-def test_service_account_may_do_exactly_what_the_operator_does(installed: Kubectl) -> None:
+def test_service_account_may_do_exactly_what_the_operator_does(installed: KubeCluster) -> None:
     for group, resource, verbs in kube.PERMISSIONS:
         for verb in verbs:
             assert can_i(installed, verb, group, resource), f"{verb} {resource}.{group}"
@@ -108,14 +109,14 @@ def test_service_account_may_do_exactly_what_the_operator_does(installed: Kubect
         assert not can_i(installed, verb, group, resource), f"{verb} {resource}.{group}"
 
 
-def test_chart_is_accepted_by_server_side_dry_run(installed: Kubectl) -> None:
+def test_chart_is_accepted_by_server_side_dry_run(installed: KubeCluster) -> None:
     rendered = subprocess.run(
         [str(helm_path()), "template", "vod-operator", str(project.CHART_DIR),
          "--namespace", NAMESPACE, "--include-crds",
          "--kube-version", KUBERNETES_VERSION.lstrip("v")],
         capture_output=True, text=True, check=True, timeout=120,
     ).stdout  # fmt: skip
-    result = installed.run("apply", "--dry-run=server", "--server-side", "--force-conflicts",
+    result = installed.kubectl("apply", "--dry-run=server", "--server-side", "--force-conflicts",
                            "-f", "-", input=rendered)  # fmt: skip
     applied = result.stdout
     for obj in (
@@ -127,11 +128,11 @@ def test_chart_is_accepted_by_server_side_dry_run(installed: Kubectl) -> None:
         assert obj in applied
 
 
-def test_helm_install_dry_run_prints_next_steps(installed: Kubectl) -> None:
+def test_helm_install_dry_run_prints_next_steps(installed: KubeCluster) -> None:
     result = subprocess.run(
         [str(helm_path()), "install", "vod-operator-notes", str(project.CHART_DIR),
          "--namespace", NAMESPACE, "--dry-run=server", "--skip-crds"],
-        capture_output=True, text=True, check=True, timeout=120, env=installed.env(),
+        capture_output=True, text=True, check=True, timeout=120, env=installed.env,
     )  # fmt: skip
     notes = result.stdout.split("NOTES:", 1)[1]
     assert "rollout status deployment/vod-operator-notes" in notes
@@ -139,7 +140,7 @@ def test_helm_install_dry_run_prints_next_steps(installed: Kubectl) -> None:
     assert "docs/reference.md" in notes
     # The VideoPlatform the notes suggest is accepted by the API server as written.
     manifest = textwrap.dedent(notes.split("<<'YAML'\n", 1)[1].split("YAML\n", 1)[0])
-    accepted = installed.run(
+    accepted = installed.kubectl(
         "apply", "--dry-run=server", "-n", "default", "-f", "-", input=manifest
     ).stdout
     assert "videoplatform.videoplatform.io/demo created (server dry run)" in accepted

@@ -31,8 +31,8 @@ from typing import Any
 
 import yaml
 
+from localcluster.handle import KubeCluster
 from vod_delivery import media, procs, project
-from vod_delivery.kubectl import Kubectl
 from vod_delivery.podlocal import LocalPod, local_pod
 from vod_stream.config import PREFIX, SPECS
 
@@ -170,11 +170,17 @@ def materialize(pod: LocalPod) -> None:
         file.path.chmod(file.mode & 0o777 | 0o400)
 
 
+def get_json(cluster: KubeCluster, *args: str) -> dict[str, Any]:
+    """`kubectl get ARGS -o json`, parsed."""
+    value: dict[str, Any] = json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
+    return value
+
+
 def rendered_objects(
-    kubectl: Kubectl, namespace: str, deployment_name: str
+    cluster: KubeCluster, namespace: str, deployment_name: str
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """The Deployment and every ConfigMap/Secret it references, as stored in the API server."""
-    deployment = kubectl.get("deployment", deployment_name, "-n", namespace)
+    deployment = get_json(cluster, "deployment", deployment_name, "-n", namespace)
     spec = deployment["spec"]["template"]["spec"]
     cms: set[str] = set()
     secrets: set[str] = set()
@@ -195,8 +201,8 @@ def rendered_objects(
             cms.add(volume["configMap"]["name"])
         if "secret" in volume:
             secrets.add(volume["secret"]["secretName"])
-    configmaps = {n: kubectl.get("configmap", n, "-n", namespace) for n in sorted(cms)}
-    secret_objs = {n: kubectl.get("secret", n, "-n", namespace) for n in sorted(secrets)}
+    configmaps = {n: get_json(cluster, "configmap", n, "-n", namespace) for n in sorted(cms)}
+    secret_objs = {n: get_json(cluster, "secret", n, "-n", namespace) for n in sorted(secrets)}
     return deployment, configmaps, secret_objs
 
 
@@ -298,7 +304,7 @@ def stream_and_show(
 # --------------------------------------------------------------------------- cluster steps
 
 
-def local_cluster_up(report: Reporter, paths: Paths) -> Kubectl:
+def local_cluster_up(report: Reporter, paths: Paths) -> KubeCluster:
     """Start (or reuse) the local control plane with `python -m localcluster up`."""
     out = subprocess.run(
         [sys.executable, "-m", "localcluster", "up", "--name", LOCAL_CLUSTER_NAME],
@@ -315,7 +321,7 @@ def local_cluster_up(report: Reporter, paths: Paths) -> Kubectl:
     source = Path(match.group(1).strip("'\""))
     shutil.copyfile(source, paths.kubeconfig)
     report.info(f"local control plane up; kubeconfig {source} (copied to {paths.kubeconfig})")
-    return Kubectl(paths.kubeconfig)
+    return KubeCluster(paths.kubeconfig)
 
 
 def local_cluster_down() -> None:
@@ -327,34 +333,34 @@ def local_cluster_down() -> None:
     )
 
 
-def install_crds(report: Reporter, kubectl: Kubectl) -> None:
+def install_crds(report: Reporter, cluster: KubeCluster) -> None:
     """Apply crds/ (the same files the chart and kustomize install) and wait until Established."""
     for crd in project.crd_files():
-        report.info(kubectl.run("apply", "--server-side", "-f", str(crd)).stdout.strip())
+        report.info(cluster.kubectl("apply", "--server-side", "-f", str(crd)).stdout.strip())
         name = yaml.safe_load(crd.read_text())["metadata"]["name"]
-        kubectl.run("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+        cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
     report.info("CRDs Established")
 
 
-def start_operator(report: Reporter, paths: Paths, kubectl: Kubectl) -> None:
+def start_operator(report: Reporter, paths: Paths, cluster: KubeCluster) -> None:
     """Run `python -m vod_operator` in the background against the cluster."""
     procs.stop(paths.pid("operator"))
     port = procs.free_port(8081)
     liveness = f"http://127.0.0.1:{port}/healthz"
     argv = [sys.executable, "-m", "vod_operator", "--liveness", liveness]
-    procs.start(argv, kubectl.env(), paths.log("operator"), paths.pid("operator"))
+    procs.start(argv, cluster.env, paths.log("operator"), paths.pid("operator"))
     procs.wait_http(liveness, 90, alive=paths.pid("operator"))
-    report.info(f"{' '.join(argv[1:])}  (KUBECONFIG={kubectl.kubeconfig})")
+    report.info(f"{' '.join(argv[1:])}  (KUBECONFIG={cluster.kubeconfig})")
     report.info(f"liveness {liveness} answers; log {paths.log('operator')}")
 
 
-def apply_examples(report: Reporter, kubectl: Kubectl, docs: list[dict[str, Any]]) -> None:
+def apply_examples(report: Reporter, cluster: KubeCluster, docs: list[dict[str, Any]]) -> None:
     """kubectl apply -f examples/ and wait until every VideoPlatform in them is Ready."""
-    report.info(kubectl.run("apply", "-f", str(project.EXAMPLES_DIR)).stdout.strip())
+    report.info(cluster.kubectl("apply", "-f", str(project.EXAMPLES_DIR)).stdout.strip())
     for platform in example_platforms(docs):
         ref = f"vp/{platform.name}"
         report.info(f"kubectl wait --for=condition=Ready {ref} -n {platform.namespace}")
-        kubectl.run(
+        cluster.kubectl(
             "wait",
             "--for=condition=Ready",
             ref,
@@ -362,15 +368,15 @@ def apply_examples(report: Reporter, kubectl: Kubectl, docs: list[dict[str, Any]
             platform.namespace,
             f"--timeout={WAIT_TIMEOUT}",
         )
-    report.info(kubectl.run("get", "vp", "-A").stdout.rstrip())
+    report.info(cluster.kubectl("get", "vp", "-A").stdout.rstrip())
 
 
 def local_stand_in(
-    report: Reporter, paths: Paths, kubectl: Kubectl, platform: Platform
+    report: Reporter, paths: Paths, cluster: KubeCluster, platform: Platform
 ) -> tuple[LocalPod, dict[str, str]]:
     """Read what the operator rendered and prepare the local folders and environment from it."""
     deployment_name = f"{platform.name}-stream"
-    deployment, configmaps, secrets = rendered_objects(kubectl, platform.namespace, deployment_name)
+    deployment, configmaps, secrets = rendered_objects(cluster, platform.namespace, deployment_name)
     report.info(
         f"read Deployment {deployment_name}, ConfigMap(s) {', '.join(configmaps) or '-'}, "
         f"Secret(s) {', '.join(secrets) or '-'} from the API server"
@@ -415,26 +421,26 @@ def up_local(report: Reporter, paths: Paths) -> None:
     docs = list(example_documents())
     platform = example_platforms(docs)[0]
     report.step("Local control plane (kube-apiserver, etcd, controller-manager, scheduler, kwok)")
-    kubectl = local_cluster_up(report, paths)
+    cluster = local_cluster_up(report, paths)
     report.step("Install the CRD from crds/")
-    install_crds(report, kubectl)
+    install_crds(report, cluster)
     report.step("Run the operator as a local process (python -m vod_operator)")
-    start_operator(report, paths, kubectl)
+    start_operator(report, paths, cluster)
     report.step(
         "Storage: the local control plane has no provisioner, so pre-bind a PersistentVolume"
     )
     paths.media.mkdir(parents=True, exist_ok=True)
     for namespace, claim in example_claims(docs):
         pv = hostpath_volume(namespace, claim, paths.media)
-        kubectl.run("apply", "-f", "-", input=json.dumps(pv))
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(pv))
         report.info(
             f"PersistentVolume {pv['metadata']['name']} (hostPath {paths.media})"
             f" -> PersistentVolumeClaim {namespace}/{claim}"
         )
     report.step("Apply examples/ and wait until the VideoPlatforms are Ready")
-    apply_examples(report, kubectl, docs)
+    apply_examples(report, cluster, docs)
     report.step(f"Read what the operator rendered for {platform.namespace}/{platform.name}")
-    pod, env = local_stand_in(report, paths, kubectl, platform)
+    pod, env = local_stand_in(report, paths, cluster, platform)
     report.step("Generate a test-pattern video with ffmpeg into the origin folder")
     media_root = Path(pod.env.get("VOD_MEDIA_ROOT", str(paths.media)))
     video = media.make_test_video(media_root / VIDEO_NAME)
@@ -443,26 +449,31 @@ def up_local(report: Reporter, paths: Paths) -> None:
     base_url = start_stream_server(report, paths, pod, env)
     report.step("Stream the video")
     stream_and_show(report, base_url, f"/{VIDEO_NAME}", env)
-    summary(report, paths, kubectl, platform)
+    summary(report, paths, cluster, platform)
 
 
 def up_kind(report: Reporter, paths: Paths) -> None:
     """The kind path (the Makefile has run kind-up, image, kind-load and deploy)."""
-    cluster = os.environ.get("KIND_CLUSTER", "vod")
+    name = os.environ.get("KIND_CLUSTER", "vod")
     docs = list(example_documents())
     platform = example_platforms(docs)[0]
-    report.step(f"kind cluster {cluster}: kubeconfig, operator deployed in-cluster")
+    report.step(f"kind cluster {name}: kubeconfig, operator deployed in-cluster")
     kubeconfig = subprocess.run(
-        ["kind", "get", "kubeconfig", "--name", cluster], capture_output=True, text=True, check=True
+        ["kind", "get", "kubeconfig", "--name", name], capture_output=True, text=True, check=True
     ).stdout
     paths.kubeconfig.write_text(kubeconfig)
-    kubectl = Kubectl(paths.kubeconfig)
-    report.info(kubectl.run("-n", "vod-operator-system", "get", "deploy,pods").stdout.rstrip())
+    cluster = KubeCluster(paths.kubeconfig)
+    report.info(cluster.kubectl("-n", "vod-operator-system", "get", "deploy,pods").stdout.rstrip())
     report.step("Apply examples/ and wait until the VideoPlatforms are Ready")
-    apply_examples(report, kubectl, docs)
+    apply_examples(report, cluster, docs)
     report.step(f"Copy a test-pattern video into a {platform.name} streaming pod")
-    pods = kubectl.get(
-        "pods", "-n", platform.namespace, "-l", f"app.kubernetes.io/instance={platform.name}"
+    pods = get_json(
+        cluster,
+        "pods",
+        "-n",
+        platform.namespace,
+        "-l",
+        f"app.kubernetes.io/instance={platform.name}",
     )["items"]
     ready = [p for p in pods if p["status"].get("phase") == "Running"]
     if not ready:
@@ -473,7 +484,7 @@ def up_kind(report: Reporter, paths: Paths) -> None:
     subprocess.run(
         ["kubectl", "exec", "-i", "-n", platform.namespace, pod_name, "-c", STREAM_CONTAINER, "--",
          "python", "-c", copy, f"/media/{VIDEO_NAME}"],
-        stdin=video.open("rb"), env=kubectl.env(), check=True, timeout=120,
+        stdin=video.open("rb"), env=cluster.env, check=True, timeout=120,
     )  # fmt: skip
     report.info(f"{video} -> {pod_name}:/media/{VIDEO_NAME}")
     report.step(f"kubectl port-forward to {pod_name}")
@@ -481,23 +492,23 @@ def up_kind(report: Reporter, paths: Paths) -> None:
     procs.stop(paths.pid("port-forward"))
     procs.start(
         ["kubectl", "port-forward", "-n", platform.namespace, f"pod/{pod_name}", f"{port}:8080"],
-        kubectl.env(),
+        cluster.env,
         paths.log("port-forward"),
         paths.pid("port-forward"),
     )
     base_url = f"http://127.0.0.1:{port}"
     procs.wait_http(f"{base_url}/healthz", 60, alive=paths.pid("port-forward"))
     report.step("Stream the video (signing with the key the operator generated)")
-    pod, env = local_stand_in(report, paths, kubectl, platform)
+    pod, env = local_stand_in(report, paths, cluster, platform)
     del pod
     stream_and_show(report, base_url, f"/{VIDEO_NAME}", env)
-    summary(report, paths, kubectl, platform)
+    summary(report, paths, cluster, platform)
 
 
-def summary(report: Reporter, paths: Paths, kubectl: Kubectl, platform: Platform) -> None:
+def summary(report: Reporter, paths: Paths, cluster: KubeCluster, platform: Platform) -> None:
     """What is running now and how to look at it."""
     report.step("Done. Look around:")
-    report.info(f"export KUBECONFIG={kubectl.kubeconfig}")
+    report.info(f"export KUBECONFIG={cluster.kubeconfig}")
     report.info("kubectl get vp -A")
     report.info(f"kubectl -n {platform.namespace} describe vp {platform.name}")
     report.info(f"kubectl -n {platform.namespace} get deploy,svc,cm,secret,hpa,pdb,ingress")
