@@ -19,7 +19,7 @@ import json
 import logging
 import socket
 import time
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
@@ -237,7 +237,9 @@ class ConnectionHandler(RequestHandler):
                     ctx.count(len(segment))
                 else:
                     assert answer.file is not None
-                    await self._loop.sendfile(transport, answer.file, segment.start, segment.length)
+                    await self._loop.sendfile(
+                        transport, cast(Any, answer.file), segment.start, segment.length
+                    )
                     ctx.count(segment.length)
                     self._next_keepalive_close_time = self._loop.time() + _FAR
             else:

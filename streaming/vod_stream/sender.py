@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable, Mapping
-from typing import BinaryIO
+from typing import Any, Protocol, cast
 
 from aiohttp import web
 from aiohttp.web_request import BaseRequest
@@ -23,7 +23,15 @@ from vod_stream.plan import Plan
 from vod_stream.ranges import ByteRange
 
 
-def sendfile_now(transport: asyncio.Transport, file: BinaryIO, part: ByteRange) -> int:
+class Sendable(Protocol):
+    """A file object ``loop.sendfile`` accepts (``fileno``, ``seek``, a binary mode)."""
+
+    def fileno(self) -> int: ...
+
+    def seek(self, offset: int, whence: int = 0) -> int: ...
+
+
+def sendfile_now(transport: asyncio.Transport, file: Sendable, part: ByteRange) -> int:
     """Send as much of ``part`` as the socket takes right now; the number of bytes sent."""
     if transport.get_write_buffer_size():
         return 0  # bytes queued in the transport must go first
@@ -45,7 +53,7 @@ def sendfile_now(transport: asyncio.Transport, file: BinaryIO, part: ByteRange) 
 async def send_plan(
     request: BaseRequest,
     plan: Plan,
-    file: BinaryIO,
+    file: Sendable,
     extra_headers: Mapping[str, str],
     on_bytes: Callable[[int], None],
 ) -> web.StreamResponse:
@@ -67,7 +75,7 @@ async def send_plan(
             sent = sendfile_now(transport, file, segment)
             if sent < segment.length:
                 rest = segment.length - sent
-                await loop.sendfile(transport, file, segment.start + sent, rest)
+                await loop.sendfile(transport, cast(Any, file), segment.start + sent, rest)
             on_bytes(segment.length)
     await response.write_eof()
     return response

@@ -6,7 +6,6 @@ Built on aiohttp's low-level server (no router or middleware chain on the hot pa
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import secrets
@@ -22,9 +21,10 @@ from vod_stream.auth import AuthError, JwtVerifier
 from vod_stream.config import Settings
 from vod_stream.cors import Cors
 from vod_stream.errors import error_body, json_error, json_response
+from vod_stream.filecache import OpenFiles, SharedFile
 from vod_stream.keys import KeyRing
 from vod_stream.mediatypes import content_type
-from vod_stream.paths import media_path, open_regular_file
+from vod_stream.paths import media_path
 from vod_stream.plan import Conditions, Plan, Representation, decide
 from vod_stream.preconditions import make_etag
 from vod_stream.ranges import RangeKind
@@ -57,7 +57,7 @@ class MediaAnswer:
     status: int
     headers: Mapping[str, str]
     plan: Plan | None = None
-    file: io.FileIO | None = None
+    file: SharedFile | None = None
     body: bytes = b""
 
     @classmethod
@@ -76,6 +76,7 @@ class StreamApp:
         self.keys = KeyRing(settings.signing_keys_dir, settings.signing_active_key_id)
         self.jwt = JwtVerifier.from_settings(settings)
         self.cors = Cors(settings.cors_allowed_origins)
+        self.files = OpenFiles(self.root_real)
         self.draining = False
 
     def begin(self, headers: Mapping[str, str]) -> RequestContext:
@@ -256,11 +257,10 @@ class StreamApp:
             refusal = signing.verify(path, query, self.keys.get, time.time(), ip)
             if refusal is not None:
                 return MediaAnswer.error(403, refusal)
-        opened = open_regular_file(self.root_real, relative)
-        if opened is None:
+        file = self.files.open(relative)
+        if file is None:
             return MediaAnswer.error(404, "not found")
-        info = opened.stat
-        file = io.FileIO(opened.fd, "rb")
+        info = file.stat
         rep = Representation(
             size=info.st_size,
             mtime=int(info.st_mtime),
