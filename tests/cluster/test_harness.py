@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -287,3 +288,34 @@ def test_up_status_and_down_from_separate_processes(tmp_path: Path) -> None:
     assert not processes_mentioning(str(root))
     assert not root.exists()
     assert cli("status").returncode == 1
+
+
+def test_a_port_taken_before_the_start_is_retried_with_new_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from localcluster import cluster
+
+    real_free_ports = cluster.free_ports
+    calls: list[list[int]] = []
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = int(squatter.getsockname()[1])
+
+        def first_one_taken(count: int) -> list[int]:
+            ports = real_free_ports(count)
+            if not calls:
+                ports[0] = taken  # etcd's client port
+            calls.append(ports)
+            return ports
+
+        monkeypatch.setattr(cluster, "free_ports", first_one_taken)
+        root = tmp_path / "retry"
+        try:
+            up = cluster.start(root, "retry", die_with_parent=True)
+            assert len(calls) == 2
+            assert up.server == f"https://127.0.0.1:{calls[1][2]}"
+            assert "a port was taken meanwhile" in capfd.readouterr().err
+        finally:
+            cluster.stop(root)
+    assert not processes_mentioning(str(root))

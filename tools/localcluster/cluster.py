@@ -150,31 +150,48 @@ def clear(layout: Layout) -> None:
 
 
 def start(root: Path, name: str, *, die_with_parent: bool = False, timeout: float = 180) -> Running:
-    """Start a fresh control plane in `root` (or return the one already running there)."""
+    """Start a fresh control plane in `root` (or return the one already running there).
+
+    Ports are picked free just before the start; if another process takes one in between, the
+    start is retried once with new ports."""
     already = running(root)
     if already is not None:
         return already
-    stop(root)
-    layout = Layout(root)
-    clear(layout)
-    root.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    ports = Ports(*free_ports(6))
+    for attempt in (1, 2):
+        try:
+            return _start_once(Layout(root), name, die_with_parent, timeout)
+        except ClusterError as err:
+            if attempt == 2 or "address already in use" not in str(err):
+                raise
+            _progress(f"{name}: a port was taken meanwhile; retrying with new ports")
+    raise AssertionError("unreachable")
+
+
+def _write_config(layout: Layout, name: str, ports: Ports) -> Api:
+    """Certificates, kubeconfig and state file for a start on `ports`; the admin API client."""
     server = f"https://127.0.0.1:{ports.apiserver}"
     write_pki(layout.pki, SERVICE_IP)
     pki = layout.pki_file
-    layout.kubeconfig.write_text(
-        render_kubeconfig(
-            name,
-            server,
-            pki("ca.crt").read_bytes(),
-            pki("admin.crt").read_bytes(),
-            pki("admin.key").read_bytes(),
-        )
+    kubeconfig = render_kubeconfig(
+        name,
+        server,
+        pki("ca.crt").read_bytes(),
+        pki("admin.crt").read_bytes(),
+        pki("admin.key").read_bytes(),
     )
+    layout.kubeconfig.write_text(kubeconfig)
     layout.kubeconfig.chmod(0o600)
     layout.state.write_text(json.dumps({"name": name, "server": server, "ports": asdict(ports)}))
-    api = Api(server, pki("ca.crt"), pki("admin.crt"), pki("admin.key"))
+    return Api(server, pki("ca.crt"), pki("admin.crt"), pki("admin.key"))
+
+
+def _start_once(layout: Layout, name: str, die_with_parent: bool, timeout: float) -> Running:
+    stop(layout.root)
+    clear(layout)
+    layout.root.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    ports = Ports(*free_ports(6))
+    api = _write_config(layout, name, ports)
     starter = _Starter(layout, die_with_parent, timeout)
     try:
         starter.spawn("etcd", etcd_args(layout, ports))
@@ -203,10 +220,10 @@ def start(root: Path, name: str, *, die_with_parent: bool = False, timeout: floa
             COMPONENTS,
         )
     except BaseException:
-        stop(root)
+        stop(layout.root)
         raise
     _progress(f"{name}: control plane ready after {time.monotonic() - started:.1f} s")
-    return Running(name, root, server, layout.kubeconfig)
+    return Running(name, layout.root, api.server, layout.kubeconfig)
 
 
 def stop(root: Path) -> list[str]:
