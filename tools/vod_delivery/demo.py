@@ -39,8 +39,14 @@ from vod_stream.config import PREFIX, SPECS
 VIDEO_NAME = "demo.mp4"
 STREAM_CONTAINER = "stream"
 WAIT_TIMEOUT = "240s"
-#: The demo's own local control plane (tests and `make cluster-up` use other names).
+#: The demo's own local control plane (tests and `make cluster-up` use other names);
+#: VOD_DEMO_CLUSTER overrides it.
 LOCAL_CLUSTER_NAME = "vod-demo"
+
+
+def local_cluster_name() -> str:
+    """Name of the local control plane the demo starts and stops."""
+    return os.environ.get("VOD_DEMO_CLUSTER", LOCAL_CLUSTER_NAME)
 
 
 @dataclass(frozen=True)
@@ -307,7 +313,7 @@ def stream_and_show(
 def local_cluster_up(report: Reporter, paths: Paths) -> KubeCluster:
     """Start (or reuse) the local control plane with `python -m localcluster up`."""
     out = subprocess.run(
-        [sys.executable, "-m", "localcluster", "up", "--name", LOCAL_CLUSTER_NAME],
+        [sys.executable, "-m", "localcluster", "up", "--name", local_cluster_name()],
         capture_output=True,
         text=True,
         check=False,
@@ -327,7 +333,7 @@ def local_cluster_up(report: Reporter, paths: Paths) -> KubeCluster:
 def local_cluster_down() -> None:
     """Stop the local control plane."""
     subprocess.run(
-        [sys.executable, "-m", "localcluster", "down", "--name", LOCAL_CLUSTER_NAME],
+        [sys.executable, "-m", "localcluster", "down", "--name", local_cluster_name()],
         check=False,
         timeout=300,
     )
