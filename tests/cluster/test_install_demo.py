@@ -1,6 +1,6 @@
 """`make demo`'s local path end to end, in a temporary state folder and its own control plane:
 the operator's rendering configures a local vod-stream that serves a signed Range request; a
-second run reuses what is up; `down` stops every process and removes the state."""
+second run over the first works too; `down` stops every process and removes the state."""
 
 from __future__ import annotations
 
