@@ -16,7 +16,7 @@ from localcluster.binaries import helm_path
 from localcluster.handle import KubeCluster
 from localcluster.versions import KUBERNETES_VERSION
 from vod_delivery import project
-from vod_delivery.demo import get_json
+from vod_delivery.standin import get_json
 from vod_operator import kube
 
 pytestmark = pytest.mark.cluster

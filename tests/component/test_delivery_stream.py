@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from tests.unit.operator import crdschema
-from vod_delivery import demo, media, procs
+from vod_delivery import demo, media, playback, procs, standin
 from vod_delivery.podlocal import local_pod
+from vod_delivery.report import Reporter
 from vod_operator.render import RenderInputs, render
 from vod_stream.config import PREFIX, SPECS
 
@@ -36,13 +37,13 @@ def test_rendered_configuration_serves_a_signed_range(
         pvc_dirs={"videos": paths.media},
         program_defaults={f"{PREFIX}{spec.name}": spec.default for spec in SPECS},
     )
-    demo.materialize(pod)
+    standin.materialize(pod)
     media.make_test_video(paths.media / demo.VIDEO_NAME, seconds=1)
-    env = demo.process_env(pod, None)
-    report = demo.Reporter()
+    env = standin.process_env(pod, None)
+    report = Reporter()
     try:
         base_url = demo.start_stream_server(report, paths, pod, env)
-        demo.stream_and_show(report, base_url, f"/{demo.VIDEO_NAME}", env)
+        playback.stream_and_show(report, base_url, f"/{demo.VIDEO_NAME}", env)
     finally:
         procs.stop(paths.pid("stream"))
     out = capsys.readouterr().out

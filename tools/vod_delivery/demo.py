@@ -22,9 +22,6 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +30,25 @@ import yaml
 
 from localcluster.handle import KubeCluster
 from vod_delivery import media, procs, project
+from vod_delivery.examples import (
+    Platform,
+    example_claims,
+    example_documents,
+    example_platforms,
+    hostpath_volume,
+)
+from vod_delivery.playback import stream_and_show
 from vod_delivery.podlocal import LocalPod, local_pod
+from vod_delivery.report import Reporter
+from vod_delivery.standin import (
+    describe_pod,
+    get_json,
+    host_adapted,
+    materialize,
+    process_env,
+    rendered_objects,
+    resolve_command,
+)
 from vod_stream.config import PREFIX, SPECS
 
 VIDEO_NAME = "demo.mp4"
@@ -76,235 +91,6 @@ class Paths:
 
     def pid(self, name: str) -> Path:
         return self.root / f"{name}.pid"
-
-
-class Reporter:
-    """Numbered steps and indented details on stdout, so a reader can follow what happened."""
-
-    def __init__(self) -> None:
-        self.number = 0
-
-    def step(self, text: str) -> None:
-        self.number += 1
-        print(f"\n==> {self.number}. {text}", flush=True)
-
-    def info(self, text: str) -> None:
-        for line in text.splitlines() or [""]:
-            print(f"    {line}", flush=True)
-
-
-@dataclass(frozen=True)
-class Platform:
-    """A VideoPlatform from examples/."""
-
-    namespace: str
-    name: str
-    signed_urls: bool
-
-
-def example_documents(examples: Path = project.EXAMPLES_DIR) -> Iterator[dict[str, Any]]:
-    """Every object in examples/*.yaml."""
-    for path in sorted(examples.glob("*.y*ml")):
-        yield from (d for d in yaml.safe_load_all(path.read_text()) if d)
-
-
-def example_platforms(docs: list[dict[str, Any]]) -> list[Platform]:
-    """The VideoPlatforms among the examples, the ones with signed URLs first."""
-    found = [
-        Platform(
-            d["metadata"].get("namespace", "default"),
-            d["metadata"]["name"],
-            bool(d.get("spec", {}).get("security", {}).get("signedUrls", {}).get("enabled")),
-        )
-        for d in docs
-        if d.get("kind") == "VideoPlatform"
-    ]
-    return sorted(found, key=lambda p: (not p.signed_urls, p.namespace, p.name))
-
-
-def example_claims(docs: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    """(namespace, name) of the PersistentVolumeClaims among the examples."""
-    return [
-        (d["metadata"].get("namespace", "default"), d["metadata"]["name"])
-        for d in docs
-        if d.get("kind") == "PersistentVolumeClaim"
-    ]
-
-
-def hostpath_volume(namespace: str, claim: str, path: Path) -> dict[str, Any]:
-    """A PersistentVolume pre-bound to one claim, backed by a local folder.
-
-    The local control plane has no storage provisioner; the folder is the same one the locally
-    started streaming server uses for the claim, so the cluster and the process agree.
-    """
-    return {
-        "apiVersion": "v1",
-        "kind": "PersistentVolume",
-        "metadata": {
-            "name": f"vod-demo-{namespace}-{claim}",
-            "labels": {"app.kubernetes.io/part-of": "vod-operator-demo"},
-        },
-        "spec": {
-            "capacity": {"storage": "1Gi"},
-            "accessModes": ["ReadWriteOnce", "ReadWriteMany", "ReadOnlyMany"],
-            "persistentVolumeReclaimPolicy": "Retain",
-            "storageClassName": "",
-            "claimRef": {"namespace": namespace, "name": claim},
-            "hostPath": {"path": str(path), "type": "DirectoryOrCreate"},
-        },
-    }
-
-
-def host_adapted(pod: LocalPod, port: int) -> dict[str, tuple[str, str]]:
-    """Network settings that must change on this host: bind 127.0.0.1, a free port."""
-    changes: dict[str, tuple[str, str]] = {}
-    if pod.env.get("VOD_HOST", "127.0.0.1") != "127.0.0.1":
-        changes["VOD_HOST"] = (pod.env["VOD_HOST"], "127.0.0.1")
-    if pod.env.get("VOD_PORT") != str(port):
-        changes["VOD_PORT"] = (pod.env.get("VOD_PORT", "(unset)"), str(port))
-    return changes
-
-
-def materialize(pod: LocalPod) -> None:
-    """Create every mount's folder and write the Secret/ConfigMap files into them."""
-    for mount in pod.mounts:
-        mount.local.mkdir(parents=True, exist_ok=True)
-    for file in pod.files:
-        file.path.parent.mkdir(parents=True, exist_ok=True)
-        file.path.unlink(missing_ok=True)
-        file.path.write_bytes(file.data)
-        file.path.chmod(file.mode & 0o777 | 0o400)
-
-
-def get_json(cluster: KubeCluster, *args: str) -> dict[str, Any]:
-    """`kubectl get ARGS -o json`, parsed."""
-    value: dict[str, Any] = json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
-    return value
-
-
-def rendered_objects(
-    cluster: KubeCluster, namespace: str, deployment_name: str
-) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """The Deployment and every ConfigMap/Secret it references, as stored in the API server."""
-    deployment = get_json(cluster, "deployment", deployment_name, "-n", namespace)
-    spec = deployment["spec"]["template"]["spec"]
-    cms: set[str] = set()
-    secrets: set[str] = set()
-    for container in spec["containers"]:
-        for source in container.get("envFrom", []):
-            if "configMapRef" in source:
-                cms.add(source["configMapRef"]["name"])
-            if "secretRef" in source:
-                secrets.add(source["secretRef"]["name"])
-        for var in container.get("env", []):
-            ref = var.get("valueFrom", {})
-            if "configMapKeyRef" in ref:
-                cms.add(ref["configMapKeyRef"]["name"])
-            if "secretKeyRef" in ref:
-                secrets.add(ref["secretKeyRef"]["name"])
-    for volume in spec.get("volumes", []):
-        if "configMap" in volume:
-            cms.add(volume["configMap"]["name"])
-        if "secret" in volume:
-            secrets.add(volume["secret"]["secretName"])
-    configmaps = {n: get_json(cluster, "configmap", n, "-n", namespace) for n in sorted(cms)}
-    secret_objs = {n: get_json(cluster, "secret", n, "-n", namespace) for n in sorted(secrets)}
-    return deployment, configmaps, secret_objs
-
-
-def describe_pod(report: Reporter, pod: LocalPod) -> None:
-    """Print the command, the environment and the mount mapping of the local stand-in."""
-    report.info(f"command: {' '.join(pod.command)}")
-    report.info("environment (ConfigMap envFrom + container env):")
-    for key in sorted(pod.env):
-        value = pod.env[key]
-        note = f"   (rendered {pod.rewritten[key][0]})" if key in pod.rewritten else ""
-        report.info(f"  {key}={value}{note}")
-    report.info("volume mounts -> local folders:")
-    for mount in pod.mounts:
-        report.info(f"  {mount.mount_path:<18} {mount.source:<34} -> {mount.local}")
-    for file in pod.files:
-        secret = any(
-            file.path.parent == m.local and m.source.startswith("secret/") for m in pod.mounts
-        )
-        shown = f"{len(file.data)} bytes" if secret else file.data.decode(errors="replace")[:60]
-        report.info(f"  wrote {file.path} ({shown}, mode {oct(file.mode & 0o777)})")
-    for note in pod.notes:
-        report.info(f"  note: {note}")
-
-
-def process_env(pod: LocalPod, tmp_dir: Path | None) -> dict[str, str]:
-    """The server's environment: the pod's, plus what a process needs to find Python."""
-    env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "LC_ALL") if k in os.environ}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    if tmp_dir is not None:
-        env["TMPDIR"] = str(tmp_dir)
-    env.update(pod.env)
-    return env
-
-
-def resolve_command(command: list[str]) -> list[str]:
-    """The container's command with its program found in this virtualenv (or on PATH)."""
-    if not command:
-        raise RuntimeError("the container has no command: cannot run its image's entrypoint here")
-    local = Path(sys.executable).parent / command[0]
-    program = str(local) if local.exists() else shutil.which(command[0])
-    if program is None:
-        raise RuntimeError(f"{command[0]} is not installed here")
-    return [program, *command[1:]]
-
-
-def sign(env: Mapping[str, str], path: str, ttl: str, base_url: str) -> str:
-    """A signed URL from `vod-stream sign` with the server's own (rendered) settings."""
-    program = resolve_command(["vod-stream"])[0]
-    out = subprocess.run(
-        [program, "sign", path, "--ttl", ttl, "--base-url", base_url],
-        env=dict(env),
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    return out.stdout.strip().splitlines()[-1]
-
-
-def fetch(url: str, range_header: str | None) -> tuple[int, dict[str, str], int]:
-    """GET `url` (optionally with a Range header): status, headers and body length."""
-    request = urllib.request.Request(url, headers={"Range": range_header} if range_header else {})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as resp:
-            return resp.status, dict(resp.headers.items()), len(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers.items()), len(exc.read())
-
-
-def stream_and_show(
-    report: Reporter, base_url: str, media_path: str, env: Mapping[str, str]
-) -> None:
-    """Print a signed URL, a Range request's status and Content-Range, and an unsigned request."""
-    signed = env.get("VOD_SIGNED_URLS", "false").lower() == "true"
-    plain_url = f"{base_url}{media_path}"
-    if signed:
-        ttl = env.get("VOD_SIGNED_URL_TTL_SECONDS", "3600")
-        url = sign(env, media_path, ttl, base_url)
-        report.info(f"signed URL (vod-stream sign, ttl {ttl}s): {url}")
-    else:
-        url = plain_url
-        report.info(f"signed URLs are off for this platform: {url}")
-    status, headers, length = fetch(url, "bytes=0-1023")
-    report.info(
-        f"GET Range: bytes=0-1023 -> {status}, Content-Range: {headers.get('Content-Range')}, "
-        f"Content-Length: {headers.get('Content-Length')}, "
-        f"Content-Type: {headers.get('Content-Type')}"
-    )
-    if status != 206 or length != 1024:
-        raise RuntimeError(f"expected 206 with 1024 bytes, got {status} with {length}")
-    if signed:
-        status, _, _ = fetch(plain_url, "bytes=0-1023")
-        report.info(f"GET without a signature -> {status} (signed URLs are on)")
-        if status != 403:
-            raise RuntimeError(f"an unsigned request was answered {status}, expected 403")
-    report.info(f"try it: curl -r 0-1023 -o /dev/null -sw '%{{http_code}}\\n' '{url}'")
 
 
 # --------------------------------------------------------------------------- cluster steps

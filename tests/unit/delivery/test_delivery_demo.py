@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.unit.operator import crdschema
-from vod_delivery import demo, media, procs
+from vod_delivery import demo, examples, media, procs, standin
 from vod_delivery.podlocal import local_pod
 from vod_operator.render import RenderInputs, render
 
@@ -20,19 +20,19 @@ pytestmark = pytest.mark.unit
 
 
 def test_examples_are_found_signed_platform_first() -> None:
-    docs = list(demo.example_documents())
-    platforms = demo.example_platforms(docs)
+    docs = list(examples.example_documents())
+    platforms = examples.example_platforms(docs)
     assert platforms, "examples/ holds no VideoPlatform"
     assert [p.signed_urls for p in platforms] == sorted(
         (p.signed_urls for p in platforms), reverse=True
     )
     assert platforms[0].signed_urls, "the demo needs one example with signed URLs on"
-    claims = demo.example_claims(docs)
+    claims = examples.example_claims(docs)
     assert ("default", "videos") in claims
 
 
 def test_hostpath_volume_is_prebound_to_its_claim(tmp_path: Path) -> None:
-    pv = demo.hostpath_volume("media", "videos", tmp_path)
+    pv = examples.hostpath_volume("media", "videos", tmp_path)
     assert pv["spec"]["claimRef"] == {"namespace": "media", "name": "videos"}
     assert pv["spec"]["hostPath"]["path"] == str(tmp_path)
     assert pv["spec"]["storageClassName"] == ""
@@ -59,7 +59,7 @@ def test_operator_rendering_maps_onto_local_folders(tmp_path: Path) -> None:
         container_name=demo.STREAM_CONTAINER,
         pvc_dirs={"videos": media_dir},
     )
-    demo.materialize(pod)
+    standin.materialize(pod)
     assert pod.command[0] == "vod-stream"
     assert pod.env["VOD_MEDIA_ROOT"] == str(media_dir)
     keys_dir = Path(pod.env["VOD_SIGNING_KEYS_DIR"])
@@ -68,7 +68,7 @@ def test_operator_rendering_maps_onto_local_folders(tmp_path: Path) -> None:
     assert Path(pod.env["VOD_CACHE_DIR"]).is_dir()
     leftover = {k: v for k, v in pod.env.items() if v.startswith(("/media", "/etc/vod", "/var/"))}
     assert leftover == {}, "every path into a mount must point at its local folder"
-    changes = demo.host_adapted(pod, 18080)
+    changes = standin.host_adapted(pod, 18080)
     assert changes["VOD_HOST"] == ("0.0.0.0", "127.0.0.1")
     assert changes["VOD_PORT"] == ("8080", "18080")
 
@@ -84,7 +84,7 @@ def test_process_env_keeps_the_pod_env_and_finds_python(tmp_path: Path) -> None:
         {},
         tmp_path,
     )  # fmt: skip
-    env = demo.process_env(pod, tmp_path)
+    env = standin.process_env(pod, tmp_path)
     assert env["VOD_X"] == "1"
     assert env["TMPDIR"] == str(tmp_path)
     assert env["PATH"] == "/pod/bin"  # the pod's own settings win
