@@ -267,17 +267,26 @@ def up_kind(report: Reporter, paths: Paths) -> None:
         "-l",
         f"app.kubernetes.io/instance={platform.name}",
     )["items"]
-    ready = [p for p in pods if p["status"].get("phase") == "Running"]
+    ready = [
+        p
+        for p in pods
+        if not p["metadata"].get("deletionTimestamp")
+        and any(
+            c["type"] == "Ready" and c["status"] == "True"
+            for c in p["status"].get("conditions", [])
+        )
+    ]
     if not ready:
-        raise RuntimeError(f"no running pod of {platform.name}")
+        raise RuntimeError(f"no ready pod of {platform.name}")
     pod_name = ready[0]["metadata"]["name"]
     video = media.make_test_video(paths.root / VIDEO_NAME)
     copy = "import shutil,sys; shutil.copyfileobj(sys.stdin.buffer, open(sys.argv[1], 'wb'))"
-    subprocess.run(
-        ["kubectl", "exec", "-i", "-n", platform.namespace, pod_name, "-c", STREAM_CONTAINER, "--",
-         "python", "-c", copy, f"/media/{VIDEO_NAME}"],
-        stdin=video.open("rb"), env=cluster.env, check=True, timeout=120,
-    )  # fmt: skip
+    with video.open("rb") as data:
+        subprocess.run(
+            ["kubectl", "exec", "-i", "-n", platform.namespace, pod_name, "-c", STREAM_CONTAINER,
+             "--", "python", "-c", copy, f"/media/{VIDEO_NAME}"],
+            stdin=data, env=cluster.env, check=True, timeout=120,
+        )  # fmt: skip
     report.info(f"{video} -> {pod_name}:/media/{VIDEO_NAME}")
     report.step(f"kubectl port-forward to {pod_name}")
     port = procs.free_port(8080)
