@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -13,6 +14,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from localcluster import binaries, paths
+from localcluster.cli import main as cli_main
+from localcluster.cluster import clear, node_ready
 from localcluster.flags import (
     KWOK_NODE_ANNOTATION,
     Layout,
@@ -244,3 +247,34 @@ def test_a_binary_of_another_minor_is_not_used(
     assert binaries.find("etcd") is None
     with pytest.raises(FileNotFoundError, match="make cluster-build"):
         binaries.require("etcd")
+
+
+@pytest.mark.parametrize(
+    ("node", "ready"),
+    [
+        ({"status": {"conditions": [{"type": "Ready", "status": "True"}]}}, True),
+        ({"status": {"conditions": [{"type": "Ready", "status": "False"}]}}, False),
+        ({"status": {"conditions": [{"type": "MemoryPressure", "status": "True"}]}}, False),
+        ({"status": {}}, False),
+        ({"metadata": {"name": "n0"}}, False),
+        (None, False),
+    ],
+)
+def test_node_ready_reads_the_ready_condition(node: dict[str, Any] | None, ready: bool) -> None:
+    assert node_ready(node) is ready
+
+
+def test_clear_removes_only_localclusters_own_entries(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    for folder in (layout.pki, layout.logs, layout.pids, layout.etcd_data / "member"):
+        folder.mkdir(parents=True)
+    layout.kubeconfig.write_text("x")
+    layout.state.write_text("{}")
+    (tmp_path / "operator.log").write_text("someone else's")
+    clear(layout)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["operator.log"]
+
+
+def test_build_refuses_unknown_binaries(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["build", "kubelet"]) == 2
+    assert "unknown binaries: kubelet" in capsys.readouterr().out
