@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import textwrap
 from collections.abc import Iterator
 from typing import Any
 
@@ -139,7 +138,7 @@ def test_helm_install_dry_run_prints_next_steps(installed: KubeCluster) -> None:
     assert "kubectl -n media wait --for=condition=Ready vp/demo" in notes
     assert "docs/reference.md" in notes
     # The VideoPlatform the notes suggest is accepted by the API server as written.
-    manifest = textwrap.dedent(notes.split("<<'YAML'\n", 1)[1].split("YAML\n", 1)[0])
+    manifest = notes.split("\n---\n")[1]
     accepted = installed.kubectl(
         "apply", "--dry-run=server", "-n", "default", "-f", "-", input=manifest
     ).stdout
