@@ -186,7 +186,7 @@ bench-stream: $(STAMP) ## nginx vs vod-stream on loopback with wrk: 64 KiB range
 	$(PY) tools/bench/bench_stream.py $(BENCH_ARGS)
 
 .PHONY: bench
-bench: bench-stream ## Every benchmark
+bench: bench-stream bench-operator ## Every benchmark
 
 ##@ kind (machines with a Docker engine)
 
