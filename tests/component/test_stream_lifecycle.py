@@ -57,7 +57,7 @@ def test_sigterm_lets_a_long_transfer_finish(start_server, tmp_path) -> None:
     )
     result: dict[str, object] = {}
     reader = threading.Thread(
-        target=slow_download, args=(server.port, "/long.mp4", result, 24 * 1024 * 1024)
+        target=slow_download, args=(server.port, "/long.mp4", result, 16 * 1024 * 1024)
     )
     reader.start()
     while "started" not in result:

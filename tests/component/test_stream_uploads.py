@@ -167,7 +167,7 @@ def test_size_limit_413(start_server) -> None:
 def test_client_disconnect_mid_upload_leaves_nothing(start_server) -> None:
     server: ServerProcess = start_server(env=JWT_ENV)
     (server.media_root / "keep.mp4").write_bytes(b"original")
-    for target in ("/cut.mp4", "/keep.mp4"):
+    for number, target in enumerate(("/cut.mp4", "/keep.mp4"), 1):
         with socket.create_connection(("127.0.0.1", server.port)) as sock:
             sock.sendall(
                 f"PUT {target} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {make_token()}\r\n"
@@ -175,15 +175,19 @@ def test_client_disconnect_mid_upload_leaves_nothing(start_server) -> None:
             )
             sock.sendall(os.urandom(1024 * 1024))
             time.sleep(0.3)
-        # the server notices and cleans up
+        # the server notices the cut, logs it and cleans up
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not staging_is_empty(server.media_root):
+        while len(server.events("upload failed")) < number:
+            assert time.monotonic() < deadline, "the cut upload was not noticed"
             time.sleep(0.05)
     assert len(server.events("upload failed")) == 2
     assert all(e["reason"] == "disconnected" for e in server.events("upload failed"))
     assert not (server.media_root / "cut.mp4").exists()
     assert (server.media_root / "keep.mp4").read_bytes() == b"original"
-    assert staging_is_empty(server.media_root)
+    deadline = time.monotonic() + 5  # the temporary file goes right after the log line
+    while not staging_is_empty(server.media_root):
+        assert time.monotonic() < deadline, "temporary upload file left behind"
+        time.sleep(0.05)
     with server.client() as c:
         metrics = c.get("/metrics").text
     assert 'vod_upload_failures_total{reason="disconnected"} 2.0' in metrics
