@@ -68,6 +68,11 @@ CHILD_KINDS: dict[str, Kind] = {
 }
 MONITORING_KINDS = frozenset({"ServiceMonitor", "PrometheusRule"})
 
+#: Every resource the operator writes (children, VideoPlatform status, Events).
+WRITTEN_RESOURCES = frozenset(
+    {kind.plural for kind in CHILD_KINDS.values()} | {naming.PLURAL, EVENT.plural}
+)
+
 CHILD_VERBS = ("get", "list", "watch", "create", "patch", "delete")
 
 #: (apiGroup, resource, verbs) for every API call of the operator, kopf's own included.

@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 
 import pytest
 
+from vod_operator.kube import WRITTEN_RESOURCES
+
 ROOT = Path(__file__).resolve().parents[2]
 CRD = ROOT / "crds" / "videoplatforms.videoplatform.io.yaml"
 T = TypeVar("T")
@@ -49,21 +51,7 @@ def free_port() -> int:
 
 
 #: The resources the operator writes (children, its own status, Events).
-OPERATOR_RESOURCES = frozenset(
-    {
-        "videoplatforms",
-        "configmaps",
-        "secrets",
-        "deployments",
-        "services",
-        "horizontalpodautoscalers",
-        "poddisruptionbudgets",
-        "ingresses",
-        "servicemonitors",
-        "prometheusrules",
-        "events",
-    }
-)
+OPERATOR_RESOURCES = WRITTEN_RESOURCES
 WRITE_VERBS = frozenset({"POST", "PUT", "PATCH", "DELETE", "APPLY", "CREATE", "UPDATE"})
 
 

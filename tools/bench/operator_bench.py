@@ -25,24 +25,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from vod_operator.kube import WRITTEN_RESOURCES
+
 ROOT = Path(__file__).resolve().parents[2]
 CRD = ROOT / "crds" / "videoplatforms.videoplatform.io.yaml"
 NAMESPACE = "bench"
 RESYNC_SECONDS = 20
-#: Resources the operator writes; idle writes to these are the operator's (or its echoes).
-OPERATOR_RESOURCES = frozenset(
-    {
-        "videoplatforms",
-        "configmaps",
-        "secrets",
-        "deployments",
-        "services",
-        "horizontalpodautoscalers",
-        "poddisruptionbudgets",
-        "ingresses",
-        "events",
-    }
-)
+#: The resources the operator writes (children, its own status, Events).
+OPERATOR_RESOURCES = WRITTEN_RESOURCES
 
 
 def platform(name: str) -> str:
