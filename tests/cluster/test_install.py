@@ -32,16 +32,17 @@ def installed(kube_cluster: Any) -> Iterator[KubeCluster]:
     On a cluster where the operator is already deployed (`make deploy` before `make e2e-kind`)
     the install is checked as it is and left alone: the other scenarios need that operator.
     """
-    kubectl = kube_cluster
-    deployed = kubectl.kubectl("-n", NAMESPACE, "get", "deployment/vod-operator", check=False)
+    cluster: KubeCluster = kube_cluster
+    deployed = cluster.kubectl("-n", NAMESPACE, "get", "deployment/vod-operator", check=False)
     if deployed.returncode == 0:
-        yield kubectl
+        yield cluster
         return
     overlay = str(project.MANIFESTS_DIR / "overlays" / "default")
-    kubectl.kubectl("apply", "--server-side", "--force-conflicts", "-k", overlay)
-    yield kubectl
-    kubectl.kubectl("delete", "namespace", NAMESPACE, "--wait=false", check=False)
-    kubectl.kubectl("delete", "clusterrolebinding,clusterrole", "vod-operator", check=False)
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-k", overlay)
+    yield cluster
+    # Wait for the cleanup, so later tests that count API writes do not see it.
+    cluster.kubectl("delete", "namespace", NAMESPACE, "--timeout=120s", check=False)
+    cluster.kubectl("delete", "clusterrolebinding,clusterrole", "vod-operator", check=False)
 
 
 def test_operator_deployment_becomes_available(installed: KubeCluster) -> None:
