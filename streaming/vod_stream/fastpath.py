@@ -20,6 +20,7 @@ _REFUSED_FIELDS = frozenset(
     {b"content-length", b"transfer-encoding", b"expect", b"upgrade", b"http2-settings"}
 )
 MAX_HEAD_BYTES = 16 * 1024
+MAX_LINE_BYTES = 8190  # aiohttp's max_field_size
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,8 @@ def parse_simple_request(head: bytes, reserved: frozenset[str]) -> SimpleRequest
     method, target, minor = match.groups()
     headers: dict[str, str] = {}
     for line in lines[1:]:
+        if len(line) > MAX_LINE_BYTES:
+            return None  # aiohttp answers with its limits
         field = _FIELD.fullmatch(line)
         if field is None:  # obs-fold, bare CR/LF, control or non-ASCII bytes, bad names
             return None

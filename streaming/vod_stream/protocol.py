@@ -19,11 +19,13 @@ import json
 import logging
 import socket
 import time
+from http import HTTPStatus
 from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from vod_stream.errors import error_body
 from vod_stream.fastpath import (
     MAX_HEAD_BYTES,
     SimpleRequest,
@@ -281,6 +283,24 @@ class ConnectionHandler(RequestHandler):
                 self.transport.close()  # after the buffered bytes are written
             return
         self._next_keepalive_close_time = self._loop.time() + self._keepalive_timeout
+
+    def handle_error(
+        self,
+        request: Any,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """aiohttp's answer to a malformed request (400, 413, 431...), as JSON like the rest."""
+        super().handle_error(request, status, exc, message)  # logs; raises if already sending
+        reason = message.split("\n", 1)[0] if status != 500 and message else ""
+        refusal = web.Response(
+            status=status,
+            body=error_body(status, reason or HTTPStatus(status).phrase),
+            content_type="application/json",
+        )
+        refusal.force_close()
+        return refusal
 
     # -- header timeout ------------------------------------------------------------------
 

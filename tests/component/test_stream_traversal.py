@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -94,3 +95,19 @@ def test_absolute_form_targets_never_escape(server: ServerProcess) -> None:
         assert SECRET not in response
         assert b"root:" not in response
         assert status_of(response) in (400, 404)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"GET /ok.mp4 HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+        b"GET /ok.mp4 HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 9000 + b"\r\n\r\n",
+    ],
+)
+def test_malformed_requests_get_json_errors(server: ServerProcess, raw: bytes) -> None:
+    response = raw_request(server.port, raw)
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert status_of(response) in (400, 431)
+    assert b"application/json" in head
+    assert json.loads(body)["error"]["status"] == status_of(response)

@@ -63,6 +63,7 @@ def test_connection_persistence(head, keep_alive):
         b"GET /metrics HTTP/1.1\r\n\r\n",
         b"GET /admin/sign HTTP/1.1\r\n\r\n",
         b"GET /a HTTP/1.1\nHost: x\r\n\r\n",
+        b"GET /a HTTP/1.1\r\nX: " + b"a" * 9000 + b"\r\n\r\n",
     ],
 )
 def test_left_to_aiohttp(head):
