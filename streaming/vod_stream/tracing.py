@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import random
 import re
-import secrets
 
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+# Identifiers, not secrets: a per-process generator seeded from the OS (no system call per id).
+_random = random.Random()
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
@@ -23,12 +25,11 @@ def traceparent_for(received: str | None) -> str:
     """The received traceparent when valid, else a new one (version 00, not sampled)."""
     if received is not None and valid_traceparent(received):
         return received.strip()
-    ids = secrets.token_hex(24)  # one system call for both ids
-    return f"00-{ids[:32]}-{ids[32:]}-00"
+    return f"00-{_random.getrandbits(128) or 1:032x}-{_random.getrandbits(64) or 1:016x}-00"
 
 
 def request_id_for(received: str | None) -> str:
     """The received X-Request-Id when it is short and plain, else a new random one."""
     if received is not None and _REQUEST_ID.fullmatch(received):
         return received
-    return secrets.token_hex(8)
+    return f"{_random.getrandbits(64):016x}"
