@@ -142,7 +142,7 @@ def start_operator(report: Reporter, paths: Paths, cluster: KubeCluster) -> None
     argv = [sys.executable, "-m", "vod_operator", "--liveness", liveness]
     procs.start(argv, cluster.env, paths.log("operator"), paths.pid("operator"))
     procs.wait_http(liveness, 90, alive=paths.pid("operator"))
-    report.info(f"{' '.join(argv[1:])}  (KUBECONFIG={cluster.kubeconfig})")
+    report.info(f"python {' '.join(argv[1:])}  (KUBECONFIG={cluster.kubeconfig})")
     report.info(f"liveness {liveness} answers; log {paths.log('operator')}")
 
 
