@@ -185,8 +185,8 @@ def check_same_bytes(port: int) -> None:
         assert body == handle.read(1000), f"wrong bytes from port {port}"
 
 
-def run_wrk(port: int, scenario: Scenario, seconds: float) -> tuple[float, int]:
-    """(requests/s or MB/s, error responses)."""
+def run_wrk(port: int, scenario: Scenario, seconds: float) -> tuple[float, int, int]:
+    """(requests/s or MB/s, error responses, requests completed)."""
     command = [
         "wrk",
         f"-t{scenario.threads}",
@@ -214,7 +214,34 @@ def run_wrk(port: int, scenario: Scenario, seconds: float) -> tuple[float, int]:
         number, unit = re.search(r"Transfer/sec:\s+([\d.]+)(\w+)", out).groups()  # type: ignore[union-attr]
         scale = {"B": 1e-6, "KB": 1024 / 1e6, "MB": 1024**2 / 1e6, "GB": 1024**3 / 1e6}[unit]
         value = float(number) * scale
-    return value, errors
+    done = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    return value, errors, done
+
+
+def worker_pids(parent: int) -> list[int]:
+    """The serving processes under ``parent`` (nginx workers, vod-stream workers)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == parent and b"resource_tracker" not in cmdline:
+            found.append(int(entry))
+    return found
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of the processes so far."""
+    ticks = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -248,12 +275,14 @@ def main() -> int:
     nginx, nginx_port = start_nginx(args.workers)
     vod, vod_port = start_vod(args.workers, args.access_log)
     servers = {"nginx": nginx_port, "vod-stream": vod_port}
-    procs = [vod, nginx]
+    procs = {"nginx": nginx, "vod-stream": vod}
     if args.aiohttp_path:
-        slow, slow_port = start_vod(args.workers, args.access_log, fast_path=False)
-        servers["aiohttp path"] = slow_port
-        procs.insert(0, slow)
+        procs["aiohttp path"], servers["aiohttp path"] = start_vod(
+            args.workers, args.access_log, fast_path=False
+        )
+    pids = {name: worker_pids(proc.pid) for name, proc in procs.items()}
     results: dict[tuple[str, str], list[float]] = {}
+    cpu_per_request: dict[tuple[str, str], list[float]] = {}
     errors: dict[str, int] = dict.fromkeys(servers, 0)
     try:
         for port in servers.values():
@@ -264,14 +293,19 @@ def main() -> int:
             for _ in range(args.rounds):
                 for name, port in servers.items():
                     warm_cache()
-                    value, failed = run_wrk(port, scenario, args.seconds)
+                    before = cpu_seconds(pids[name])
+                    value, failed, done = run_wrk(port, scenario, args.seconds)
+                    used = (cpu_seconds(pids[name]) - before) / max(done, 1) * 1e6
                     results.setdefault((scenario.name, name), []).append(value)
+                    cpu_per_request.setdefault((scenario.name, name), []).append(used)
                     errors[name] += failed
                     print(
-                        f"  {scenario.name:24} {name:10} {value:12.1f} {scenario.unit}", flush=True
+                        f"  {scenario.name:24} {name:12} {value:10.1f} {scenario.unit:5} "
+                        f"{used:10.1f} us server CPU/request",
+                        flush=True,
                     )
     finally:
-        for proc in procs:
+        for proc in procs.values():
             stop(proc)
     print()
     print(
@@ -289,6 +323,16 @@ def main() -> int:
             ours = statistics.median(results[(scenario.name, name)])
             cells += [f"{ours:.0f} {unit}", f"{ours / base:.2f}"]
         cells.append(f">= {scenario.target:.2f}" if scenario.target else "-")
+        print("| " + " | ".join(cells) + " |")
+    print()
+    print("Server CPU time per request (user+system of the worker processes; robust to load):")
+    print("| scenario | nginx | " + " | ".join(others) + " |")
+    print("|---" * (2 + len(others)) + "|")
+    for scenario in SCENARIOS:
+        cells = [scenario.name] + [
+            f"{statistics.median(cpu_per_request[(scenario.name, n)]):.1f} us"
+            for n in ["nginx", *others]
+        ]
         print("| " + " | ".join(cells) + " |")
     print(f"error responses: {errors}")
     return 0
