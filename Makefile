@@ -64,15 +64,15 @@ test-cluster: $(STAMP) cluster-build ## Run the cluster tier only (real kube-api
 
 .PHONY: cluster-build
 cluster-build: $(STAMP) ## Build (once, cached outside the repo) kube-apiserver, controller-manager, scheduler, etcd, kwok, helm
-	$(PY) -m localcluster build
+	@$(PY) -m localcluster build
 
 .PHONY: cluster-up
-cluster-up: cluster-build ## Start the local control plane and print the `export KUBECONFIG=...` line
-	$(PY) -m localcluster up
+cluster-up: cluster-build ## Start the local control plane and print the `export KUBECONFIG=...` line (eval-able)
+	@$(PY) -m localcluster up
 
 .PHONY: cluster-down
 cluster-down: $(STAMP) ## Stop the local control plane and remove its state
-	$(PY) -m localcluster down
+	@$(PY) -m localcluster down
 
 ##@ Delivery
 
@@ -118,24 +118,36 @@ endif
 e2e-kind: $(STAMP) ## Cluster-tier scenarios against kind with real pods (after kind-up image kind-load deploy)
 	kind get kubeconfig --name $(KIND_CLUSTER) > $(KIND_KUBECONFIG)
 	export VOD_TEST_EXISTING_CLUSTER=1 KUBECONFIG=$(abspath $(KIND_KUBECONFIG)); \
-	$(PY) -m pytest tests/cluster/test_install.py $(PYTEST_ARGS); \
+	$(PY) -m pytest tests/cluster/test_install.py -m 'not local_control_plane' $(PYTEST_ARGS); \
 	kubectl -n $(OPERATOR_NAMESPACE) scale deployment/vod-operator --replicas=0; \
-	rc=0; $(PY) -m pytest tests/cluster --ignore=tests/cluster/test_install.py $(PYTEST_ARGS) || rc=$$?; \
+	rc=0; $(PY) -m pytest tests/cluster --ignore=tests/cluster/test_install.py \
+	  -m 'not local_control_plane' $(PYTEST_ARGS) || rc=$$?; \
 	kubectl -n $(OPERATOR_NAMESPACE) scale deployment/vod-operator --replicas=1; \
 	exit $$rc
 
 .PHONY: demo
+# DEMO_MODE=auto takes kind when a Docker engine answers, else the local control plane;
+# DEMO_MODE=kind or DEMO_MODE=local forces one path.
+DEMO_MODE ?= auto
 demo: $(STAMP) ## The walkthrough: cluster (kind if Docker answers, else local), operator, example Ready, a video streamed
-	@if docker info >/dev/null 2>&1; then \
-	  echo "demo: a Docker engine answers: kind path"; \
+	@mode='$(DEMO_MODE)'; \
+	if [ "$$mode" = auto ]; then \
+	  if docker info >/dev/null 2>&1; then mode=kind; else mode=local; fi; \
+	fi; \
+	case "$$mode" in \
+	kind) \
+	  echo "demo: kind path (DEMO_MODE=$(DEMO_MODE))"; \
 	  kind get clusters 2>/dev/null | grep -qx '$(KIND_CLUSTER)' || $(MAKE) --no-print-directory kind-up; \
+	  kind get kubeconfig --name $(KIND_CLUSTER) > $(KIND_KUBECONFIG); \
 	  $(MAKE) --no-print-directory image kind-load && \
-	  $(MAKE) --no-print-directory deploy DEPLOY_OVERLAY=manifests/overlays/kind && \
-	  $(PY) -m vod_delivery demo up --kind; \
-	else \
-	  echo "demo: no Docker engine: local control plane path"; \
-	  $(MAKE) --no-print-directory cluster-build && $(PY) -m vod_delivery demo up; \
-	fi
+	  KUBECONFIG=$(abspath $(KIND_KUBECONFIG)) $(MAKE) --no-print-directory deploy \
+	    DEPLOY_OVERLAY=manifests/overlays/kind && \
+	  $(PY) -m vod_delivery demo up --kind;; \
+	local) \
+	  echo "demo: local control plane path (DEMO_MODE=$(DEMO_MODE))"; \
+	  $(MAKE) --no-print-directory cluster-build && $(PY) -m vod_delivery demo up;; \
+	*) echo "demo: DEMO_MODE must be auto, kind or local (got '$$mode')" >&2; exit 2;; \
+	esac
 
 .PHONY: demo-down
 demo-down: $(STAMP) ## Stop what `make demo` started (stream server, operator, cluster) and remove .demo/

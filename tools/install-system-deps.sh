@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Installs the system tools the tests and the demo need (ffmpeg/ffprobe), from Debian's packages,
-# only when they are missing. Extra package names may be passed as arguments (e.g. nginx wrk).
+# Installs the system tools the tests and the demo need (ffmpeg/ffprobe, and python3-venv for
+# `make install`), from Debian's packages, only when they are missing. Extra package names may be passed as arguments (e.g. nginx wrk).
 set -euo pipefail
 
-want=(ffmpeg "$@")
+want=(python3-venv ffmpeg "$@")
 missing=()
 for pkg in "${want[@]}"; do
   case "$pkg" in
     ffmpeg) command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || missing+=(ffmpeg) ;;
+    python3-venv) "${PYTHON_BOOTSTRAP:-python3}" -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv) ;;
     nginx) command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx) ;;
     *) command -v "$pkg" >/dev/null || missing+=("$pkg") ;;
   esac

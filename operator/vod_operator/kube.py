@@ -83,9 +83,9 @@ PERMISSIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     # blockOwnerDeletion on children needs update on the owner's finalizers subresource.
     (naming.GROUP, f"{naming.PLURAL}/finalizers", ("update",)),
     *((kind.group, kind.plural, CHILD_VERBS) for kind in CHILD_KINDS.values()),
-    ("", "events", ("create",)),
-    ("events.k8s.io", "events", ("create",)),  # kopf's event poster (disabled, but harmless)
-    # kopf: discovers resources and namespaces it serves.
+    ("", "events", ("create",)),  # Reconciler's Events (kopf's own poster is disabled)
+    # kopf: scans the CRDs to resolve the resources it serves, and lists/watches namespaces
+    # when limited to some with `-n`.
     ("apiextensions.k8s.io", "customresourcedefinitions", ("get", "list", "watch")),
     ("", "namespaces", ("get", "list", "watch")),
 )

@@ -123,6 +123,7 @@ def test_schema_invalid_object_is_refused_with_the_field_named(
     assert "NotFound" in missing.stderr
 
 
+@pytest.mark.local_control_plane
 def test_deployment_pods_are_scheduled_and_ready(kube_cluster: KubeCluster, ns: str) -> None:
     kube_cluster.kubectl(
         "-n", ns, "create", "deployment", "web", "--image=registry.invalid/web:1", "--replicas=2"
@@ -170,6 +171,7 @@ def test_deleting_the_owner_garbage_collects_the_dependent(
     assert eventually(gone)
 
 
+@pytest.mark.local_control_plane
 def test_kubectl_lists_nodes_and_pods_with_the_kubeconfig(kube_cluster: KubeCluster) -> None:
     out = subprocess.run(
         ["kubectl", "--kubeconfig", str(kube_cluster.kubeconfig), "get", "nodes,pods", "-A"],
@@ -232,6 +234,7 @@ def processes_mentioning(marker: str) -> list[int]:
     return found
 
 
+@pytest.mark.local_control_plane
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_an_interrupted_session_leaves_no_processes(tmp_path: Path, sig: signal.Signals) -> None:
     root = tmp_path / "child-cluster"
@@ -257,6 +260,7 @@ def test_an_interrupted_session_leaves_no_processes(tmp_path: Path, sig: signal.
         child.wait()
 
 
+@pytest.mark.local_control_plane
 def test_up_status_and_down_from_separate_processes(tmp_path: Path) -> None:
     name = f"harness-{uuid.uuid4().hex[:6]}"
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
@@ -290,6 +294,7 @@ def test_up_status_and_down_from_separate_processes(tmp_path: Path) -> None:
     assert cli("status").returncode == 1
 
 
+@pytest.mark.local_control_plane
 def test_a_port_taken_before_the_start_is_retried_with_new_ones(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:

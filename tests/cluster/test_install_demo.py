@@ -11,7 +11,7 @@ import pytest
 
 from vod_delivery import demo, procs
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.local_control_plane]
 
 
 def test_demo_up_twice_then_down(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from localcluster.build import go_env, go_version_problem
 from localcluster.gomod import local_replacements, replace_args
 from localcluster.versions import (
     ALL_BINARIES,
@@ -130,3 +131,18 @@ def test_every_binary_belongs_to_exactly_one_pinned_component() -> None:
     assert len({c.name for c in COMPONENTS}) == len(COMPONENTS)
     with pytest.raises(KeyError):
         component_of("kubelet")
+
+
+@pytest.mark.parametrize(
+    ("output", "fits"),
+    [("go1.26.8\n", True), ("go1.27rc1", True), ("go1.24.3", False), (None, False), ("", False)],
+)
+def test_go_version_is_checked_before_building(output: str | None, fits: bool) -> None:
+    problem = go_version_problem(output)
+    assert (problem is None) is fits, problem
+
+
+def test_go_never_fetches_a_toolchain() -> None:
+    env = go_env()
+    assert env["GOTOOLCHAIN"] == "local"
+    assert env["CGO_ENABLED"] == "0"

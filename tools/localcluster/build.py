@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -28,14 +29,66 @@ def go_env() -> dict[str, str]:
     return env
 
 
-def go(*args: str, cwd: Path) -> str:
-    """Run `go args...` in `cwd`; return stdout, raise with stderr on failure."""
-    out = subprocess.run(
-        ["go", *args], cwd=cwd, env=go_env(), capture_output=True, text=True, check=False
+#: The oldest Go that builds every pinned component (kwok v0.8.0 declares go 1.26).
+MIN_GO = (1, 26)
+_GO_VERSION = re.compile(r"go(\d+)\.(\d+)")
+#: How often a long `go` step says it is still at work.
+HEARTBEAT_SECONDS = 60.0
+
+
+def go(*args: str, cwd: Path, heartbeat: str | None = None) -> str:
+    """Run `go args...` in `cwd`; return stdout, raise with stderr on failure.
+
+    With `heartbeat`, a line naming it is logged every HEARTBEAT_SECONDS while go runs (a first
+    build takes minutes and is otherwise silent).
+    """
+    proc = subprocess.Popen(
+        ["go", *args],
+        cwd=cwd,
+        env=go_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    if out.returncode != 0:
-        raise RuntimeError(f"go {' '.join(args)} failed in {cwd}:\n{out.stderr[-4000:]}")
-    return out.stdout
+    began = time.monotonic()
+    while True:
+        try:
+            stdout, stderr = proc.communicate(timeout=HEARTBEAT_SECONDS if heartbeat else None)
+            break
+        except subprocess.TimeoutExpired:
+            log(f"{heartbeat}: still at work ({time.monotonic() - began:.0f} s)")
+    if proc.returncode != 0:
+        raise RuntimeError(f"go {' '.join(args)} failed in {cwd}:\n{stderr[-4000:]}")
+    return stdout
+
+
+def go_version_problem(version_output: str | None) -> str | None:
+    """Why the machine's Go cannot build the pinned components (None: it can)."""
+    if version_output is None:
+        return "no `go` on PATH"
+    match = _GO_VERSION.search(version_output)
+    if match is None:
+        return f"cannot read the Go version from {version_output.strip()!r}"
+    if (int(match[1]), int(match[2])) < MIN_GO:
+        return f"{version_output.strip()} is older than go{MIN_GO[0]}.{MIN_GO[1]}"
+    return None
+
+
+def require_go() -> None:
+    """Fail with a clear message when the Go toolchain is missing or too old."""
+    try:
+        out: str | None = subprocess.run(
+            ["go", "env", "GOVERSION"], env=go_env(), capture_output=True, text=True, check=True
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        out = None
+    problem = go_version_problem(out)
+    if problem is not None:
+        raise RuntimeError(
+            f"building the local control plane needs Go >= {MIN_GO[0]}.{MIN_GO[1]}: {problem}. "
+            "Install Go (https://go.dev/dl/), or put fitting binaries on PATH or in "
+            "KUBEBUILDER_ASSETS."
+        )
 
 
 def download(component: Component, workdir: Path) -> dict[str, str]:
@@ -68,7 +121,7 @@ def prepare_module(component: Component) -> Path:
             go("mod", "edit", *replace_args(modules, component.replace_version), cwd=workdir)
     packages = [f"{package}@{component.version}" for package in component.binaries.values()]
     log(f"{component.name}: resolving {', '.join(packages)}")
-    go("get", *packages, cwd=workdir)
+    go("get", *packages, cwd=workdir, heartbeat=f"{component.name}: resolving")
     stamp.write_text(component.version + "\n")
     return workdir
 
@@ -88,6 +141,7 @@ def build_binary(component: Component, binary: str, workdir: Path) -> Path:
         str(partial),
         component.binaries[binary],
         cwd=workdir,
+        heartbeat=f"{binary}: building",
     )
     partial.replace(target)
     return target
@@ -137,6 +191,7 @@ def build(selected: list[str] | None = None, force: bool = False) -> dict[str, P
         missing = [b for b, path in found.items() if path is None]
         if not missing:
             continue
+        require_go()
         started = time.monotonic()
         workdir = prepare_module(component)
         for binary in missing:

@@ -59,22 +59,38 @@ def start(
 
 
 def stop(pid_file: Path, timeout: float = 15.0) -> bool:
-    """Stop the process recorded in `pid_file` (SIGTERM, then SIGKILL); True if one was running."""
+    """Stop the process recorded in `pid_file` and its process group (SIGTERM, then SIGKILL).
+
+    `start` makes each process a session leader, so its group holds everything it spawned
+    (vod-stream's workers): signalling the group leaves no orphan holding a port.
+    True if the process was running.
+    """
     pid = running(pid_file)
     pid_file.unlink(missing_ok=True)
     if pid is None:
         return False
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
+    _signal_group(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
-        if _cmdline(pid) is None:
+        if _cmdline(pid) is None and not _group_alive(pid):
             return True
         time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
+    _signal_group(pid, signal.SIGKILL)
+    return True
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
     return True
 
 

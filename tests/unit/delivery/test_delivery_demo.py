@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -116,6 +117,41 @@ def test_processes_are_tracked_and_stopped_by_pid_file(tmp_path: Path) -> None:
     assert procs.stop(pid_file, timeout=10)
     assert procs.running(pid_file) is None
     assert not procs.stop(pid_file)
+
+
+GRANDCHILD = """
+import signal, subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c",
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"])
+open(sys.argv[1], "w").write(str(child.pid))
+time.sleep(60)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_stop_leaves_no_process_of_the_group_behind(tmp_path: Path) -> None:
+    """A worker that ignores SIGTERM (or outlives its parent) is killed with its group."""
+    pid_file, child_file = tmp_path / "p.pid", tmp_path / "child"
+    argv = [sys.executable, "-c", GRANDCHILD, str(child_file)]
+    procs.start(argv, dict(os.environ), tmp_path / "p.log", pid_file)
+    deadline = time.monotonic() + 20
+    while not child_file.exists() or not child_file.read_text():
+        assert time.monotonic() < deadline, (tmp_path / "p.log").read_text()
+        time.sleep(0.05)
+    grandchild = int(child_file.read_text())
+    assert _alive(grandchild)
+    assert procs.stop(pid_file, timeout=2)
+    deadline = time.monotonic() + 10
+    while _alive(grandchild):
+        assert time.monotonic() < deadline, "the grandchild survived its group's stop"
+        time.sleep(0.05)
 
 
 def test_a_reused_pid_is_not_mistaken_for_ours(tmp_path: Path) -> None:

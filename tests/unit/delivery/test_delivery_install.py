@@ -13,9 +13,11 @@ import pytest
 import yaml
 
 from tests.unit.delivery.rendered import granted, kustomize, needed, one
+from tests.unit.operator import crdschema
 from vod_delivery import project
 from vod_operator import kube
 from vod_operator.__main__ import parse_args
+from vod_operator.render import RenderInputs, render
 
 pytestmark = pytest.mark.unit
 
@@ -47,6 +49,30 @@ def test_operator_permissions_cover_every_kind_it_renders_and_watches() -> None:
     for kind in kube.CHILD_KINDS.values():
         assert (kind.group, kind.plural) in resources
     assert (kube.VIDEOPLATFORM.group, kube.VIDEOPLATFORM.plural) in resources
+
+
+def test_operator_renders_exactly_the_child_kinds_it_watches_and_may_write() -> None:
+    """The full example (every feature on, monitoring API present) renders each child kind."""
+    inputs = RenderInputs(signing_keys={"k": "a2V5"}, monitoring_available=True)
+    rendered = {m["kind"] for m in render(crdschema.example_platform("showcase"), inputs)}
+    assert rendered == set(kube.CHILD_KINDS)
+
+
+def test_every_permission_has_a_reason() -> None:
+    """Nothing beyond the children, the VideoPlatform, Events and kopf's two scans."""
+    children = {(kind.group, kind.plural) for kind in kube.CHILD_KINDS.values()}
+    platform = {
+        (kube.VIDEOPLATFORM.group, f"{kube.VIDEOPLATFORM.plural}{sub}")
+        for sub in ("", "/status", "/finalizers")
+    }
+    extras = {
+        ("", "events"),
+        ("apiextensions.k8s.io", "customresourcedefinitions"),
+        ("", "namespaces"),
+    }
+    assert {(g, r) for g, r, _ in kube.PERMISSIONS} == children | platform | extras
+    child_verbs = {verbs for g, r, verbs in kube.PERMISSIONS if (g, r) in children}
+    assert child_verbs == {kube.CHILD_VERBS}
 
 
 def test_binding_ties_the_role_to_the_operator_service_account() -> None:
