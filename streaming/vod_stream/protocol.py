@@ -179,8 +179,9 @@ class ConnectionHandler(RequestHandler):
         head = response_head(answer.status, headers, time.time())
         body: tuple[Segment, ...] = ()
         if answer.plan is None:
-            head += answer.body
-            ctx.count(len(answer.body))
+            if request.method != "HEAD":  # RFC 9110 9.3.2: the length as for GET, no content
+                head += answer.body
+                ctx.count(len(answer.body))
         elif not answer.plan.head and answer.status != 304:
             body = answer.plan.body
         try:

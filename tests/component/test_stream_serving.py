@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.component.conftest import ServerProcess
+from tests.component.conftest import ServerProcess, status_of
 from tests.unit.stream.multipart import boundary_of, parse_byteranges
 
 pytestmark = pytest.mark.component
@@ -183,6 +184,58 @@ def test_no_directory_listing_and_json_errors(client: httpx.Client) -> None:
     r = client.request("PATCH", "/movies/big.mp4")
     assert r.status_code == 405
     assert "GET" in r.headers["allow"]
+
+
+def content_length(head: bytes) -> int:
+    line = next(h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length:"))
+    return int(line.split(b":", 1)[1])
+
+
+def read_response(sock: socket.socket, buffered: bytes, head_only: bool) -> tuple[bytes, bytes]:
+    """One response from ``sock`` (after ``buffered``): its head and body, and the bytes
+    after it. ``head_only``: a response to HEAD, whose Content-Length announces no body."""
+    data = buffered
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, data
+        data += chunk
+    head, _, data = data.partition(b"\r\n\r\n")
+    length = 0 if head_only else content_length(head)
+    while len(data) < length:
+        chunk = sock.recv(65536)
+        assert chunk
+        data += chunk
+    return head + b"\r\n\r\n" + data[:length], data[length:]
+
+
+@pytest.mark.parametrize(
+    ("path", "extra", "status"),
+    [("/missing.mp4", "", 404), ("/one.ts", 'If-Match: "nope"\r\n', 412)],
+)
+def test_head_errors_have_no_body(
+    server: ServerProcess, path: str, extra: str, status: int
+) -> None:
+    """RFC 9110 9.3.2: a HEAD error keeps GET's Content-Length but sends no content, so the
+    next response on the connection starts right after its head."""
+    requests = (
+        f"HEAD {path} HTTP/1.1\r\nHost: x\r\n{extra}\r\n"
+        "GET /one.ts HTTP/1.1\r\nHost: x\r\n\r\n"
+        f"HEAD {path} HTTP/1.1\r\nHost: x\r\n{extra}\r\n"
+        "GET /one.ts HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(requests.encode())
+        rest = b""
+        for _ in range(2):
+            head, rest = read_response(sock, rest, head_only=True)
+            assert status_of(head) == status
+            assert content_length(head) > 0  # the length of the JSON error a GET gets
+            got, rest = read_response(sock, rest, head_only=False)
+            assert status_of(got) == 200
+            assert got.endswith(b"\r\n\r\nx")
+        while chunk := sock.recv(65536):
+            rest += chunk
+    assert rest == b""
 
 
 def test_operational_endpoints(client: httpx.Client, server: ServerProcess) -> None:
