@@ -260,6 +260,18 @@ class StreamApp:
         file = self.files.open(relative)
         if file is None:
             return MediaAnswer.error(404, "not found")
+        answer: MediaAnswer | None = None
+        try:
+            answer = self._file_answer(file, relative, method, headers)
+        finally:
+            if answer is None or answer.file is None:
+                file.close()  # an error answer or an exception: release the cache reference
+        return answer
+
+    def _file_answer(
+        self, file: SharedFile, relative: str, method: str, headers: Mapping[str, str]
+    ) -> MediaAnswer:
+        """Decide the answer for an open file; it holds ``file`` only when it sends it."""
         info = file.stat
         rep = Representation(
             size=info.st_size,
@@ -286,7 +298,6 @@ class StreamApp:
         if plan.kind is not RangeKind.NONE:
             metrics.child(metrics.RANGE_REQUESTS, plan.kind.value).inc()
         if plan.error is not None:
-            file.close()
             return MediaAnswer.error(plan.status, plan.error, plan.headers)
         return MediaAnswer(plan.status, plan.headers, plan=plan, file=file)
 

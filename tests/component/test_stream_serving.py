@@ -145,6 +145,25 @@ def test_conditionals(client: httpx.Client) -> None:
     assert client.head("/movies/big.mp4", headers={"If-Match": etag}).status_code == 200
 
 
+HUGE_YEAR = "Mon, 01 Jan 99999999999999999999 00:00:00 GMT"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"If-Modified-Since": HUGE_YEAR},
+        {"If-Unmodified-Since": HUGE_YEAR},
+        {"If-Modified-Since": "Mon, 32 Jan 2000 00:00:00 GMT"},
+        {"Range": "bytes=5-9", "If-Range": HUGE_YEAR},  # no match: the whole file
+    ],
+)
+def test_invalid_dates_are_ignored(client: httpx.Client, headers: dict[str, str]) -> None:
+    """RFC 9110 13.1.3/13.1.4/13.1.5: an invalid date is ignored (If-Range: no match)."""
+    r = client.get("/movies/big.mp4", headers=headers)
+    assert (r.status_code, len(r.content)) == (200, len(BIG))
+    assert r.content == BIG
+
+
 def test_empty_and_one_byte_files(client: httpx.Client) -> None:
     empty = client.get("/empty.webm")
     assert (empty.status_code, empty.content, empty.headers["content-length"]) == (200, b"", "0")
