@@ -98,7 +98,7 @@ SPECS: tuple[Spec, ...] = (
     Spec("CLIENT_IP_HEADER", "", _optional, "header carrying the client IP (first entry)"),
     Spec("JWT_SECRET", "", _optional, "HS256 shared secret"),
     Spec("JWT_SECRET_FILE", "", _optional_path, "file holding the HS256 shared secret"),
-    Spec("JWT_PUBLIC_KEY_FILE", "", _optional_path, "PEM public key for RS256/ES256"),
+    Spec("JWT_PUBLIC_KEY_FILE", "", _optional_path, "PEM public key (RSA, EC, Ed25519)"),
     Spec("JWT_ALGORITHMS", "", _csv, "accepted algorithms (default by key type)"),
     Spec("JWT_ISSUER", "", _optional, "required iss claim"),
     Spec("JWT_AUDIENCE", "", _optional, "required aud claim"),
