@@ -88,6 +88,7 @@ SPECS: tuple[Spec, ...] = (
     Spec("HEADER_TIMEOUT_SECONDS", "10", _seconds, "time to receive a request's headers"),
     Spec("BODY_TIMEOUT_SECONDS", "60", _seconds, "longest pause while receiving a body"),
     Spec("IDLE_TIMEOUT_SECONDS", "75", _seconds, "keep-alive idle time before closing"),
+    Spec("SEND_TIMEOUT_SECONDS", "60", _seconds, "longest wait for a client to read (0: none)"),
     Spec("SHUTDOWN_GRACE_SECONDS", "25", _seconds, "time in-flight requests get after SIGTERM"),
     Spec("DRAIN_DELAY_SECONDS", "0", _seconds, "after SIGTERM, /readyz fails this long first"),
     Spec("SIGNED_URLS", "false", _bool, "GET/HEAD of media need a valid signature"),
@@ -126,6 +127,7 @@ class Settings:
     header_timeout_seconds: float
     body_timeout_seconds: float
     idle_timeout_seconds: float
+    send_timeout_seconds: float
     shutdown_grace_seconds: float
     drain_delay_seconds: float
     signed_urls: bool

@@ -44,6 +44,10 @@ IN_FLIGHT = Gauge(
     "Requests being handled right now.",
     multiprocess_mode="livesum",
 )
+SEND_TIMEOUTS = Counter(
+    "vod_send_timeouts",
+    "Responses cut because the client read nothing for VOD_SEND_TIMEOUT_SECONDS.",
+)
 UPLOAD_BYTES = Counter("vod_upload_bytes", "Bytes received in uploads that were stored.")
 UPLOAD_FAILURES = Counter(
     "vod_upload_failures",

@@ -28,7 +28,7 @@ from vod_stream.paths import media_path
 from vod_stream.plan import Conditions, Plan, Representation, decide
 from vod_stream.preconditions import make_etag
 from vod_stream.ranges import RangeKind
-from vod_stream.sender import send_plan
+from vod_stream.sender import CLIENT_CLOSED, ResponseCut, send_plan
 from vod_stream.tracing import request_id_for, traceparent_for
 
 ROUTES = {"/ping": "ping", "/healthz": "healthz", "/readyz": "readyz", "/metrics": "metrics"}
@@ -120,6 +120,17 @@ class StreamApp:
                 traceparent=ctx.traceparent,
             )
 
+    def send_timed_out(self, ctx: RequestContext, path: str) -> None:
+        """Log and count a response cut by the send timeout."""
+        metrics.SEND_TIMEOUTS.inc()
+        logs.event(
+            "send timeout",
+            request_id=ctx.request_id,
+            path=path,
+            bytes=ctx.sent,
+            seconds=self.settings.send_timeout_seconds,
+        )
+
     async def handle(self, request: BaseRequest) -> web.StreamResponse:
         """The aiohttp entry point (every request the fast path does not take)."""
         path = request.path
@@ -132,6 +143,12 @@ class StreamApp:
             if self.draining:
                 response.force_close()
             status = response.status
+            return response
+        except ResponseCut as cut:  # the client went away or stopped reading: not a 5xx
+            status = CLIENT_CLOSED
+            if cut.timed_out:
+                self.send_timed_out(ctx, path)
+            response = cut.response
             return response
         except Exception:
             logging.getLogger("vod_stream").exception(
@@ -314,7 +331,14 @@ class StreamApp:
                 headers={**answer.headers, **ctx.headers, "Content-Type": "application/json"},
             )
         with answer.file:
-            return await send_plan(request, answer.plan, answer.file, ctx.headers, ctx.count)
+            return await send_plan(
+                request,
+                answer.plan,
+                answer.file,
+                ctx.headers,
+                ctx.count,
+                self.settings.send_timeout_seconds,
+            )
 
 
 def client_ip(headers: Mapping[str, str], remote: str | None, settings: Settings) -> str | None:
