@@ -61,6 +61,15 @@ def status_class(status: int) -> str:
     return f"{status // 100}xx"
 
 
+METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "POST"})
+
+
+def method_label(method: str) -> str:
+    """The ``method`` label: any other method (clients choose it) is ``other``, so the
+    number of series stays bounded."""
+    return method if method in METHODS else "other"
+
+
 _children: dict[tuple[object, ...], Any] = {}
 
 

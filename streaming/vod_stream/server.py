@@ -102,7 +102,8 @@ class StreamApp:
         """Metrics and the access-log line of a finished request."""
         metrics.IN_FLIGHT.dec()
         elapsed = time.perf_counter() - ctx.started
-        metrics.child(metrics.REQUESTS, route, method, metrics.status_class(status)).inc()
+        labels = (route, metrics.method_label(method), metrics.status_class(status))
+        metrics.child(metrics.REQUESTS, *labels).inc()
         metrics.child(metrics.DURATION, route).observe(elapsed)
         if ctx.sent:
             metrics.child(metrics.RESPONSE_BYTES, route).inc(ctx.sent)

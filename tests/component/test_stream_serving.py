@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -272,6 +273,18 @@ def test_operational_endpoints(client: httpx.Client, server: ServerProcess) -> N
     assert "vod_http_request_duration_seconds_bucket" in text
     assert "vod_http_requests_in_flight" in text
     assert "vod_http_response_body_bytes_total" in text
+
+
+def test_method_label_is_bounded(server: ServerProcess) -> None:
+    """Clients choose the method; the metric label takes only the known ones, else "other"."""
+    with server.client() as c:
+        for method in ("PATCH", "PROPFIND", "PURGE", "MKCOL"):  # aiohttp's parser knows these
+            assert c.request(method, "/one.ts").status_code == 405
+        assert c.request("PURGE", "/ping").status_code == 405
+        text = c.get("/metrics").text
+    labels = set(re.findall(r'^vod_http_requests_total\{method="([^"]*)"', text, re.MULTILINE))
+    assert "other" in labels
+    assert labels <= {"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "POST", "other"}
 
 
 def test_access_log_carries_request_id_and_traceparent(
