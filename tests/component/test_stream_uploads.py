@@ -68,6 +68,27 @@ def test_put_get_replace_delete(start_server) -> None:
     assert not (server.media_root.parent / "escape.mp4").exists()
 
 
+def test_put_creates_no_folder_through_a_symlink_out_of_the_root(start_server, tmp_path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root = tmp_path / "media"
+    (root / "inside").mkdir(parents=True)
+    os.symlink(outside, root / "dir-out")
+    os.symlink(tmp_path / "nowhere", root / "dangling")
+    os.symlink(root / "inside", root / "dir-in")
+    server: ServerProcess = start_server(media_root=root, env=JWT_ENV)
+    with server.client() as c:
+        for target in ("/dir-out/new/deeper/clip.mp4", "/dir-out/clip.mp4", "/dangling/a/b.mp4"):
+            r = c.put(target, content=b"x", headers=auth())
+            assert r.status_code in (404, 409), (target, r.status_code)
+        # a symlinked folder that stays inside the root is still written through
+        assert c.put("/dir-in/new/clip.mp4", content=b"in", headers=auth()).status_code == 201
+    assert list(outside.iterdir()) == []
+    assert not (tmp_path / "nowhere").exists()
+    assert (root / "inside" / "new" / "clip.mp4").read_bytes() == b"in"
+    assert staging_is_empty(root)
+
+
 def test_tokens_are_checked(start_server) -> None:
     server: ServerProcess = start_server(
         env={**JWT_ENV, "VOD_JWT_ISSUER": "issuer-a", "VOD_JWT_AUDIENCE": "vod"}
