@@ -6,6 +6,7 @@ Built on aiohttp's low-level server (no router or middleware chain on the hot pa
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
@@ -151,6 +152,9 @@ class StreamApp:
                 self.send_timed_out(ctx, path)
             response = cut.response
             return response
+        except asyncio.CancelledError:  # the shutdown grace deadline: not taken in full either
+            status = CLIENT_CLOSED
+            raise
         except Exception:
             logging.getLogger("vod_stream").exception(
                 "unhandled error", extra={"fields": {"request_id": ctx.request_id}}

@@ -48,13 +48,19 @@ def slow_download(port: int, path: str, result: dict[str, object], rate: int) ->
         result["sha256"] = digest.hexdigest()
 
 
-def test_sigterm_lets_a_long_transfer_finish(start_server, tmp_path) -> None:
+@pytest.mark.parametrize("fast_path", ["true", "false"])
+def test_sigterm_lets_a_long_transfer_finish(start_server, tmp_path, fast_path) -> None:
     root = tmp_path / "media"
     root.mkdir()
     payload = os.urandom(SIZE)
     (root / "long.mp4").write_bytes(payload)
     server: ServerProcess = start_server(
-        media_root=root, env={"VOD_DRAIN_DELAY_SECONDS": "1", "VOD_SHUTDOWN_GRACE_SECONDS": "20"}
+        media_root=root,
+        env={
+            "VOD_DRAIN_DELAY_SECONDS": "1",
+            "VOD_SHUTDOWN_GRACE_SECONDS": "20",
+            "VOD_FAST_PATH": fast_path,
+        },
     )
     result: dict[str, object] = {}
     reader = threading.Thread(
@@ -80,12 +86,15 @@ def test_sigterm_lets_a_long_transfer_finish(start_server, tmp_path) -> None:
     assert time.monotonic() - signalled > 1.5
 
 
-def test_grace_deadline_ends_a_stalled_transfer(start_server, tmp_path) -> None:
+@pytest.mark.parametrize("fast_path", ["true", "false"])
+def test_grace_deadline_ends_a_stalled_transfer(start_server, tmp_path, fast_path) -> None:
     root = tmp_path / "media"
     root.mkdir()
     with open(root / "big.mp4", "wb") as handle:
         handle.truncate(512 * 1024 * 1024)
-    server: ServerProcess = start_server(media_root=root, env={"VOD_SHUTDOWN_GRACE_SECONDS": "1"})
+    server: ServerProcess = start_server(
+        media_root=root, env={"VOD_SHUTDOWN_GRACE_SECONDS": "1", "VOD_FAST_PATH": fast_path}
+    )
     with socket.create_connection(("127.0.0.1", server.port)) as stalled:
         stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         stalled.sendall(b"GET /big.mp4 HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -94,6 +103,7 @@ def test_grace_deadline_ends_a_stalled_transfer(start_server, tmp_path) -> None:
         server.process.send_signal(15)
         assert server.process.wait(20) == 0
         assert time.monotonic() - started < 10
+    assert access_entry(server, "/big.mp4")["status"] == 499  # cut short, as nginx logs it
 
 
 def test_header_timeout_closes_slow_clients(start_server) -> None:
