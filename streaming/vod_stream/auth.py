@@ -1,8 +1,10 @@
 """JWT bearer tokens for writes and admin calls (PyJWT, explicit algorithm list).
 
-HS256 with a shared secret and/or RS256/ES256 with a PEM public key. ``exp`` is required;
-``nbf``, ``iat``, ``iss`` and ``aud`` are checked when present or configured, with a leeway
-for clock skew. With no key configured every write is refused, never allowed.
+HS256 with a shared secret and/or a PEM public key, whose type decides the asymmetric
+algorithms it verifies (RSA: RS256, and RS384/RS512/PS* when listed; EC: the ES algorithm of its
+curve; Ed25519/Ed448: EdDSA). ``exp`` is required; ``nbf``, ``iat``, ``iss`` and ``aud`` are
+checked when present or configured, with a leeway for clock skew. With no key configured every
+write is refused, never allowed.
 """
 
 from __future__ import annotations
@@ -12,10 +14,25 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from vod_stream.config import Settings
 
 HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
+RSA_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
+EC_ALGORITHMS = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
+
+
+def key_algorithms(public_key: object) -> tuple[str, ...]:
+    """The algorithms that verify with ``public_key``'s type, the default one first."""
+    if isinstance(public_key, rsa.RSAPublicKey):
+        return RSA_ALGORITHMS
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        algorithm = EC_ALGORITHMS.get(public_key.curve.name)
+        return (algorithm,) if algorithm else ()
+    if isinstance(public_key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+        return ("EdDSA",)
+    return ()
 
 
 class AuthError(Exception):
@@ -48,9 +65,7 @@ class JwtVerifier:
             public_key = load_pem_public_key(_read(settings.jwt_public_key_file))
         algorithms = settings.jwt_algorithms
         if not algorithms:
-            algorithms = (("HS256",) if secret else ()) + (
-                ("RS256", "ES256") if public_key is not None else ()
-            )
+            algorithms = (("HS256",) if secret else ()) + key_algorithms(public_key)[:1]
         return cls(
             secret,
             public_key,
@@ -74,13 +89,13 @@ class JwtVerifier:
         token = token.strip()
         try:
             algorithm = jwt.get_unverified_header(token).get("alg")
-        except jwt.InvalidTokenError as exc:
+        except jwt.PyJWTError as exc:
             raise AuthError(401, f"invalid token: {exc}") from None
         if algorithm not in self.algorithms:
             raise AuthError(401, f"invalid token: algorithm {algorithm!r} is not accepted")
-        key = self.secret if algorithm in HMAC_ALGORITHMS else self.public_key
+        key = self._key_for(algorithm)
         if key is None:
-            raise AuthError(401, f"invalid token: no key for algorithm {algorithm!r}")
+            raise AuthError(401, f"invalid token: no configured key verifies {algorithm!r}")
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -91,9 +106,17 @@ class JwtVerifier:
                 leeway=self.leeway,
                 options={"require": ["exp"], "verify_aud": self.audience is not None},
             )
-        except jwt.InvalidTokenError as exc:
+        except (jwt.PyJWTError, TypeError, ValueError) as exc:
             raise AuthError(401, f"invalid token: {exc}") from None
         return claims
+
+    def _key_for(self, algorithm: str) -> Any | None:
+        """The secret for an HMAC algorithm; the public key only for its own key type."""
+        if algorithm in HMAC_ALGORITHMS:
+            return self.secret
+        if algorithm in key_algorithms(self.public_key):
+            return self.public_key
+        return None
 
 
 def _read(path: Path) -> bytes:

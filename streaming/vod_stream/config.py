@@ -88,6 +88,7 @@ SPECS: tuple[Spec, ...] = (
     Spec("HEADER_TIMEOUT_SECONDS", "10", _seconds, "time to receive a request's headers"),
     Spec("BODY_TIMEOUT_SECONDS", "60", _seconds, "longest pause while receiving a body"),
     Spec("IDLE_TIMEOUT_SECONDS", "75", _seconds, "keep-alive idle time before closing"),
+    Spec("SEND_TIMEOUT_SECONDS", "60", _seconds, "longest wait for a client to read (0: none)"),
     Spec("SHUTDOWN_GRACE_SECONDS", "25", _seconds, "time in-flight requests get after SIGTERM"),
     Spec("DRAIN_DELAY_SECONDS", "0", _seconds, "after SIGTERM, /readyz fails this long first"),
     Spec("SIGNED_URLS", "false", _bool, "GET/HEAD of media need a valid signature"),
@@ -98,7 +99,7 @@ SPECS: tuple[Spec, ...] = (
     Spec("CLIENT_IP_HEADER", "", _optional, "header carrying the client IP (first entry)"),
     Spec("JWT_SECRET", "", _optional, "HS256 shared secret"),
     Spec("JWT_SECRET_FILE", "", _optional_path, "file holding the HS256 shared secret"),
-    Spec("JWT_PUBLIC_KEY_FILE", "", _optional_path, "PEM public key for RS256/ES256"),
+    Spec("JWT_PUBLIC_KEY_FILE", "", _optional_path, "PEM public key (RSA, EC, Ed25519)"),
     Spec("JWT_ALGORITHMS", "", _csv, "accepted algorithms (default by key type)"),
     Spec("JWT_ISSUER", "", _optional, "required iss claim"),
     Spec("JWT_AUDIENCE", "", _optional, "required aud claim"),
@@ -126,6 +127,7 @@ class Settings:
     header_timeout_seconds: float
     body_timeout_seconds: float
     idle_timeout_seconds: float
+    send_timeout_seconds: float
     shutdown_grace_seconds: float
     drain_delay_seconds: float
     signed_urls: bool

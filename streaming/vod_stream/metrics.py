@@ -44,6 +44,10 @@ IN_FLIGHT = Gauge(
     "Requests being handled right now.",
     multiprocess_mode="livesum",
 )
+SEND_TIMEOUTS = Counter(
+    "vod_send_timeouts",
+    "Responses cut because the client read nothing for VOD_SEND_TIMEOUT_SECONDS.",
+)
 UPLOAD_BYTES = Counter("vod_upload_bytes", "Bytes received in uploads that were stored.")
 UPLOAD_FAILURES = Counter(
     "vod_upload_failures",
@@ -55,6 +59,15 @@ UPLOAD_FAILURES = Counter(
 
 def status_class(status: int) -> str:
     return f"{status // 100}xx"
+
+
+METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "POST"})
+
+
+def method_label(method: str) -> str:
+    """The ``method`` label: any other method (clients choose it) is ``other``, so the
+    number of series stays bounded."""
+    return method if method in METHODS else "other"
 
 
 _children: dict[tuple[object, ...], Any] = {}

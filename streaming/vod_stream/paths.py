@@ -34,6 +34,19 @@ def _inside(root_real: str, real: str) -> bool:
     return real.startswith(root_real.rstrip("/") + "/")
 
 
+def _root_or_inside(root_real: str, path: str) -> bool:
+    """Whether ``path``, resolved (every symlink followed), is the root or inside it."""
+    real = os.path.realpath(path)
+    return real == root_real or _inside(root_real, real)
+
+
+def _deepest_existing(path: str) -> str:
+    """``path`` or its nearest ancestor that exists (a dangling symlink counts: it exists)."""
+    while not os.path.lexists(path) and path != os.path.dirname(path):
+        path = os.path.dirname(path)
+    return path
+
+
 def real_path_of(fd: int) -> str:
     """The resolved path of an open file (one readlink on Linux, no race with renames)."""
     try:
@@ -66,16 +79,19 @@ def writable_target(root_real: str, relative: str) -> str | None:
     """The absolute path to write ``relative`` to, creating parent folders inside the root.
 
     ``None`` when a parent resolves outside the root or is not a folder, or when the target
-    exists and is not a regular file or symlink (for example a folder).
+    exists and is not a regular file or symlink (for example a folder). Nothing is created
+    unless the deepest existing ancestor resolves inside the root (a symlinked folder pointing
+    elsewhere gets no new folders), and the parent is checked again once created.
     """
     target = os.path.join(root_real, relative)
     parent = os.path.dirname(target)
+    if not _root_or_inside(root_real, _deepest_existing(parent)):
+        return None
     try:
         os.makedirs(parent, exist_ok=True)
     except OSError:
         return None
-    real_parent = os.path.realpath(parent)
-    if real_parent != root_real and not _inside(root_real, real_parent):
+    if not _root_or_inside(root_real, parent):
         return None
     try:
         existing = os.lstat(target)

@@ -72,13 +72,13 @@ def parse_http_date(value: str) -> int | None:
         return None  # a list of more than one member
     try:
         parsed = parsedate_to_datetime(value.strip())
-    except (TypeError, ValueError, IndexError):
+        if parsed.tzinfo is None:
+            if not _ASCTIME.fullmatch(value.strip()):
+                return None  # a date without a zone is not an HTTP-date (asctime is GMT)
+            parsed = parsed.replace(tzinfo=UTC)
+        return int(parsed.timestamp())
+    except Exception:  # ValueError, OverflowError, IndexError...: RFC 9110 13.1.3 ignores it
         return None
-    if parsed.tzinfo is None:
-        if not _ASCTIME.fullmatch(value.strip()):
-            return None  # a date without a zone is not an HTTP-date (asctime is implicitly GMT)
-        parsed = parsed.replace(tzinfo=UTC)
-    return int(parsed.timestamp())
 
 
 @lru_cache(maxsize=4096)

@@ -20,7 +20,7 @@ import logging
 import socket
 import time
 from http import HTTPStatus
-from typing import Any, cast
+from typing import Any
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
@@ -33,7 +33,7 @@ from vod_stream.fastpath import (
     response_head,
 )
 from vod_stream.plan import Segment
-from vod_stream.sender import sendfile_now
+from vod_stream.sender import CLIENT_CLOSED, SendTimeout, send_range, sendfile_now
 from vod_stream.server import ROUTES, MediaAnswer, RequestContext, StreamApp
 
 RESERVED = frozenset(ROUTES)
@@ -179,15 +179,16 @@ class ConnectionHandler(RequestHandler):
         head = response_head(answer.status, headers, time.time())
         body: tuple[Segment, ...] = ()
         if answer.plan is None:
-            head += answer.body
-            ctx.count(len(answer.body))
+            if request.method != "HEAD":  # RFC 9110 9.3.2: the length as for GET, no content
+                head += answer.body
+                ctx.count(len(answer.body))
         elif not answer.plan.head and answer.status != 304:
             body = answer.plan.body
         try:
             transport.write(head)
             rest = self._send_now(transport, answer, body, ctx)
         except OSError:  # the client went away
-            self._finish(app, ctx, request, status, answer, keep_alive=False)
+            self._finish(app, ctx, request, CLIENT_CLOSED, answer, keep_alive=False)
             return
         if rest is None:
             self._finish(app, ctx, request, status, answer, keep_alive)
@@ -239,18 +240,25 @@ class ConnectionHandler(RequestHandler):
                     ctx.count(len(segment))
                 else:
                     assert answer.file is not None
-                    await self._loop.sendfile(
-                        transport, cast(Any, answer.file), segment.start, segment.length
+                    await send_range(
+                        transport,
+                        answer.file,
+                        segment,
+                        app.settings.send_timeout_seconds,
+                        ctx.count,
                     )
-                    ctx.count(segment.length)
                     self._next_keepalive_close_time = self._loop.time() + _FAR
             else:
                 completed = True
+        except SendTimeout:
+            app.send_timed_out(ctx, request.path)
         except (ConnectionError, asyncio.CancelledError, RuntimeError, OSError):
             pass
         finally:
             self._sending = None
-            self._finish(app, ctx, request, status, answer, keep_alive and completed)
+            # a response not taken in full is logged as nginx does, 499, not as sent
+            final = status if completed else CLIENT_CLOSED
+            self._finish(app, ctx, request, final, answer, keep_alive and completed)
         if self._reading_paused and self.transport is not None and not self._closing:
             self.transport.resume_reading()
             self._reading_paused = False

@@ -68,8 +68,8 @@ def parse_range(value: str, size: int, max_ranges: int) -> RangeSet:
     Returns IGNORED when the header must be ignored (the whole representation is sent with 200):
     another unit, invalid syntax, more than ``max_ranges`` range-specs, or ranges adding up to
     more than the representation. Returns UNSATISFIABLE when no range overlaps it (416).
-    Otherwise the satisfiable ranges, clamped to the size, sorted and coalesced where they
-    overlap or touch.
+    Otherwise the satisfiable ranges, clamped to the size, coalesced where they overlap or
+    touch, in the order requested.
     """
     unit, sep, range_set = value.partition("=")
     if not sep or unit.lower() != "bytes":
@@ -118,12 +118,14 @@ def parse_range(value: str, size: int, max_ranges: int) -> RangeSet:
 
 
 def coalesce(ranges: list[ByteRange]) -> tuple[ByteRange, ...]:
-    """Sort ranges and merge those that overlap or are adjacent."""
-    merged: list[ByteRange] = []
-    for current in sorted(ranges, key=lambda r: r.start):
-        if merged and current.start <= merged[-1].end + 1:
-            last = merged[-1]
-            merged[-1] = ByteRange(last.start, max(last.end, current.end))
+    """Merge the ranges that overlap or are adjacent, keeping the order of the request
+    (RFC 9110 15.3.7.2): a merged range takes the place of its first-requested member."""
+    merged: list[tuple[int, ByteRange]] = []  # (index of the first member, range)
+    for index in sorted(range(len(ranges)), key=lambda i: ranges[i].start):
+        current = ranges[index]
+        if merged and current.start <= merged[-1][1].end + 1:
+            first, last = merged[-1]
+            merged[-1] = (min(first, index), ByteRange(last.start, max(last.end, current.end)))
         else:
-            merged.append(current)
-    return tuple(merged)
+            merged.append((index, current))
+    return tuple(r for _, r in sorted(merged, key=lambda m: m[0]))

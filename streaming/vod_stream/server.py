@@ -6,6 +6,7 @@ Built on aiohttp's low-level server (no router or middleware chain on the hot pa
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
@@ -28,7 +29,7 @@ from vod_stream.paths import media_path
 from vod_stream.plan import Conditions, Plan, Representation, decide
 from vod_stream.preconditions import make_etag
 from vod_stream.ranges import RangeKind
-from vod_stream.sender import send_plan
+from vod_stream.sender import CLIENT_CLOSED, ResponseCut, send_plan
 from vod_stream.tracing import request_id_for, traceparent_for
 
 ROUTES = {"/ping": "ping", "/healthz": "healthz", "/readyz": "readyz", "/metrics": "metrics"}
@@ -102,7 +103,8 @@ class StreamApp:
         """Metrics and the access-log line of a finished request."""
         metrics.IN_FLIGHT.dec()
         elapsed = time.perf_counter() - ctx.started
-        metrics.child(metrics.REQUESTS, route, method, metrics.status_class(status)).inc()
+        labels = (route, metrics.method_label(method), metrics.status_class(status))
+        metrics.child(metrics.REQUESTS, *labels).inc()
         metrics.child(metrics.DURATION, route).observe(elapsed)
         if ctx.sent:
             metrics.child(metrics.RESPONSE_BYTES, route).inc(ctx.sent)
@@ -120,6 +122,17 @@ class StreamApp:
                 traceparent=ctx.traceparent,
             )
 
+    def send_timed_out(self, ctx: RequestContext, path: str) -> None:
+        """Log and count a response cut by the send timeout."""
+        metrics.SEND_TIMEOUTS.inc()
+        logs.event(
+            "send timeout",
+            request_id=ctx.request_id,
+            path=path,
+            bytes=ctx.sent,
+            seconds=self.settings.send_timeout_seconds,
+        )
+
     async def handle(self, request: BaseRequest) -> web.StreamResponse:
         """The aiohttp entry point (every request the fast path does not take)."""
         path = request.path
@@ -133,6 +146,15 @@ class StreamApp:
                 response.force_close()
             status = response.status
             return response
+        except ResponseCut as cut:  # the client went away or stopped reading: not a 5xx
+            status = CLIENT_CLOSED
+            if cut.timed_out:
+                self.send_timed_out(ctx, path)
+            response = cut.response
+            return response
+        except asyncio.CancelledError:  # the shutdown grace deadline: not taken in full either
+            status = CLIENT_CLOSED
+            raise
         except Exception:
             logging.getLogger("vod_stream").exception(
                 "unhandled error", extra={"fields": {"request_id": ctx.request_id}}
@@ -260,6 +282,18 @@ class StreamApp:
         file = self.files.open(relative)
         if file is None:
             return MediaAnswer.error(404, "not found")
+        answer: MediaAnswer | None = None
+        try:
+            answer = self._file_answer(file, relative, method, headers)
+        finally:
+            if answer is None or answer.file is None:
+                file.close()  # an error answer or an exception: release the cache reference
+        return answer
+
+    def _file_answer(
+        self, file: SharedFile, relative: str, method: str, headers: Mapping[str, str]
+    ) -> MediaAnswer:
+        """Decide the answer for an open file; it holds ``file`` only when it sends it."""
         info = file.stat
         rep = Representation(
             size=info.st_size,
@@ -286,7 +320,6 @@ class StreamApp:
         if plan.kind is not RangeKind.NONE:
             metrics.child(metrics.RANGE_REQUESTS, plan.kind.value).inc()
         if plan.error is not None:
-            file.close()
             return MediaAnswer.error(plan.status, plan.error, plan.headers)
         return MediaAnswer(plan.status, plan.headers, plan=plan, file=file)
 
@@ -303,7 +336,14 @@ class StreamApp:
                 headers={**answer.headers, **ctx.headers, "Content-Type": "application/json"},
             )
         with answer.file:
-            return await send_plan(request, answer.plan, answer.file, ctx.headers, ctx.count)
+            return await send_plan(
+                request,
+                answer.plan,
+                answer.file,
+                ctx.headers,
+                ctx.count,
+                self.settings.send_timeout_seconds,
+            )
 
 
 def client_ip(headers: Mapping[str, str], remote: str | None, settings: Settings) -> str | None:

@@ -3,9 +3,10 @@ that die, and on SIGTERM passes the signal on and waits for them to drain, then 
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
-import shutil
+import re
 import signal
 import time
 from multiprocessing.connection import wait
@@ -21,11 +22,20 @@ READY_TIMEOUT_SECONDS = 60
 RESTART_DELAY_SECONDS = 1.0
 
 
+# prometheus_client's multiprocess files: ``<type>_<pid>.db`` (counter_12.db, gauge_livesum_12.db)
+METRICS_FILE = re.compile(r"[a-z]+(?:_[a-z]+)*_\d+\.db")
+
+
 def prepare_metrics_dir(settings: Settings) -> None:
-    """A fresh multiprocess directory per server start (stale files would skew the sums)."""
+    """A fresh multiprocess folder per server start: the previous run's metrics files are
+    removed (they would skew the sums), and nothing else, so a ``VOD_METRICS_DIR`` pointed at
+    the wrong folder (the media root) loses no files."""
     folder = settings.metrics_dir
-    shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True, exist_ok=True)
+    for entry in os.scandir(folder):
+        if METRICS_FILE.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import socket
@@ -47,13 +48,19 @@ def slow_download(port: int, path: str, result: dict[str, object], rate: int) ->
         result["sha256"] = digest.hexdigest()
 
 
-def test_sigterm_lets_a_long_transfer_finish(start_server, tmp_path) -> None:
+@pytest.mark.parametrize("fast_path", ["true", "false"])
+def test_sigterm_lets_a_long_transfer_finish(start_server, tmp_path, fast_path) -> None:
     root = tmp_path / "media"
     root.mkdir()
     payload = os.urandom(SIZE)
     (root / "long.mp4").write_bytes(payload)
     server: ServerProcess = start_server(
-        media_root=root, env={"VOD_DRAIN_DELAY_SECONDS": "1", "VOD_SHUTDOWN_GRACE_SECONDS": "20"}
+        media_root=root,
+        env={
+            "VOD_DRAIN_DELAY_SECONDS": "1",
+            "VOD_SHUTDOWN_GRACE_SECONDS": "20",
+            "VOD_FAST_PATH": fast_path,
+        },
     )
     result: dict[str, object] = {}
     reader = threading.Thread(
@@ -79,12 +86,15 @@ def test_sigterm_lets_a_long_transfer_finish(start_server, tmp_path) -> None:
     assert time.monotonic() - signalled > 1.5
 
 
-def test_grace_deadline_ends_a_stalled_transfer(start_server, tmp_path) -> None:
+@pytest.mark.parametrize("fast_path", ["true", "false"])
+def test_grace_deadline_ends_a_stalled_transfer(start_server, tmp_path, fast_path) -> None:
     root = tmp_path / "media"
     root.mkdir()
     with open(root / "big.mp4", "wb") as handle:
         handle.truncate(512 * 1024 * 1024)
-    server: ServerProcess = start_server(media_root=root, env={"VOD_SHUTDOWN_GRACE_SECONDS": "1"})
+    server: ServerProcess = start_server(
+        media_root=root, env={"VOD_SHUTDOWN_GRACE_SECONDS": "1", "VOD_FAST_PATH": fast_path}
+    )
     with socket.create_connection(("127.0.0.1", server.port)) as stalled:
         stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         stalled.sendall(b"GET /big.mp4 HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -93,6 +103,7 @@ def test_grace_deadline_ends_a_stalled_transfer(start_server, tmp_path) -> None:
         server.process.send_signal(15)
         assert server.process.wait(20) == 0
         assert time.monotonic() - started < 10
+    assert access_entry(server, "/big.mp4")["status"] == 499  # cut short, as nginx logs it
 
 
 def test_header_timeout_closes_slow_clients(start_server) -> None:
@@ -153,3 +164,80 @@ def test_metrics_are_summed_across_workers(start_server) -> None:
         if ln.startswith('vod_http_requests_total{method="GET",route="ping",status_class="2xx"}')
     )
     assert float(line.split()[-1]) == 30.0
+
+
+def media_5xx(metrics_text: str) -> list[str]:
+    return [
+        line
+        for line in metrics_text.splitlines()
+        if line.startswith("vod_http_requests_total") and 'status_class="5xx"' in line
+    ]
+
+
+def access_entry(server: ServerProcess, path: str, timeout: float = 10) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for entry in server.events("access"):
+            if entry["path"] == path:
+                return entry
+        time.sleep(0.05)
+    raise AssertionError(f"no access-log line for {path}")
+
+
+@pytest.mark.parametrize("fast_path", ["true", "false"])
+def test_send_timeout_closes_a_client_that_stops_reading(start_server, tmp_path, fast_path) -> None:
+    root = tmp_path / "media"
+    root.mkdir()
+    size = 64 * 1024 * 1024
+    with open(root / "big.mp4", "wb") as handle:
+        handle.truncate(size)
+    timeout = 1
+    server: ServerProcess = start_server(
+        media_root=root,
+        env={"VOD_SEND_TIMEOUT_SECONDS": str(timeout), "VOD_FAST_PATH": fast_path},
+    )
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(30)
+        sock.connect(("127.0.0.1", server.port))
+        sock.sendall(b"GET /big.mp4 HTTP/1.1\r\nHost: x\r\n\r\n")
+        started = time.monotonic()
+        # never read until the server gave up; then reading ends (EOF or reset) far short of
+        # the file: a server still holding the connection would send all 64 MiB and wait
+        event = server.wait_for_event("send timeout", timeout=timeout + 10)
+        received = 0
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                received += len(chunk)
+        assert time.monotonic() - started < timeout + 10
+    assert received < size // 2
+    assert event["path"] == "/big.mp4"
+    assert access_entry(server, "/big.mp4")["status"] == 499
+    text = httpx.get(f"{server.url}/metrics").text
+    assert "vod_send_timeouts_total 1.0" in text
+    assert media_5xx(text) == []
+    with server.client() as c:  # still healthy, and the file is still served
+        assert c.get("/healthz").status_code == 200
+        assert c.get("/big.mp4", headers={"Range": "bytes=0-9"}).content == bytes(10)
+
+
+@pytest.mark.parametrize("fast_path", ["true", "false"])
+def test_client_abort_mid_body_is_499_not_an_error(start_server, tmp_path, fast_path) -> None:
+    root = tmp_path / "media"
+    root.mkdir()
+    with open(root / "big.mp4", "wb") as handle:
+        handle.truncate(64 * 1024 * 1024)
+    server: ServerProcess = start_server(media_root=root, env={"VOD_FAST_PATH": fast_path})
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        sock.sendall(b"GET /big.mp4 HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status_of(sock.recv(65536)) == 200
+        time.sleep(0.2)
+    # closed with unread bytes: the kernel resets the connection mid-body
+    entry = access_entry(server, "/big.mp4")
+    assert entry["status"] == 499
+    assert int(str(entry["bytes"])) < 64 * 1024 * 1024
+    text = httpx.get(f"{server.url}/metrics").text
+    assert 'method="GET",route="media",status_class="4xx"' in text
+    assert media_5xx(text) == []
+    assert [e for e in server.logs if e.get("level") == "error"] == []

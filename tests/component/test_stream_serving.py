@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,8 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.component.conftest import ServerProcess
+from tests.component.conftest import ServerProcess, status_of
 from tests.unit.stream.multipart import boundary_of, parse_byteranges
+from tests.unit.stream.range_model import expected
 
 pytestmark = pytest.mark.component
 
@@ -88,7 +91,8 @@ def test_multiple_ranges_are_multipart(client: httpx.Client) -> None:
     assert r.status_code == 206
     assert int(r.headers["content-length"]) == len(r.content)
     parts = parse_byteranges(r.content, boundary_of(r.headers["content-type"]))
-    assert [(s, e) for s, e, *_ in parts] == [(0, 9), (1000, 2500), (len(BIG) - 10, len(BIG) - 1)]
+    # in the order requested; the two overlapping ranges merged in the place of the first
+    assert [(s, e) for s, e, *_ in parts] == [(0, 9), (len(BIG) - 10, len(BIG) - 1), (1000, 2500)]
     for start, end, size, ctype, payload in parts:
         assert (size, ctype) == (len(BIG), "video/mp4")
         assert payload == BIG[start : end + 1]
@@ -144,6 +148,25 @@ def test_conditionals(client: httpx.Client) -> None:
     assert client.head("/movies/big.mp4", headers={"If-Match": etag}).status_code == 200
 
 
+HUGE_YEAR = "Mon, 01 Jan 99999999999999999999 00:00:00 GMT"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"If-Modified-Since": HUGE_YEAR},
+        {"If-Unmodified-Since": HUGE_YEAR},
+        {"If-Modified-Since": "Mon, 32 Jan 2000 00:00:00 GMT"},
+        {"Range": "bytes=5-9", "If-Range": HUGE_YEAR},  # no match: the whole file
+    ],
+)
+def test_invalid_dates_are_ignored(client: httpx.Client, headers: dict[str, str]) -> None:
+    """RFC 9110 13.1.3/13.1.4/13.1.5: an invalid date is ignored (If-Range: no match)."""
+    r = client.get("/movies/big.mp4", headers=headers)
+    assert (r.status_code, len(r.content)) == (200, len(BIG))
+    assert r.content == BIG
+
+
 def test_empty_and_one_byte_files(client: httpx.Client) -> None:
     empty = client.get("/empty.webm")
     assert (empty.status_code, empty.content, empty.headers["content-length"]) == (200, b"", "0")
@@ -185,6 +208,58 @@ def test_no_directory_listing_and_json_errors(client: httpx.Client) -> None:
     assert "GET" in r.headers["allow"]
 
 
+def content_length(head: bytes) -> int:
+    line = next(h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length:"))
+    return int(line.split(b":", 1)[1])
+
+
+def read_response(sock: socket.socket, buffered: bytes, head_only: bool) -> tuple[bytes, bytes]:
+    """One response from ``sock`` (after ``buffered``): its head and body, and the bytes
+    after it. ``head_only``: a response to HEAD, whose Content-Length announces no body."""
+    data = buffered
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, data
+        data += chunk
+    head, _, data = data.partition(b"\r\n\r\n")
+    length = 0 if head_only else content_length(head)
+    while len(data) < length:
+        chunk = sock.recv(65536)
+        assert chunk
+        data += chunk
+    return head + b"\r\n\r\n" + data[:length], data[length:]
+
+
+@pytest.mark.parametrize(
+    ("path", "extra", "status"),
+    [("/missing.mp4", "", 404), ("/one.ts", 'If-Match: "nope"\r\n', 412)],
+)
+def test_head_errors_have_no_body(
+    server: ServerProcess, path: str, extra: str, status: int
+) -> None:
+    """RFC 9110 9.3.2: a HEAD error keeps GET's Content-Length but sends no content, so the
+    next response on the connection starts right after its head."""
+    requests = (
+        f"HEAD {path} HTTP/1.1\r\nHost: x\r\n{extra}\r\n"
+        "GET /one.ts HTTP/1.1\r\nHost: x\r\n\r\n"
+        f"HEAD {path} HTTP/1.1\r\nHost: x\r\n{extra}\r\n"
+        "GET /one.ts HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(requests.encode())
+        rest = b""
+        for _ in range(2):
+            head, rest = read_response(sock, rest, head_only=True)
+            assert status_of(head) == status
+            assert content_length(head) > 0  # the length of the JSON error a GET gets
+            got, rest = read_response(sock, rest, head_only=False)
+            assert status_of(got) == 200
+            assert got.endswith(b"\r\n\r\nx")
+        while chunk := sock.recv(65536):
+            rest += chunk
+    assert rest == b""
+
+
 def test_operational_endpoints(client: httpx.Client, server: ServerProcess) -> None:
     client.get("/movies/big.mp4", headers={"Range": "bytes=0-0,5-5"})
     client.get("/movies/big.mp4", headers={"Range": "bytes=-1"})
@@ -200,6 +275,18 @@ def test_operational_endpoints(client: httpx.Client, server: ServerProcess) -> N
     assert "vod_http_request_duration_seconds_bucket" in text
     assert "vod_http_requests_in_flight" in text
     assert "vod_http_response_body_bytes_total" in text
+
+
+def test_method_label_is_bounded(server: ServerProcess) -> None:
+    """Clients choose the method; the metric label takes only the known ones, else "other"."""
+    with server.client() as c:
+        for method in ("PATCH", "PROPFIND", "PURGE", "MKCOL"):  # aiohttp's parser knows these
+            assert c.request(method, "/one.ts").status_code == 405
+        assert c.request("PURGE", "/ping").status_code == 405
+        text = c.get("/metrics").text
+    labels = set(re.findall(r'^vod_http_requests_total\{method="([^"]*)"', text, re.MULTILINE))
+    assert "other" in labels
+    assert labels <= {"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "POST", "other"}
 
 
 def test_access_log_carries_request_id_and_traceparent(
@@ -243,21 +330,26 @@ specs = st.one_of(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(items=st.lists(specs, min_size=1, max_size=5))
-def test_property_live_bodies_match_slices(client: httpx.Client, items: list[str]) -> None:
+def test_property_live_answers_match_the_model(client: httpx.Client, items: list[str]) -> None:
+    """Status, headers and bytes as the model predicts (a server that always answered 200
+    with the whole file, or sorted the parts, fails)."""
     r = client.get("/movies/big.mp4", headers={"Range": "bytes=" + ",".join(items)})
-    assert int(r.headers.get("content-length", len(r.content))) == len(r.content)
-    if r.status_code == 200:
+    model = expected(items, len(BIG), 16)
+    assert r.status_code == model.status, (items, model)
+    assert int(r.headers["content-length"]) == len(r.content)
+    if model.kind == "ignored":
+        assert "content-range" not in r.headers
         assert r.content == BIG
-    elif r.status_code == 416:
+    elif model.kind == "unsatisfiable":
         assert r.headers["content-range"] == f"bytes */{len(BIG)}"
-    elif r.headers["content-type"].startswith("multipart/byteranges"):
-        for start, end, _size, _ctype, payload in parse_byteranges(
-            r.content, boundary_of(r.headers["content-type"])
-        ):
+    elif model.kind == "multi":
+        parts = parse_byteranges(r.content, boundary_of(r.headers["content-type"]))
+        assert [(start, end) for start, end, *_ in parts] == model.ranges
+        for start, end, _size, _ctype, payload in parts:
             assert payload == BIG[start : end + 1]
     else:
-        assert r.status_code == 206
-        start, end = map(int, r.headers["content-range"].split(" ")[1].split("/")[0].split("-"))
+        [(start, end)] = model.ranges
+        assert r.headers["content-range"] == f"bytes {start}-{end}/{len(BIG)}"
         assert r.content == BIG[start : end + 1]
 
 

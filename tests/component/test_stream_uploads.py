@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import os
 import resource
 import socket
@@ -64,6 +68,27 @@ def test_put_get_replace_delete(start_server) -> None:
     assert not (server.media_root.parent / "escape.mp4").exists()
 
 
+def test_put_creates_no_folder_through_a_symlink_out_of_the_root(start_server, tmp_path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root = tmp_path / "media"
+    (root / "inside").mkdir(parents=True)
+    os.symlink(outside, root / "dir-out")
+    os.symlink(tmp_path / "nowhere", root / "dangling")
+    os.symlink(root / "inside", root / "dir-in")
+    server: ServerProcess = start_server(media_root=root, env=JWT_ENV)
+    with server.client() as c:
+        for target in ("/dir-out/new/deeper/clip.mp4", "/dir-out/clip.mp4", "/dangling/a/b.mp4"):
+            r = c.put(target, content=b"x", headers=auth())
+            assert r.status_code in (404, 409), (target, r.status_code)
+        # a symlinked folder that stays inside the root is still written through
+        assert c.put("/dir-in/new/clip.mp4", content=b"in", headers=auth()).status_code == 201
+    assert list(outside.iterdir()) == []
+    assert not (tmp_path / "nowhere").exists()
+    assert (root / "inside" / "new" / "clip.mp4").read_bytes() == b"in"
+    assert staging_is_empty(root)
+
+
 def test_tokens_are_checked(start_server) -> None:
     server: ServerProcess = start_server(
         env={**JWT_ENV, "VOD_JWT_ISSUER": "issuer-a", "VOD_JWT_AUDIENCE": "vod"}
@@ -113,28 +138,80 @@ def test_writes_refused_without_a_key(start_server) -> None:
 
 @pytest.mark.parametrize("kind", ["RS256", "ES256"])
 def test_public_key_tokens(start_server, tmp_path: Path, kind: str) -> None:
-    private = (
-        rsa.generate_private_key(65537, 2048)
-        if kind == "RS256"
-        else ec.generate_private_key(ec.SECP256R1())
-    )
+    private = rsa_key() if kind == "RS256" else ec.generate_private_key(ec.SECP256R1())
     pem = private.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     (tmp_path / "pub.pem").write_bytes(pem)
     server: ServerProcess = start_server(env={"VOD_JWT_PUBLIC_KEY_FILE": str(tmp_path / "pub.pem")})
-    signing_key = private.private_bytes(
+    other = ec.generate_private_key(ec.SECP256R1()) if kind == "RS256" else rsa_key()
+    other_kind = "ES256" if kind == "RS256" else "RS256"
+    with server.client() as c:
+        ok = make_token(secret=pem_of(private), algorithm=kind)
+        assert c.put("/k.mp4", content=b"x", headers=auth(ok)).status_code == 201
+        # an HS256 token signed with the public key's PEM text (algorithm confusion)
+        refused = c.put("/k.mp4", content=b"y", headers=auth(hmac_token(pem)))
+        assert refused.status_code == 401
+        assert refused.json()["error"]["message"].startswith("invalid token")
+        # a token of the other key type (used to raise TypeError inside PyJWT: a 500)
+        wrong_type = make_token(secret=pem_of(other), algorithm=other_kind)
+        refused = c.put("/k.mp4", content=b"y", headers=auth(wrong_type))
+        assert refused.status_code == 401
+        assert "not accepted" in refused.json()["error"]["message"]
+    assert (server.media_root / "k.mp4").read_bytes() == b"x"
+
+
+def test_listed_algorithms_only_use_a_key_of_their_type(start_server, tmp_path: Path) -> None:
+    """Listed algorithms with an RSA key: an ES256 or HS256 token is a 401, never a 500."""
+    private = rsa_key()
+    pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    (tmp_path / "pub.pem").write_bytes(pem)
+    server: ServerProcess = start_server(
+        env={
+            "VOD_JWT_PUBLIC_KEY_FILE": str(tmp_path / "pub.pem"),
+            "VOD_JWT_ALGORITHMS": "HS256,RS256,ES256",
+        }
+    )
+    attacker = ec.generate_private_key(ec.SECP256R1())
+    with server.client() as c:
+        for token in (
+            make_token(secret=pem_of(attacker), algorithm="ES256"),
+            hmac_token(pem),  # HS256 is listed, but no secret is configured
+        ):
+            r = c.put("/k.mp4", content=b"y", headers=auth(token))
+            assert r.status_code == 401, r.text
+            assert "no configured key verifies" in r.json()["error"]["message"]
+        good = make_token(secret=pem_of(private), algorithm="RS256")
+        assert c.put("/k.mp4", content=b"x", headers=auth(good)).status_code == 201
+    assert (server.media_root / "k.mp4").read_bytes() == b"x"
+
+
+def rsa_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(65537, 2048)
+
+
+def pem_of(private: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> str:
+    return private.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     ).decode()
-    with server.client() as c:
-        ok = make_token(secret=signing_key, algorithm=kind)
-        assert c.put("/k.mp4", content=b"x", headers=auth(ok)).status_code == 201
-        # an HS256 token signed with the public key text must not pass (algorithm confusion)
-        confused = make_token(secret="x" * 40)
-        assert c.put("/k.mp4", content=b"y", headers=auth(confused)).status_code == 401
-    assert (server.media_root / "k.mp4").read_bytes() == b"x"
+
+
+def hmac_token(secret: bytes) -> str:
+    """An HS256 JWT signed with ``secret``, built by hand: PyJWT refuses a PEM key as an HMAC
+    secret, an attacker's code does not."""
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    now = int(time.time())
+    header = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    claims = b64(json.dumps({"sub": "tester", "iat": now, "exp": now + 300}).encode())
+    signature = hmac.new(secret, f"{header}.{claims}".encode(), hashlib.sha256).digest()
+    return f"{header}.{claims}.{b64(signature)}"
 
 
 def test_size_limit_413(start_server) -> None:

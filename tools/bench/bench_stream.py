@@ -76,7 +76,11 @@ def free_port() -> int:
 
 
 def ensure_file() -> None:
+    """The 1 GiB file (made once) and the wrk scripts (written every run, so they match this
+    version of the script even when the file was made by an earlier one)."""
     MEDIA.mkdir(parents=True, exist_ok=True)
+    (BENCH / "range.lua").write_text(RANGE_LUA)
+    (BENCH / "open.lua").write_text(OPEN_LUA)
     if BIG.exists() and BIG.stat().st_size == BIG_SIZE:
         return
     print(f"creating {BIG} (1 GiB of random bytes)", flush=True)
@@ -84,8 +88,6 @@ def ensure_file() -> None:
     with open(BIG, "wb") as handle:
         for _ in range(BIG_SIZE // len(block)):
             handle.write(block)
-    (BENCH / "range.lua").write_text(RANGE_LUA)
-    (BENCH / "open.lua").write_text(OPEN_LUA)
 
 
 def warm_cache() -> None:

@@ -23,7 +23,7 @@ def test_defaults_match_the_contract():
         60,
         75,
     )
-    assert s.shutdown_grace_seconds == 25
+    assert (s.shutdown_grace_seconds, s.send_timeout_seconds) == (25, 60)
     assert not s.signed_urls
     assert s.signing_keys_dir == Path("/etc/vod/signing")
     assert (s.signed_url_ttl_seconds, s.signed_url_bind_ip) == (3600, False)

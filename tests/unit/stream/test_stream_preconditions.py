@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from vod_stream.preconditions import (
     EntityTag,
@@ -70,10 +72,31 @@ def test_http_date_formats(value):
 
 @pytest.mark.parametrize(
     "value",
-    ["", "yesterday", "Sun, 06 Nov 1994 08:49:37", "Sun, 06 Nov 1994 08:49:37 GMT, Mon, 07 Nov"],
+    [
+        "",
+        "yesterday",
+        "Sun, 06 Nov 1994 08:49:37",
+        "Sun, 06 Nov 1994 08:49:37 GMT, Mon, 07 Nov",
+        "Mon, 01 Jan 99999999999999999999 00:00:00 GMT",  # OverflowError in the stdlib
+        "Mon, 32 Jan 2000 00:00:00 GMT",
+        "Mon, 01 Jan 2000 24:00:00 GMT",
+        "Mon, 01 Jan 2000 00:00:00 +9999",
+        "Mon Jan  1 00:00:00 99999999999999999999",
+    ],
 )
 def test_invalid_http_dates(value):
     assert parse_http_date(value) is None
+
+
+@given(st.text())
+def test_property_any_text_is_a_date_or_none(value):
+    assert parse_http_date(value) is None or isinstance(parse_http_date(value), int)
+
+
+@given(st.integers(0, 2**70))
+def test_property_any_year_is_a_date_or_none(year):
+    parsed = parse_http_date(f"Mon, 01 Jan {year} 00:00:00 GMT")
+    assert parsed is None or isinstance(parsed, int)
 
 
 def test_format_http_date_round_trip():
@@ -90,3 +113,4 @@ def test_if_range():
     assert not if_range_matches("Sun, 06 Nov 1994 08:49:38 GMT", TAG, EPOCH)  # exact only
     assert not if_range_matches("Sun, 06 Nov 1994 08:49:36 GMT", TAG, EPOCH)
     assert not if_range_matches("not a date", TAG, EPOCH)
+    assert not if_range_matches("Mon, 01 Jan 99999999999999999999 00:00:00 GMT", TAG, EPOCH)
