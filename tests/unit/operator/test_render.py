@@ -1,31 +1,23 @@
 """render(): golden files for the examples, plus the rules every rendering must keep.
 
-Regenerate the golden files with `make golden` and review the diff like code.
+Regenerate the golden files with `make golden` (tests/unit/operator/update_golden.py, not a
+test: a test run never writes them) and review the diff like code.
 """
 
 from __future__ import annotations
 
-import base64
 import copy
-import os
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.unit.operator import crdschema
+from tests.unit.operator import crdschema, update_golden
+from tests.unit.operator.update_golden import CASES, KEYS
 from vod_operator import naming
 from vod_operator.render import RenderError, RenderInputs, desired_kinds, render
 
 pytestmark = pytest.mark.unit
-
-GOLDEN = Path(__file__).parent / "golden"
-KEYS = {"k-test": base64.b64encode(bytes(range(32))).decode()}
-CASES = {
-    "minimal": ("demo", RenderInputs()),
-    "full": ("showcase", RenderInputs(signing_keys=KEYS, monitoring_available=True)),
-}
 
 
 def _by_kind(manifests: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -39,12 +31,10 @@ def _deployment_env(manifests: list[dict[str, Any]]) -> dict[str, str]:
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_golden(case: str) -> None:
-    name, inputs = CASES[case]
-    text = yaml.safe_dump_all(render(crdschema.example_platform(name), inputs), sort_keys=False)
-    path = GOLDEN / f"{case}.yaml"
-    if os.environ.get("UPDATE_GOLDEN"):
-        path.write_text(text)
-    assert text == path.read_text(), f"{path} is stale: run `make golden` and review the diff"
+    path = update_golden.path(case)
+    assert update_golden.rendered(case) == path.read_text(), (
+        f"{path} is stale: run `make golden` and review the diff"
+    )
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
