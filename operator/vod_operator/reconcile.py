@@ -181,6 +181,11 @@ class Reconciler:
 
     @staticmethod
     def _needs_apply(manifest: Mapping[str, Any], current: Mapping[str, Any]) -> bool:
+        # A different applied-hash means the rendering changed since the last apply, maybe by
+        # dropping fields: only an apply makes the API server remove what we stopped sending.
+        if _applied_hash(current) != _applied_hash(manifest):
+            return True
+        # Same rendering, but someone edited a field we own.
         if compare.drift(manifest, current) is not None:
             return True
         # We still hold spec.replicas although an HPA should own it now: release it.
@@ -291,6 +296,12 @@ def unimplemented_features(spec: Mapping[str, Any]) -> list[str]:
 def _owned_by(obj: Mapping[str, Any], uid: str) -> bool:
     refs = obj.get("metadata", {}).get("ownerReferences", [])
     return any(ref.get("uid") == uid and ref.get("controller") for ref in refs)
+
+
+def _applied_hash(obj: Mapping[str, Any]) -> str | None:
+    annotations = obj.get("metadata", {}).get("annotations") or {}
+    value = annotations.get(naming.APPLIED_HASH_ANNOTATION)
+    return None if value is None else str(value)
 
 
 def _owns_replicas(live: Mapping[str, Any], manager: str) -> bool:

@@ -244,6 +244,65 @@ def test_children_follow_spec_edits(namespace: Namespace) -> None:
     )
 
 
+WITH_EXTRAS = """
+resources: {requests: {cpu: 100m}, limits: {cpu: '2', memory: 512Mi}}
+security:
+  cors: {allowedOrigins: ['https://app.example.com']}
+  jwt: {secretName: jwt-key}
+ingress:
+  enabled: true
+  host: videos.example.com
+  className: nginx
+  tlsSecretName: videos-tls
+  annotations: {example.com/proxy-body-size: '0'}
+"""
+WITHOUT_EXTRAS = """
+resources: {requests: {cpu: 100m}, limits: {memory: 512Mi}}
+ingress: {enabled: true, host: videos.example.com}
+"""
+
+
+def test_fields_removed_from_the_spec_leave_the_children(namespace: Namespace) -> None:
+    ns = namespace
+    ns.apply(platform("trim", WITH_EXTRAS))
+
+    def config() -> dict[str, str]:
+        data: dict[str, str] = ns.get("configmap", "trim-stream-config")["data"]
+        return data
+
+    def pod() -> dict[str, Any]:
+        spec: dict[str, Any] = ns.get("deployment", "trim-stream")["spec"]["template"]["spec"]
+        return spec
+
+    eventually(lambda: ns.exists("ingress", "trim-stream"))
+    assert config()["VOD_CORS_ALLOWED_ORIGINS"] == "https://app.example.com"
+    assert config()["VOD_JWT_SECRET_FILE"] == "/etc/vod/jwt/key"
+    assert "jwt" in {v["name"] for v in pod()["volumes"]}
+    ingress = ns.get("ingress", "trim-stream")
+    assert ingress["metadata"]["annotations"]["example.com/proxy-body-size"] == "0"
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+
+    ns.apply(platform("trim", WITHOUT_EXTRAS))  # kubectl apply drops the removed fields
+
+    eventually(lambda: "VOD_CORS_ALLOWED_ORIGINS" not in config())
+    assert "VOD_JWT_SECRET_FILE" not in config()
+    eventually(lambda: "jwt" not in {v["name"] for v in pod()["volumes"]})
+    container = pod()["containers"][0]
+    assert "jwt" not in {m["name"] for m in container["volumeMounts"]}
+    assert container["resources"]["limits"] == {"memory": "512Mi"}
+
+    def ingress_trimmed() -> bool:
+        ing = ns.get("ingress", "trim-stream")
+        return (
+            "example.com/proxy-body-size" not in ing["metadata"].get("annotations", {})
+            and "ingressClassName" not in ing["spec"]
+            and "tls" not in ing["spec"]
+        )
+
+    eventually(ingress_trimmed)
+    wait_ready(ns, "trim")
+
+
 def test_signing_key_is_generated_once_and_kept(namespace: Namespace) -> None:
     ns = namespace
     ns.apply(platform("sig", "security: {signedUrls: {enabled: true}}"))

@@ -15,7 +15,14 @@ import yaml
 from tests.unit.operator import crdschema, update_golden
 from tests.unit.operator.update_golden import CASES, KEYS
 from vod_operator import naming
-from vod_operator.render import RenderError, RenderInputs, desired_kinds, render
+from vod_operator.render import (
+    RenderError,
+    RenderInputs,
+    applied_hash,
+    desired_kinds,
+    render,
+    stamp,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -56,6 +63,7 @@ def test_every_child_is_labelled_owned_and_canonical(case: str) -> None:
                 "blockOwnerDeletion": True,
             }
         ]
+        assert meta["annotations"][naming.APPLIED_HASH_ANNOTATION] == applied_hash(manifest)
         text = yaml.safe_dump(manifest)
         assert "null" not in text
         assert "[]" not in text
@@ -174,3 +182,41 @@ def test_emptydir_origin_and_public_key_jwt() -> None:
     media = next(v for v in pod["volumes"] if v["name"] == "media")
     assert media == {"name": "media", "emptyDir": {"sizeLimit": "1Gi"}}
     assert _deployment_env(manifests)["VOD_JWT_PUBLIC_KEY_FILE"] == "/etc/vod/jwt/key"
+
+
+def test_applied_hash_ignores_itself_and_changes_with_any_field() -> None:
+    manifest = {"kind": "ConfigMap", "metadata": {"name": "x"}, "data": {"A": "1"}}
+    stamped = stamp(manifest)
+    assert stamped["metadata"]["annotations"] == {
+        naming.APPLIED_HASH_ANNOTATION: applied_hash(manifest)
+    }
+    assert "annotations" not in manifest["metadata"]  # the input is left alone
+    assert applied_hash(stamped) == applied_hash(manifest)
+    assert stamp(stamped) == stamped
+    with_annotation = {**manifest, "metadata": {"name": "x", "annotations": {"a": "b"}}}
+    assert applied_hash(with_annotation) != applied_hash(manifest)
+    assert applied_hash({**manifest, "data": {"A": "2"}}) != applied_hash(manifest)
+
+
+def test_removed_spec_fields_change_the_applied_hash_of_their_children() -> None:
+    """The reconciler applies on a hash change: that is how removed fields leave the children."""
+    platform = crdschema.example_platform("showcase")
+    before = _by_kind(render(platform, CASES["full"][1]))
+    trimmed = copy.deepcopy(platform)
+    del trimmed["spec"]["security"]["cors"]
+    del trimmed["spec"]["security"]["jwt"]
+    trimmed["spec"]["ingress"].pop("annotations", None)
+    after = _by_kind(render(trimmed, CASES["full"][1]))
+
+    def hash_of(m: dict[str, Any]) -> str:
+        value: str = m["metadata"]["annotations"][naming.APPLIED_HASH_ANNOTATION]
+        return value
+
+    for kind in ("ConfigMap", "Deployment", "Ingress"):
+        assert hash_of(before[kind]) != hash_of(after[kind]), kind
+    assert hash_of(before["Service"]) == hash_of(after["Service"])
+    assert "VOD_CORS_ALLOWED_ORIGINS" not in after["ConfigMap"]["data"]
+    assert "VOD_JWT_SECRET_FILE" not in after["ConfigMap"]["data"]
+    volumes = after["Deployment"]["spec"]["template"]["spec"]["volumes"]
+    assert "jwt" not in {v["name"] for v in volumes}
+    assert set(after["Ingress"]["metadata"]["annotations"]) == {naming.APPLIED_HASH_ANNOTATION}
