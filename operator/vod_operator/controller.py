@@ -3,7 +3,9 @@
 Every trigger (a VideoPlatform event, an event on a labelled child, a resync tick) enqueues
 the platform's key. Each key is reconciled by at most one worker at a time; triggers that
 arrive meanwhile coalesce into one more pass. A failed pass is retried with exponential
-backoff (1 s doubling up to `max_backoff`), never in a tight loop.
+backoff (1 s doubling up to `max_backoff`), never in a tight loop; a pass whose only errors
+were 422 Invalid refusals is not retried (the same spec would be refused again; a spec change
+or a child event brings the next pass).
 """
 
 from __future__ import annotations
@@ -105,7 +107,10 @@ class Controller:
                     return
                 if failed:
                     # Triggers that came in meanwhile wait for the backoff: no tight loops.
-                    self._schedule_retry(key, state)
+                    if result is None or result.retry or state.dirty:
+                        self._schedule_retry(key, state)
+                    else:
+                        log.info("%s/%s: refused as invalid; waiting for a change", *key)
                     return
                 state.failures = 0
                 if not state.dirty:

@@ -23,6 +23,20 @@ class Monitoring(Enum):
     DISABLED = "Disabled"
     ENABLED = "Enabled"
     CRDS_MISSING = "MonitoringCRDsNotInstalled"
+    #: Discovery failed and there is no earlier verdict to keep.
+    UNKNOWN = "DiscoveryFailed"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a reconcile pass fell short: a CamelCase reason and the API server's words."""
+
+    reason: str
+    message: str
+
+
+#: Failures to observe the cluster, as opposed to the API server refusing a change.
+OBSERVATION_FAILURES = frozenset({"DiscoveryFailed", "ListFailed", "ReadFailed"})
 
 
 @dataclass(frozen=True)
@@ -37,7 +51,9 @@ class Observed:
     monitoring: Monitoring
     previous: Mapping[str, Any]
     now: str
-    apply_error: str | None = None
+    failure: Failure | None = None
+    #: False when the children could not be listed: `deployment` is then unknown, not absent.
+    deployment_observed: bool = True
 
 
 @dataclass(frozen=True)
@@ -116,10 +132,17 @@ def condition(status: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
     return next((c for c in status.get("conditions", []) if c.get("type") == kind), None)
 
 
-def _ready(observed: Observed, rollout: _Rollout | None) -> tuple[bool, str, str]:
+Verdict = tuple[bool | None, str, str]  # status (None: Unknown), reason, message
+
+
+def _ready(observed: Observed, rollout: _Rollout | None) -> Verdict:
+    failure = observed.failure
+    if not observed.deployment_observed:
+        message = failure.message if failure else "the streaming Deployment could not be read"
+        return None, failure.reason if failure else "Unknown", message
     if rollout is None:
-        if observed.apply_error:
-            return False, "ApplyFailed", observed.apply_error
+        if failure is not None:
+            return False, failure.reason, failure.message
         return False, "DeploymentMissing", "the streaming Deployment does not exist yet"
     if rollout.desired == 0:
         return False, "ScaledToZero", "spec.replicas is 0: no streaming pod runs"
@@ -128,11 +151,11 @@ def _ready(observed: Observed, rollout: _Rollout | None) -> tuple[bool, str, str
     return False, "ReplicasNotReady", rollout.summary()
 
 
-def _progressing(observed: Observed, rollout: _Rollout | None) -> tuple[bool, str, str]:
+def _progressing(observed: Observed, rollout: _Rollout | None) -> Verdict:
     if observed.suspended:
         return False, "Suspended", "reconciliation is paused by spec.suspend"
-    if observed.apply_error:
-        return False, "ApplyFailed", observed.apply_error
+    if observed.failure is not None:
+        return False, observed.failure.reason, observed.failure.message
     if rollout is None:
         return True, "Creating", "creating the streaming Deployment"
     if rollout.deadline_exceeded:
@@ -142,33 +165,35 @@ def _progressing(observed: Observed, rollout: _Rollout | None) -> tuple[bool, st
     return False, "RolloutComplete", rollout.summary()
 
 
-def _degraded(observed: Observed, rollout: _Rollout | None) -> tuple[bool, str, str]:
-    if observed.apply_error:
-        return True, "ApplyFailed", observed.apply_error
+def _degraded(observed: Observed, rollout: _Rollout | None) -> Verdict:
+    if observed.failure is not None:
+        return True, observed.failure.reason, observed.failure.message
     if rollout is not None and rollout.deadline_exceeded:
         return True, "ProgressDeadlineExceeded", rollout.summary()
     return False, "AsExpected", "no known problem"
 
 
-def _monitoring(monitoring: Monitoring) -> tuple[bool, str, str]:
+def _monitoring(monitoring: Monitoring) -> Verdict:
     messages = {
         Monitoring.DISABLED: "spec.monitoring.enabled is false",
         Monitoring.ENABLED: "ServiceMonitor and PrometheusRule are applied",
         Monitoring.CRDS_MISSING: "monitoring.coreos.com/v1 is not served: install the "
         "Prometheus Operator CRDs to get a ServiceMonitor and PrometheusRule",
+        Monitoring.UNKNOWN: "discovery of monitoring.coreos.com/v1 failed",
     }
-    return monitoring is Monitoring.ENABLED, monitoring.value, messages[monitoring]
+    flag = None if monitoring is Monitoring.UNKNOWN else monitoring is Monitoring.ENABLED
+    return flag, monitoring.value, messages[monitoring]
 
 
 def _condition(
     previous: Mapping[str, Any] | None,
     kind: str,
-    flag: bool,
+    flag: bool | None,
     reason: str,
     message: str,
     observed: Observed,
 ) -> Condition:
-    status = "True" if flag else "False"
+    status = "Unknown" if flag is None else "True" if flag else "False"
     flipped = previous is None or previous.get("status") != status
     return {
         "type": kind,
@@ -184,7 +209,7 @@ def _phase(observed: Observed, conditions: Sequence[Condition]) -> str:
     state = {c["type"]: c for c in conditions}
     if observed.suspended:
         return "Suspended"
-    if observed.apply_error:
+    if observed.failure is not None and observed.failure.reason not in OBSERVATION_FAILURES:
         return "Failed"
     if state["Ready"]["status"] == "True":
         return "Ready"

@@ -406,6 +406,15 @@ def test_a_refused_child_is_reported_not_crashed(
     ).stdout  # fmt: skip
     assert events.strip()
     assert operator.alive()
+    # Refused as invalid: the same spec would be refused again, so it is not retried.
+    time.sleep(4)  # the pass its own children's events asked for has run by now
+
+    def deployment_applies() -> int:  # server-side applies: only the operator sends them
+        return write_counts(ns.cluster).get(("APPLY", "deployments", ""), 0)
+
+    before = deployment_applies()
+    time.sleep(12)  # the fixture's backoff (1 s doubling to 10 s) would retry 2-3 times here
+    assert deployment_applies() == before
     # Fixing the spec heals it.
     ns.kubectl(
         "patch", "vp/ouch", "--type=merge", "-p",

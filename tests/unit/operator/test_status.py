@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from vod_operator import status
-from vod_operator.status import Monitoring, Observed
+from vod_operator.status import Failure, Monitoring, Observed
 
 pytestmark = pytest.mark.unit
 
@@ -88,7 +88,8 @@ def test_rollouts_in_flight_are_progressing(dep: dict[str, Any]) -> None:
 
 
 def test_apply_error_is_degraded_and_failed() -> None:
-    st = status.compute(observe(deployment(), apply_error="Deployment/x: bad cpu"))
+    failure = Failure("ApplyFailed", "Deployment/x: bad cpu")
+    st = status.compute(observe(deployment(), failure=failure))
     assert st["phase"] == "Failed"
     degraded = status.condition(st, "Degraded")
     assert degraded is not None
@@ -117,6 +118,29 @@ def test_deadline_exceeded_is_degraded() -> None:
     st = status.compute(observe(dep))
     assert conditions(st)["Degraded"] == ("True", "ProgressDeadlineExceeded")
     assert st["phase"] == "Degraded"
+
+
+# -- failures to observe ------------------------------------------------------------------
+
+
+def test_list_failure_makes_ready_unknown_and_degraded() -> None:
+    failure = Failure("ListFailed", "deployments is forbidden")
+    previous = status.compute(observe(deployment()))
+    st = status.compute(
+        observe(None, failure=failure, deployment_observed=False, previous=previous, now=T1)
+    )
+    assert conditions(st)["Ready"] == ("Unknown", "ListFailed")
+    assert conditions(st)["Degraded"] == ("True", "ListFailed")
+    assert st["phase"] == "Degraded"  # not Failed: nothing was refused
+
+
+def test_discovery_failure_keeps_serving_and_says_unknown() -> None:
+    failure = Failure("DiscoveryFailed", "503 ServiceUnavailable")
+    st = status.compute(observe(deployment(), failure=failure, monitoring=Monitoring.UNKNOWN))
+    assert conditions(st)["Ready"] == ("True", "AllReplicasReady")
+    assert conditions(st)["Degraded"] == ("True", "DiscoveryFailed")
+    assert conditions(st)["Monitoring"] == ("Unknown", "DiscoveryFailed")
+    assert st["phase"] == "Ready"
 
 
 def test_monitoring_condition() -> None:
