@@ -127,3 +127,37 @@ async def test_invalid_only_failures_are_not_retried_until_the_next_trigger() ->
         assert recorder.calls[("ns", "a")] == 2
     finally:
         await controller.stop()
+
+
+async def test_deleted_and_recreated_during_a_pass_never_runs_twice_at_once() -> None:
+    recorder = Recorder(delay=0.3)
+    controller = Controller(recorder, workers=4)
+    controller.start()
+    try:
+        controller.enqueue(("ns", "a"))
+        await asyncio.sleep(0.05)
+        controller.forget(("ns", "a"))  # DELETED while the pass runs
+        controller.enqueue(("ns", "a"))  # ... and created again with the same name
+        controller.enqueue(("ns", "a"))
+        await asyncio.sleep(0.8)
+        await settle(controller)
+        assert recorder.max_running == 1
+        assert recorder.calls[("ns", "a")] == 2  # the new object got its own pass
+        assert ("ns", "a") in controller._states
+    finally:
+        await controller.stop()
+
+
+async def test_forget_during_a_failing_pass_drops_the_key_without_retry() -> None:
+    recorder = Recorder(fail_times=5, delay=0.2)
+    controller = Controller(recorder, workers=1)
+    controller.start()
+    try:
+        controller.enqueue(("ns", "a"))
+        await asyncio.sleep(0.05)
+        controller.forget(("ns", "a"))
+        await asyncio.sleep(1.6)  # past the first backoff
+        assert recorder.calls[("ns", "a")] == 1
+        assert ("ns", "a") not in controller._states
+    finally:
+        await controller.stop()
