@@ -3,6 +3,10 @@
 Conditions follow metav1.Condition. A condition's lastTransitionTime changes only when its
 status flips; every condition carries the observedGeneration it was computed for (so
 `kubectl wait --for=condition=Ready` never trusts a stale verdict).
+
+Ready means "the platform serves traffic", not "every replica is ready": it does not flap when
+`kubectl scale`, the HPA or a new image start pods. Rollout progress is the Progressing
+condition's business.
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ class _Rollout:
     ready: int
     current: bool  # the Deployment controller has seen the latest Deployment spec
     deadline_exceeded: bool
+    available: bool | None  # the Deployment's own Available condition (None: none yet)
 
     @property
     def complete(self) -> bool:
@@ -90,7 +95,12 @@ def _rollout(deployment: Mapping[str, Any]) -> _Rollout:
         current=int(st.get("observedGeneration", 0))
         >= int(deployment.get("metadata", {}).get("generation", 0)),
         deadline_exceeded=progressing.get("reason") == "ProgressDeadlineExceeded",
+        available=_flag(conditions["Available"]) if "Available" in conditions else None,
     )
+
+
+def _flag(cond: Mapping[str, Any]) -> bool | None:
+    return {"True": True, "False": False}.get(str(cond.get("status")))
 
 
 def compute(observed: Observed) -> dict[str, Any]:
@@ -136,6 +146,13 @@ Verdict = tuple[bool | None, str, str]  # status (None: Unknown), reason, messag
 
 
 def _ready(observed: Observed, rollout: _Rollout | None) -> Verdict:
+    """Serving: the Deployment exists, wants pods, one is ready and it is available.
+
+    With maxUnavailable 0 the Deployment reports Available=False while it scales up (fewer
+    available pods than spec.replicas); that is not an outage while the rollout still
+    progresses, so only Available=False together with ProgressDeadlineExceeded counts. Without
+    conditions yet (a brand-new Deployment), every desired replica must be ready.
+    """
     failure = observed.failure
     if not observed.deployment_observed:
         message = failure.message if failure else "the streaming Deployment could not be read"
@@ -146,9 +163,15 @@ def _ready(observed: Observed, rollout: _Rollout | None) -> Verdict:
         return False, "DeploymentMissing", "the streaming Deployment does not exist yet"
     if rollout.desired == 0:
         return False, "ScaledToZero", "spec.replicas is 0: no streaming pod runs"
-    if rollout.ready >= rollout.desired and rollout.current:
-        return True, "AllReplicasReady", rollout.summary()
-    return False, "ReplicasNotReady", rollout.summary()
+    if rollout.ready < 1:
+        return False, "ReplicasNotReady", rollout.summary()
+    if rollout.available is None:
+        if rollout.ready >= rollout.desired:
+            return True, "Serving", rollout.summary()
+        return False, "ReplicasNotReady", rollout.summary()
+    if rollout.available or not rollout.deadline_exceeded:
+        return True, "Serving", rollout.summary()
+    return False, "DeploymentUnavailable", rollout.summary()
 
 
 def _progressing(observed: Observed, rollout: _Rollout | None) -> Verdict:

@@ -187,6 +187,8 @@ def test_children_follow_spec_edits(namespace: Namespace) -> None:
     assert dep["spec"]["replicas"] == 2
     assert dep["metadata"]["ownerReferences"][0]["kind"] == "VideoPlatform"
 
+    ready_since = condition(ns.get("vp", "web"), "Ready")["lastTransitionTime"]
+
     # kubectl scale through the scale subresource
     ns.kubectl("scale", "vp/web", "--replicas=3")
     eventually(lambda: ns.get("deployment", "web-stream")["spec"]["replicas"] == 3)
@@ -200,6 +202,13 @@ def test_children_follow_spec_edits(namespace: Namespace) -> None:
             == "example.org/vod:2"
         )
     )
+    eventually(
+        lambda: condition(ns.get("vp", "web"), "Progressing")["reason"] == "RolloutComplete",
+        timeout=60,
+    )
+    # Serving all along: scaling up and rolling out never cleared Ready.
+    ready = condition(ns.get("vp", "web"), "Ready")
+    assert (ready["status"], ready["lastTransitionTime"]) == ("True", ready_since)
 
     # autoscaling on: an HPA appears and owns the replica count
     ns.kubectl(

@@ -82,7 +82,7 @@ def test_first_pass_creates_the_children_and_the_next_writes_nothing() -> None:
     ]
     mark_deployment_ready(kube)
     run(kube)
-    assert condition(kube, "Ready") == ("True", "AllReplicasReady")
+    assert condition(kube, "Ready") == ("True", "Serving")
     kube.writes.clear()
     kube.events.clear()
     for _ in range(3):
@@ -289,7 +289,7 @@ def test_discovery_failure_is_degraded_and_keeps_the_monitoring_verdict() -> Non
     assert result.retry
     assert condition(kube, "Degraded") == ("True", "DiscoveryFailed")
     assert condition(kube, "Monitoring") == ("True", "Enabled")
-    assert condition(kube, "Ready") == ("True", "AllReplicasReady")
+    assert condition(kube, "Ready") == ("True", "Serving")
     assert ("Warning", "DiscoveryFailed") in [(t, r) for t, r, _ in kube.events]
     assert kube.has("ServiceMonitor", NS, "demo-stream")  # not pruned on a guess
     kube.discovery_error = None
@@ -310,7 +310,7 @@ def test_a_failed_list_is_degraded_not_a_stale_ready() -> None:
     run(kube)
     mark_deployment_ready(kube)
     run(kube)
-    assert condition(kube, "Ready") == ("True", "AllReplicasReady")
+    assert condition(kube, "Ready") == ("True", "Serving")
     kube.fail[("list", "Deployment")] = KubeError(403, "Forbidden", "deployments is forbidden")
     kube.writes.clear()
     result = run(kube)
