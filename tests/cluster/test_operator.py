@@ -143,6 +143,12 @@ def test_explain_teaches_the_fields(crd_installed: Any) -> None:
             "    - {name: hd, height: 480, videoBitrate: 1000k}",
             "spec.transcoding.renditions",
         ),
+        (
+            "transcoding:\n  enabled: true\n  renditions:\n"
+            "    - {name: hd, height: 720, videoBitrate: 3000k}\n"
+            "    - {name: hd-low, height: 720, videoBitrate: 1000k}",
+            "rendition heights must be unique",
+        ),
         ("transcoding: {enabled: true}", "spec.transcoding.renditions"),
         (
             "security: {signedUrls: {enabled: true, secretName: mine}}",
@@ -153,7 +159,8 @@ def test_explain_teaches_the_fields(crd_installed: Any) -> None:
         "min-gt-max",
         "cache-zero",
         "negative-replicas",
-        "duplicate-rendition",
+        "duplicate-rendition-name",
+        "duplicate-rendition-height",
         "no-renditions",
         "key-id",
     ],
@@ -164,6 +171,19 @@ def test_invalid_specs_are_refused_naming_the_field(
     result = namespace.kubectl("apply", "-f", "-", input=platform("bad", spec), check=False)
     assert result.returncode != 0
     assert field in result.stderr, result.stderr
+
+
+def test_no_storage_origin_is_refused(namespace: Namespace) -> None:
+    body = (
+        platform("bad", "")
+        .replace("    emptyDir: {}\n", "    {}\n")
+        .replace("  storage:\n    {}\n", "  storage: {}\n")
+    )
+    assert "storage: {}" in body
+    result = namespace.kubectl("apply", "-f", "-", input=body, check=False)
+    assert result.returncode != 0
+    assert "spec.storage" in result.stderr
+    assert "exactly one storage origin" in result.stderr
 
 
 def test_two_storage_origins_are_refused(namespace: Namespace) -> None:
