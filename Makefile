@@ -175,7 +175,7 @@ run: $(STAMP) ## Run the operator locally against KUBECONFIG (all namespaces; li
 
 .PHONY: golden
 golden: $(STAMP) ## Regenerate the operator's golden render files (review the diff like code)
-	UPDATE_GOLDEN=1 $(PY) -m pytest -q tests/unit/operator/test_render.py -k golden
+	$(PY) -m tests.unit.operator.update_golden
 
 .PHONY: bench-operator
 bench-operator: $(STAMP) cluster-build ## Measure apply->Ready (1 and 50), idle writes and operator RSS on a fresh local control plane

@@ -3,7 +3,9 @@
 Every trigger (a VideoPlatform event, an event on a labelled child, a resync tick) enqueues
 the platform's key. Each key is reconciled by at most one worker at a time; triggers that
 arrive meanwhile coalesce into one more pass. A failed pass is retried with exponential
-backoff (1 s doubling up to `max_backoff`), never in a tight loop.
+backoff (1 s doubling up to `max_backoff`), never in a tight loop; a pass whose only errors
+were 422 Invalid refusals is not retried (the same spec would be refused again; a spec change
+or a child event brings the next pass).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ class _KeyState:
     failures: int = 0
     retry: asyncio.TimerHandle | None = None
     status_version: str | None = None
+    #: The platform was deleted while a pass ran: drop this state when the pass ends.
+    forgotten: bool = False
 
 
 @dataclass
@@ -62,6 +66,7 @@ class Controller:
     def enqueue(self, key: Key) -> None:
         """Ask for one more reconcile of `key` (coalesced with any pending one)."""
         state = self._states.setdefault(key, _KeyState())
+        state.forgotten = False  # e.g. deleted and created again with the same name
         if state.running:
             state.dirty = True
             return
@@ -78,9 +83,23 @@ class Controller:
         )
 
     def forget(self, key: Key) -> None:
-        state = self._states.pop(key, None)
-        if state is not None and state.retry is not None:
+        """The platform is gone: no more passes (a running one finishes, then the state goes).
+
+        The state stays while a pass runs, so an enqueue meanwhile (the platform created again
+        under the same name) coalesces into it instead of starting a second, concurrent pass.
+        """
+        state = self._states.get(key)
+        if state is None:
+            return
+        if state.retry is not None:
             state.retry.cancel()
+            state.retry = None
+        state.failures = 0
+        if state.running:
+            state.forgotten = True
+            state.dirty = False
+        else:
+            del self._states[key]
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -100,12 +119,18 @@ class Controller:
                 if result is not None and result.status_version:
                     state.status_version = result.status_version
                 failed = result is None or result.error is not None
-                if result is not None and not result.found:
-                    self._states.pop(key, None)
+                if state.forgotten or (result is not None and not result.found):
+                    if state.dirty:  # created again meanwhile: one more pass
+                        continue
+                    if self._states.get(key) is state:
+                        del self._states[key]
                     return
                 if failed:
                     # Triggers that came in meanwhile wait for the backoff: no tight loops.
-                    self._schedule_retry(key, state)
+                    if result is None or result.retry or state.dirty:
+                        self._schedule_retry(key, state)
+                    else:
+                        log.info("%s/%s: refused as invalid; waiting for a change", *key)
                     return
                 state.failures = 0
                 if not state.dirty:

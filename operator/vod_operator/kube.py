@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import urllib3
 from kubernetes import client, config
@@ -115,6 +115,28 @@ class KubeError(Exception):
         except (ValueError, AttributeError):
             reason = exc.reason or ""
         return cls(int(exc.status or 0), str(reason), str(message))
+
+
+class KubeApi(Protocol):
+    """What the reconciler needs from the API: `Kube`, or an in-memory fake in unit tests."""
+
+    def get(self, kind: Kind, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    def list(self, kind: Kind, namespace: str, selector: str) -> list[dict[str, Any]]: ...
+
+    def monitoring_available(self) -> bool: ...
+
+    def apply(
+        self, manifest: Mapping[str, Any], *, manager: str = naming.FIELD_MANAGER
+    ) -> dict[str, Any]: ...
+
+    def apply_status(
+        self, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> dict[str, Any]: ...
+
+    def delete(self, kind: Kind, namespace: str, name: str, uid: str) -> None: ...
+
+    def event(self, platform: Mapping[str, Any], kind: str, reason: str, message: str) -> None: ...
 
 
 def load_client() -> client.ApiClient:

@@ -18,6 +18,9 @@ INSTANCE = "app.kubernetes.io/instance"
 APP_NAME = "vod-stream"
 PART_OF = "videoplatform"
 CONFIG_HASH_ANNOTATION = "videoplatform.io/config-hash"
+#: On every child: checksum of the manifest last applied (a change means: apply, so that
+#: fields the operator stopped sending are removed by server-side apply).
+APPLIED_HASH_ANNOTATION = "videoplatform.io/applied-hash"
 DEFAULT_IMAGE = f"ghcr.io/vod-operator/vod-stream:{__version__}"
 PORT = 8080
 

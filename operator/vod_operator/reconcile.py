@@ -19,7 +19,7 @@ from vod_operator.kube import (
     CHILD_KINDS,
     MONITORING_KINDS,
     VIDEOPLATFORM,
-    Kube,
+    KubeApi,
     KubeError,
     owns_field,
 )
@@ -31,18 +31,38 @@ HANDOVER_MANAGER = "vod-operator-hpa-handover"
 
 ChildKey = tuple[str, str]  # (kind, name)
 
+#: HTTP status of an object the API server refuses as invalid: the same spec is refused again.
+INVALID = 422
+
 
 @dataclass
 class Result:
-    """What one pass did; `error` set means: retry later with backoff."""
+    """What one pass did; `error` set means the pass fell short (see `retry`)."""
 
     found: bool = True
     created: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     pruned: list[str] = field(default_factory=list)
     error: str | None = None
+    #: CamelCase reason of the first failure (the Degraded condition's reason).
+    reason: str = "ApplyFailed"
+    #: Whether to retry a failed pass with backoff. False when every error was a 422 Invalid:
+    #: only a spec change (which triggers a pass anyway) can fix that.
+    retry: bool = True
     #: resourceVersion of the VideoPlatform after our status write (to ignore its echo).
     status_version: str | None = None
+
+    def fail(self, reason: str, message: str, *, retry: bool = True) -> None:
+        """Record a failure; the first one names the reason, the messages add up."""
+        if self.error is None:
+            self.error, self.reason, self.retry = message, reason, retry
+        else:
+            self.error = f"{self.error}; {message}"
+            self.retry = self.retry or retry
+
+    @property
+    def failure(self) -> status.Failure | None:
+        return None if self.error is None else status.Failure(self.reason, self.error)
 
 
 def utc_now() -> str:
@@ -52,53 +72,101 @@ def utc_now() -> str:
 class Reconciler:
     """Brings the children of one VideoPlatform in line with its spec."""
 
-    def __init__(self, kube: Kube, now: Callable[[], str] = utc_now) -> None:
+    def __init__(self, kube: KubeApi, now: Callable[[], str] = utc_now) -> None:
         self.kube = kube
         self.now = now
+        #: Per platform (namespace, name): children refused as invalid (422), keyed by child,
+        #: with the request that was refused (applied hash, live resourceVersion) and why.
+        #: The same request against the same object is refused again: it is not re-sent.
+        self._invalid: dict[tuple[str, str], dict[ChildKey, tuple[Refusal, str]]] = {}
 
     def reconcile(self, namespace: str, name: str) -> Result:
         platform = self.kube.get(VIDEOPLATFORM, namespace, name)
         if platform is None or platform["metadata"].get("deletionTimestamp"):
+            self._invalid.pop((namespace, name), None)
             return Result(found=False)
         spec = platform["spec"]
-        wants_monitoring = bool(spec["monitoring"]["enabled"])
-        monitoring_api = self.kube.monitoring_available()
-        live = self._live_children(platform, monitoring_api)
+        previous = platform.get("status", {})
         names = naming.ChildNames.of(name)
         result = Result()
-        if not spec.get("suspend", False):
-            try:
-                inputs = render.RenderInputs(
-                    signing_keys=self._signing_keys(platform, live),
-                    monitoring_available=monitoring_api,
-                )
-                desired = render.render(platform, inputs)
-            except (render.RenderError, KubeError) as exc:
-                result.error = str(exc)
-            else:
-                self._apply_all(platform, desired, live, result)
-                self._prune(platform, desired, live, result)
-        if not wants_monitoring:
-            monitoring = status.Monitoring.DISABLED
-        elif monitoring_api:
-            monitoring = status.Monitoring.ENABLED
-        else:
-            monitoring = status.Monitoring.CRDS_MISSING
+        monitoring, monitoring_api = self._monitoring(platform, result)
+        try:
+            live: dict[ChildKey, dict[str, Any]] | None = self._live_children(
+                platform, monitoring_api
+            )
+        except KubeError as exc:
+            live = None
+            result.fail("ListFailed", f"listing the children failed: {exc}")
+        if live is not None and not spec.get("suspend", False):
+            self._change(platform, live, monitoring_api, result)
         observed = status.Observed(
             name=name,
             namespace=namespace,
             generation=int(platform["metadata"].get("generation", 1)),
             suspended=bool(spec.get("suspend", False)),
-            deployment=live.get(("Deployment", names.stream)),
+            deployment=(live or {}).get(("Deployment", names.stream)),
             monitoring=monitoring,
-            previous=platform.get("status", {}),
+            previous=previous,
             now=self.now(),
-            apply_error=result.error,
+            failure=result.failure,
+            deployment_observed=live is not None,
         )
         self._write_status(platform, status.compute(observed), result)
         return result
 
+    def _change(
+        self,
+        platform: Mapping[str, Any],
+        live: dict[ChildKey, dict[str, Any]],
+        monitoring_api: bool,
+        result: Result,
+    ) -> None:
+        """Render, apply what differs, prune what is no longer wanted."""
+        try:
+            keys, generated = self._signing_keys(platform, live)
+            inputs = render.RenderInputs(signing_keys=keys, monitoring_available=monitoring_api)
+            desired = render.render(platform, inputs)
+        except render.RenderError as exc:
+            result.fail("RenderFailed", str(exc))
+            return
+        except KubeError as exc:
+            result.fail("ReadFailed", f"reading the signing Secret failed: {exc}")
+            return
+        self._apply_all(platform, desired, live, result)
+        self._prune(platform, desired, live, result)
+        secret = f"Secret/{naming.ChildNames.of(platform['metadata']['name']).signing}"
+        if generated and secret in result.created + result.updated:
+            self.kube.event(
+                platform, "Normal", "SigningKeyGenerated", f"generated URL-signing key {generated}"
+            )
+
     # -- observation ----------------------------------------------------------------------
+    def _monitoring(
+        self, platform: Mapping[str, Any], result: Result
+    ) -> tuple[status.Monitoring, bool]:
+        """What becomes of spec.monitoring, and whether monitoring.coreos.com/v1 is served.
+
+        When discovery fails the answer is unknown: the previous Monitoring verdict is kept
+        and the API counts as served only if that verdict says so (then its objects are
+        listed, so they can still be kept or pruned; otherwise they are left alone).
+        """
+        wants = bool(platform["spec"]["monitoring"]["enabled"])
+        try:
+            available = self.kube.monitoring_available()
+        except KubeError as exc:
+            result.fail("DiscoveryFailed", f"discovery of monitoring.coreos.com/v1 failed: {exc}")
+            before = status.condition(platform.get("status", {}), "Monitoring") or {}
+            known = {m.value: m for m in status.Monitoring}
+            kept = known.get(str(before.get("reason")), status.Monitoring.UNKNOWN)
+            if kept is status.Monitoring.DISABLED:
+                kept = status.Monitoring.UNKNOWN
+            served = kept is status.Monitoring.ENABLED
+            return (kept if wants else status.Monitoring.DISABLED), served
+        if not wants:
+            return status.Monitoring.DISABLED, available
+        state = status.Monitoring.ENABLED if available else status.Monitoring.CRDS_MISSING
+        return state, available
+
     def _live_children(
         self, platform: Mapping[str, Any], monitoring_api: bool
     ) -> dict[ChildKey, dict[str, Any]]:
@@ -116,11 +184,15 @@ class Reconciler:
 
     def _signing_keys(
         self, platform: Mapping[str, Any], live: Mapping[ChildKey, Mapping[str, Any]]
-    ) -> dict[str, str]:
-        """The generated signing key(s): kept from the live Secret, generated only once."""
+    ) -> tuple[dict[str, str], str | None]:
+        """The generated signing key(s), kept from the live Secret, and the id of a new key.
+
+        A key is generated only while the Secret holds none; the caller announces it once the
+        Secret carrying it was written.
+        """
         signed = platform["spec"]["security"]["signedUrls"]
         if not signed["enabled"] or signed.get("secretName"):
-            return {}
+            return {}, None
         meta = platform["metadata"]
         secret_name = naming.ChildNames.of(meta["name"]).signing
         secret = live.get(("Secret", secret_name)) or self.kube.get(
@@ -128,12 +200,9 @@ class Reconciler:
         )
         keys = dict((secret or {}).get("data") or {})
         if keys:
-            return keys
+            return keys, None
         key_id = f"k-{secrets.token_hex(4)}"
-        self.kube.event(
-            platform, "Normal", "SigningKeyGenerated", f"generated URL-signing key {key_id}"
-        )
-        return {key_id: base64.b64encode(secrets.token_bytes(32)).decode()}
+        return {key_id: base64.b64encode(secrets.token_bytes(32)).decode()}, key_id
 
     # -- changes --------------------------------------------------------------------------
     def _apply_all(
@@ -144,27 +213,43 @@ class Reconciler:
         result: Result,
     ) -> None:
         errors: list[str] = []
+        statuses: set[int] = set()
+        meta = platform["metadata"]
+        invalid = self._invalid.setdefault((meta["namespace"], meta["name"]), {})
         for manifest in desired:
             key = (manifest["kind"], manifest["metadata"]["name"])
             current = live.get(key)
             label = f"{key[0]}/{key[1]}"
             if current is not None and not self._needs_apply(manifest, current):
+                invalid.pop(key, None)
+                continue
+            attempt = _refusal(manifest, current)
+            if key in invalid and invalid[key][0] == attempt:
+                errors.append(f"{label}: {invalid[key][1]}")  # refused before: not re-sent
+                statuses.add(INVALID)
                 continue
             try:
                 if current is not None and manifest["kind"] == "Deployment":
                     self._hand_over_replicas(manifest, current)
                 live[key] = self.kube.apply(manifest)
             except KubeError as exc:
-                namespace = platform["metadata"]["namespace"]
+                namespace = meta["namespace"]
                 if exc.namespace_terminating:
                     log.info("namespace %s is being deleted: not recreating %s", namespace, label)
                     continue
                 log.warning("apply %s in %s failed: %s", label, namespace, exc)
                 errors.append(f"{label}: {exc.message}")
+                statuses.add(exc.status)
+                if exc.status == INVALID:
+                    invalid[key] = (attempt, exc.message)
                 continue
+            invalid.pop(key, None)
             (result.updated if current is not None else result.created).append(label)
+        if not invalid:
+            del self._invalid[(meta["namespace"], meta["name"])]
         if errors:
-            result.error = "the API server refused " + "; ".join(errors)
+            message = "the API server refused " + "; ".join(errors)
+            result.fail("ApplyFailed", message, retry=statuses != {INVALID})
         if result.created:
             self.kube.event(platform, "Normal", "Created", "created " + ", ".join(result.created))
         if result.updated:
@@ -181,6 +266,11 @@ class Reconciler:
 
     @staticmethod
     def _needs_apply(manifest: Mapping[str, Any], current: Mapping[str, Any]) -> bool:
+        # A different applied-hash means the rendering changed since the last apply, maybe by
+        # dropping fields: only an apply makes the API server remove what we stopped sending.
+        if _applied_hash(current) != _applied_hash(manifest):
+            return True
+        # Same rendering, but someone edited a field we own.
         if compare.drift(manifest, current) is not None:
             return True
         # We still hold spec.replicas although an HPA should own it now: release it.
@@ -224,7 +314,7 @@ class Reconciler:
             try:
                 self.kube.delete(CHILD_KINDS[key[0]], meta["namespace"], key[1], meta["uid"])
             except KubeError as exc:
-                result.error = (result.error or "") + f" delete {key[0]}/{key[1]}: {exc.message}"
+                result.fail("PruneFailed", f"delete {key[0]}/{key[1]}: {exc.message}")
                 continue
             del live[key]
             result.pruned.append(f"{key[0]}/{key[1]}")
@@ -241,7 +331,7 @@ class Reconciler:
         try:
             written = self.kube.apply_status(meta["namespace"], meta["name"], desired)
         except KubeError as exc:
-            result.error = result.error or f"status update failed: {exc.message}"
+            result.fail("StatusUpdateFailed", f"status update failed: {exc.message}")
             return
         result.status_version = written.get("metadata", {}).get("resourceVersion")
         for event in transition_events(previous, desired):
@@ -291,6 +381,21 @@ def unimplemented_features(spec: Mapping[str, Any]) -> list[str]:
 def _owned_by(obj: Mapping[str, Any], uid: str) -> bool:
     refs = obj.get("metadata", {}).get("ownerReferences", [])
     return any(ref.get("uid") == uid and ref.get("controller") for ref in refs)
+
+
+Refusal = tuple[str | None, str | None]  # (applied hash sent, live resourceVersion then)
+
+
+def _refusal(manifest: Mapping[str, Any], current: Mapping[str, Any] | None) -> Refusal:
+    """What identifies an apply request: the same one is refused the same way."""
+    version = None if current is None else current["metadata"].get("resourceVersion")
+    return _applied_hash(manifest), version
+
+
+def _applied_hash(obj: Mapping[str, Any]) -> str | None:
+    annotations = obj.get("metadata", {}).get("annotations") or {}
+    value = annotations.get(naming.APPLIED_HASH_ANNOTATION)
+    return None if value is None else str(value)
 
 
 def _owns_replicas(live: Mapping[str, Any], manager: str) -> bool:

@@ -91,7 +91,7 @@ def render(platform: Mapping[str, Any], inputs: RenderInputs) -> list[Manifest]:
     }
     env = _environment()
     return [
-        canonical(yaml.safe_load(env.get_template(TEMPLATES[kind]).render(context)))
+        stamp(canonical(yaml.safe_load(env.get_template(TEMPLATES[kind]).render(context))))
         for kind in desired_kinds(spec, inputs)
     ]
 
@@ -132,6 +132,29 @@ def canonical(value: Any) -> Any:
     if isinstance(value, list):
         return [canonical(v) for v in value]
     return value
+
+
+def applied_hash(manifest: Mapping[str, Any]) -> str:
+    """sha256 of the manifest's canonical JSON, without the applied-hash annotation itself."""
+    meta = dict(manifest["metadata"])
+    annotations = {
+        k: v for k, v in meta.get("annotations", {}).items() if k != naming.APPLIED_HASH_ANNOTATION
+    }
+    meta.pop("annotations", None)
+    if annotations:
+        meta["annotations"] = annotations
+    payload = json.dumps({**manifest, "metadata": meta}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def stamp(manifest: Mapping[str, Any]) -> Manifest:
+    """A copy of `manifest` with the applied-hash annotation set (the reconciler compares it)."""
+    meta = manifest["metadata"]
+    annotations = {
+        **meta.get("annotations", {}),
+        naming.APPLIED_HASH_ANNOTATION: applied_hash(manifest),
+    }
+    return {**manifest, "metadata": {**meta, "annotations": annotations}}
 
 
 def _signing_secret_name(

@@ -3,6 +3,10 @@
 Conditions follow metav1.Condition. A condition's lastTransitionTime changes only when its
 status flips; every condition carries the observedGeneration it was computed for (so
 `kubectl wait --for=condition=Ready` never trusts a stale verdict).
+
+Ready means "the platform serves traffic", not "every replica is ready": it does not flap when
+`kubectl scale`, the HPA or a new image start pods. Rollout progress is the Progressing
+condition's business.
 """
 
 from __future__ import annotations
@@ -23,6 +27,20 @@ class Monitoring(Enum):
     DISABLED = "Disabled"
     ENABLED = "Enabled"
     CRDS_MISSING = "MonitoringCRDsNotInstalled"
+    #: Discovery failed and there is no earlier verdict to keep.
+    UNKNOWN = "DiscoveryFailed"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a reconcile pass fell short: a CamelCase reason and the API server's words."""
+
+    reason: str
+    message: str
+
+
+#: Failures to observe the cluster, as opposed to the API server refusing a change.
+OBSERVATION_FAILURES = frozenset({"DiscoveryFailed", "ListFailed", "ReadFailed"})
 
 
 @dataclass(frozen=True)
@@ -37,7 +55,9 @@ class Observed:
     monitoring: Monitoring
     previous: Mapping[str, Any]
     now: str
-    apply_error: str | None = None
+    failure: Failure | None = None
+    #: False when the children could not be listed: `deployment` is then unknown, not absent.
+    deployment_observed: bool = True
 
 
 @dataclass(frozen=True)
@@ -48,6 +68,7 @@ class _Rollout:
     ready: int
     current: bool  # the Deployment controller has seen the latest Deployment spec
     deadline_exceeded: bool
+    available: bool | None  # the Deployment's own Available condition (None: none yet)
 
     @property
     def complete(self) -> bool:
@@ -74,7 +95,12 @@ def _rollout(deployment: Mapping[str, Any]) -> _Rollout:
         current=int(st.get("observedGeneration", 0))
         >= int(deployment.get("metadata", {}).get("generation", 0)),
         deadline_exceeded=progressing.get("reason") == "ProgressDeadlineExceeded",
+        available=_flag(conditions["Available"]) if "Available" in conditions else None,
     )
+
+
+def _flag(cond: Mapping[str, Any]) -> bool | None:
+    return {"True": True, "False": False}.get(str(cond.get("status")))
 
 
 def compute(observed: Observed) -> dict[str, Any]:
@@ -116,23 +142,43 @@ def condition(status: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
     return next((c for c in status.get("conditions", []) if c.get("type") == kind), None)
 
 
-def _ready(observed: Observed, rollout: _Rollout | None) -> tuple[bool, str, str]:
+Verdict = tuple[bool | None, str, str]  # status (None: Unknown), reason, message
+
+
+def _ready(observed: Observed, rollout: _Rollout | None) -> Verdict:
+    """Serving: the Deployment exists, wants pods, one is ready and it is available.
+
+    With maxUnavailable 0 the Deployment reports Available=False while it scales up (fewer
+    available pods than spec.replicas); that is not an outage while the rollout still
+    progresses, so only Available=False together with ProgressDeadlineExceeded counts. Without
+    conditions yet (a brand-new Deployment), every desired replica must be ready.
+    """
+    failure = observed.failure
+    if not observed.deployment_observed:
+        message = failure.message if failure else "the streaming Deployment could not be read"
+        return None, failure.reason if failure else "Unknown", message
     if rollout is None:
-        if observed.apply_error:
-            return False, "ApplyFailed", observed.apply_error
+        if failure is not None:
+            return False, failure.reason, failure.message
         return False, "DeploymentMissing", "the streaming Deployment does not exist yet"
     if rollout.desired == 0:
         return False, "ScaledToZero", "spec.replicas is 0: no streaming pod runs"
-    if rollout.ready >= rollout.desired and rollout.current:
-        return True, "AllReplicasReady", rollout.summary()
-    return False, "ReplicasNotReady", rollout.summary()
+    if rollout.ready < 1:
+        return False, "ReplicasNotReady", rollout.summary()
+    if rollout.available is None:
+        if rollout.ready >= rollout.desired:
+            return True, "Serving", rollout.summary()
+        return False, "ReplicasNotReady", rollout.summary()
+    if rollout.available or not rollout.deadline_exceeded:
+        return True, "Serving", rollout.summary()
+    return False, "DeploymentUnavailable", rollout.summary()
 
 
-def _progressing(observed: Observed, rollout: _Rollout | None) -> tuple[bool, str, str]:
+def _progressing(observed: Observed, rollout: _Rollout | None) -> Verdict:
     if observed.suspended:
         return False, "Suspended", "reconciliation is paused by spec.suspend"
-    if observed.apply_error:
-        return False, "ApplyFailed", observed.apply_error
+    if observed.failure is not None:
+        return False, observed.failure.reason, observed.failure.message
     if rollout is None:
         return True, "Creating", "creating the streaming Deployment"
     if rollout.deadline_exceeded:
@@ -142,33 +188,35 @@ def _progressing(observed: Observed, rollout: _Rollout | None) -> tuple[bool, st
     return False, "RolloutComplete", rollout.summary()
 
 
-def _degraded(observed: Observed, rollout: _Rollout | None) -> tuple[bool, str, str]:
-    if observed.apply_error:
-        return True, "ApplyFailed", observed.apply_error
+def _degraded(observed: Observed, rollout: _Rollout | None) -> Verdict:
+    if observed.failure is not None:
+        return True, observed.failure.reason, observed.failure.message
     if rollout is not None and rollout.deadline_exceeded:
         return True, "ProgressDeadlineExceeded", rollout.summary()
     return False, "AsExpected", "no known problem"
 
 
-def _monitoring(monitoring: Monitoring) -> tuple[bool, str, str]:
+def _monitoring(monitoring: Monitoring) -> Verdict:
     messages = {
         Monitoring.DISABLED: "spec.monitoring.enabled is false",
         Monitoring.ENABLED: "ServiceMonitor and PrometheusRule are applied",
         Monitoring.CRDS_MISSING: "monitoring.coreos.com/v1 is not served: install the "
         "Prometheus Operator CRDs to get a ServiceMonitor and PrometheusRule",
+        Monitoring.UNKNOWN: "discovery of monitoring.coreos.com/v1 failed",
     }
-    return monitoring is Monitoring.ENABLED, monitoring.value, messages[monitoring]
+    flag = None if monitoring is Monitoring.UNKNOWN else monitoring is Monitoring.ENABLED
+    return flag, monitoring.value, messages[monitoring]
 
 
 def _condition(
     previous: Mapping[str, Any] | None,
     kind: str,
-    flag: bool,
+    flag: bool | None,
     reason: str,
     message: str,
     observed: Observed,
 ) -> Condition:
-    status = "True" if flag else "False"
+    status = "Unknown" if flag is None else "True" if flag else "False"
     flipped = previous is None or previous.get("status") != status
     return {
         "type": kind,
@@ -184,7 +232,7 @@ def _phase(observed: Observed, conditions: Sequence[Condition]) -> str:
     state = {c["type"]: c for c in conditions}
     if observed.suspended:
         return "Suspended"
-    if observed.apply_error:
+    if observed.failure is not None and observed.failure.reason not in OBSERVATION_FAILURES:
         return "Failed"
     if state["Ready"]["status"] == "True":
         return "Ready"

@@ -143,6 +143,12 @@ def test_explain_teaches_the_fields(crd_installed: Any) -> None:
             "    - {name: hd, height: 480, videoBitrate: 1000k}",
             "spec.transcoding.renditions",
         ),
+        (
+            "transcoding:\n  enabled: true\n  renditions:\n"
+            "    - {name: hd, height: 720, videoBitrate: 3000k}\n"
+            "    - {name: hd-low, height: 720, videoBitrate: 1000k}",
+            "rendition heights must be unique",
+        ),
         ("transcoding: {enabled: true}", "spec.transcoding.renditions"),
         (
             "security: {signedUrls: {enabled: true, secretName: mine}}",
@@ -153,7 +159,8 @@ def test_explain_teaches_the_fields(crd_installed: Any) -> None:
         "min-gt-max",
         "cache-zero",
         "negative-replicas",
-        "duplicate-rendition",
+        "duplicate-rendition-name",
+        "duplicate-rendition-height",
         "no-renditions",
         "key-id",
     ],
@@ -164,6 +171,19 @@ def test_invalid_specs_are_refused_naming_the_field(
     result = namespace.kubectl("apply", "-f", "-", input=platform("bad", spec), check=False)
     assert result.returncode != 0
     assert field in result.stderr, result.stderr
+
+
+def test_no_storage_origin_is_refused(namespace: Namespace) -> None:
+    body = (
+        platform("bad", "")
+        .replace("    emptyDir: {}\n", "    {}\n")
+        .replace("  storage:\n    {}\n", "  storage: {}\n")
+    )
+    assert "storage: {}" in body
+    result = namespace.kubectl("apply", "-f", "-", input=body, check=False)
+    assert result.returncode != 0
+    assert "spec.storage" in result.stderr
+    assert "exactly one storage origin" in result.stderr
 
 
 def test_two_storage_origins_are_refused(namespace: Namespace) -> None:
@@ -187,6 +207,8 @@ def test_children_follow_spec_edits(namespace: Namespace) -> None:
     assert dep["spec"]["replicas"] == 2
     assert dep["metadata"]["ownerReferences"][0]["kind"] == "VideoPlatform"
 
+    ready_since = condition(ns.get("vp", "web"), "Ready")["lastTransitionTime"]
+
     # kubectl scale through the scale subresource
     ns.kubectl("scale", "vp/web", "--replicas=3")
     eventually(lambda: ns.get("deployment", "web-stream")["spec"]["replicas"] == 3)
@@ -200,6 +222,13 @@ def test_children_follow_spec_edits(namespace: Namespace) -> None:
             == "example.org/vod:2"
         )
     )
+    eventually(
+        lambda: condition(ns.get("vp", "web"), "Progressing")["reason"] == "RolloutComplete",
+        timeout=60,
+    )
+    # Serving all along: scaling up and rolling out never cleared Ready.
+    ready = condition(ns.get("vp", "web"), "Ready")
+    assert (ready["status"], ready["lastTransitionTime"]) == ("True", ready_since)
 
     # autoscaling on: an HPA appears and owns the replica count
     ns.kubectl(
@@ -242,6 +271,65 @@ def test_children_follow_spec_edits(namespace: Namespace) -> None:
     eventually(
         lambda: ns.get("vp", "web")["status"]["observedGeneration"] == vp["metadata"]["generation"]
     )
+
+
+WITH_EXTRAS = """
+resources: {requests: {cpu: 100m}, limits: {cpu: '2', memory: 512Mi}}
+security:
+  cors: {allowedOrigins: ['https://app.example.com']}
+  jwt: {secretName: jwt-key}
+ingress:
+  enabled: true
+  host: videos.example.com
+  className: nginx
+  tlsSecretName: videos-tls
+  annotations: {example.com/proxy-body-size: '0'}
+"""
+WITHOUT_EXTRAS = """
+resources: {requests: {cpu: 100m}, limits: {memory: 512Mi}}
+ingress: {enabled: true, host: videos.example.com}
+"""
+
+
+def test_fields_removed_from_the_spec_leave_the_children(namespace: Namespace) -> None:
+    ns = namespace
+    ns.apply(platform("trim", WITH_EXTRAS))
+
+    def config() -> dict[str, str]:
+        data: dict[str, str] = ns.get("configmap", "trim-stream-config")["data"]
+        return data
+
+    def pod() -> dict[str, Any]:
+        spec: dict[str, Any] = ns.get("deployment", "trim-stream")["spec"]["template"]["spec"]
+        return spec
+
+    eventually(lambda: ns.exists("ingress", "trim-stream"))
+    assert config()["VOD_CORS_ALLOWED_ORIGINS"] == "https://app.example.com"
+    assert config()["VOD_JWT_SECRET_FILE"] == "/etc/vod/jwt/key"
+    assert "jwt" in {v["name"] for v in pod()["volumes"]}
+    ingress = ns.get("ingress", "trim-stream")
+    assert ingress["metadata"]["annotations"]["example.com/proxy-body-size"] == "0"
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+
+    ns.apply(platform("trim", WITHOUT_EXTRAS))  # kubectl apply drops the removed fields
+
+    eventually(lambda: "VOD_CORS_ALLOWED_ORIGINS" not in config())
+    assert "VOD_JWT_SECRET_FILE" not in config()
+    eventually(lambda: "jwt" not in {v["name"] for v in pod()["volumes"]})
+    container = pod()["containers"][0]
+    assert "jwt" not in {m["name"] for m in container["volumeMounts"]}
+    assert container["resources"]["limits"] == {"memory": "512Mi"}
+
+    def ingress_trimmed() -> bool:
+        ing = ns.get("ingress", "trim-stream")
+        return (
+            "example.com/proxy-body-size" not in ing["metadata"].get("annotations", {})
+            and "ingressClassName" not in ing["spec"]
+            and "tls" not in ing["spec"]
+        )
+
+    eventually(ingress_trimmed)
+    wait_ready(ns, "trim")
 
 
 def test_signing_key_is_generated_once_and_kept(namespace: Namespace) -> None:
@@ -347,6 +435,15 @@ def test_a_refused_child_is_reported_not_crashed(
     ).stdout  # fmt: skip
     assert events.strip()
     assert operator.alive()
+    # Refused as invalid: the same spec would be refused again, so it is not retried.
+    time.sleep(4)  # the pass its own children's events asked for has run by now
+
+    def deployment_applies() -> int:  # server-side applies: only the operator sends them
+        return write_counts(ns.cluster).get(("APPLY", "deployments", ""), 0)
+
+    before = deployment_applies()
+    time.sleep(12)  # the fixture's backoff (1 s doubling to 10 s) would retry 2-3 times here
+    assert deployment_applies() == before
     # Fixing the spec heals it.
     ns.kubectl(
         "patch", "vp/ouch", "--type=merge", "-p",

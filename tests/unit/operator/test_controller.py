@@ -15,10 +15,11 @@ pytestmark = pytest.mark.unit
 
 
 class Recorder:
-    def __init__(self, fail_times: int = 0, delay: float = 0.0) -> None:
+    def __init__(self, fail_times: int = 0, delay: float = 0.0, retry: bool = True) -> None:
         self.calls: Counter[tuple[str, str]] = Counter()
         self.fail_times = fail_times
         self.delay = delay
+        self.retry = retry
         self.running = 0
         self.max_running = 0
         self.lock = threading.Lock()
@@ -31,7 +32,7 @@ class Recorder:
         try:
             threading.Event().wait(self.delay)
             if self.calls[(namespace, name)] <= self.fail_times:
-                return Result(error="refused")
+                return Result(error="refused", retry=self.retry)
             return Result()
         finally:
             with self.lock:
@@ -106,5 +107,57 @@ async def test_own_status_write_is_recognised() -> None:
         await asyncio.sleep(0.2)
         assert controller.is_own_write(("ns", "a"), "42")
         assert not controller.is_own_write(("ns", "a"), "43")
+    finally:
+        await controller.stop()
+
+
+async def test_invalid_only_failures_are_not_retried_until_the_next_trigger() -> None:
+    recorder = Recorder(fail_times=2, retry=False)  # e.g. every error a 422 Invalid
+    controller = Controller(recorder, workers=1)
+    controller.start()
+    try:
+        controller.enqueue(("ns", "a"))
+        await asyncio.sleep(1.5)  # a retry would have come after 1 s
+        await settle(controller)
+        assert recorder.calls[("ns", "a")] == 1
+        assert controller._states[("ns", "a")].retry is None
+        controller.enqueue(("ns", "a"))  # the user changes the spec
+        await asyncio.sleep(0.1)
+        await settle(controller)
+        assert recorder.calls[("ns", "a")] == 2
+    finally:
+        await controller.stop()
+
+
+async def test_deleted_and_recreated_during_a_pass_never_runs_twice_at_once() -> None:
+    recorder = Recorder(delay=0.3)
+    controller = Controller(recorder, workers=4)
+    controller.start()
+    try:
+        controller.enqueue(("ns", "a"))
+        await asyncio.sleep(0.05)
+        controller.forget(("ns", "a"))  # DELETED while the pass runs
+        controller.enqueue(("ns", "a"))  # ... and created again with the same name
+        controller.enqueue(("ns", "a"))
+        await asyncio.sleep(0.8)
+        await settle(controller)
+        assert recorder.max_running == 1
+        assert recorder.calls[("ns", "a")] == 2  # the new object got its own pass
+        assert ("ns", "a") in controller._states
+    finally:
+        await controller.stop()
+
+
+async def test_forget_during_a_failing_pass_drops_the_key_without_retry() -> None:
+    recorder = Recorder(fail_times=5, delay=0.2)
+    controller = Controller(recorder, workers=1)
+    controller.start()
+    try:
+        controller.enqueue(("ns", "a"))
+        await asyncio.sleep(0.05)
+        controller.forget(("ns", "a"))
+        await asyncio.sleep(1.6)  # past the first backoff
+        assert recorder.calls[("ns", "a")] == 1
+        assert ("ns", "a") not in controller._states
     finally:
         await controller.stop()

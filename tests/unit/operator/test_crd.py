@@ -35,12 +35,23 @@ def _json_schema(node: Any) -> Any:
 
 
 def test_every_spec_and_status_field_has_a_description() -> None:
+    """Every node under spec and status: properties, list items and map values alike."""
     root = crdschema.schema()
+    walked = [path for top in ("spec", "status") for path, _ in _walk(root["properties"][top], top)]
+    # The walk reaches into list items and map values (additionalProperties) too.
+    assert {
+        "spec.ingress.annotations{}",
+        "spec.resources.requests{}",
+        "spec.resources.limits{}",
+        "spec.security.cors.allowedOrigins[]",
+        "spec.transcoding.renditions[].height",
+        "status.conditions[].reason",
+    } <= set(walked)
     missing = [
         path
         for top in ("spec", "status")
         for path, node in _walk(root["properties"][top], top)
-        if "description" not in node and not path.endswith("{}")
+        if "description" not in node
     ]
     assert missing == []
 

@@ -1,31 +1,30 @@
 """render(): golden files for the examples, plus the rules every rendering must keep.
 
-Regenerate the golden files with `make golden` and review the diff like code.
+Regenerate the golden files with `make golden` (tests/unit/operator/update_golden.py, not a
+test: a test run never writes them) and review the diff like code.
 """
 
 from __future__ import annotations
 
-import base64
 import copy
-import os
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.unit.operator import crdschema
+from tests.unit.operator import crdschema, update_golden
+from tests.unit.operator.update_golden import CASES, KEYS
 from vod_operator import naming
-from vod_operator.render import RenderError, RenderInputs, desired_kinds, render
+from vod_operator.render import (
+    RenderError,
+    RenderInputs,
+    applied_hash,
+    desired_kinds,
+    render,
+    stamp,
+)
 
 pytestmark = pytest.mark.unit
-
-GOLDEN = Path(__file__).parent / "golden"
-KEYS = {"k-test": base64.b64encode(bytes(range(32))).decode()}
-CASES = {
-    "minimal": ("demo", RenderInputs()),
-    "full": ("showcase", RenderInputs(signing_keys=KEYS, monitoring_available=True)),
-}
 
 
 def _by_kind(manifests: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -39,12 +38,10 @@ def _deployment_env(manifests: list[dict[str, Any]]) -> dict[str, str]:
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_golden(case: str) -> None:
-    name, inputs = CASES[case]
-    text = yaml.safe_dump_all(render(crdschema.example_platform(name), inputs), sort_keys=False)
-    path = GOLDEN / f"{case}.yaml"
-    if os.environ.get("UPDATE_GOLDEN"):
-        path.write_text(text)
-    assert text == path.read_text(), f"{path} is stale: run `make golden` and review the diff"
+    path = update_golden.path(case)
+    assert update_golden.rendered(case) == path.read_text(), (
+        f"{path} is stale: run `make golden` and review the diff"
+    )
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -66,6 +63,7 @@ def test_every_child_is_labelled_owned_and_canonical(case: str) -> None:
                 "blockOwnerDeletion": True,
             }
         ]
+        assert meta["annotations"][naming.APPLIED_HASH_ANNOTATION] == applied_hash(manifest)
         text = yaml.safe_dump(manifest)
         assert "null" not in text
         assert "[]" not in text
@@ -184,3 +182,41 @@ def test_emptydir_origin_and_public_key_jwt() -> None:
     media = next(v for v in pod["volumes"] if v["name"] == "media")
     assert media == {"name": "media", "emptyDir": {"sizeLimit": "1Gi"}}
     assert _deployment_env(manifests)["VOD_JWT_PUBLIC_KEY_FILE"] == "/etc/vod/jwt/key"
+
+
+def test_applied_hash_ignores_itself_and_changes_with_any_field() -> None:
+    manifest = {"kind": "ConfigMap", "metadata": {"name": "x"}, "data": {"A": "1"}}
+    stamped = stamp(manifest)
+    assert stamped["metadata"]["annotations"] == {
+        naming.APPLIED_HASH_ANNOTATION: applied_hash(manifest)
+    }
+    assert "annotations" not in manifest["metadata"]  # the input is left alone
+    assert applied_hash(stamped) == applied_hash(manifest)
+    assert stamp(stamped) == stamped
+    with_annotation = {**manifest, "metadata": {"name": "x", "annotations": {"a": "b"}}}
+    assert applied_hash(with_annotation) != applied_hash(manifest)
+    assert applied_hash({**manifest, "data": {"A": "2"}}) != applied_hash(manifest)
+
+
+def test_removed_spec_fields_change_the_applied_hash_of_their_children() -> None:
+    """The reconciler applies on a hash change: that is how removed fields leave the children."""
+    platform = crdschema.example_platform("showcase")
+    before = _by_kind(render(platform, CASES["full"][1]))
+    trimmed = copy.deepcopy(platform)
+    del trimmed["spec"]["security"]["cors"]
+    del trimmed["spec"]["security"]["jwt"]
+    trimmed["spec"]["ingress"].pop("annotations", None)
+    after = _by_kind(render(trimmed, CASES["full"][1]))
+
+    def hash_of(m: dict[str, Any]) -> str:
+        value: str = m["metadata"]["annotations"][naming.APPLIED_HASH_ANNOTATION]
+        return value
+
+    for kind in ("ConfigMap", "Deployment", "Ingress"):
+        assert hash_of(before[kind]) != hash_of(after[kind]), kind
+    assert hash_of(before["Service"]) == hash_of(after["Service"])
+    assert "VOD_CORS_ALLOWED_ORIGINS" not in after["ConfigMap"]["data"]
+    assert "VOD_JWT_SECRET_FILE" not in after["ConfigMap"]["data"]
+    volumes = after["Deployment"]["spec"]["template"]["spec"]["volumes"]
+    assert "jwt" not in {v["name"] for v in volumes}
+    assert set(after["Ingress"]["metadata"]["annotations"]) == {naming.APPLIED_HASH_ANNOTATION}

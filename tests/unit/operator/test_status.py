@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from vod_operator import status
-from vod_operator.status import Monitoring, Observed
+from vod_operator.status import Failure, Monitoring, Observed
 
 pytestmark = pytest.mark.unit
 
@@ -20,7 +20,17 @@ def deployment(
     updated: int = 2,
     replicas: int | None = None,
     lag: bool = False,
+    available: str | None = None,
+    deadline_exceeded: bool = False,
 ) -> dict[str, Any]:
+    """A Deployment as the API server returns it; `available` sets its Available condition."""
+    conditions = []
+    if available is not None:
+        conditions.append({"type": "Available", "status": available})
+    if deadline_exceeded:
+        conditions.append(
+            {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}
+        )
     return {
         "metadata": {"generation": 4},
         "spec": {"replicas": desired},
@@ -29,6 +39,7 @@ def deployment(
             "replicas": desired if replicas is None else replicas,
             "updatedReplicas": updated,
             "readyReplicas": ready,
+            **({"conditions": conditions} if conditions else {}),
         },
     }
 
@@ -56,7 +67,7 @@ def test_ready_platform() -> None:
     st = status.compute(observe(deployment()))
     assert st["phase"] == "Ready"
     assert conditions(st) == {
-        "Ready": ("True", "AllReplicasReady"),
+        "Ready": ("True", "Serving"),
         "Progressing": ("False", "RolloutComplete"),
         "Degraded": ("False", "AsExpected"),
         "Monitoring": ("False", "MonitoringCRDsNotInstalled"),
@@ -88,7 +99,8 @@ def test_rollouts_in_flight_are_progressing(dep: dict[str, Any]) -> None:
 
 
 def test_apply_error_is_degraded_and_failed() -> None:
-    st = status.compute(observe(deployment(), apply_error="Deployment/x: bad cpu"))
+    failure = Failure("ApplyFailed", "Deployment/x: bad cpu")
+    st = status.compute(observe(deployment(), failure=failure))
     assert st["phase"] == "Failed"
     degraded = status.condition(st, "Degraded")
     assert degraded is not None
@@ -103,7 +115,7 @@ def test_suspended_says_so() -> None:
     st = status.compute(observe(deployment(), suspended=True))
     assert st["phase"] == "Suspended"
     assert conditions(st)["Progressing"] == ("False", "Suspended")
-    assert conditions(st)["Ready"] == ("True", "AllReplicasReady")
+    assert conditions(st)["Ready"] == ("True", "Serving")
 
 
 def test_scaled_to_zero_is_not_ready() -> None:
@@ -112,11 +124,79 @@ def test_scaled_to_zero_is_not_ready() -> None:
 
 
 def test_deadline_exceeded_is_degraded() -> None:
-    dep = deployment(ready=1)
-    dep["status"]["conditions"] = [{"type": "Progressing", "reason": "ProgressDeadlineExceeded"}]
+    dep = deployment(ready=1, available="False", deadline_exceeded=True)
     st = status.compute(observe(dep))
     assert conditions(st)["Degraded"] == ("True", "ProgressDeadlineExceeded")
+    assert conditions(st)["Ready"] == ("False", "DeploymentUnavailable")
     assert st["phase"] == "Degraded"
+
+
+# -- Ready means serving: it does not flap while pods are added or replaced ---------------
+
+
+def test_scale_up_with_the_deployment_available_stays_ready() -> None:
+    before = status.compute(observe(deployment(desired=2, ready=2, available="True")))
+    # kubectl scale 2 -> 3: the third pod is not ready yet.
+    dep = deployment(desired=3, ready=2, updated=3, available="True")
+    after = status.compute(observe(dep, previous=before, now=T1))
+    assert conditions(after)["Ready"] == ("True", "Serving")
+    assert conditions(after)["Progressing"] == ("True", "RollingOut")
+    ready = status.condition(after, "Ready")
+    assert ready is not None
+    assert ready["lastTransitionTime"] == T0
+    assert after["phase"] == "Ready"
+
+
+def test_scale_up_below_minimum_availability_stays_ready_while_progressing() -> None:
+    # maxUnavailable is 0, so the Deployment itself says Available=False while it scales up.
+    dep = deployment(desired=3, ready=2, updated=3, available="False")
+    st = status.compute(observe(dep))
+    assert conditions(st)["Ready"] == ("True", "Serving")
+    assert conditions(st)["Progressing"] == ("True", "RollingOut")
+
+
+def test_new_image_rolling_out_stays_ready() -> None:
+    dep = deployment(desired=2, ready=2, updated=1, replicas=3, lag=True, available="True")
+    st = status.compute(observe(dep))
+    assert conditions(st)["Ready"] == ("True", "Serving")
+    assert conditions(st)["Progressing"] == ("True", "RollingOut")
+
+
+@pytest.mark.parametrize("available", ["True", "False", None])
+def test_no_ready_pod_is_not_ready(available: str | None) -> None:
+    st = status.compute(observe(deployment(desired=2, ready=0, available=available)))
+    assert conditions(st)["Ready"] == ("False", "ReplicasNotReady")
+
+
+def test_without_deployment_conditions_every_replica_must_be_ready() -> None:
+    assert conditions(status.compute(observe(deployment(ready=1))))["Ready"] == (
+        "False",
+        "ReplicasNotReady",
+    )
+    assert conditions(status.compute(observe(deployment(ready=2))))["Ready"][0] == "True"
+
+
+# -- failures to observe ------------------------------------------------------------------
+
+
+def test_list_failure_makes_ready_unknown_and_degraded() -> None:
+    failure = Failure("ListFailed", "deployments is forbidden")
+    previous = status.compute(observe(deployment()))
+    st = status.compute(
+        observe(None, failure=failure, deployment_observed=False, previous=previous, now=T1)
+    )
+    assert conditions(st)["Ready"] == ("Unknown", "ListFailed")
+    assert conditions(st)["Degraded"] == ("True", "ListFailed")
+    assert st["phase"] == "Degraded"  # not Failed: nothing was refused
+
+
+def test_discovery_failure_keeps_serving_and_says_unknown() -> None:
+    failure = Failure("DiscoveryFailed", "503 ServiceUnavailable")
+    st = status.compute(observe(deployment(), failure=failure, monitoring=Monitoring.UNKNOWN))
+    assert conditions(st)["Ready"] == ("True", "Serving")
+    assert conditions(st)["Degraded"] == ("True", "DiscoveryFailed")
+    assert conditions(st)["Monitoring"] == ("Unknown", "DiscoveryFailed")
+    assert st["phase"] == "Ready"
 
 
 def test_monitoring_condition() -> None:

@@ -1,0 +1,42 @@
+"""The golden render files of test_render.py: how they are produced, and `make golden`.
+
+`python -m tests.unit.operator.update_golden` rewrites them; the test only ever compares, so a
+test run can never bless its own output. Review the diff like code.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import yaml
+
+from tests.unit.operator import crdschema
+from vod_operator.render import RenderInputs, render
+
+GOLDEN = Path(__file__).parent / "golden"
+KEYS = {"k-test": base64.b64encode(bytes(range(32))).decode()}
+CASES = {
+    "minimal": ("demo", RenderInputs()),
+    "full": ("showcase", RenderInputs(signing_keys=KEYS, monitoring_available=True)),
+}
+
+
+def rendered(case: str) -> str:
+    """The YAML stream render() produces for one golden case."""
+    name, inputs = CASES[case]
+    return yaml.safe_dump_all(render(crdschema.example_platform(name), inputs), sort_keys=False)
+
+
+def path(case: str) -> Path:
+    return GOLDEN / f"{case}.yaml"
+
+
+def main() -> None:
+    for case in sorted(CASES):
+        path(case).write_text(rendered(case))
+        print(f"wrote {path(case)}")
+
+
+if __name__ == "__main__":
+    main()
