@@ -268,7 +268,16 @@ def main() -> int:
         action="store_true",
         help="also measure vod-stream with VOD_FAST_PATH=false (every request through aiohttp)",
     )
+    parser.add_argument(
+        "--only",
+        metavar="TEXT",
+        help="run only the scenarios whose name contains TEXT (e.g. 'open range')",
+    )
     args = parser.parse_args()
+    scenarios = [s for s in SCENARIOS if args.only is None or args.only in s.name]
+    if not scenarios:
+        print(f"bench: no scenario matches {args.only!r}", file=sys.stderr)
+        return 2
     for tool in ("wrk",):
         if shutil.which(tool) is None:
             print(f"bench: {tool} is missing (make bench-stream installs it)", file=sys.stderr)
@@ -289,7 +298,7 @@ def main() -> int:
     try:
         for port in servers.values():
             check_same_bytes(port)
-        for scenario in SCENARIOS:
+        for scenario in scenarios:
             for port in servers.values():  # warm-up, not recorded
                 run_wrk(port, scenario, 1)
             for _ in range(args.rounds):
@@ -317,7 +326,7 @@ def main() -> int:
     others = [name for name in servers if name != "nginx"]
     print("| scenario | nginx | " + " | ".join(f"{n} | ratio" for n in others) + " | target |")
     print("|---" * (3 + 2 * len(others)) + "|")
-    for scenario in SCENARIOS:
+    for scenario in scenarios:
         unit = scenario.unit
         base = statistics.median(results[(scenario.name, "nginx")])
         cells = [scenario.name, f"{base:.0f} {unit}"]
@@ -330,7 +339,7 @@ def main() -> int:
     print("Server CPU time per request (user+system of the worker processes; robust to load):")
     print("| scenario | nginx | " + " | ".join(others) + " |")
     print("|---" * (2 + len(others)) + "|")
-    for scenario in SCENARIOS:
+    for scenario in scenarios:
         cells = [scenario.name] + [
             f"{statistics.median(cpu_per_request[(scenario.name, n)]):.1f} us"
             for n in ["nginx", *others]
