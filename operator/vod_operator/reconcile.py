@@ -234,9 +234,9 @@ class Reconciler:
                 live[key] = self.kube.apply(manifest)
             except KubeError as exc:
                 namespace = meta["namespace"]
-                if exc.namespace_terminating:
+                if exc.namespace_terminating:  # every other apply there is refused alike
                     log.info("namespace %s is being deleted: not recreating %s", namespace, label)
-                    continue
+                    break
                 log.warning("apply %s in %s failed: %s", label, namespace, exc)
                 errors.append(f"{label}: {exc.message}")
                 statuses.add(exc.status)

@@ -380,3 +380,18 @@ def test_a_refused_update_is_sent_again_once_the_live_object_changed() -> None:
     kube.child("Deployment", NS, "demo-stream")["metadata"]["resourceVersion"] = "999"
     run(kube)
     assert kube.attempts.count("Deployment/demo-stream") == 3
+
+
+def test_a_terminating_namespace_ends_the_pass_quietly() -> None:
+    """Creating in a namespace being deleted is refused for every child: one try, no failure."""
+    kube = setup()
+    terminating = KubeError(
+        403, "Forbidden", 'unable to create new content in namespace media because it is being '
+        "terminated",
+    )  # fmt: skip
+    for kind in ("ConfigMap", "Secret", "Deployment", "Service", "PodDisruptionBudget"):
+        kube.fail[("apply", kind)] = terminating
+    result = run(kube)
+    assert result.error is None
+    assert len(kube.attempts) == 1
+    assert child_writes(kube) == []
