@@ -8,6 +8,7 @@ import os
 import socket
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -17,6 +18,15 @@ from tests.component.conftest import ServerProcess, raw_response_head, status_of
 pytestmark = pytest.mark.component
 
 SIZE = 48 * 1024 * 1024
+
+
+def sparse_media_root(tmp_path: Path, size: int) -> Path:
+    """A media root holding `big.mp4`: `size` zero bytes, sparse (no disk used)."""
+    root = tmp_path / "media"
+    root.mkdir()
+    with open(root / "big.mp4", "wb") as handle:
+        handle.truncate(size)
+    return root
 
 
 def slow_download(port: int, path: str, result: dict[str, object], rate: int) -> None:
@@ -88,10 +98,7 @@ def test_sigterm_lets_a_long_transfer_finish(start_server, tmp_path, fast_path) 
 
 @pytest.mark.parametrize("fast_path", ["true", "false"])
 def test_grace_deadline_ends_a_stalled_transfer(start_server, tmp_path, fast_path) -> None:
-    root = tmp_path / "media"
-    root.mkdir()
-    with open(root / "big.mp4", "wb") as handle:
-        handle.truncate(512 * 1024 * 1024)
+    root = sparse_media_root(tmp_path, 512 * 1024 * 1024)
     server: ServerProcess = start_server(
         media_root=root, env={"VOD_SHUTDOWN_GRACE_SECONDS": "1", "VOD_FAST_PATH": fast_path}
     )
@@ -186,11 +193,8 @@ def access_entry(server: ServerProcess, path: str, timeout: float = 10) -> dict[
 
 @pytest.mark.parametrize("fast_path", ["true", "false"])
 def test_send_timeout_closes_a_client_that_stops_reading(start_server, tmp_path, fast_path) -> None:
-    root = tmp_path / "media"
-    root.mkdir()
     size = 64 * 1024 * 1024
-    with open(root / "big.mp4", "wb") as handle:
-        handle.truncate(size)
+    root = sparse_media_root(tmp_path, size)
     timeout = 1
     server: ServerProcess = start_server(
         media_root=root,
@@ -223,10 +227,7 @@ def test_send_timeout_closes_a_client_that_stops_reading(start_server, tmp_path,
 
 @pytest.mark.parametrize("fast_path", ["true", "false"])
 def test_client_abort_mid_body_is_499_not_an_error(start_server, tmp_path, fast_path) -> None:
-    root = tmp_path / "media"
-    root.mkdir()
-    with open(root / "big.mp4", "wb") as handle:
-        handle.truncate(64 * 1024 * 1024)
+    root = sparse_media_root(tmp_path, 64 * 1024 * 1024)
     server: ServerProcess = start_server(media_root=root, env={"VOD_FAST_PATH": fast_path})
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
