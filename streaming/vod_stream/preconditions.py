@@ -77,7 +77,7 @@ def parse_http_date(value: str) -> int | None:
                 return None  # a date without a zone is not an HTTP-date (asctime is GMT)
             parsed = parsed.replace(tzinfo=UTC)
         return int(parsed.timestamp())
-    except Exception:  # ValueError, OverflowError, IndexError...: RFC 9110 13.1.3 ignores it
+    except (TypeError, ValueError, IndexError, OverflowError):  # RFC 9110 13.1.3: ignored
         return None
 
 
