@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -39,6 +42,17 @@ class Recorder:
                 self.running -= 1
 
 
+@contextlib.asynccontextmanager
+async def running(*args: Any, **kwargs: Any) -> AsyncIterator[Controller]:
+    """A started Controller, stopped on the way out."""
+    controller = Controller(*args, **kwargs)
+    controller.start()
+    try:
+        yield controller
+    finally:
+        await controller.stop()
+
+
 async def settle(controller: Controller) -> None:
     for _ in range(200):
         await asyncio.sleep(0.01)
@@ -48,9 +62,7 @@ async def settle(controller: Controller) -> None:
 
 async def test_triggers_during_a_pass_coalesce_into_one_more_pass() -> None:
     recorder = Recorder(delay=0.2)
-    controller = Controller(recorder, workers=2)
-    controller.start()
-    try:
+    async with running(recorder, workers=2) as controller:
         controller.enqueue(("ns", "a"))
         await asyncio.sleep(0.05)
         for _ in range(10):
@@ -58,30 +70,22 @@ async def test_triggers_during_a_pass_coalesce_into_one_more_pass() -> None:
         await asyncio.sleep(0.6)
         await settle(controller)
         assert recorder.calls[("ns", "a")] == 2
-    finally:
-        await controller.stop()
 
 
 async def test_worker_limit_bounds_concurrency() -> None:
     recorder = Recorder(delay=0.1)
-    controller = Controller(recorder, workers=2)
-    controller.start()
-    try:
+    async with running(recorder, workers=2) as controller:
         for i in range(6):
             controller.enqueue(("ns", f"p{i}"))
         await asyncio.sleep(0.5)
         await settle(controller)
         assert sum(recorder.calls.values()) == 6
         assert recorder.max_running == 2
-    finally:
-        await controller.stop()
 
 
 async def test_failures_retry_with_growing_backoff() -> None:
     recorder = Recorder(fail_times=2)
-    controller = Controller(recorder, workers=1)
-    controller.start()
-    try:
+    async with running(recorder, workers=1) as controller:
         loop = asyncio.get_running_loop()
         started = loop.time()
         controller.enqueue(("ns", "a"))
@@ -95,27 +99,19 @@ async def test_failures_retry_with_growing_backoff() -> None:
         assert elapsed >= 2.9
         await asyncio.sleep(0.3)
         assert recorder.calls[("ns", "a")] == 3  # success stops the retries
-    finally:
-        await controller.stop()
 
 
 async def test_own_status_write_is_recognised() -> None:
-    controller = Controller(lambda ns, n: Result(status_version="42"), workers=1)
-    controller.start()
-    try:
+    async with running(lambda ns, n: Result(status_version="42"), workers=1) as controller:
         controller.enqueue(("ns", "a"))
         await asyncio.sleep(0.2)
         assert controller.is_own_write(("ns", "a"), "42")
         assert not controller.is_own_write(("ns", "a"), "43")
-    finally:
-        await controller.stop()
 
 
 async def test_invalid_only_failures_are_not_retried_until_the_next_trigger() -> None:
     recorder = Recorder(fail_times=2, retry=False)  # e.g. every error a 422 Invalid
-    controller = Controller(recorder, workers=1)
-    controller.start()
-    try:
+    async with running(recorder, workers=1) as controller:
         controller.enqueue(("ns", "a"))
         await asyncio.sleep(1.5)  # a retry would have come after 1 s
         await settle(controller)
@@ -125,15 +121,11 @@ async def test_invalid_only_failures_are_not_retried_until_the_next_trigger() ->
         await asyncio.sleep(0.1)
         await settle(controller)
         assert recorder.calls[("ns", "a")] == 2
-    finally:
-        await controller.stop()
 
 
 async def test_deleted_and_recreated_during_a_pass_never_runs_twice_at_once() -> None:
     recorder = Recorder(delay=0.3)
-    controller = Controller(recorder, workers=4)
-    controller.start()
-    try:
+    async with running(recorder, workers=4) as controller:
         controller.enqueue(("ns", "a"))
         await asyncio.sleep(0.05)
         controller.forget(("ns", "a"))  # DELETED while the pass runs
@@ -144,20 +136,14 @@ async def test_deleted_and_recreated_during_a_pass_never_runs_twice_at_once() ->
         assert recorder.max_running == 1
         assert recorder.calls[("ns", "a")] == 2  # the new object got its own pass
         assert ("ns", "a") in controller._states
-    finally:
-        await controller.stop()
 
 
 async def test_forget_during_a_failing_pass_drops_the_key_without_retry() -> None:
     recorder = Recorder(fail_times=5, delay=0.2)
-    controller = Controller(recorder, workers=1)
-    controller.start()
-    try:
+    async with running(recorder, workers=1) as controller:
         controller.enqueue(("ns", "a"))
         await asyncio.sleep(0.05)
         controller.forget(("ns", "a"))
         await asyncio.sleep(1.6)  # past the first backoff
         assert recorder.calls[("ns", "a")] == 1
         assert ("ns", "a") not in controller._states
-    finally:
-        await controller.stop()
