@@ -45,7 +45,7 @@ fmt: $(STAMP) ## Format the code and apply safe ruff fixes
 	$(VENV)/bin/ruff check --fix .
 
 .PHONY: test
-test: $(STAMP) lint cluster-build ## Install if needed, lint, then run every test tier (unit, component, cluster)
+test: $(STAMP) lint cluster-build images-local ## Install if needed, lint, then run every test tier (unit, component, cluster)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: test-unit
@@ -57,21 +57,25 @@ test-component: $(STAMP) ## Run the component tier only (real server processes o
 	$(PY) -m pytest tests/component $(PYTEST_ARGS)
 
 .PHONY: test-cluster
-test-cluster: $(STAMP) cluster-build ## Run the cluster tier only (real kube-apiserver)
+test-cluster: $(STAMP) cluster-build images-local ## Run the cluster tier only (real kube-apiserver, real node)
 	$(PY) -m pytest tests/cluster $(PYTEST_ARGS)
 
-##@ Local control plane (no Docker needed)
+##@ Local cluster (no Docker needed): control plane, kwok, and a real node
 
 .PHONY: cluster-build
-cluster-build: $(STAMP) ## Build (once, cached outside the repo) kube-apiserver, controller-manager, scheduler, etcd, kwok, helm
+cluster-build: $(STAMP) ## Build (once, cached outside the repo) the control plane, kubelet, kube-proxy, etcd, kwok, CoreDNS, metrics-server, helm
 	@$(PY) -m localcluster build
 
+.PHONY: images-local
+images-local: $(STAMP) ## Build the base, pause, streaming and operator images offline (no registry, no default Docker socket), cached by content hash
+	@$(PY) -m localcluster images
+
 .PHONY: cluster-up
-cluster-up: cluster-build ## Start the local control plane and print the `export KUBECONFIG=...` line (eval-able)
+cluster-up: cluster-build images-local ## Start the local cluster (real node, images loaded) and print the `export KUBECONFIG=...` line (eval-able)
 	@$(PY) -m localcluster up
 
 .PHONY: cluster-down
-cluster-down: $(STAMP) ## Stop the local control plane and remove its state
+cluster-down: $(STAMP) ## Stop the local cluster, remove its state and put the host back as it was
 	@$(PY) -m localcluster down
 
 ##@ Delivery
@@ -129,7 +133,7 @@ e2e-kind: $(STAMP) ## Cluster-tier scenarios against kind with real pods (after 
 # DEMO_MODE=auto takes kind when a Docker engine answers, else the local control plane;
 # DEMO_MODE=kind or DEMO_MODE=local forces one path.
 DEMO_MODE ?= auto
-demo: $(STAMP) ## The walkthrough: cluster (kind if Docker answers, else local), operator, example Ready, a video streamed
+demo: $(STAMP) ## The walkthrough: cluster (kind if Docker answers, else local with a real node), operator in-cluster, examples Ready, a video uploaded and streamed
 	@mode='$(DEMO_MODE)'; \
 	if [ "$$mode" = auto ]; then \
 	  if docker info >/dev/null 2>&1; then mode=kind; else mode=local; fi; \
@@ -145,12 +149,12 @@ demo: $(STAMP) ## The walkthrough: cluster (kind if Docker answers, else local),
 	  $(PY) -m vod_delivery demo up --kind;; \
 	local) \
 	  echo "demo: local control plane path (DEMO_MODE=$(DEMO_MODE))"; \
-	  $(MAKE) --no-print-directory cluster-build && $(PY) -m vod_delivery demo up;; \
+	  $(MAKE) --no-print-directory cluster-build images-local && $(PY) -m vod_delivery demo up;; \
 	*) echo "demo: DEMO_MODE must be auto, kind or local (got '$$mode')" >&2; exit 2;; \
 	esac
 
 .PHONY: demo-down
-demo-down: $(STAMP) ## Stop what `make demo` started (stream server, operator, cluster) and remove .demo/
+demo-down: $(STAMP) ## Stop what `make demo` started (port-forward, cluster) and remove .demo/
 	$(PY) -m vod_delivery demo down
 
 .PHONY: crd-reference

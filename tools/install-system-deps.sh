@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
-# Installs the system tools the tests and the demo need (ffmpeg/ffprobe, and python3-venv for
-# `make install`), from Debian's packages, only when they are missing. Extra package names may be passed as arguments (e.g. nginx wrk).
+# Installs the system tools the tests and the demo need, from Debian's packages, only when they
+# are missing: ffmpeg/ffprobe, python3-venv for `make install`, and for the local cluster's real
+# node containerd, runc, iptables, conntrack, the CNI plugins, and what builds its images offline
+# (mmdebstrap, docker.io's dockerd on a private socket, gcc and static libc for the pause image).
+# Extra package names may be passed as arguments (e.g. nginx wrk).
 set -euo pipefail
 
-want=(python3-venv ffmpeg "$@")
+want=(python3-venv ffmpeg containerd runc iptables conntrack containernetworking-plugins
+      mmdebstrap docker.io gcc libc6-dev "$@")
 missing=()
 for pkg in "${want[@]}"; do
   case "$pkg" in
     ffmpeg) command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || missing+=(ffmpeg) ;;
     python3-venv) "${PYTHON_BOOTSTRAP:-python3}" -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv) ;;
     nginx) command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx) ;;
+    containernetworking-plugins) [ -x /usr/lib/cni/bridge ] || [ -x /opt/cni/bin/bridge ] || missing+=("$pkg") ;;
+    docker.io) command -v dockerd >/dev/null || missing+=(docker.io) ;;
+    libc6-dev) [ -f /usr/lib/x86_64-linux-gnu/libc.a ] || [ -n "$(find /usr/lib -maxdepth 2 -name libc.a -print -quit 2>/dev/null)" ] || missing+=(libc6-dev) ;;
     *) command -v "$pkg" >/dev/null || missing+=("$pkg") ;;
   esac
 done

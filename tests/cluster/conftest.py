@@ -155,8 +155,12 @@ class Namespace:
     name: str
     cluster: Any
 
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> Any:
-        return self.cluster.kubectl("-n", self.name, *args, input=input, check=check)
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
+    ) -> Any:
+        return self.cluster.kubectl(
+            "-n", self.name, *args, input=input, check=check, timeout=timeout
+        )
 
     def get(self, kind: str, name: str) -> dict[str, Any]:
         return json.loads(self.kubectl("get", kind, name, "-o", "json").stdout)  # type: ignore[no-any-return]

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import pytest
 
 from localcluster import KubeCluster, binaries, write_request_count
+from localcluster.flags import KWOK_TAINT
 from localcluster.versions import CONTROL_PLANE_BINARIES
 
 pytestmark = pytest.mark.cluster
@@ -125,9 +126,26 @@ def test_schema_invalid_object_is_refused_with_the_field_named(
 
 @pytest.mark.local_control_plane
 def test_deployment_pods_are_scheduled_and_ready(kube_cluster: KubeCluster, ns: str) -> None:
-    kube_cluster.kubectl(
-        "-n", ns, "create", "deployment", "web", "--image=registry.invalid/web:1", "--replicas=2"
-    )
+    # A scale-test workload: it tolerates the kwok nodes' taint and selects them, so its pods
+    # are simulated even when the cluster has a real node (where this image could not run).
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": ns},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {
+                    "nodeSelector": {"type": "kwok"},
+                    "tolerations": [{**KWOK_TAINT, "operator": "Equal"}],
+                    "containers": [{"name": "web", "image": "registry.invalid/web:1"}],
+                },
+            },
+        },
+    }
+    kube_cluster.kubectl("apply", "-f", "-", input=json.dumps(deployment))
 
     def ready_replicas() -> int:
         status = get_json(kube_cluster, "-n", ns, "deployment", "web").get("status", {})
@@ -137,7 +155,7 @@ def test_deployment_pods_are_scheduled_and_ready(kube_cluster: KubeCluster, ns: 
     pods = get_json(kube_cluster, "-n", ns, "pods", "-l", "app=web")["items"]
     assert len(pods) == 2
     for pod in pods:
-        assert pod["spec"]["nodeName"], "the scheduler bound the pod to the kwok node"
+        assert pod["spec"]["nodeName"] == "kwok-node-0", "bound to the kwok node"
         assert pod["status"]["phase"] == "Running"
         ready = {c["type"]: c["status"] for c in pod["status"]["conditions"]}
         assert ready["Ready"] == "True"
@@ -216,7 +234,7 @@ CHILD = """
 import sys, time
 from pathlib import Path
 from localcluster import temporary_cluster
-with temporary_cluster(Path(sys.argv[1]), name="child") as cluster:
+with temporary_cluster(Path(sys.argv[1]), name="child", real_node=False) as cluster:
     print(cluster.server, flush=True)
     time.sleep(600)
 """
@@ -267,7 +285,8 @@ def test_an_interrupted_session_leaves_no_processes(tmp_path: Path, sig: signal.
 @pytest.mark.local_control_plane
 def test_up_status_and_down_from_separate_processes(tmp_path: Path) -> None:
     name = f"harness-{uuid.uuid4().hex[:6]}"
-    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    # The control plane's lifecycle (the real node's is test_node_cleanup's).
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "LOCALCLUSTER_REAL_NODE": "0"}
     # Reuse the built binaries: a fitting kube-apiserver etc. on PATH is taken as is.
     bins = sorted({str(binaries.require(b).parent) for b in CONTROL_PLANE_BINARIES})
     env["PATH"] = os.pathsep.join([*bins, env["PATH"]])

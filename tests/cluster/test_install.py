@@ -1,11 +1,13 @@
 """Installing the operator on a real API server: kustomize apply, RBAC as the API server sees it,
-the operator Deployment becoming Ready (pods simulated by kwok), and the chart accepted by a
+the operator Deployment becoming Ready (its image running on the real node), the in-cluster
+operator reconciling a VideoPlatform with its least-privilege RBAC, and the chart accepted by a
 server-side dry run."""
 
 from __future__ import annotations
 
 import json
 import subprocess
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,8 +16,8 @@ import pytest
 from localcluster.binaries import helm_path
 from localcluster.handle import KubeCluster
 from localcluster.versions import KUBERNETES_VERSION
+from tests.cluster.conftest import OperatorProcess
 from vod_delivery import project
-from vod_delivery.standin import get_json
 from vod_operator import kube
 
 pytestmark = pytest.mark.cluster
@@ -25,9 +27,10 @@ ACCOUNT = f"system:serviceaccount:{NAMESPACE}:vod-operator"
 
 
 @pytest.fixture(scope="module")
-def installed(kube_cluster: Any) -> Iterator[KubeCluster]:
+def installed(kube_cluster: Any, operator: OperatorProcess) -> Iterator[KubeCluster]:
     """`kubectl apply -k manifests/overlays/default`; afterwards everything but the shared CRD
-    is removed (other tests in the session use the CRD).
+    is removed (other tests in the session use the CRD). The session's own operator process
+    pauses meanwhile, so the in-cluster one is the only operator.
 
     On a cluster where the operator is already deployed (`make deploy` before `make e2e-kind`)
     the install is checked as it is and left alone: the other scenarios need that operator.
@@ -38,11 +41,20 @@ def installed(kube_cluster: Any) -> Iterator[KubeCluster]:
         yield cluster
         return
     overlay = str(project.MANIFESTS_DIR / "overlays" / "default")
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-k", overlay)
-    yield cluster
+    operator.stop()
+    try:
+        cluster.kubectl("apply", "--server-side", "--force-conflicts", "-k", overlay)
+        yield cluster
+    finally:
+        operator.start()
     # Wait for the cleanup, so later tests that count API writes do not see it.
     cluster.kubectl("delete", "namespace", NAMESPACE, "--timeout=120s", check=False)
     cluster.kubectl("delete", "clusterrolebinding,clusterrole", "vod-operator", check=False)
+
+
+def get_json(cluster: KubeCluster, *args: str) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
+    return result
 
 
 def test_operator_deployment_becomes_available(installed: KubeCluster) -> None:
@@ -56,6 +68,35 @@ def test_operator_deployment_becomes_available(installed: KubeCluster) -> None:
     (pod,) = pods["items"]
     assert pod["spec"]["serviceAccountName"] == "vod-operator"
     assert pod["spec"]["containers"][0]["image"].endswith(f":{project.version()}")
+    (status,) = pod["status"]["containerStatuses"]
+    assert status["ready"] is True
+    assert "running" in status["state"]
+
+
+def test_in_cluster_operator_reconciles_a_platform(installed: KubeCluster) -> None:
+    installed.kubectl(
+        "-n", NAMESPACE, "wait", "--for=condition=Available", "deployment/vod-operator",
+        "--timeout=180s",
+    )  # fmt: skip
+    ns = f"incluster-{uuid.uuid4().hex[:6]}"
+    installed.kubectl("create", "namespace", ns)
+    try:
+        installed.kubectl(
+            "-n", ns, "apply", "-f", "-",
+            input=(
+                "apiVersion: videoplatform.io/v1alpha1\nkind: VideoPlatform\n"
+                "metadata: {name: solo}\nspec: {replicas: 1, storage: {emptyDir: {}}}\n"
+            ),
+        )  # fmt: skip
+        installed.kubectl(
+            "-n", ns, "wait", "--for=condition=Ready", "vp/solo", "--timeout=180s", timeout=200
+        )
+        vp = get_json(installed, "-n", ns, "vp", "solo")
+        assert vp["status"]["readyReplicas"] == 1
+        log = installed.kubectl("-n", NAMESPACE, "logs", "deployment/vod-operator").stdout
+        assert f"{ns}/solo" in log, log[-2000:]
+    finally:
+        installed.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
 def test_crd_is_established(installed: KubeCluster) -> None:

@@ -96,10 +96,10 @@ def test_parse_version_reads_version_output(
 @pytest.mark.parametrize(
     ("found", "fits"),
     [
-        ("Kubernetes v1.33.13", True),
-        ("Kubernetes v1.33.0", True),
-        ("Kubernetes v1.32.4", False),
-        ("Kubernetes v1.34.1", False),
+        ("Kubernetes v1.36.3", True),
+        ("Kubernetes v1.36.0", True),
+        ("Kubernetes v1.35.4", False),
+        ("Kubernetes v1.37.2", False),
         ("Kubernetes v0.0.0-master+$Format:%H$", False),
         ("", False),
     ],
@@ -123,8 +123,21 @@ def test_kubernetes_ldflags_make_version_honest() -> None:
 
 def test_every_binary_belongs_to_exactly_one_pinned_component() -> None:
     assert sorted(ALL_BINARIES) == sorted(
-        ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd", "kwok", "helm"]
+        [
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+            "kubelet",
+            "kube-proxy",
+            "etcd",
+            "kwok",
+            "helm",
+            "coredns",
+            "metrics-server",
+        ]
     )
+    assert component_of("kubelet").version == KUBERNETES_VERSION
+    assert component_of("coredns").module == "github.com/coredns/coredns"
     assert component_of("kube-scheduler").version == KUBERNETES_VERSION
     assert component_of("etcd").module == "go.etcd.io/etcd/server/v3"
     assert "helm" not in CONTROL_PLANE_BINARIES

@@ -213,7 +213,7 @@ def test_cache_is_versioned_under_xdg_cache_home(
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert paths.bin_dir(component_of("etcd")) == tmp_path / "vod-operator/bin/etcd-v3.6.16"
     assert binaries.cached("kube-apiserver") == (
-        tmp_path / "vod-operator/bin/kubernetes-v1.33.13/kube-apiserver"
+        tmp_path / "vod-operator/bin/kubernetes-v1.36.3/kube-apiserver"
     )
 
 
@@ -229,7 +229,7 @@ def test_a_fitting_binary_in_kubebuilder_assets_is_used(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     binaries.reported_version.cache_clear()
-    fake = _fake_binary(tmp_path / "assets", "kube-apiserver", "Kubernetes v1.33.2")
+    fake = _fake_binary(tmp_path / "assets", "kube-apiserver", "Kubernetes v1.36.2")
     monkeypatch.setenv("KUBEBUILDER_ASSETS", str(tmp_path / "assets"))
     monkeypatch.setenv("PATH", "/nonexistent")
     assert binaries.external("kube-apiserver") == fake
@@ -276,5 +276,5 @@ def test_clear_removes_only_localclusters_own_entries(tmp_path: Path) -> None:
 
 
 def test_build_refuses_unknown_binaries(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli_main(["build", "kubelet"]) == 2
-    assert "unknown binaries: kubelet" in capsys.readouterr().out
+    assert cli_main(["build", "kubeadm"]) == 2
+    assert "unknown binaries: kubeadm" in capsys.readouterr().out

@@ -182,7 +182,7 @@ def main() -> int:
 
     with (
         tempfile.TemporaryDirectory(prefix="vod-bench-") as tmp,
-        temporary_cluster(Path(tmp) / "cluster", name="vod-bench") as cluster,
+        temporary_cluster(Path(tmp) / "cluster", name="vod-bench", real_node=False) as cluster,
     ):
         rows = run(cluster, Path(tmp), args.budget_seconds, args.count, args.idle_seconds)
     width = max(len(name) for name, _ in rows)

@@ -8,10 +8,10 @@ import shutil
 import sys
 import time
 
-from localcluster import binaries, cluster
+from localcluster import binaries, cluster, preflight, realnode
 from localcluster.build import build
 from localcluster.paths import clusters_dir
-from localcluster.versions import ALL_BINARIES, CONTROL_PLANE_BINARIES
+from localcluster.versions import ALL_BINARIES, CONTROL_PLANE_BINARIES, NODE_BINARIES
 
 DEFAULT_NAME = "vod"
 
@@ -54,16 +54,20 @@ def cmd_which(binary: str) -> int:
 
 
 def cmd_up(name: str) -> int:
-    build(list(CONTROL_PLANE_BINARIES))
+    real_node = preflight.real_node_wanted()
+    if real_node:
+        preflight.require_real_node()
+    build([*CONTROL_PLANE_BINARIES, *(NODE_BINARIES if real_node else ())])
     root = clusters_dir() / name
     up = cluster.running(root)
     if up is not None:
-        print(f"# control plane {name!r} already running at {up.server}")
+        print(f"# cluster {name!r} already running at {up.server}")
     else:
         began = time.monotonic()
-        up = cluster.start(root, name)
+        node_images = realnode.default_images() if real_node else None
+        up = cluster.start(root, name, node_images=node_images)
         took = time.monotonic() - began
-        print(f"# control plane {name!r} up in {took:.1f} s at {up.server}; logs: {root / 'logs'}")
+        print(f"# cluster {name!r} up in {took:.1f} s at {up.server}; logs: {root / 'logs'}")
     print(f"export KUBECONFIG={shlex.quote(str(up.kubeconfig))}")
     return 0
 
@@ -73,7 +77,7 @@ def cmd_down(name: str) -> int:
     killed = cluster.stop(root)
     shutil.rmtree(root, ignore_errors=True)
     note = f" (SIGKILLed {', '.join(killed)})" if killed else ""
-    print(f"control plane {name!r} stopped{note}")
+    print(f"cluster {name!r} stopped and its host state restored{note}")
     return 0
 
 
@@ -97,6 +101,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "which":
             return cmd_which(args.binary)
         return {"up": cmd_up, "down": cmd_down, "status": cmd_status}[args.command](args.name)
-    except (cluster.ClusterError, FileNotFoundError, RuntimeError) as err:
+    except (cluster.ClusterError, FileNotFoundError, RuntimeError, OSError) as err:
         print(f"localcluster {args.command}: {err}", file=sys.stderr)
         return 1

@@ -15,11 +15,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from localcluster import binaries, processes
+from localcluster import binaries, preflight, processes, realnode
 from localcluster.api import Api
 from localcluster.flags import (
     COMPONENTS,
-    SERVICE_IP,
     Layout,
     Ports,
     apiserver_args,
@@ -28,12 +27,18 @@ from localcluster.flags import (
     fake_node,
     kwok_args,
     scheduler_args,
+    service_ip,
 )
 from localcluster.kubeconfig import render_kubeconfig
+from localcluster.node import NODE_COMPONENTS
+from localcluster.node import NODE_NAME as REAL_NODE_NAME
+from localcluster.nodenet import NodeNet
 from localcluster.paths import kwok_stages
 from localcluster.pki import write_pki
 
 NODE_NAME = "kwok-node-0"
+#: Node images: (the sandbox image name, archives to import into the node's containerd).
+NodeImages = tuple[str, list[Path]]
 T = TypeVar("T")
 
 
@@ -78,17 +83,23 @@ def running(root: Path) -> Running | None:
     layout = Layout(root)
     if not layout.state.is_file():
         return None
-    pids = [processes.owned_pid(layout.pids / f"{n}.pid", str(root)) for n in COMPONENTS]
+    pids = [processes.owned_pid(layout.pids / f"{n}.pid", str(root)) for n in components(root)]
     if any(pid is None for pid in pids):
         return None
     state = json.loads(layout.state.read_text())
     return Running(state["name"], root, state["server"], layout.kubeconfig)
 
 
+def components(root: Path) -> tuple[str, ...]:
+    """What the cluster in `root` runs, in start order: the control plane, and the real node's
+    components when it has one."""
+    return COMPONENTS + (NODE_COMPONENTS if realnode.load_net(root) else ())
+
+
 def component_status(root: Path) -> dict[str, int | None]:
     """Component -> pid (None when not running)."""
     layout = Layout(root)
-    return {n: processes.owned_pid(layout.pids / f"{n}.pid", str(root)) for n in COMPONENTS}
+    return {n: processes.owned_pid(layout.pids / f"{n}.pid", str(root)) for n in components(root)}
 
 
 class _Starter:
@@ -101,7 +112,9 @@ class _Starter:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def spawn(self, name: str, args: list[str]) -> None:
-        argv = [str(binaries.require(name)), *args]
+        self.spawn_argv(name, [str(binaries.require(name)), *args])
+
+    def spawn_argv(self, name: str, argv: list[str]) -> None:
         self.procs[name] = processes.spawn(
             name, argv, self.layout.logs, self.layout.pids, die_with_parent=self.die_with_parent
         )
@@ -149,8 +162,16 @@ def clear(layout: Layout) -> None:
             entry.unlink(missing_ok=True)
 
 
-def start(root: Path, name: str, *, die_with_parent: bool = False, timeout: float = 180) -> Running:
-    """Start a fresh control plane in `root` (or return the one already running there).
+def start(
+    root: Path,
+    name: str,
+    *,
+    die_with_parent: bool = False,
+    timeout: float = 180,
+    node_images: NodeImages | None = None,
+) -> Running:
+    """Start a fresh cluster in `root` (or return the one already running there): the control
+    plane, kwok's simulated node and, given `node_images`, the real node.
 
     Ports are picked free just before the start; if another process takes one in between, the
     start is retried once with new ports."""
@@ -159,7 +180,7 @@ def start(root: Path, name: str, *, die_with_parent: bool = False, timeout: floa
         return already
     for attempt in (1, 2):
         try:
-            return _start_once(Layout(root), name, die_with_parent, timeout)
+            return _start_once(Layout(root), name, die_with_parent, timeout, node_images)
         except ClusterError as err:
             if attempt == 2 or "address already in use" not in str(err):
                 raise
@@ -167,10 +188,10 @@ def start(root: Path, name: str, *, die_with_parent: bool = False, timeout: floa
     raise AssertionError("unreachable")
 
 
-def _write_config(layout: Layout, name: str, ports: Ports) -> Api:
+def _write_config(layout: Layout, name: str, ports: Ports, net: NodeNet | None) -> Api:
     """Certificates, kubeconfig and state file for a start on `ports`; the admin API client."""
     server = f"https://127.0.0.1:{ports.apiserver}"
-    write_pki(layout.pki, SERVICE_IP)
+    write_pki(layout.pki, service_ip(net), None if net is None else (REAL_NODE_NAME, net.node_ip))
     pki = layout.pki_file
     kubeconfig = render_kubeconfig(
         name,
@@ -185,28 +206,39 @@ def _write_config(layout: Layout, name: str, ports: Ports) -> Api:
     return Api(server, pki("ca.crt"), pki("admin.crt"), pki("admin.key"))
 
 
-def _start_once(layout: Layout, name: str, die_with_parent: bool, timeout: float) -> Running:
+def _start_once(
+    layout: Layout,
+    name: str,
+    die_with_parent: bool,
+    timeout: float,
+    node_images: NodeImages | None,
+) -> Running:
     stop(layout.root)
     clear(layout)
+    if node_images is not None:
+        preflight.require_real_node()
     layout.root.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     ports = Ports(*free_ports(6))
-    api = _write_config(layout, name, ports)
     starter = _Starter(layout, die_with_parent, timeout)
     try:
+        net = realnode.prepare(layout.root) if node_images is not None else None
+        api = _write_config(layout, name, ports, net)
         starter.spawn("etcd", etcd_args(layout, ports))
         starter.wait("etcd /health", _etcd_healthy(ports.etcd_client), ("etcd",))
-        starter.spawn("kube-apiserver", apiserver_args(layout, ports))
+        starter.spawn("kube-apiserver", apiserver_args(layout, ports, net))
         starter.wait(
             "kube-apiserver /readyz",
             lambda: True if api.request("GET", "/readyz", timeout=3)[0] == 200 else None,
             ("etcd", "kube-apiserver"),
         )
         _progress(f"{name}: API server ready after {time.monotonic() - started:.1f} s")
-        starter.spawn("kube-controller-manager", controller_manager_args(layout, ports))
+        starter.spawn("kube-controller-manager", controller_manager_args(layout, ports, net))
         starter.spawn("kube-scheduler", scheduler_args(layout, ports))
         starter.spawn("kwok", kwok_args(layout, ports, kwok_stages()))
-        status, text = api.request("POST", "/api/v1/nodes", fake_node(NODE_NAME))
+        status, text = api.request(
+            "POST", "/api/v1/nodes", fake_node(NODE_NAME, tainted=net is not None)
+        )
         if status not in (201, 409):
             raise ClusterError(f"creating node {NODE_NAME} answered {status}: {text}")
         starter.wait(
@@ -214,6 +246,9 @@ def _start_once(layout: Layout, name: str, die_with_parent: bool, timeout: float
             lambda: True if node_ready(api.get_json(f"/api/v1/nodes/{NODE_NAME}")) else None,
             COMPONENTS,
         )
+        if net is not None and node_images is not None:
+            sandbox_image, archives = node_images
+            realnode.start(starter, layout.root, net, ports, api, name, archives, sandbox_image)
         starter.wait(
             "ServiceAccount default/default (controller-manager)",
             lambda: api.get_json("/api/v1/namespaces/default/serviceaccounts/default"),
@@ -230,5 +265,10 @@ def stop(root: Path) -> list[str]:
     """Stop every component of the cluster in `root` (from any process). Returns those killed."""
     layout = Layout(root)
     if not layout.pids.is_dir():
+        realnode.stop(root)
         return []
-    return processes.stop_all(layout.pids, list(reversed(COMPONENTS)), marker=str(root))
+    # The node first (kubelet before containerd, then its pods, shims, mounts, network), so
+    # nothing of it calls the API server while that stops.
+    killed = processes.stop_all(layout.pids, list(reversed(NODE_COMPONENTS)), marker=str(root))
+    realnode.stop(root)
+    return killed + processes.stop_all(layout.pids, list(reversed(COMPONENTS)), marker=str(root))

@@ -5,9 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from localcluster.nodenet import NodeNet
+
+#: The Service range without a real node (with one, the node's network decides: nodenet.py).
 SERVICE_CIDR = "10.0.0.0/24"
 SERVICE_IP = "10.0.0.1"
-POD_CIDR = "10.244.0.0/16"
+#: kwok's simulated pods get addresses here (never routed; apart from the real node's pods).
+KWOK_POD_CIDR = "10.245.0.0/16"
+#: kwok's nodes carry this taint, so real workloads land on the real node; scale tests that want
+#: simulated pods tolerate it (and select `type: kwok`).
+KWOK_TAINT = {"key": "kwok.x-k8s.io/node", "value": "fake", "effect": "NoSchedule"}
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
 #: kwok manages only Nodes carrying this annotation (the ones localcluster creates).
 KWOK_NODE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
@@ -69,7 +76,8 @@ class Layout:
     def entries(self) -> list[Path]:
         """Everything localcluster creates under `root` (what `clear` removes)."""
         files = [self.kubeconfig, self.state]
-        return [*files, self.pki, self.etcd_data, self.logs, self.pids, self.root / "certs"]
+        folders = [self.pki, self.etcd_data, self.logs, self.pids, self.root / "certs"]
+        return [*files, *folders, self.root / "node"]
 
 
 def etcd_args(layout: Layout, ports: Ports) -> list[str]:
@@ -88,25 +96,59 @@ def etcd_args(layout: Layout, ports: Ports) -> list[str]:
     ]
 
 
-def apiserver_args(layout: Layout, ports: Ports) -> list[str]:
+def service_cidr(net: NodeNet | None) -> str:
+    return SERVICE_CIDR if net is None else net.service_cidr
+
+
+def service_ip(net: NodeNet | None) -> str:
+    return SERVICE_IP if net is None else net.service_ip(1)
+
+
+def apiserver_args(layout: Layout, ports: Ports, net: NodeNet | None = None) -> list[str]:
     pki = layout.pki_file
+    if net is None:
+        network = [
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            # The `kubernetes` Service's endpoints would be 127.0.0.1, which validation refuses.
+            "--endpoint-reconciler-type=none",
+            "--authorization-mode=RBAC",
+        ]
+    else:
+        network = [
+            # Reachable from the node's namespace through the veth (and on 127.0.0.1 for
+            # kubeconfigs); the `kubernetes` Service's endpoint is the host side of the veth.
+            "--bind-address=0.0.0.0",
+            f"--advertise-address={net.host_ip}",
+            "--authorization-mode=Node,RBAC",
+            # logs/exec/port-forward reach the kubelet by its InternalIP, with a client cert.
+            "--kubelet-preferred-address-types=InternalIP,Hostname",
+            f"--kubelet-client-certificate={pki('apiserver-kubelet-client.crt')}",
+            f"--kubelet-client-key={pki('apiserver-kubelet-client.key')}",
+            f"--kubelet-certificate-authority={pki('ca.crt')}",
+            # Aggregated APIs (metrics-server) get the caller through the front proxy.
+            f"--requestheader-client-ca-file={pki('front-proxy-ca.crt')}",
+            "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={pki('front-proxy-client.crt')}",
+            f"--proxy-client-key-file={pki('front-proxy-client.key')}",
+            "--enable-aggregator-routing=true",
+        ]
     return [
-        "--bind-address=127.0.0.1",
-        "--advertise-address=127.0.0.1",
+        *network,
         f"--secure-port={ports.apiserver}",
         f"--cert-dir={layout.cert_dir('kube-apiserver')}",
         f"--tls-cert-file={pki('apiserver.crt')}",
         f"--tls-private-key-file={pki('apiserver.key')}",
         f"--client-ca-file={pki('ca.crt')}",
         f"--etcd-servers=http://127.0.0.1:{ports.etcd_client}",
-        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        f"--service-cluster-ip-range={service_cidr(net)}",
         "--allow-privileged=true",
-        "--authorization-mode=RBAC",
         f"--service-account-issuer={SA_ISSUER}",
         f"--service-account-key-file={pki('sa.pub')}",
         f"--service-account-signing-key-file={pki('sa.key')}",
-        # The `kubernetes` Service's endpoints would be 127.0.0.1, which validation refuses.
-        "--endpoint-reconciler-type=none",
         # Its node.kubernetes.io/not-ready taint is lifted by the node lifecycle controller,
         # which does not run (see CONTROLLERS): kwok's node is Ready from the start.
         "--disable-admission-plugins=TaintNodesByCondition",
@@ -125,7 +167,15 @@ def _component_common(layout: Layout, port: int, name: str) -> list[str]:
     ]
 
 
-def controller_manager_args(layout: Layout, ports: Ports) -> list[str]:
+#: HorizontalPodAutoscalers act within seconds (defaults: 15 s sync, 5 min scale-down window), so
+#: a scale-out and the scale-in after it are seen in a test or a demo.
+HPA_FLAGS = (
+    "--horizontal-pod-autoscaler-sync-period=5s",
+    "--horizontal-pod-autoscaler-downscale-stabilization=30s",
+)
+
+
+def controller_manager_args(layout: Layout, ports: Ports, net: NodeNet | None = None) -> list[str]:
     pki = layout.pki_file
     return [
         *_component_common(layout, ports.controller_manager, "kube-controller-manager"),
@@ -134,7 +184,8 @@ def controller_manager_args(layout: Layout, ports: Ports) -> list[str]:
         f"--root-ca-file={pki('ca.crt')}",
         f"--cluster-signing-cert-file={pki('ca.crt')}",
         f"--cluster-signing-key-file={pki('ca.key')}",
-        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        f"--service-cluster-ip-range={service_cidr(net)}",
+        *HPA_FLAGS,
     ]
 
 
@@ -149,14 +200,15 @@ def kwok_args(layout: Layout, ports: Ports, stages: Path) -> list[str]:
         f"--config={stages}",
         "--manage-all-nodes=false",
         f"--manage-nodes-with-annotation-selector={key}={value}",
-        f"--cidr={POD_CIDR}",
+        f"--cidr={KWOK_POD_CIDR}",
         "--node-ip=127.0.0.1",
         f"--server-address=127.0.0.1:{ports.kwok}",
     ]
 
 
-def fake_node(name: str) -> dict[str, object]:
-    """A Node kwok manages (it fills in status: Ready, capacity, addresses)."""
+def fake_node(name: str, tainted: bool = False) -> dict[str, object]:
+    """A Node kwok manages (it fills in status: Ready, capacity, addresses); `tainted` beside
+    a real node, so that only workloads tolerating KWOK_TAINT land on it."""
     key, value = KWOK_NODE_ANNOTATION
     return {
         "apiVersion": "v1",
@@ -171,4 +223,5 @@ def fake_node(name: str) -> dict[str, object]:
                 "type": "kwok",
             },
         },
+        "spec": {"taints": [KWOK_TAINT] if tainted else []},
     }

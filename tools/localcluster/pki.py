@@ -59,10 +59,12 @@ def _builder(
     )
 
 
-def make_ca() -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+def make_ca(
+    common_name: str = "localcluster-ca",
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     """A self-signed CA that signs the serving and client certificates."""
     key = _key()
-    name = _name("localcluster-ca")
+    name = _name(common_name)
     cert = (
         _builder(name, name, key.public_key())
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
@@ -110,34 +112,59 @@ def issue(
     return builder.sign(ca_key, hashes.SHA256()), key
 
 
-def write_pki(root: Path, service_ip: str) -> None:
+def _pair_files(
+    name: str, pair: tuple[x509.Certificate, ec.EllipticCurvePrivateKey]
+) -> dict[str, bytes]:
+    return {f"{name}.crt": _cert_pem(pair[0]), f"{name}.key": _key_pem(pair[1])}
+
+
+def write_pki(root: Path, service_ip: str, node: tuple[str, str] | None = None) -> None:
     """Write into `root`: ca.crt/key, apiserver.crt/key (serving), admin.crt/key (client, group
-    system:masters) and sa.key/sa.pub (service-account token signing)."""
+    system:masters) and sa.key/sa.pub (service-account token signing).
+
+    With `node` = (node name, node IP) also the real node's: kubelet.crt/key (its client, user
+    system:node:NAME), kubelet-serving.crt/key, kube-proxy.crt/key (user system:kube-proxy),
+    apiserver-kubelet-client.crt/key (what the API server shows the kubelet for logs/exec), and
+    front-proxy-ca.crt + front-proxy-client.crt/key (aggregated APIs such as metrics-server)."""
     root.mkdir(parents=True, exist_ok=True)
     ca = make_ca()
-    serving = issue(
-        ca,
-        "kube-apiserver",
-        server=True,
-        ips=("127.0.0.1", service_ip),
-        dns_names=SERVING_DNS_NAMES,
-    )
+    ips = ("127.0.0.1", service_ip) if node is None else ("127.0.0.1", service_ip, node[1])
+    serving = issue(ca, "kube-apiserver", server=True, ips=ips, dns_names=SERVING_DNS_NAMES)
     admin = issue(ca, "localcluster-admin", organization="system:masters")
     sa_key = _key()
     files = {
         "ca.crt": _cert_pem(ca[0]),
         "ca.key": _key_pem(ca[1]),
-        "apiserver.crt": _cert_pem(serving[0]),
-        "apiserver.key": _key_pem(serving[1]),
-        "admin.crt": _cert_pem(admin[0]),
-        "admin.key": _key_pem(admin[1]),
+        **_pair_files("apiserver", serving),
+        **_pair_files("admin", admin),
         "sa.key": _key_pem(sa_key),
         "sa.pub": sa_key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         ),
     }
-    for name, data in files.items():
-        path = root / name
+    if node is not None:
+        name, ip = node
+        front_proxy_ca = make_ca("localcluster-front-proxy-ca")
+        files.update(
+            {
+                **_pair_files(
+                    "kubelet", issue(ca, f"system:node:{name}", organization="system:nodes")
+                ),
+                **_pair_files(
+                    "kubelet-serving",
+                    issue(ca, name, server=True, ips=(ip,), dns_names=(name,)),
+                ),
+                **_pair_files("kube-proxy", issue(ca, "system:kube-proxy")),
+                **_pair_files(
+                    "apiserver-kubelet-client",
+                    issue(ca, "kube-apiserver-kubelet-client", organization="system:masters"),
+                ),
+                "front-proxy-ca.crt": _cert_pem(front_proxy_ca[0]),
+                **_pair_files("front-proxy-client", issue(front_proxy_ca, "front-proxy-client")),
+            }
+        )
+    for file_name, data in files.items():
+        path = root / file_name
         path.write_bytes(data)
         if path.suffix == ".key":
             path.chmod(0o600)

@@ -13,10 +13,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from localcluster import cluster
+from localcluster import cluster, preflight, realnode
 from localcluster.build import build
 from localcluster.handle import KubeCluster
-from localcluster.versions import CONTROL_PLANE_BINARIES
+from localcluster.versions import CONTROL_PLANE_BINARIES, NODE_BINARIES
 
 
 @contextmanager
@@ -46,17 +46,27 @@ def _stop_on_signals(root: Path) -> Iterator[None]:
 
 
 @contextmanager
-def temporary_cluster(root: Path, name: str = "localcluster") -> Iterator[KubeCluster]:
-    """Build what is missing, start a control plane in `root`, yield it, stop it on the way out.
+def temporary_cluster(
+    root: Path, name: str = "localcluster", real_node: bool | None = None
+) -> Iterator[KubeCluster]:
+    """Build what is missing, start a cluster in `root`, yield it, stop it on the way out.
+
+    `real_node` (default: unless LOCALCLUSTER_REAL_NODE=0) adds the real node with the pause and
+    project images built offline and loaded; without it, pods are simulated by kwok alone.
 
     Nothing outlives the calling process: the cluster stops on leaving the block, at exit, on
     SIGTERM/SIGHUP, and each component is SIGKILLed by the kernel if this process dies anyway
     (PR_SET_PDEATHSIG, bound to the calling thread: enter it from a thread that lives as long).
     """
-    build(list(CONTROL_PLANE_BINARIES))
+    if real_node is None:
+        real_node = preflight.real_node_wanted()
+    if real_node:
+        preflight.require_real_node()
+    build([*CONTROL_PLANE_BINARIES, *(NODE_BINARIES if real_node else ())])
+    node_images = realnode.default_images() if real_node else None
     with _stop_on_signals(root):
         try:
-            up = cluster.start(root, name, die_with_parent=True)
+            up = cluster.start(root, name, die_with_parent=True, node_images=node_images)
             yield KubeCluster(kubeconfig=up.kubeconfig, server=up.server)
         finally:
             killed = cluster.stop(root)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-KUBERNETES_VERSION = "v1.33.13"
+KUBERNETES_VERSION = "v1.36.3"
 ETCD_VERSION = "v3.6.16"
 KWOK_VERSION = "v0.8.0"
 HELM_VERSION = "v3.21.4"
+COREDNS_VERSION = "v1.14.7"
+METRICS_SERVER_VERSION = "v0.8.0"
 
 _SEMVER = re.compile(r"v?(\d+)\.(\d+)\.(\d+)")
 
@@ -77,7 +79,13 @@ COMPONENTS: tuple[Component, ...] = (
         version=KUBERNETES_VERSION,
         binaries={
             name: f"k8s.io/kubernetes/cmd/{name}"
-            for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+            for name in (
+                "kube-apiserver",
+                "kube-controller-manager",
+                "kube-scheduler",
+                "kubelet",
+                "kube-proxy",
+            )
         },
         replace_version=staging_version(KUBERNETES_VERSION),
         ldflags=kubernetes_ldflags(KUBERNETES_VERSION),
@@ -104,6 +112,20 @@ COMPONENTS: tuple[Component, ...] = (
         ldflags=[f"-X helm.sh/helm/v3/internal/version.version={HELM_VERSION}"],
         version_args=("version", "--short"),
     ),
+    Component(
+        name="coredns",
+        module="github.com/coredns/coredns",
+        version=COREDNS_VERSION,
+        binaries={"coredns": "github.com/coredns/coredns"},
+        version_args=("-version",),
+    ),
+    Component(
+        name="metrics-server",
+        module="sigs.k8s.io/metrics-server",
+        version=METRICS_SERVER_VERSION,
+        binaries={"metrics-server": "sigs.k8s.io/metrics-server/cmd/metrics-server"},
+        ldflags=[f"-X k8s.io/client-go/pkg/version.gitVersion={METRICS_SERVER_VERSION}"],
+    ),
 )
 
 
@@ -116,5 +138,9 @@ def component_of(binary: str) -> Component:
 
 
 ALL_BINARIES: tuple[str, ...] = tuple(b for c in COMPONENTS for b in c.binaries)
-#: What `up` runs (helm is built for delivery, not for the control plane).
-CONTROL_PLANE_BINARIES: tuple[str, ...] = tuple(b for b in ALL_BINARIES if b != "helm")
+#: What the real node runs beside containerd (from Debian).
+NODE_BINARIES: tuple[str, ...] = ("kubelet", "kube-proxy", "coredns", "metrics-server")
+#: What `up` runs without a real node (helm is built for delivery, not for the cluster).
+CONTROL_PLANE_BINARIES: tuple[str, ...] = tuple(
+    b for b in ALL_BINARIES if b != "helm" and b not in NODE_BINARIES
+)

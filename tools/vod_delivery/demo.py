@@ -1,19 +1,24 @@
-"""`make demo`: a cluster, the operator, the examples Ready, a video streamed with a Range request.
+"""`make demo`: a cluster, the operator in-cluster, the examples Ready with real pods, a video
+uploaded through the platform's own API and streamed back with a signed Range request.
 
-Two paths, one story:
+Two clusters, one story:
 
-- local control plane (no Docker): the operator runs as a local process; pods are simulated by
-  kwok, so the streaming server is started locally with exactly the configuration the operator
-  rendered (its ConfigMap, the Deployment's command/env and mounts, the signing Secret);
+- local (no Docker engine answers): `python -m localcluster up` starts the control plane and a
+  real node (containerd, kubelet, kube-proxy, CoreDNS) with the project's images built offline
+  and loaded into the node; the demo then deploys the operator with kustomize;
 - kind (a Docker engine answers): the Makefile has created the cluster, built and loaded the images
-  and deployed the operator; the video is copied into a real streaming pod and fetched through
-  `kubectl port-forward`.
+  and deployed the operator.
+
+From there both paths are the same: `kubectl apply -f examples/`, wait for Ready, a
+`kubectl port-forward` to the showcase platform's Service, a PUT of a test video with a JWT made
+from the example's key, a URL signed inside a streaming pod (`vod-stream sign`), a Range request.
 
 State lives in `.demo/` (git-ignored); `make demo-down` stops what was started and removes it.
 """
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import os
@@ -22,10 +27,13 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jwt
 import yaml
 
 from localcluster.handle import KubeCluster
@@ -38,29 +46,22 @@ from vod_delivery.examples import (
     hostpath_volume,
 )
 from vod_delivery.playback import stream_and_show
-from vod_delivery.podlocal import LocalPod, local_pod
 from vod_delivery.report import Reporter
-from vod_delivery.standin import (
-    describe_pod,
-    get_json,
-    host_adapted,
-    materialize,
-    process_env,
-    rendered_objects,
-    resolve_command,
-)
-from vod_stream.config import PREFIX, SPECS
 
 VIDEO_NAME = "demo.mp4"
-STREAM_CONTAINER = "stream"
-WAIT_TIMEOUT = "240s"
-#: The demo's own local control plane (tests and `make cluster-up` use other names);
+WAIT_TIMEOUT = "300s"
+OPERATOR_NAMESPACE = "vod-operator-system"
+#: The overlay for clusters whose nodes already hold the images (kind-load, the local node).
+PRELOADED_OVERLAY = project.MANIFESTS_DIR / "overlays" / "kind"
+#: The streaming pods run as this user; a hostPath origin must be writable by it.
+STREAM_UID = 10001
+#: The demo's own local cluster (tests and `make cluster-up` use other names);
 #: VOD_DEMO_CLUSTER overrides it.
 LOCAL_CLUSTER_NAME = "vod-demo"
 
 
 def local_cluster_name() -> str:
-    """Name of the local control plane the demo starts and stops."""
+    """Name of the local cluster the demo starts and stops."""
     return os.environ.get("VOD_DEMO_CLUSTER", LOCAL_CLUSTER_NAME)
 
 
@@ -82,10 +83,6 @@ class Paths:
     def media(self) -> Path:
         return self.root / "media"
 
-    @property
-    def volumes(self) -> Path:
-        return self.root / "volumes"
-
     def log(self, name: str) -> Path:
         return self.root / f"{name}.log"
 
@@ -97,27 +94,30 @@ class Paths:
 
 
 def local_cluster_up(report: Reporter, paths: Paths) -> KubeCluster:
-    """Start (or reuse) the local control plane with `python -m localcluster up`."""
+    """Start (or reuse) the local cluster, real node and images included."""
     out = subprocess.run(
         [sys.executable, "-m", "localcluster", "up", "--name", local_cluster_name()],
         capture_output=True,
         text=True,
         check=False,
-        timeout=600,
+        timeout=1800,
     )
     if out.returncode != 0:
         raise RuntimeError(f"localcluster up failed:\n{out.stdout}\n{out.stderr}")
+    for line in out.stderr.splitlines():
+        if "loaded" in line or "Ready after" in line or "up in" in line or "built" in line:
+            report.info(line.removeprefix("localcluster: "))
     match = re.search(r"KUBECONFIG=(\S+)", out.stdout + out.stderr)
     if match is None:
         raise RuntimeError(f"localcluster up printed no KUBECONFIG:\n{out.stdout}")
     source = Path(match.group(1).strip("'\""))
     shutil.copyfile(source, paths.kubeconfig)
-    report.info(f"local control plane up; kubeconfig {source} (copied to {paths.kubeconfig})")
+    report.info(f"kubeconfig {source} (copied to {paths.kubeconfig})")
     return KubeCluster(paths.kubeconfig)
 
 
 def local_cluster_down() -> None:
-    """Stop the local control plane."""
+    """Stop the local cluster (and put the host back as it was)."""
     subprocess.run(
         [sys.executable, "-m", "localcluster", "down", "--name", local_cluster_name()],
         check=False,
@@ -125,31 +125,41 @@ def local_cluster_down() -> None:
     )
 
 
-def install_crds(report: Reporter, cluster: KubeCluster) -> None:
-    """Apply crds/ (the same files the chart and kustomize install) and wait until Established."""
-    for crd in project.crd_files():
-        report.info(cluster.kubectl("apply", "--server-side", "-f", str(crd)).stdout.strip())
-        name = yaml.safe_load(crd.read_text())["metadata"]["name"]
-        cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
-    report.info("CRDs Established")
+def deploy_operator(report: Reporter, cluster: KubeCluster) -> None:
+    """`kubectl apply --server-side -k` the overlay for preloaded images, then wait for it."""
+    report.info(f"kubectl apply --server-side -k {PRELOADED_OVERLAY.relative_to(project.ROOT)}")
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-k", str(PRELOADED_OVERLAY))
+    cluster.kubectl(
+        "-n",
+        OPERATOR_NAMESPACE,
+        "rollout",
+        "status",
+        "deployment/vod-operator",
+        f"--timeout={WAIT_TIMEOUT}",
+        timeout=400,
+    )
+    report.info(cluster.kubectl("-n", OPERATOR_NAMESPACE, "get", "deploy,pods").stdout.rstrip())
 
 
-def start_operator(report: Reporter, paths: Paths, cluster: KubeCluster) -> None:
-    """Run `python -m vod_operator` in the background against the cluster."""
-    procs.stop(paths.pid("operator"))
-    port = procs.free_port(8081)
-    liveness = f"http://127.0.0.1:{port}/healthz"
-    argv = [sys.executable, "-m", "vod_operator", "--liveness", liveness]
-    procs.start(argv, cluster.env, paths.log("operator"), paths.pid("operator"))
-    procs.wait_http(liveness, 90, alive=paths.pid("operator"))
-    report.info(f"python {' '.join(argv[1:])}  (KUBECONFIG={cluster.kubeconfig})")
-    report.info(f"liveness {liveness} answers; log {paths.log('operator')}")
+def provide_volumes(report: Reporter, paths: Paths, cluster: KubeCluster) -> None:
+    """The local cluster has no storage provisioner: pre-bind a hostPath PersistentVolume (a
+    folder the streaming pods' user owns) to each claim of the examples."""
+    paths.media.mkdir(parents=True, exist_ok=True)
+    os.chown(paths.media, STREAM_UID, STREAM_UID)
+    for namespace, claim in example_claims(list(example_documents())):
+        pv = hostpath_volume(namespace, claim, paths.media)
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(pv))
+        report.info(
+            f"PersistentVolume {pv['metadata']['name']} (hostPath {paths.media})"
+            f" -> PersistentVolumeClaim {namespace}/{claim}"
+        )
 
 
-def apply_examples(report: Reporter, cluster: KubeCluster, docs: list[dict[str, Any]]) -> None:
+def apply_examples(report: Reporter, cluster: KubeCluster) -> list[Platform]:
     """kubectl apply -f examples/ and wait until every VideoPlatform in them is Ready."""
     report.info(cluster.kubectl("apply", "-f", str(project.EXAMPLES_DIR)).stdout.strip())
-    for platform in example_platforms(docs):
+    platforms = example_platforms(list(example_documents()))
+    for platform in platforms:
         ref = f"vp/{platform.name}"
         report.info(f"kubectl wait --for=condition=Ready {ref} -n {platform.namespace}")
         cluster.kubectl(
@@ -159,150 +169,95 @@ def apply_examples(report: Reporter, cluster: KubeCluster, docs: list[dict[str, 
             "-n",
             platform.namespace,
             f"--timeout={WAIT_TIMEOUT}",
+            timeout=400,
         )
     report.info(cluster.kubectl("get", "vp", "-A").stdout.rstrip())
+    pods = cluster.kubectl("get", "pods", "-A", "-o", "wide", "-l", "app.kubernetes.io/part-of")
+    report.info(pods.stdout.rstrip())
+    return platforms
 
 
-def local_stand_in(
-    report: Reporter, paths: Paths, cluster: KubeCluster, platform: Platform
-) -> tuple[LocalPod, dict[str, str]]:
-    """Read what the operator rendered and prepare the local folders and environment from it."""
-    deployment_name = f"{platform.name}-stream"
-    deployment, configmaps, secrets = rendered_objects(cluster, platform.namespace, deployment_name)
-    report.info(
-        f"read Deployment {deployment_name}, ConfigMap(s) {', '.join(configmaps) or '-'}, "
-        f"Secret(s) {', '.join(secrets) or '-'} from the API server"
-    )
-    claims = [
-        v["persistentVolumeClaim"]["claimName"]
-        for v in deployment["spec"]["template"]["spec"].get("volumes", [])
-        if "persistentVolumeClaim" in v
-    ]
-    pod = local_pod(
-        deployment,
-        configmaps,
-        secrets,
-        paths.volumes / platform.name,
-        container_name=STREAM_CONTAINER,
-        pvc_dirs=dict.fromkeys(claims, paths.media),
-        program_defaults={f"{PREFIX}{spec.name}": spec.default for spec in SPECS},
-    )
-    materialize(pod)
-    describe_pod(report, pod)
-    tmp = next((m.local for m in pod.mounts if m.mount_path.rstrip("/") == "/tmp"), None)
-    return pod, process_env(pod, tmp)
+# --------------------------------------------------------------------------- playback steps
 
 
-def start_stream_server(report: Reporter, paths: Paths, pod: LocalPod, env: dict[str, str]) -> str:
-    """Start the container's command locally (bound to 127.0.0.1); return its base URL."""
-    procs.stop(paths.pid("stream"))
-    port = procs.free_port(int(pod.env.get("VOD_PORT", "8080")))
-    for key, (old, new) in host_adapted(pod, port).items():
-        env[key] = new
-        report.info(f"host adaptation: {key} {old} -> {new} (only 127.0.0.1 here)")
-    argv = resolve_command(pod.command)
-    procs.start(argv, env, paths.log("stream"), paths.pid("stream"))
+def port_forward(paths: Paths, cluster: KubeCluster, platform: Platform) -> str:
+    """`kubectl port-forward svc/<platform>-stream` on a free local port; its base URL."""
+    port = procs.free_port(8080)
+    procs.stop(paths.pid("port-forward"))
+    argv = ["kubectl", "port-forward", "-n", platform.namespace, f"svc/{platform.name}-stream",
+            f"{port}:8080"]  # fmt: skip
+    procs.start(argv, cluster.env, paths.log("port-forward"), paths.pid("port-forward"))
     base_url = f"http://127.0.0.1:{port}"
-    procs.wait_http(f"{base_url}/healthz", 60, alive=paths.pid("stream"))
-    report.info(f"{' '.join(pod.command)} listening on {base_url}; log {paths.log('stream')}")
+    procs.wait_http(f"{base_url}/healthz", 60, alive=paths.pid("port-forward"))
     return base_url
 
 
-def up_local(report: Reporter, paths: Paths) -> None:
-    """The local control plane path."""
-    docs = list(example_documents())
-    platform = example_platforms(docs)[0]
-    report.step("Local control plane (kube-apiserver, etcd, controller-manager, scheduler, kwok)")
-    cluster = local_cluster_up(report, paths)
-    report.step("Install the CRD from crds/")
-    install_crds(report, cluster)
-    report.step("Run the operator as a local process (python -m vod_operator)")
-    start_operator(report, paths, cluster)
-    report.step(
-        "Storage: the local control plane has no provisioner, so pre-bind a PersistentVolume"
+def upload_token(cluster: KubeCluster, platform: Platform) -> str:
+    """A short-lived upload JWT made from the platform's JWT settings and the example's key
+    (`spec.security.jwt`: the Secret, issuer and audience the streaming server checks)."""
+    vp = json.loads(
+        cluster.kubectl("get", "vp", platform.name, "-n", platform.namespace, "-o", "json").stdout
     )
-    paths.media.mkdir(parents=True, exist_ok=True)
-    for namespace, claim in example_claims(docs):
-        pv = hostpath_volume(namespace, claim, paths.media)
-        cluster.kubectl("apply", "-f", "-", input=json.dumps(pv))
-        report.info(
-            f"PersistentVolume {pv['metadata']['name']} (hostPath {paths.media})"
-            f" -> PersistentVolumeClaim {namespace}/{claim}"
-        )
-    report.step("Apply examples/ and wait until the VideoPlatforms are Ready")
-    apply_examples(report, cluster, docs)
-    report.step(f"Read what the operator rendered for {platform.namespace}/{platform.name}")
-    pod, env = local_stand_in(report, paths, cluster, platform)
-    report.step("Generate a test-pattern video with ffmpeg into the origin folder")
-    media_root = Path(pod.env.get("VOD_MEDIA_ROOT", str(paths.media)))
-    video = media.make_test_video(media_root / VIDEO_NAME)
-    report.info(f"{video} ({video.stat().st_size} bytes, H.264/AAC MP4, faststart)")
-    report.step("Start the streaming server locally with that configuration")
-    base_url = start_stream_server(report, paths, pod, env)
-    report.step("Stream the video")
-    stream_and_show(report, base_url, f"/{VIDEO_NAME}", env)
-    summary(report, paths, cluster, platform)
+    settings = vp["spec"]["security"]["jwt"]
+    if settings.get("keyType", "SharedSecret") != "SharedSecret":
+        raise RuntimeError("the demo signs upload tokens with a shared secret (keyType)")
+    secret = json.loads(
+        cluster.kubectl(
+            "get", "secret", settings["secretName"], "-n", platform.namespace, "-o", "json"
+        ).stdout
+    )
+    key = base64.b64decode(secret["data"][settings.get("secretKey", "key")])
+    now = int(time.time())
+    claims: dict[str, Any] = {"sub": "vod-demo", "iat": now, "exp": now + 600}
+    for claim in ("issuer", "audience"):
+        if settings.get(claim):
+            claims[claim[:3]] = settings[claim]
+    return jwt.encode(claims, key, algorithm="HS256")
 
 
-def up_kind(report: Reporter, paths: Paths) -> None:
-    """The kind path (the Makefile has run kind-up, image, kind-load and deploy)."""
-    name = os.environ.get("KIND_CLUSTER", "vod")
-    docs = list(example_documents())
-    platform = example_platforms(docs)[0]
-    report.step(f"kind cluster {name}: kubeconfig, operator deployed in-cluster")
-    kubeconfig = subprocess.run(
-        ["kind", "get", "kubeconfig", "--name", name], capture_output=True, text=True, check=True
-    ).stdout
-    paths.kubeconfig.write_text(kubeconfig)
-    cluster = KubeCluster(paths.kubeconfig)
-    report.info(cluster.kubectl("-n", "vod-operator-system", "get", "deploy,pods").stdout.rstrip())
-    report.step("Apply examples/ and wait until the VideoPlatforms are Ready")
-    apply_examples(report, cluster, docs)
-    report.step(f"Copy a test-pattern video into a {platform.name} streaming pod")
-    pods = get_json(
-        cluster,
-        "pods",
-        "-n",
-        platform.namespace,
-        "-l",
-        f"app.kubernetes.io/instance={platform.name}",
-    )["items"]
-    ready = [
-        p
-        for p in pods
-        if not p["metadata"].get("deletionTimestamp")
-        and any(
-            c["type"] == "Ready" and c["status"] == "True"
-            for c in p["status"].get("conditions", [])
-        )
-    ]
-    if not ready:
-        raise RuntimeError(f"no ready pod of {platform.name}")
-    pod_name = ready[0]["metadata"]["name"]
-    video = media.make_test_video(paths.root / VIDEO_NAME)
-    copy = "import shutil,sys; shutil.copyfileobj(sys.stdin.buffer, open(sys.argv[1], 'wb'))"
-    with video.open("rb") as data:
-        subprocess.run(
-            ["kubectl", "exec", "-i", "-n", platform.namespace, pod_name, "-c", STREAM_CONTAINER,
-             "--", "python", "-c", copy, f"/media/{VIDEO_NAME}"],
-            stdin=data, env=cluster.env, check=True, timeout=120,
+def upload(report: Reporter, base_url: str, video: Path, token: str) -> None:
+    """PUT the video through the platform's upload API."""
+    request = urllib.request.Request(
+        f"{base_url}/{VIDEO_NAME}",
+        data=video.read_bytes(),
+        method="PUT",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "video/mp4"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=120) as resp:
+            status = resp.status
+    except urllib.error.HTTPError as exc:
+        raise RuntimeError(f"upload answered {exc.code}: {exc.read()[:300]!r}") from None
+    report.info(f"PUT /{VIDEO_NAME} ({video.stat().st_size} bytes, Bearer JWT HS256) -> {status}")
+
+
+def signer(cluster: KubeCluster, platform: Platform) -> Any:
+    """Sign inside a streaming pod with its own mounted key: `kubectl exec ... vod-stream sign`."""
+
+    def sign(path: str, ttl: str, base_url: str) -> str:
+        out = cluster.kubectl(
+            "exec", "-n", platform.namespace, f"deploy/{platform.name}-stream", "-c", "stream",
+            "--", "vod-stream", "sign", path, "--ttl", ttl, "--base-url", base_url,
         )  # fmt: skip
-    report.info(f"{video} -> {pod_name}:/media/{VIDEO_NAME}")
-    report.step(f"kubectl port-forward to {pod_name}")
-    port = procs.free_port(8080)
-    procs.stop(paths.pid("port-forward"))
-    procs.start(
-        ["kubectl", "port-forward", "-n", platform.namespace, f"pod/{pod_name}", f"{port}:8080"],
-        cluster.env,
-        paths.log("port-forward"),
-        paths.pid("port-forward"),
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    procs.wait_http(f"{base_url}/healthz", 60, alive=paths.pid("port-forward"))
-    report.step("Stream the video (signing with the key the operator generated)")
-    pod, env = local_stand_in(report, paths, cluster, platform)
-    del pod
-    stream_and_show(report, base_url, f"/{VIDEO_NAME}", env)
+        return out.stdout.strip().splitlines()[-1]
+
+    return sign
+
+
+def stream(report: Reporter, paths: Paths, cluster: KubeCluster, platforms: list[Platform]) -> None:
+    """Upload a test video to the platform that takes uploads and play it back signed."""
+    platform = next((p for p in platforms if p.uploads and p.signed_urls), None)
+    if platform is None:
+        raise RuntimeError("no example VideoPlatform with JWT uploads and signed URLs")
+    report.step(f"kubectl port-forward svc/{platform.name}-stream (namespace {platform.namespace})")
+    base_url = port_forward(paths, cluster, platform)
+    report.info(f"{base_url} -> Service {platform.name}-stream:8080")
+    report.step("Upload a test-pattern video through the platform's upload API")
+    video = media.make_test_video(paths.root / VIDEO_NAME)
+    upload(report, base_url, video, upload_token(cluster, platform))
+    report.step("Stream it: a URL signed in a streaming pod, then a Range request")
+    ttl = str(platform.signed_url_ttl)
+    stream_and_show(report, base_url, f"/{VIDEO_NAME}", signer(cluster, platform), ttl)
     summary(report, paths, cluster, platform)
 
 
@@ -310,10 +265,41 @@ def summary(report: Reporter, paths: Paths, cluster: KubeCluster, platform: Plat
     """What is running now and how to look at it."""
     report.step("Done. Look around:")
     report.info(f"export KUBECONFIG={cluster.kubeconfig}")
-    report.info("kubectl get vp -A")
+    report.info("kubectl get nodes -o wide; kubectl get vp,pods -A")
     report.info(f"kubectl -n {platform.namespace} describe vp {platform.name}")
     report.info(f"kubectl -n {platform.namespace} get deploy,svc,cm,secret,hpa,pdb,ingress")
     report.info(f"logs: {paths.root}/*.log     stop everything: make demo-down")
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def up_local(report: Reporter, paths: Paths) -> None:
+    report.step("Local cluster: control plane and a real node, images built offline and loaded")
+    cluster = local_cluster_up(report, paths)
+    report.info(cluster.kubectl("get", "nodes", "-o", "wide").stdout.rstrip())
+    report.step("Deploy the operator in-cluster (CRDs, RBAC, Deployment) with kustomize")
+    deploy_operator(report, cluster)
+    report.step("Storage: the local cluster has no provisioner, so pre-bind a PersistentVolume")
+    provide_volumes(report, paths, cluster)
+    report.step("Apply examples/ and wait until the VideoPlatforms are Ready (real pods)")
+    platforms = apply_examples(report, cluster)
+    stream(report, paths, cluster, platforms)
+
+
+def up_kind(report: Reporter, paths: Paths) -> None:
+    """The kind path (the Makefile has run kind-up, image, kind-load and deploy)."""
+    name = os.environ.get("KIND_CLUSTER", "vod")
+    report.step(f"kind cluster {name}: kubeconfig, operator deployed in-cluster")
+    kubeconfig = subprocess.run(
+        ["kind", "get", "kubeconfig", "--name", name], capture_output=True, text=True, check=True
+    ).stdout
+    paths.kubeconfig.write_text(kubeconfig)
+    cluster = KubeCluster(paths.kubeconfig)
+    report.info(cluster.kubectl("-n", OPERATOR_NAMESPACE, "get", "deploy,pods").stdout.rstrip())
+    report.step("Apply examples/ and wait until the VideoPlatforms are Ready")
+    platforms = apply_examples(report, cluster)
+    stream(report, paths, cluster, platforms)
 
 
 def up(kind: bool, root: Path = project.DEMO_DIR) -> int:
@@ -325,25 +311,29 @@ def up(kind: bool, root: Path = project.DEMO_DIR) -> int:
     started = time.monotonic()
     try:
         (up_kind if kind else up_local)(report, paths)
-    except (OSError, http.client.HTTPException, RuntimeError, subprocess.CalledProcessError) as exc:
+    except (
+        OSError,
+        http.client.HTTPException,
+        RuntimeError,
+        subprocess.CalledProcessError,
+        yaml.YAMLError,
+    ) as exc:
         print(f"\ndemo failed: {exc}", file=sys.stderr)
-        for name in ("operator", "stream", "port-forward"):
-            log = paths.log(name)
-            if log.exists():
-                tail = log.read_text(errors="replace").splitlines()[-15:]
-                print(f"--- last lines of {log}:\n" + "\n".join(tail), file=sys.stderr)
+        log = paths.log("port-forward")
+        if log.exists():
+            tail = log.read_text(errors="replace").splitlines()[-15:]
+            print(f"--- last lines of {log}:\n" + "\n".join(tail), file=sys.stderr)
         return 1
     print(f"\ndemo finished in {time.monotonic() - started:.0f}s", flush=True)
     return 0
 
 
 def down(root: Path = project.DEMO_DIR) -> int:
-    """Stop the stream server, port-forward, operator and cluster; remove the state folder."""
+    """Stop the port-forward and the cluster; remove the state folder."""
     paths = Paths(root)
     mode = paths.mode.read_text().strip() if paths.mode.exists() else "local"
-    for name in ("stream", "port-forward", "operator"):
-        if procs.stop(paths.pid(name)):
-            print(f"stopped {name}")
+    if procs.stop(paths.pid("port-forward")):
+        print("stopped port-forward")
     if mode == "kind":
         cluster = os.environ.get("KIND_CLUSTER", "vod")
         subprocess.run(["kind", "delete", "cluster", "--name", cluster], check=False)

@@ -20,6 +20,9 @@ class Platform:
     namespace: str
     name: str
     signed_urls: bool
+    #: uploads are on (`spec.security.jwt` names the key that signs upload tokens)
+    uploads: bool = False
+    signed_url_ttl: int = 3600
 
 
 def example_documents(examples: Path = project.EXAMPLES_DIR) -> Iterator[dict[str, Any]]:
@@ -30,15 +33,21 @@ def example_documents(examples: Path = project.EXAMPLES_DIR) -> Iterator[dict[st
 
 def example_platforms(docs: list[dict[str, Any]]) -> list[Platform]:
     """The VideoPlatforms among the examples, the ones with signed URLs first."""
-    found = [
-        Platform(
-            d["metadata"].get("namespace", "default"),
-            d["metadata"]["name"],
-            bool(d.get("spec", {}).get("security", {}).get("signedUrls", {}).get("enabled")),
+    found = []
+    for d in docs:
+        if d.get("kind") != "VideoPlatform":
+            continue
+        security = d.get("spec", {}).get("security", {})
+        signed = security.get("signedUrls", {})
+        found.append(
+            Platform(
+                d["metadata"].get("namespace", "default"),
+                d["metadata"]["name"],
+                bool(signed.get("enabled")),
+                uploads=bool(security.get("jwt")),
+                signed_url_ttl=int(signed.get("ttlSeconds", 3600)),
+            )
         )
-        for d in docs
-        if d.get("kind") == "VideoPlatform"
-    ]
     return sorted(found, key=lambda p: (not p.signed_urls, p.namespace, p.name))
 
 
@@ -54,8 +63,7 @@ def example_claims(docs: list[dict[str, Any]]) -> list[tuple[str, str]]:
 def hostpath_volume(namespace: str, claim: str, path: Path) -> dict[str, Any]:
     """A PersistentVolume pre-bound to one claim, backed by a local folder.
 
-    The local control plane has no storage provisioner; the folder is the same one the locally
-    started streaming server uses for the claim, so the cluster and the process agree.
+    The local cluster has no storage provisioner; the real node mounts the folder into the pods.
     """
     return {
         "apiVersion": "v1",

@@ -2,27 +2,14 @@
 
 from __future__ import annotations
 
-import subprocess
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable
 
 from vod_delivery.report import Reporter
-from vod_delivery.standin import resolve_command
 
-
-def sign(env: Mapping[str, str], path: str, ttl: str, base_url: str) -> str:
-    """A signed URL from `vod-stream sign` with the server's own (rendered) settings."""
-    program = resolve_command(["vod-stream"])[0]
-    out = subprocess.run(
-        [program, "sign", path, "--ttl", ttl, "--base-url", base_url],
-        env=dict(env),
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    return out.stdout.strip().splitlines()[-1]
+#: (media path, ttl seconds, base URL) -> a signed URL
+Signer = Callable[[str, str, str], str]
 
 
 def fetch(url: str, range_header: str | None) -> tuple[int, dict[str, str], int]:
@@ -36,14 +23,13 @@ def fetch(url: str, range_header: str | None) -> tuple[int, dict[str, str], int]
 
 
 def stream_and_show(
-    report: Reporter, base_url: str, media_path: str, env: Mapping[str, str]
+    report: Reporter, base_url: str, media_path: str, sign: Signer | None, ttl: str = "3600"
 ) -> None:
-    """Print a signed URL, a Range request's status and Content-Range, and an unsigned request."""
-    signed = env.get("VOD_SIGNED_URLS", "false").lower() == "true"
+    """Print a signed URL, a Range request's status and Content-Range, and an unsigned request
+    (`sign` None: the platform serves unsigned URLs)."""
     plain_url = f"{base_url}{media_path}"
-    if signed:
-        ttl = env.get("VOD_SIGNED_URL_TTL_SECONDS", "3600")
-        url = sign(env, media_path, ttl, base_url)
+    if sign is not None:
+        url = sign(media_path, ttl, base_url)
         report.info(f"signed URL (vod-stream sign, ttl {ttl}s): {url}")
     else:
         url = plain_url
@@ -56,7 +42,7 @@ def stream_and_show(
     )
     if status != 206 or length != 1024:
         raise RuntimeError(f"expected 206 with 1024 bytes, got {status} with {length}")
-    if signed:
+    if sign is not None:
         status, _, _ = fetch(plain_url, "bytes=0-1023")
         report.info(f"GET without a signature -> {status} (signed URLs are on)")
         if status != 403:

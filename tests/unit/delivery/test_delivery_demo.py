@@ -1,8 +1,7 @@
-"""The demo's building blocks: example discovery, storage stand-in, host adaptation, processes."""
+"""The demo's building blocks: example discovery, the hostPath volume, media, processes."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import subprocess
@@ -12,10 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.operator import crdschema
-from vod_delivery import demo, examples, media, procs, standin
-from vod_delivery.podlocal import local_pod
-from vod_operator.render import RenderInputs, render
+from vod_delivery import examples, media, procs
 
 pytestmark = pytest.mark.unit
 
@@ -40,55 +36,13 @@ def test_hostpath_volume_is_prebound_to_its_claim(tmp_path: Path) -> None:
     assert "ReadWriteOnce" in pv["spec"]["accessModes"]
 
 
-def test_operator_rendering_maps_onto_local_folders(tmp_path: Path) -> None:
-    """What the operator renders for the showcase example runs locally with paths rewritten."""
-    platform = crdschema.example_platform("showcase")
-    platform["metadata"]["uid"] = "0000"
-    key = base64.b64encode(b"k" * 32).decode()
-    children = render(platform, RenderInputs(signing_keys={"k1": key}))
-    by_kind = {c["kind"]: c for c in children}
-    configmaps = {by_kind["ConfigMap"]["metadata"]["name"]: by_kind["ConfigMap"]}
-    jwt_secret = next(d for d in crdschema.example_documents() if d["kind"] == "Secret")
-    assert "stringData" in jwt_secret  # local_pod reads stringData like the API server stores it
-    secrets = {by_kind["Secret"]["metadata"]["name"]: by_kind["Secret"], "showcase-jwt": jwt_secret}
-    media_dir = tmp_path / "media"
-    pod = local_pod(
-        by_kind["Deployment"],
-        configmaps,
-        secrets,
-        tmp_path / "vols",
-        container_name=demo.STREAM_CONTAINER,
-        pvc_dirs={"videos": media_dir},
-    )
-    standin.materialize(pod)
-    assert pod.command[0] == "vod-stream"
-    assert pod.env["VOD_MEDIA_ROOT"] == str(media_dir)
-    keys_dir = Path(pod.env["VOD_SIGNING_KEYS_DIR"])
-    assert (keys_dir / "k1").read_bytes() == b"k" * 32
-    assert Path(pod.env["VOD_JWT_SECRET_FILE"]).read_text().startswith("change-me")
-    assert Path(pod.env["VOD_CACHE_DIR"]).is_dir()
-    leftover = {k: v for k, v in pod.env.items() if v.startswith(("/media", "/etc/vod", "/var/"))}
-    assert leftover == {}, "every path into a mount must point at its local folder"
-    changes = standin.host_adapted(pod, 18080)
-    assert changes["VOD_HOST"] == ("0.0.0.0", "127.0.0.1")
-    assert changes["VOD_PORT"] == ("8080", "18080")
-
-
-def test_process_env_keeps_the_pod_env_and_finds_python(tmp_path: Path) -> None:
-    pod = local_pod(
-        {
-            "metadata": {"name": "d"},
-            "spec": {"template": {"spec": {"containers": [{"name": "c", "env": [
-                {"name": "PATH", "value": "/pod/bin"}, {"name": "VOD_X", "value": "1"}]}]}}},
-        },
-        {},
-        {},
-        tmp_path,
-    )  # fmt: skip
-    env = standin.process_env(pod, tmp_path)
-    assert env["VOD_X"] == "1"
-    assert env["TMPDIR"] == str(tmp_path)
-    assert env["PATH"] == "/pod/bin"  # the pod's own settings win
+def test_the_demo_uploads_to_a_platform_with_jwt_uploads_and_signed_urls() -> None:
+    platforms = examples.example_platforms(list(examples.example_documents()))
+    showcase = next(p for p in platforms if p.name == "showcase")
+    assert showcase.uploads
+    assert showcase.signed_urls
+    assert showcase.signed_url_ttl == 1800
+    assert any(p.uploads and p.signed_urls for p in platforms)
 
 
 def test_test_video_is_h264_aac_faststart(tmp_path: Path) -> None:
