@@ -1,4 +1,4 @@
-"""Command line: `python -m localcluster build|up|down|status|which`."""
+"""Command line: `python -m localcluster build|up|down|status|which|images`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import shutil
 import sys
 import time
 
-from localcluster import binaries, cluster, preflight, realnode
+from localcluster import binaries, cluster, images, preflight, realnode
 from localcluster.build import build
 from localcluster.paths import clusters_dir
 from localcluster.versions import ALL_BINARIES, CONTROL_PLANE_BINARIES, NODE_BINARIES
@@ -33,6 +33,15 @@ def _parser() -> argparse.ArgumentParser:
         )
     p_which = sub.add_parser("which", help="print the path of a binary (exit 1 if not built)")
     p_which.add_argument("binary", choices=ALL_BINARIES)
+    p_images = sub.add_parser(
+        "images",
+        help="build the pause, base, streaming and operator images offline, cached by content hash",
+    )
+    p_images.add_argument(
+        "--load-into",
+        metavar="SOCKET",
+        help="then import them into the containerd listening on SOCKET (namespace k8s.io)",
+    )
     return parser
 
 
@@ -93,6 +102,26 @@ def cmd_status(name: str) -> int:
     return 0
 
 
+def _size(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
+
+
+def cmd_images(load_into: str | None) -> int:
+    began = time.monotonic()
+    made = images.ensure_all()
+    for image in made:
+        print(
+            f"{image.name:<13} {image.action:<7} {image.seconds:6.1f} s  {_size(image.size):>9}  "
+            f"{image.ref}  {image.archive}"
+        )
+    if load_into is not None:
+        for loaded in images.load_all(made, load_into):
+            took = f"{loaded.seconds:6.1f} s"
+            print(f"{'':<13} {loaded.action:<8}{took}  into {load_into}: {loaded.ref}")
+    print(f"# images ready in {time.monotonic() - began:.1f} s")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -100,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_build(args.binaries, args.force)
         if args.command == "which":
             return cmd_which(args.binary)
+        if args.command == "images":
+            return cmd_images(args.load_into)
         return {"up": cmd_up, "down": cmd_down, "status": cmd_status}[args.command](args.name)
     except (cluster.ClusterError, FileNotFoundError, RuntimeError, OSError) as err:
         print(f"localcluster {args.command}: {err}", file=sys.stderr)

@@ -34,3 +34,13 @@ def kwok_stages() -> Path:
     from localcluster.versions import component_of
 
     return bin_dir(component_of("kwok")) / "stages.yaml"
+
+
+def images_dir() -> Path:
+    """Image archives (`<name>-<content hash>.tar`), each with a `.json` note beside it."""
+    return cache_root() / "images"
+
+
+def engine_dir() -> Path:
+    """The private Docker engine's socket, data root (its layer cache) and exec root."""
+    return cache_root() / "docker"

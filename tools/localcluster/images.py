@@ -1,0 +1,453 @@
+"""The project's container images without a registry (`python -m localcluster images`).
+
+- `ensure_pause()`: Kubernetes' pause container, compiled statically with gcc from
+  `build/pause/linux/pause.c` of the pinned k8s.io/kubernetes module and written as an image
+  archive without any engine (`ociarchive`), named `PAUSE_IMAGE` (containerd's sandbox_image).
+- `ensure_base()`: Debian bookworm with Python from Debian packages (`debianbase`), also written
+  without an engine, so its id is known before any engine runs.
+- `ensure_project_images()`: `streaming/Dockerfile` and `operator/Dockerfile`, unchanged, built
+  in a private dockerd (`engine`) with `--build-arg PYTHON_IMAGE=<local base>` (and
+  `RUST_IMAGE=<local Rust builder>`, `rustbuilder`, for a Dockerfile that declares it), tagged as
+  `make image` tags them, saved with `docker save`.
+- `load(archive, containerd_address)` (`imageload`): `ctr images import`, skipped when that
+  containerd already has the image.
+
+Every archive is `<cache>/images/<name>-<content hash>.tar` with a `.json` note beside it; it is
+reused while the hash of its inputs matches (`dockerfiles.input_hash` for Dockerfiles), so a warm
+run starts no engine at all. One builder at a time (a lock file in the same folder).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from localcluster import debianbase, dockerfiles, ociarchive, rustbuilder
+from localcluster.build import go, require_go
+from localcluster.engine import Engine, private_engine
+from localcluster.imageload import Loaded, load
+from localcluster.paths import cache_root, engine_dir, images_dir
+from localcluster.requirements import require
+from localcluster.versions import KUBERNETES_VERSION
+
+#: As the Makefile's IMAGE_REGISTRY default: the names `make image` gives the project images.
+IMAGE_REGISTRY = "ghcr.io/vod-operator"
+#: Images that exist only on this machine are named below this (nothing could pull them).
+LOCAL_REGISTRY = "localcluster.local"
+#: containerd's `sandbox_image` for a real node.
+PAUSE_IMAGE = f"{LOCAL_REGISTRY}/pause:{KUBERNETES_VERSION}"
+#: How many hex digits of a content hash name an archive (and a local image's tag).
+HASH_LENGTH = 16
+
+
+class ImagesError(RuntimeError):
+    """An image could not be made; the message says why (with the log's tail)."""
+
+
+def log(message: str) -> None:
+    print(f"localcluster images: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class Image:
+    """An image archive in the cache, as one `ensure_*` call found or made it."""
+
+    name: str  # e.g. "vod-stream"
+    ref: str  # e.g. "ghcr.io/vod-operator/vod-stream:0.1.0"
+    archive: Path
+    config_digest: str  # the image id (Docker's, and the kubelet's imageID)
+    input_hash: str
+    action: str  # "built" or "reused"
+    seconds: float  # how long this call took for it
+
+    @property
+    def size(self) -> int:
+        return self.archive.stat().st_size
+
+
+def archive_path(name: str, key: str) -> Path:
+    return images_dir() / f"{name}-{key[:HASH_LENGTH]}.tar"
+
+
+def _note(archive: Path) -> Path:
+    return archive.with_suffix(".json")
+
+
+def _reuse(name: str, archive: Path, began: float) -> Image | None:
+    note = _note(archive)
+    if not (archive.is_file() and note.is_file()):
+        return None
+    data = json.loads(note.read_text())
+    return Image(
+        name,
+        data["ref"],
+        archive,
+        data["config_digest"],
+        data["input_hash"],
+        "reused",
+        time.monotonic() - began,
+    )
+
+
+def _record(name: str, archive: Path, input_hash: str, began: float) -> Image:
+    """Write the note (what the archive holds, read from the archive) and remove the archives
+    of older inputs of the same image."""
+    info = ociarchive.read_archive(archive)
+    if not info.refs:
+        raise ImagesError(f"{archive} names no image")
+    seconds = time.monotonic() - began
+    note = {
+        "ref": info.refs[0],
+        "config_digest": info.config_digest,
+        "input_hash": input_hash,
+        "build_seconds": round(seconds, 1),
+        "size": archive.stat().st_size,
+    }
+    _note(archive).write_text(json.dumps(note, indent=2) + "\n")
+    for old in archive.parent.glob(f"{name}-*.tar"):
+        stem = old.stem.removeprefix(f"{name}-")
+        if old != archive and len(stem) == HASH_LENGTH and "-" not in stem:
+            old.unlink(missing_ok=True)
+            _note(old).unlink(missing_ok=True)
+    return Image(name, info.refs[0], archive, info.config_digest, input_hash, "built", seconds)
+
+
+def _hash(*parts: str) -> str:
+    sha = hashlib.sha256()
+    for part in (dockerfiles.HASH_SCHEME, *parts):
+        sha.update(part.encode() + b"\n")
+    return sha.hexdigest()
+
+
+@contextlib.contextmanager
+def builder_lock() -> Iterator[None]:
+    """One image builder at a time on this machine (they share one engine folder and cache)."""
+    images_dir().mkdir(parents=True, exist_ok=True)
+    with (images_dir() / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+# --- pause -----------------------------------------------------------------------------------
+
+
+def pause_source(kubernetes_version: str = KUBERNETES_VERSION) -> Path:
+    """`build/pause/linux/pause.c` of the k8s.io/kubernetes module (go downloads it once)."""
+    require_go()
+    workdir = cache_root() / "build" / "pause"
+    workdir.mkdir(parents=True, exist_ok=True)
+    spec = f"k8s.io/kubernetes@{kubernetes_version}"
+    info = json.loads(go("mod", "download", "-json", spec, cwd=workdir))
+    source = Path(info["Dir"]) / "build" / "pause" / "linux" / "pause.c"
+    if not source.is_file():
+        raise ImagesError(f"no build/pause/linux/pause.c in {spec}")
+    return source
+
+
+def pause_tag(makefile: str) -> str:
+    """The pause version build/pause/Makefile sets (`TAG ?= 3.10.1`), for `pause -v`."""
+    for line in makefile.splitlines():
+        name, assign, value = line.partition("?=")
+        if assign and name.strip() == "TAG" and value.strip():
+            return value.strip()
+    return "unknown"
+
+
+def pause_cflags(tag: str, kubernetes_version: str) -> list[str]:
+    """Upstream's CFLAGS (build/pause/Makefile), `-s` for its strip."""
+    return ["-Os", "-Wall", "-Werror", "-static", "-s", f"-DVERSION=v{tag}-{kubernetes_version}"]
+
+
+#: As upstream's pause image: `USER 65535:65535`, `ENTRYPOINT ["/pause"]`.
+PAUSE_RUNTIME = ociarchive.RuntimeConfig(entrypoint=("/pause",), user="65535:65535")
+
+
+def write_pause_archive(binary: bytes, out: Path, ref: str) -> ociarchive.ArchiveInfo:
+    """The pause image: one layer holding `/pause` (mode 0755), as an archive at `out`."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as scratch:
+        layer = Path(scratch) / "layer.tar"
+        layer.write_bytes(ociarchive.layer_tar([ociarchive.LayerFile("pause", binary)]))
+        return ociarchive.write_archive(out, ref, [ociarchive.Layer.of(layer)], PAUSE_RUNTIME)
+
+
+def _first_line(argv: list[str]) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, check=False).stdout
+    except OSError:
+        return ""
+    return out.partition("\n")[0]
+
+
+def ensure_pause(kubernetes_version: str = KUBERNETES_VERSION) -> Image:
+    """The pause image archive (`localcluster.local/pause:<kubernetes_version>`), compiled once:
+    cached by the hash of pause.c, the flags and the compiler's version."""
+    began = time.monotonic()
+    source = pause_source(kubernetes_version)
+    cflags = pause_cflags(
+        pause_tag((source.parents[1] / "Makefile").read_text()), kubernetes_version
+    )
+    ref = f"{LOCAL_REGISTRY}/pause:{kubernetes_version}"
+    key = _hash(
+        hashlib.sha256(source.read_bytes()).hexdigest(),
+        " ".join(cflags),
+        _first_line(["gcc", "--version"]),
+        ref,
+        json.dumps(PAUSE_RUNTIME.as_json(), sort_keys=True),
+    )
+    archive = archive_path("pause", key)
+    reused = _reuse("pause", archive, began)
+    if reused is not None:
+        return reused
+    require(["gcc", "libc.a"], "compiling the pause image", root=False)
+    log(f"pause: compiling {source} statically")
+    with tempfile.TemporaryDirectory() as scratch:
+        binary = Path(scratch) / "pause"
+        proc = subprocess.run(
+            ["gcc", *cflags, "-o", str(binary), str(source)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise ImagesError(f"gcc could not compile {source}:\n{proc.stderr[-3000:]}")
+        write_pause_archive(binary.read_bytes(), archive, ref)
+    return _record("pause", archive, key, began)
+
+
+# --- the local base --------------------------------------------------------------------------
+
+
+def ensure_base() -> Image:
+    """The local Python base (`localcluster.local/python-base:bookworm-<hash>`): mmdebstrap
+    from the host's Debian mirror the first time (1-2 minutes), then reused. Cached by the
+    mmdebstrap command, the host's extra CA certificates and the image config; package updates
+    alone do not rebuild it (remove the archive to refresh it)."""
+    began = time.monotonic()
+    sources = debianbase.host_debian_sources()
+    certificates = debianbase.host_ca_certificates()
+    key = _hash(
+        *debianbase.mmdebstrap_argv(sources, []),
+        *(f"ca {p.name} {hashlib.sha256(p.read_bytes()).hexdigest()}" for p in certificates),
+        *(f"drop {path}" for path in debianbase.BASE_DROP),
+        json.dumps(debianbase.BASE_RUNTIME.as_json(), sort_keys=True),
+    )
+    archive = archive_path("python-base", key)
+    reused = _reuse("python-base", archive, began)
+    if reused is not None:
+        return reused
+    require(["mmdebstrap"], "building the local base image")
+    suite = debianbase.DEBIAN_SUITE
+    log(f"python-base: mmdebstrap {suite} from {', '.join(sources) or 'the default mirror'}")
+    ref = f"{LOCAL_REGISTRY}/python-base:{suite}-{key[:HASH_LENGTH]}"
+    mmdebstrap_log = images_dir() / "logs" / "mmdebstrap.log"
+    try:
+        debianbase.write_base_archive(archive, ref, sources, certificates, mmdebstrap_log)
+    except debianbase.MmdebstrapError as err:
+        raise ImagesError(str(err)) from err
+    return _record("python-base", archive, key, began)
+
+
+def ensure_base_in_engine(engine: Engine, base: Image) -> None:
+    """`docker load` the base archive unless the engine has that image (same id)."""
+    if engine.image_id(base.ref) != base.config_digest:
+        log(f"python-base: loading {base.archive.name} into the build engine")
+        engine.docker("load", "--quiet", "--input", str(base.archive))
+
+
+def ensure_rust_builder(engine: Engine, base: Image, ref: str) -> None:
+    """The local Rust builder image `ref` in the engine, built from the host's toolchain."""
+    if engine.image_id(ref) is not None:
+        return
+    began = time.monotonic()
+    toolchain = rustbuilder.host_rust_toolchain()
+    log(f"rust-builder: {toolchain.name} into {ref}")
+    context = images_dir() / "rust-builder-context"
+    try:
+        rustbuilder.write_context(toolchain, base.ref, context)
+        engine.docker(
+            "build",
+            "--network=host",
+            "--force-rm",
+            f"--tag={ref}",
+            str(context),
+            log=images_dir() / "logs" / "rust-builder.log",
+        )
+    finally:
+        shutil.rmtree(context, ignore_errors=True)
+    log(f"rust-builder: built in {time.monotonic() - began:.0f} s")
+
+
+# --- images from Dockerfiles -----------------------------------------------------------------
+
+
+def repo_root() -> Path:
+    """The repository this package runs from (tools/localcluster/ -> the root)."""
+    return Path(__file__).resolve().parents[2]
+
+
+def project_version(root: Path | None = None) -> str:
+    """The project's one version (`version` in pyproject.toml): the image tags carry it."""
+    pyproject = (root or repo_root()) / "pyproject.toml"
+    try:
+        return str(tomllib.loads(pyproject.read_text())["project"]["version"])
+    except (OSError, KeyError, tomllib.TOMLDecodeError) as err:
+        raise ImagesError(f"cannot read the project version from {pyproject}: {err}") from err
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """An image built from a Dockerfile: short name, tag, Dockerfile, build context."""
+
+    name: str
+    ref: str
+    dockerfile: Path
+    context: Path
+
+
+def project_images(root: Path | None = None) -> list[ImageSpec]:
+    """vod-stream and vod-operator, tagged as `make image` tags them."""
+    root = root or repo_root()
+    version = project_version(root)
+    return [
+        ImageSpec(name, f"{IMAGE_REGISTRY}/{name}:{version}", root / dockerfile, root)
+        for name, dockerfile in (
+            ("vod-stream", "streaming/Dockerfile"),
+            ("vod-operator", "operator/Dockerfile"),
+        )
+    ]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What building one spec takes: its build arguments, content hash and archive."""
+
+    spec: ImageSpec
+    build_args: dict[str, str]
+    key: str
+    archive: Path
+
+
+def plan(spec: ImageSpec, base: Image, rust_ref: str | None = None) -> Plan:
+    """Only the build arguments the Dockerfile declares are passed: PYTHON_IMAGE (the local
+    base) and, when declared, RUST_IMAGE (`rust_ref`, needed then)."""
+    text = spec.dockerfile.read_text()
+    offered = {"PYTHON_IMAGE": base.ref}
+    if "RUST_IMAGE" in dockerfiles.declared_args(text):
+        if rust_ref is None:
+            raise ImagesError(f"{spec.dockerfile} declares RUST_IMAGE: a Rust builder is needed")
+        offered["RUST_IMAGE"] = rust_ref
+    build_args = dockerfiles.build_args_for(text, offered)
+    key = dockerfiles.input_hash(
+        spec.context, spec.dockerfile, build_args, extra=[spec.ref, f"base {base.config_digest}"]
+    )
+    return Plan(spec, build_args, key, archive_path(spec.name, key))
+
+
+def _build_and_save(engine: Engine, job: Plan) -> None:
+    spec = job.spec
+    args = ["build", "--network=host", "--force-rm", f"--tag={spec.ref}"]
+    args.append(f"--file={spec.dockerfile}")
+    for name, value in sorted(job.build_args.items()):
+        args.append(f"--build-arg={name}={value}")
+    build_log = images_dir() / "logs" / f"{spec.name}.log"
+    build_log.parent.mkdir(parents=True, exist_ok=True)
+    build_log.write_text("")
+    engine.docker(*args, str(spec.context), log=build_log)
+    partial = job.archive.with_name(f".{job.archive.name}.partial")
+    engine.docker("save", f"--output={partial}", spec.ref)
+    partial.replace(job.archive)
+
+
+def _rust_ref_if_needed(specs: Sequence[ImageSpec], base: Image) -> str | None:
+    for spec in specs:
+        if "RUST_IMAGE" in dockerfiles.declared_args(spec.dockerfile.read_text()):
+            toolchain = rustbuilder.host_rust_toolchain()
+            return rustbuilder.builder_ref(base.ref, base.config_digest, toolchain)
+    return None
+
+
+def ensure_images(specs: Sequence[ImageSpec], base: Image | None = None) -> list[Image]:
+    """Each spec's archive: reused when its content hash matches, else built in the private
+    engine (started only then and stopped afterwards)."""
+    base = base or ensure_base()
+    rust_ref = _rust_ref_if_needed(specs, base)
+    results: dict[str, Image] = {}
+    pending: list[tuple[Plan, float]] = []
+    for spec in specs:
+        began = time.monotonic()
+        job = plan(spec, base, rust_ref)
+        reused = _reuse(spec.name, job.archive, began)
+        if reused is not None:
+            results[spec.name] = reused
+        else:
+            pending.append((job, began))
+    if pending:
+        require(["dockerd", "docker", "runc"], "building images in a private Docker engine")
+        began = time.monotonic()
+        with private_engine(engine_dir()) as engine:
+            log(f"private dockerd up in {time.monotonic() - began:.1f} s at {engine.socket}")
+            ensure_base_in_engine(engine, base)
+            for job, _ in pending:
+                started = time.monotonic()
+                if rust_ref is not None and "RUST_IMAGE" in job.build_args:
+                    ensure_rust_builder(engine, base, rust_ref)
+                log(f"{job.spec.name}: building {job.spec.ref} from {job.spec.dockerfile}")
+                _build_and_save(engine, job)
+                results[job.spec.name] = _record(job.spec.name, job.archive, job.key, started)
+                log(f"{job.spec.name}: built and saved in {results[job.spec.name].seconds:.0f} s")
+            engine.docker("image", "prune", "--force")  # earlier builds' untagged images
+    return [results[spec.name] for spec in specs]
+
+
+def ensure_project_images(root: Path | None = None) -> list[Image]:
+    """vod-stream and vod-operator from the repository at `root` (default: this checkout)."""
+    with builder_lock():
+        return ensure_images(project_images(root))
+
+
+def ensure_all(root: Path | None = None) -> list[Image]:
+    """What a real node needs: the pause image, then the base and both project images."""
+    with builder_lock():
+        pause = ensure_pause()
+        base = ensure_base()
+        return [pause, base, *ensure_images(project_images(root), base)]
+
+
+def load_all(images: Sequence[Image], containerd_address: Path | str) -> list[Loaded]:
+    """`load` every image a node runs (all but the build-only base)."""
+    return [
+        load(image.archive, containerd_address) for image in images if image.name != "python-base"
+    ]
+
+
+__all__ = [
+    "IMAGE_REGISTRY",
+    "PAUSE_IMAGE",
+    "Image",
+    "ImageSpec",
+    "ImagesError",
+    "Loaded",
+    "ensure_all",
+    "ensure_base",
+    "ensure_images",
+    "ensure_pause",
+    "ensure_project_images",
+    "load",
+    "load_all",
+    "project_images",
+]
