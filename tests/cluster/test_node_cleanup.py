@@ -53,18 +53,18 @@ def test_a_real_node_leaves_nothing_behind(tmp_path: Path, probed_sysctls: None)
         nodes = kubectl("get", "nodes", "-o", "wide")
         print(nodes)
         assert NODE_NAME in nodes
+        container = {
+            "name": "pause",
+            "image": images.PAUSE_IMAGE,
+            "imagePullPolicy": "Never",
+            "volumeMounts": [{"name": "scratch", "mountPath": "/s"}],
+        }
         pod = {
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {"name": "sleeper", "namespace": "default"},
-            "spec": {
-                "containers": [
-                    {"name": "pause", "image": images.PAUSE_IMAGE, "imagePullPolicy": "Never"}
-                ],
-                "volumes": [{"name": "scratch", "emptyDir": {}}],
-            },
+            "spec": {"containers": [container], "volumes": [{"name": "scratch", "emptyDir": {}}]},
         }
-        pod["spec"]["containers"][0]["volumeMounts"] = [{"name": "scratch", "mountPath": "/s"}]
         kubectl("apply", "-f", "-", data=json.dumps(pod))
         kubectl("wait", "--for=condition=Ready", "pod/sleeper", "--timeout=90s")
         running = hoststate.leftovers(before, root, f"/{net.netns}", net, net.netns)

@@ -26,7 +26,8 @@ from localcluster.node import (
 )
 from localcluster.nodenet import NodeNet, enter
 from localcluster.pki import write_pki
-from localcluster.preflight import missing_packages, problem
+from localcluster.preflight import NODE_TOOLS, WHAT
+from localcluster.requirements import missing_message, missing_tools
 
 pytestmark = pytest.mark.unit
 
@@ -148,7 +149,7 @@ def test_kwok_nodes_are_tainted_so_real_workloads_land_on_the_real_node() -> Non
 
 
 def test_pki_for_a_node_names_each_identity_as_kubernetes_expects(tmp_path: Path) -> None:
-    write_pki(tmp_path, "10.96.7.1", (NODE_NAME, NET.node_ip))
+    write_pki(tmp_path, "10.96.7.1", (NODE_NAME, NET.node_ip), NET.host_ip)
 
     def subject(name: str) -> tuple[str, str | None]:
         cert = x509.load_pem_x509_certificate((tmp_path / f"{name}.crt").read_bytes())
@@ -164,24 +165,21 @@ def test_pki_for_a_node_names_each_identity_as_kubernetes_expects(tmp_path: Path
     assert ipaddress.ip_address(NET.node_ip) in sans.get_values_for_type(x509.IPAddress)
     apiserver = x509.load_pem_x509_certificate((tmp_path / "apiserver.crt").read_bytes())
     api_sans = apiserver.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert ipaddress.ip_address("10.96.7.1") in api_sans.get_values_for_type(x509.IPAddress)
+    api_ips = api_sans.get_values_for_type(x509.IPAddress)
+    assert ipaddress.ip_address("10.96.7.1") in api_ips  # the kubernetes Service, from pods
+    assert ipaddress.ip_address(NET.host_ip) in api_ips  # the node's components, via the veth
 
 
 def test_preflight_names_root_and_the_debian_packages_to_install() -> None:
-    assert problem(True, []) is None
-    message = problem(False, ["containerd", "runc"])
+    absent = {"ctr", "conntrack", "nsenter"}
+    missing = missing_tools(NODE_TOOLS, lambda tool: None if tool in absent else f"/bin/{tool}")
+    assert missing == ["ctr", "conntrack", "nsenter"]
+    message = missing_message(missing, False, WHAT)
     assert message is not None
-    assert "must run as root" in message
-    assert "apt-get install containerd runc" in message
+    assert "run it as root" in message
+    assert "apt-get install conntrack containerd util-linux" in message
     assert "LOCALCLUSTER_REAL_NODE=0" in message
-
-
-def test_missing_packages_maps_commands_to_debian_packages() -> None:
-    absent = {"ctr", "conntrack"}
-    found = missing_packages(lambda command: None if command in absent else f"/usr/bin/{command}")
-    assert "containerd" in found
-    assert "conntrack" in found
-    assert "runc" not in found
+    assert missing_message([], True, WHAT) is None
 
 
 def test_mounts_under_lists_deepest_first(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import yaml
 
 from localcluster import binaries
 from localcluster.gomod import local_replacements, replace_args
-from localcluster.paths import bin_dir, build_dir, cache_root, kwok_stages
+from localcluster.paths import bin_dir, build_dir, cache_root, exclusive, kwok_stages
 from localcluster.versions import COMPONENTS, Component
 
 
@@ -180,25 +180,33 @@ def build(selected: list[str] | None = None, force: bool = False) -> dict[str, P
         wanted = [b for b in component.binaries if selected is None or b in selected]
         if not wanted:
             continue
-        found = {b: None if force else binaries.find(b) for b in wanted}
-        for binary, path in found.items():
-            if path is not None:
-                result[binary] = path
-                if path != binaries.cached(binary):
-                    log(f"{binary}: using {path} (version fits {component.version})")
-        if component.name == "kwok":
-            write_kwok_stages(component)
-        missing = [b for b, path in found.items() if path is None]
-        if not missing:
-            continue
-        require_go()
-        started = time.monotonic()
-        workdir = prepare_module(component)
-        for binary in missing:
-            log(f"{binary}: building {component.module}@{component.version} (first time: minutes)")
-            begun = time.monotonic()
-            result[binary] = build_binary(component, binary, workdir)
-            log(f"{binary}: built in {time.monotonic() - begun:.0f} s -> {result[binary]}")
-        log(f"{component.name}: done in {time.monotonic() - started:.0f} s")
+        with exclusive(build_dir(component).with_suffix(".lock")):
+            result.update(_build_component(component, wanted, force))
     log(f"{len(result)} binaries ready (cache: {cache_root() / 'bin'})")
+    return result
+
+
+def _build_component(component: Component, wanted: list[str], force: bool) -> dict[str, Path]:
+    """Locate or build `wanted` binaries of one component (under its lock)."""
+    result: dict[str, Path] = {}
+    found = {b: None if force else binaries.find(b) for b in wanted}
+    for binary, path in found.items():
+        if path is not None:
+            result[binary] = path
+            if path != binaries.cached(binary):
+                log(f"{binary}: using {path} (version fits {component.version})")
+    if component.name == "kwok":
+        write_kwok_stages(component)
+    missing = [b for b, path in found.items() if path is None]
+    if not missing:
+        return result
+    require_go()
+    started = time.monotonic()
+    workdir = prepare_module(component)
+    for binary in missing:
+        log(f"{binary}: building {component.module}@{component.version} (first time: minutes)")
+        begun = time.monotonic()
+        result[binary] = build_binary(component, binary, workdir)
+        log(f"{binary}: built in {time.monotonic() - begun:.0f} s -> {result[binary]}")
+    log(f"{component.name}: done in {time.monotonic() - started:.0f} s")
     return result

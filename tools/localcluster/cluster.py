@@ -191,7 +191,10 @@ def start(
 def _write_config(layout: Layout, name: str, ports: Ports, net: NodeNet | None) -> Api:
     """Certificates, kubeconfig and state file for a start on `ports`; the admin API client."""
     server = f"https://127.0.0.1:{ports.apiserver}"
-    write_pki(layout.pki, service_ip(net), None if net is None else (REAL_NODE_NAME, net.node_ip))
+    if net is None:
+        write_pki(layout.pki, service_ip(net))
+    else:
+        write_pki(layout.pki, service_ip(net), (REAL_NODE_NAME, net.node_ip), net.host_ip)
     pki = layout.pki_file
     kubeconfig = render_kubeconfig(
         name,

@@ -20,7 +20,6 @@ run starts no engine at all. One builder at a time (a lock file in the same fold
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import shutil
@@ -29,7 +28,7 @@ import sys
 import tempfile
 import time
 import tomllib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +36,7 @@ from localcluster import debianbase, dockerfiles, ociarchive, rustbuilder
 from localcluster.build import go, require_go
 from localcluster.engine import Engine, private_engine
 from localcluster.imageload import Loaded, load
-from localcluster.paths import cache_root, engine_dir, images_dir
+from localcluster.paths import cache_root, engine_dir, exclusive, images_dir
 from localcluster.requirements import require
 from localcluster.versions import KUBERNETES_VERSION
 
@@ -130,16 +129,9 @@ def _hash(*parts: str) -> str:
     return sha.hexdigest()
 
 
-@contextlib.contextmanager
-def builder_lock() -> Iterator[None]:
+def builder_lock() -> contextlib.AbstractContextManager[None]:
     """One image builder at a time on this machine (they share one engine folder and cache)."""
-    images_dir().mkdir(parents=True, exist_ok=True)
-    with (images_dir() / ".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    return exclusive(images_dir() / ".lock")
 
 
 # --- pause -----------------------------------------------------------------------------------

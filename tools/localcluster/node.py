@@ -15,9 +15,9 @@ from typing import Any
 import yaml
 
 from localcluster.nodenet import NodeNet
+from localcluster.requirements import CNI_BIN_DIRS, cni_bin_dir
 
 NODE_NAME = "localcluster-node"
-CNI_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
 CLUSTER_DOMAIN = "cluster.local"
 #: Ports inside the node's namespace (its own network, so fixed ports cannot collide).
 KUBELET_PORT = 10250
@@ -130,17 +130,9 @@ disabled_plugins = [
         SystemdCgroup = false
         Root = {json.dumps(str(state / "runc"))}
   [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = {json.dumps(cni_bin_dir())}
+    bin_dir = {json.dumps(cni_bin_dir() or CNI_BIN_DIRS[0])}
     conf_dir = {json.dumps(str(layout.cni_conf_dir))}
 """
-
-
-def cni_bin_dir() -> str:
-    """Where Debian's containernetworking-plugins are (or the upstream default)."""
-    for candidate in CNI_BIN_DIRS:
-        if (Path(candidate) / "bridge").is_file():
-            return candidate
-    return CNI_BIN_DIRS[0]
 
 
 def cni_conflist(layout: NodeLayout, net: NodeNet) -> dict[str, Any]:
@@ -293,6 +285,7 @@ def metrics_server_args(layout: NodeLayout, net: NodeNet) -> list[str]:
         "--kubelet-preferred-address-types=InternalIP",
         "--kubelet-use-node-status-port",
         "--metric-resolution=10s",
+        "--kubelet-request-timeout=5s",
     ]
 
 

@@ -118,17 +118,20 @@ def _pair_files(
     return {f"{name}.crt": _cert_pem(pair[0]), f"{name}.key": _key_pem(pair[1])}
 
 
-def write_pki(root: Path, service_ip: str, node: tuple[str, str] | None = None) -> None:
+def write_pki(
+    root: Path, service_ip: str, node: tuple[str, str] | None = None, apiserver_ip: str = ""
+) -> None:
     """Write into `root`: ca.crt/key, apiserver.crt/key (serving), admin.crt/key (client, group
     system:masters) and sa.key/sa.pub (service-account token signing).
 
     With `node` = (node name, node IP) also the real node's: kubelet.crt/key (its client, user
     system:node:NAME), kubelet-serving.crt/key, kube-proxy.crt/key (user system:kube-proxy),
     apiserver-kubelet-client.crt/key (what the API server shows the kubelet for logs/exec), and
-    front-proxy-ca.crt + front-proxy-client.crt/key (aggregated APIs such as metrics-server)."""
+    front-proxy-ca.crt + front-proxy-client.crt/key (aggregated APIs such as metrics-server).
+    `apiserver_ip`: one more address the API server is reached at (the node's side of it)."""
     root.mkdir(parents=True, exist_ok=True)
     ca = make_ca()
-    ips = ("127.0.0.1", service_ip) if node is None else ("127.0.0.1", service_ip, node[1])
+    ips = ("127.0.0.1", service_ip, *([apiserver_ip] if apiserver_ip else []))
     serving = issue(ca, "kube-apiserver", server=True, ips=ips, dns_names=SERVING_DNS_NAMES)
     admin = issue(ca, "localcluster-admin", organization="system:masters")
     sa_key = _key()

@@ -170,10 +170,10 @@ def start(
         lambda: True if layout.containerd_socket.exists() and ctr(layout, "version") else None,
         ("containerd",),
     )
-    from localcluster import images
+    from localcluster import imageload
 
     for archive in archives:
-        loaded = images.load(archive, layout.containerd_socket)
+        loaded = imageload.load(archive, layout.containerd_socket)
         _progress(f"node: {loaded.action} {loaded.ref} in {loaded.seconds:.1f} s")
     starter.spawn_argv(
         "kubelet",

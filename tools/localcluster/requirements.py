@@ -9,10 +9,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-#: The Debian package that installs each tool (`libc.a`: the static C library gcc links).
+#: The Debian package that installs each tool (`libc.a`: the static C library gcc links;
+#: `cni-plugins`: the CNI bridge, host-local, portmap, firewall and loopback plugins).
 DEBIAN_PACKAGES = {
     "mmdebstrap": "mmdebstrap",
     "dockerd": "docker.io",
@@ -22,7 +23,15 @@ DEBIAN_PACKAGES = {
     "ctr": "containerd",
     "gcc": "gcc",
     "libc.a": "libc6-dev",
+    "containerd-shim-runc-v2": "containerd",
+    "iptables": "iptables",
+    "conntrack": "conntrack",
+    "ip": "iproute2",
+    "nsenter": "util-linux",
+    "cni-plugins": "containernetworking-plugins",
 }
+CNI_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
+CNI_PLUGINS = ("bridge", "host-local", "portmap", "firewall", "loopback")
 #: Debian installs daemons in sbin, which a non-login root shell may lack on PATH.
 _SBIN = "/usr/local/sbin:/usr/sbin:/sbin"
 
@@ -64,14 +73,25 @@ def which(tool: str) -> str | None:
     return shutil.which(tool) or shutil.which(tool, path=_SBIN)
 
 
-def missing_tools(tools: Sequence[str]) -> list[str]:
+def cni_bin_dir() -> str | None:
+    """The folder holding every CNI plugin the node uses (Debian's, or the upstream default)."""
+    for folder in CNI_BIN_DIRS:
+        if all((Path(folder) / plugin).is_file() for plugin in CNI_PLUGINS):
+            return folder
+    return None
+
+
+def missing_tools(tools: Sequence[str], lookup: Callable[[str], str | None] = which) -> list[str]:
     """The tools (keys of DEBIAN_PACKAGES) this machine lacks, in the given order."""
     missing = []
     for tool in tools:
         if tool == "libc.a":
-            if which("gcc") is not None and not has_static_libc():
+            if lookup("gcc") is not None and not has_static_libc():
                 missing.append(tool)
-        elif which(tool) is None:
+        elif tool == "cni-plugins":
+            if cni_bin_dir() is None:
+                missing.append(tool)
+        elif lookup(tool) is None:
             missing.append(tool)
     return missing
 
