@@ -371,11 +371,7 @@ def transition_events(
 
 def unimplemented_features(spec: Mapping[str, Any]) -> list[str]:
     """Enabled spec features the bundled streaming server does not implement yet."""
-    return [
-        f"spec.{name}"
-        for name in ("cache", "transcoding")
-        if spec.get(name, {}).get("enabled", False)
-    ]
+    return [f"spec.{name}" for name in ("cache",) if spec.get(name, {}).get("enabled", False)]
 
 
 def _owned_by(obj: Mapping[str, Any], uid: str) -> bool:

@@ -217,12 +217,6 @@ def _server_env(spec: Mapping[str, Any], inputs: RenderInputs) -> dict[str, str]
     if spec["cache"]["enabled"]:
         env["VOD_CACHE_DIR"] = CACHE_MOUNT
         env["VOD_CACHE_MAX_BYTES"] = quantity_bytes(spec["cache"]["size"])
-    transcoding = spec["transcoding"]
-    if transcoding["enabled"]:
-        env["VOD_TRANSCODING_ENABLED"] = "true"
-        env["VOD_TRANSCODING_RENDITIONS"] = json.dumps(
-            transcoding["renditions"], sort_keys=True, separators=(",", ":")
-        )
     return {key: str(value) for key, value in env.items()}
 
 

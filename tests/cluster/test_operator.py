@@ -149,7 +149,7 @@ def test_explain_teaches_the_fields(crd_installed: Any) -> None:
             "    - {name: hd-low, height: 720, videoBitrate: 1000k}",
             "rendition heights must be unique",
         ),
-        ("transcoding: {enabled: true}", "spec.transcoding.renditions"),
+        ("transcoding: {renditions: []}", "spec.transcoding.renditions"),
         (
             "security: {signedUrls: {enabled: true, secretName: mine}}",
             "spec.security.signedUrls.activeKeyId",

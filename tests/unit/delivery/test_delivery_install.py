@@ -32,6 +32,7 @@ def test_overlay_renders_every_object(overlay: str) -> None:
             "ClusterRole",
             "ClusterRoleBinding",
             "CustomResourceDefinition",
+            "CustomResourceDefinition",
             "Deployment",
             "Namespace",
             "ServiceAccount",
@@ -94,9 +95,16 @@ def test_binding_ties_the_role_to_the_operator_service_account() -> None:
 
 
 def test_crds_are_installed_from_crds_folder_unchanged() -> None:
-    crd = one(kustomize(), "CustomResourceDefinition")
-    source = yaml.safe_load(project.crd_files()[0].read_text())
-    assert crd == source
+    installed = sorted(
+        (d for d in kustomize() if d["kind"] == "CustomResourceDefinition"),
+        key=lambda d: d["metadata"]["name"],
+    )
+    sources = [yaml.safe_load(path.read_text()) for path in project.crd_files()]
+    assert [d["metadata"]["name"] for d in sources] == [
+        "videoassets.videoplatform.io",
+        "videoplatforms.videoplatform.io",
+    ]
+    assert installed == sources
 
 
 def test_deployment_probes_kopf_liveness_and_is_restricted() -> None:
