@@ -47,9 +47,10 @@ def test_rbac_grants_exactly_what_the_operator_uses() -> None:
 
 def test_operator_permissions_cover_every_kind_it_renders_and_watches() -> None:
     resources = {(g, r) for g, r, _ in needed()}
-    for kind in kube.CHILD_KINDS.values():
+    for kind in kube.APPLIED_KINDS.values():
         assert (kind.group, kind.plural) in resources
-    assert (kube.VIDEOPLATFORM.group, kube.VIDEOPLATFORM.plural) in resources
+    for kind in (kube.VIDEOPLATFORM, kube.VIDEOASSET, kube.POD):
+        assert (kind.group, kind.plural) in resources
 
 
 def test_operator_renders_exactly_the_child_kinds_it_watches_and_may_write() -> None:
@@ -60,13 +61,17 @@ def test_operator_renders_exactly_the_child_kinds_it_watches_and_may_write() -> 
 
 
 def test_every_permission_has_a_reason() -> None:
-    """Nothing beyond the children, the VideoPlatform, Events and kopf's two scans."""
-    children = {(kind.group, kind.plural) for kind in kube.CHILD_KINDS.values()}
+    """Nothing beyond the children, both custom resources, the packaging pods' log and
+    termination message, Events and kopf's two scans."""
+    children = {(kind.group, kind.plural) for kind in kube.APPLIED_KINDS.values()}
     platform = {
-        (kube.VIDEOPLATFORM.group, f"{kube.VIDEOPLATFORM.plural}{sub}")
+        (kind.group, f"{kind.plural}{sub}")
+        for kind in (kube.VIDEOPLATFORM, kube.VIDEOASSET)
         for sub in ("", "/status", "/finalizers")
     }
     extras = {
+        ("", "pods"),
+        ("", "pods/log"),
         ("", "events"),
         ("apiextensions.k8s.io", "customresourcedefinitions"),
         ("", "namespaces"),
@@ -74,6 +79,16 @@ def test_every_permission_has_a_reason() -> None:
     assert {(g, r) for g, r, _ in kube.PERMISSIONS} == children | platform | extras
     child_verbs = {verbs for g, r, verbs in kube.PERMISSIONS if (g, r) in children}
     assert child_verbs == {kube.CHILD_VERBS}
+    # Pods are only read (list + log), never written; VideoAssets only get finalizers patched.
+    verbs = {(g, r): set(v) for g, r, v in kube.PERMISSIONS}
+    assert verbs[("", "pods")] == {"list"}
+    assert verbs[("", "pods/log")] == {"get"}
+    assert verbs[(kube.VIDEOASSET.group, kube.VIDEOASSET.plural)] == {
+        "get",
+        "list",
+        "watch",
+        "patch",
+    }
 
 
 def test_binding_ties_the_role_to_the_operator_service_account() -> None:
