@@ -93,3 +93,13 @@ def asset(
         "spec": copy.deepcopy(spec),
     }
     return apply_defaults(asset_schema(), body)  # type: ignore[no-any-return]
+
+
+def example_asset(name: str) -> dict[str, Any]:
+    """The VideoAsset called `name` from examples/assets/, defaulted like the API server does."""
+    for path in sorted((EXAMPLES / "assets").glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc["kind"] == "VideoAsset" and doc["metadata"]["name"] == name:
+                meta = doc["metadata"]
+                return asset(doc["spec"], name=name, namespace=meta["namespace"])
+    raise LookupError(name)
