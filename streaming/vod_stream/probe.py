@@ -71,8 +71,8 @@ def probe(source: str, timeout: float = 120.0) -> Source:
         probe_command(source), capture_output=True, text=True, timeout=timeout, check=False
     )
     if result.returncode != 0:
-        lines = [line for line in result.stderr.splitlines() if line.strip()]
-        raise ProbeError(lines[-1] if lines else f"ffprobe exited with {result.returncode}")
+        lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
+        raise ProbeError("; ".join(lines[-3:]) if lines else f"ffprobe exit {result.returncode}")
     try:
         report = json.loads(result.stdout or "{}")
     except ValueError as exc:
