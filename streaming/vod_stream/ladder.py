@@ -288,14 +288,16 @@ def plan_storyboard(source: Source, interval: float) -> Storyboard:
 
 def storyboard_command(rendition_playlist: str, board: Storyboard, target: str) -> list[str]:
     """One sprite JPEG, read from the lowest rendition just packaged (small frames, a keyframe
-    every KEYFRAME_SECONDS): only keyframes are decoded, the fps filter picks the times, and
-    the last one is cloned so the tile grid fills up and is written."""
+    every KEYFRAME_SECONDS): only keyframes are decoded, the fps filter picks the times. The
+    last frame is cloned for a whole grid's worth of time first, so the fps filter emits every
+    slot up to the end (it emits nothing past its last input) and the grid fills and is
+    written even for a video shorter than one interval."""
     return [
         "ffmpeg", "-hide_banner", "-nostdin", "-y", "-v", "error",
         "-skip_frame", "nokey", "-i", rendition_playlist,
         "-vf",
+        f"tpad=stop_mode=clone:stop_duration={board.interval * board.rows * board.columns:g},"
         f"fps=1/{board.interval:g}:round=down,"
-        f"tpad=stop_mode=clone:stop={board.columns * board.rows},"
         f"scale={board.width}:{board.height},setsar=1,tile={board.columns}x{board.rows}",
         "-frames:v", "1", "-q:v", "5", "-f", "image2", target,
     ]  # fmt: skip

@@ -360,3 +360,17 @@ class socket_closed:
 
     def __exit__(self, *exc: object) -> None:
         return None
+
+
+def test_a_video_shorter_than_one_storyboard_interval_gets_one_thumbnail(tmp_path: Path) -> None:
+    root = tmp_path / "origin"
+    make_source(root / "uploads" / "short.mp4", seconds=3)
+    code, result, _ = package(
+        root, tmp_path, "--source-path", "uploads/short.mp4",
+        revision="0a0a0a0a0a0a", extra=("--storyboard-interval", "10"),
+    )  # fmt: skip
+    assert code == 0, result
+    folder = root / "assets/media/intro/0a0a0a0a0a0a"
+    (sprite,) = stream_info(folder / "storyboard.jpg")["streams"]
+    assert (sprite["width"], sprite["height"]) == (160, 90)
+    assert "00:00:00.000 --> 00:00:03.000" in (folder / "storyboard.vtt").read_text()
