@@ -128,16 +128,24 @@ class AssetReconciler:
                 log.info("reading the log of %s failed: %s", running[-1]["metadata"]["name"], exc)
                 return None
             return report.from_log(text)
-        for pod in reversed(pods):  # the newest attempt that ended
-            ended = report.terminated(pod)
-            if ended is not None:
-                found = report.from_termination(
-                    str(ended.get("message") or ""), ended.get("exitCode"), ended.get("reason")
-                )
-                if state == "Succeeded" or found.result == "Failed":
-                    return found
+        ended = [report.terminated(p) for p in pods]
+        newest = next((e for e in reversed(ended) if e is not None), None)
+        found = (
+            None
+            if newest is None
+            else report.from_termination(
+                str(newest.get("message") or ""), newest.get("exitCode"), newest.get("reason")
+            )
+        )
+        if state == "Succeeded":
+            return found
         failure = report.job_failure(job)
-        if state == "Failed" and failure is not None:
+        # The packager's own verdict first; for a pod killed from outside, the Job's reason
+        # (a deadline) says more than the exit code.
+        own = found is not None and found.reason not in report.UNEXPLAINED
+        if found is not None and (own or failure is None or failure[0] != "DeadlineExceeded"):
+            return found
+        if failure is not None:
             return report.Report(result="Failed", reason=failure[0], message=failure[1])
         return None
 

@@ -12,6 +12,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+#: Reasons of a container that ended without the packager's own result.
+UNEXPLAINED = frozenset({"PackagingCrashed", "NoResult"})
+
 
 @dataclass(frozen=True)
 class Report:

@@ -454,3 +454,20 @@ def test_platform_counts_assets_by_phase() -> None:
         with_phase("f", "Ready", "x"),
     ]
     assert asset_counts(found, "demo") == {"ready": 2, "processing": 2, "failed": 1}
+
+
+def test_a_job_killed_at_its_deadline_says_which_field_to_raise() -> None:
+    fake, reconciler = setup()
+    reconciler.reconcile(NS, "intro")
+    (name,) = jobs_of(fake)
+    progress_tail = f"{PROGRESS}\n"  # what FallbackToLogsOnError leaves: no result line
+    finish(fake, name, outcome="Failed", message=progress_tail, code=137)
+    fake.child("Job", NS, name)["status"]["conditions"][0].update(
+        reason="DeadlineExceeded", message="Job was active longer than specified deadline"
+    )
+    reconciler.reconcile(NS, "intro")
+    failed = next(
+        c for c in fake.asset(NS, "intro")["status"]["conditions"] if c["type"] == "Failed"
+    )
+    assert failed["reason"] == "DeadlineExceeded"
+    assert "activeDeadlineSeconds" in failed["message"]
