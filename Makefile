@@ -201,8 +201,14 @@ bench-stream: $(STAMP) ## nginx vs vod-stream on loopback with wrk: 64 KiB range
 	bash tools/install-system-deps.sh nginx wrk
 	$(PY) tools/bench/bench_stream.py $(BENCH_ARGS)
 
+MEDIA_BENCH_ARGS ?=
+
+.PHONY: bench-media
+bench-media: $(STAMP) ## vod-stream package vs one hand-written ffmpeg (60 s 1080p, default ladder); Job start -> Playable with --cluster on a real node
+	$(PY) tools/bench/media_bench.py $(MEDIA_BENCH_ARGS)
+
 .PHONY: bench
-bench: bench-stream bench-operator ## Every benchmark
+bench: bench-stream bench-operator bench-media ## Every benchmark
 
 ##@ kind (machines with a Docker engine)
 

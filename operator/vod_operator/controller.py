@@ -1,7 +1,9 @@
 """The work queue between kopf's watch events and the synchronous reconciler.
 
 Every trigger (a VideoPlatform event, an event on a labelled child, a resync tick) enqueues
-the platform's key. Each key is reconciled by at most one worker at a time; triggers that
+the platform's key (the VideoAsset controller is a second instance, keyed by assets). A pass may
+ask for another one after some seconds (`Result.requeue_after`: a packaging Job is running).
+Each key is reconciled by at most one worker at a time; triggers that
 arrive meanwhile coalesce into one more pass. A failed pass is retried with exponential
 backoff (1 s doubling up to `max_backoff`), never in a tight loop; a pass whose only errors
 were 422 Invalid refusals is not retried (the same spec would be refused again; a spec change
@@ -134,6 +136,8 @@ class Controller:
                     return
                 state.failures = 0
                 if not state.dirty:
+                    if result is not None and result.requeue_after is not None:
+                        self._schedule(key, state, result.requeue_after)
                     return
         finally:
             state.running = False
@@ -149,8 +153,16 @@ class Controller:
         delay = min(self.max_backoff, 2.0**state.failures)
         state.failures += 1
         log.info("retrying %s/%s in %.0fs", key[0], key[1], delay)
+        self._schedule(key, state, delay)
+
+    def _schedule(self, key: Key, state: _KeyState, delay: float) -> None:
+        """One more pass of `key` after `delay` seconds (a newer pass cancels it)."""
         loop = asyncio.get_running_loop()
         state.retry = loop.call_later(delay, self.enqueue, key)
+
+    def known(self) -> list[Key]:
+        """Every key this controller has seen and not forgotten."""
+        return list(self._states)
 
     async def _resync_loop(self) -> None:
         """Safety net for missed events: a read-only pass over every known platform."""

@@ -1,4 +1,4 @@
-"""kopf wiring only: which watch events feed the reconcile queue.
+"""kopf wiring only: which watch events feed the reconcile queues (platforms, assets).
 
 Only `on.event` handlers are used: kopf then keeps no progress or diff-base state in the
 objects and adds no finalizers, so a platform at rest sees no writes. Retries and backoff live
@@ -14,8 +14,9 @@ from typing import Any
 import kopf
 
 from vod_operator import naming
+from vod_operator.assets.reconcile import AssetReconciler
 from vod_operator.controller import Controller
-from vod_operator.kube import CHILD_KINDS, Kube, load_client
+from vod_operator.kube import ASSET_CHILD_KINDS, CHILD_KINDS, Kube, load_client
 from vod_operator.options import Options
 from vod_operator.reconcile import Reconciler
 
@@ -31,7 +32,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.watching.client_timeout = options.watch_timeout_seconds + 30
     settings.watching.connect_timeout = 10
     settings.networking.request_timeout = 60
-    for kind in CHILD_KINDS.values():  # server-side filter: only our children are streamed
+    for kind in (*CHILD_KINDS.values(), *ASSET_CHILD_KINDS.values()):  # only our children
         plural = f"{kind.plural}.{kind.group}" if kind.group else kind.plural
         settings.watching.label_selectors[plural] = f"{naming.MANAGED_BY}={naming.FIELD_MANAGER}"
     kube = Kube(load_client(), discovery_ttl=options.monitoring_probe_seconds / 2)
@@ -45,12 +46,23 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     )
     controller.start()
     memo.controller = controller
+    assets = Controller(
+        AssetReconciler(kube).reconcile,
+        workers=options.workers,
+        max_backoff=options.max_backoff_seconds,
+        resync_seconds=options.resync_seconds,
+    )
+    assets.start()
+    memo.assets = assets
+    #: (namespace, asset) -> (platform name, phase) last seen: platform counts follow phases.
+    memo.asset_phases = {}
     logging.getLogger(__name__).info("vod-operator started: %s", options)
 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
     await memo.controller.stop()
+    await memo.assets.stop()
 
 
 @kopf.on.event(naming.GROUP, naming.VERSION, naming.PLURAL)
@@ -64,6 +76,50 @@ async def videoplatform_event(
         controller.forget(key)  # the children go through garbage collection
     elif not controller.is_own_write(key, body.metadata.get("resourceVersion")):
         controller.enqueue(key)
+    # Assets waiting for this platform (or using its ladder) look again.
+    phases: dict[tuple[str, str], tuple[str, str | None]] = memo.asset_phases
+    for asset_key, (platform, _phase) in list(phases.items()):
+        if asset_key[0] == key[0] and platform == key[1]:
+            memo.assets.enqueue(asset_key)
+
+
+@kopf.on.event(naming.GROUP, naming.VERSION, naming.ASSET_PLURAL)
+async def videoasset_event(
+    event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any
+) -> None:
+    """A VideoAsset appeared, changed or went; its platform's counts follow its phase."""
+    assets: Controller = memo.assets
+    key = (body.metadata.namespace or "", body.metadata.name or "")
+    platform = str(body.spec.get("platformRef", {}).get("name", ""))
+    phase = body.get("status", {}).get("phase")
+    phases: dict[tuple[str, str], tuple[str, str | None]] = memo.asset_phases
+    before = phases.get(key)
+    if event.get("type") == "DELETED":
+        assets.forget(key)
+        phases.pop(key, None)
+    else:
+        phases[key] = (platform, phase)
+        if not assets.is_own_write(key, body.metadata.get("resourceVersion")):
+            assets.enqueue(key)
+    if before != phases.get(key) and platform:
+        memo.controller.enqueue((key[0], platform))
+
+
+async def job_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A packaging or clean-up Job changed: reconcile the VideoAsset that owns it."""
+    for ref in body.metadata.get("ownerReferences", []):
+        if ref.get("kind") == naming.ASSET_KIND and ref.get("controller"):
+            memo.assets.enqueue((body.metadata.namespace or "", ref["name"]))
+
+
+for _job_kind in ASSET_CHILD_KINDS.values():
+    kopf.on.event(
+        group=_job_kind.group,
+        version=_job_kind.version,
+        plural=_job_kind.plural,
+        labels=OWNED,
+        id=f"asset-child-{_job_kind.plural}",
+    )(job_event)
 
 
 async def child_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:

@@ -14,7 +14,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -51,7 +51,10 @@ class Kind:
 
 
 VIDEOPLATFORM = Kind(naming.GROUP, naming.VERSION, naming.PLURAL)
+VIDEOASSET = Kind(naming.GROUP, naming.VERSION, naming.ASSET_PLURAL)
 EVENT = Kind("", "v1", "events")
+JOB = Kind("batch", "v1", "jobs")
+POD = Kind("", "v1", "pods")
 MONITORING_GROUP_VERSION = "monitoring.coreos.com/v1"
 
 #: Every child kind the operator may create, keyed by `kind`.
@@ -68,9 +71,16 @@ CHILD_KINDS: dict[str, Kind] = {
 }
 MONITORING_KINDS = frozenset({"ServiceMonitor", "PrometheusRule"})
 
-#: Every resource the operator writes (children, VideoPlatform status, Events).
+#: Every child kind the operator may create for a VideoAsset, keyed by `kind`.
+ASSET_CHILD_KINDS: dict[str, Kind] = {"Job": JOB}
+
+#: Every kind `apply` handles.
+APPLIED_KINDS: dict[str, Kind] = {**CHILD_KINDS, **ASSET_CHILD_KINDS}
+
+#: Every resource the operator writes (children, both custom resources' status, Events).
 WRITTEN_RESOURCES = frozenset(
-    {kind.plural for kind in CHILD_KINDS.values()} | {naming.PLURAL, EVENT.plural}
+    {kind.plural for kind in APPLIED_KINDS.values()}
+    | {naming.PLURAL, naming.ASSET_PLURAL, EVENT.plural}
 )
 
 CHILD_VERBS = ("get", "list", "watch", "create", "patch", "delete")
@@ -83,6 +93,16 @@ PERMISSIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     # blockOwnerDeletion on children needs update on the owner's finalizers subresource.
     (naming.GROUP, f"{naming.PLURAL}/finalizers", ("update",)),
     *((kind.group, kind.plural, CHILD_VERBS) for kind in CHILD_KINDS.values()),
+    # The VideoAssets it packages: watch them, report status, own Jobs (blockOwnerDeletion);
+    # patch adds and removes the outputs finalizer (metadata.finalizers) and nothing else.
+    (naming.GROUP, naming.ASSET_PLURAL, ("get", "list", "watch", "patch")),
+    (naming.GROUP, f"{naming.ASSET_PLURAL}/status", ("get", "patch")),
+    (naming.GROUP, f"{naming.ASSET_PLURAL}/finalizers", ("update",)),
+    *((kind.group, kind.plural, CHILD_VERBS) for kind in ASSET_CHILD_KINDS.values()),
+    # Progress and outcome of a packaging Job: its pod's log (progress lines) and termination
+    # message (the result). Read only; the Job's pod itself gets no API credentials.
+    ("", "pods", ("list",)),
+    ("", "pods/log", ("get",)),
     ("", "events", ("create",)),  # Reconciler's Events (kopf's own poster is disabled)
     # kopf: scans the CRDs to resolve the resources it serves, and lists/watches namespaces
     # when limited to some with `-n`.
@@ -131,10 +151,21 @@ class KubeApi(Protocol):
     ) -> dict[str, Any]: ...
 
     def apply_status(
-        self, namespace: str, name: str, status: Mapping[str, Any]
+        self, namespace: str, name: str, status: Mapping[str, Any], *, kind: Kind = ...
     ) -> dict[str, Any]: ...
 
     def delete(self, kind: Kind, namespace: str, name: str, uid: str) -> None: ...
+
+    def set_finalizers(
+        self,
+        kind: Kind,
+        namespace: str,
+        name: str,
+        finalizers: Sequence[str],
+        version: str,
+    ) -> dict[str, Any]: ...
+
+    def pod_log(self, namespace: str, pod: str, tail_lines: int) -> str: ...
 
     def event(self, platform: Mapping[str, Any], kind: str, reason: str, message: str) -> None: ...
 
@@ -200,7 +231,8 @@ class Kube:
             raise
 
     def list(self, kind: Kind, namespace: str, selector: str) -> list[dict[str, Any]]:
-        result = self._request("GET", kind.path(namespace), query=[("labelSelector", selector)])
+        query = [("labelSelector", selector)] if selector else []
+        result = self._request("GET", kind.path(namespace), query=query)
         items: list[dict[str, Any]] = result.get("items", [])
         # List items carry no apiVersion/kind; restore them so items compare like objects.
         item_kind = str(result.get("kind", "")).removesuffix("List")
@@ -242,17 +274,19 @@ class Kube:
             content_type="application/apply-patch+yaml",
         )
 
-    def apply_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]:
-        """Server-side apply the VideoPlatform's status subresource."""
+    def apply_status(
+        self, namespace: str, name: str, status: Mapping[str, Any], *, kind: Kind = VIDEOPLATFORM
+    ) -> dict[str, Any]:
+        """Server-side apply the status subresource of a VideoPlatform (or a VideoAsset)."""
         body = {
             "apiVersion": naming.API_VERSION,
-            "kind": naming.KIND,
+            "kind": naming.ASSET_KIND if kind == VIDEOASSET else naming.KIND,
             "metadata": {"name": name, "namespace": namespace},
             "status": status,
         }
         return self._request(
             "PATCH",
-            VIDEOPLATFORM.path(namespace, name, "status"),
+            kind.path(namespace, name, "status"),
             query=[("fieldManager", naming.FIELD_MANAGER), ("force", "true")],
             body=body,
             content_type="application/apply-patch+yaml",
@@ -260,15 +294,56 @@ class Kube:
 
     def delete(self, kind: Kind, namespace: str, name: str, uid: str) -> None:
         """Delete one object, only if it is still the one we saw (uid precondition)."""
-        body = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": uid}}
+        body = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "preconditions": {"uid": uid},
+            # Jobs default to orphaning their pods through the API; never leave those behind.
+            "propagationPolicy": "Background",
+        }
         try:
             self._request("DELETE", kind.path(namespace, name), body=body)
         except KubeError as exc:
             if exc.status not in (404, 409):
                 raise
 
+    def set_finalizers(
+        self,
+        kind: Kind,
+        namespace: str,
+        name: str,
+        finalizers: Sequence[str],
+        version: str,
+    ) -> dict[str, Any]:
+        """Replace metadata.finalizers, only if the object is still at resourceVersion `version`."""
+        body = {"metadata": {"finalizers": list(finalizers), "resourceVersion": version}}
+        return self._request(
+            "PATCH",
+            kind.path(namespace, name),
+            body=body,
+            content_type="application/merge-patch+json",
+        )
+
+    def pod_log(self, namespace: str, pod: str, tail_lines: int) -> str:
+        """The last `tail_lines` lines of a pod's (only) container log."""
+        serialized = self._client.param_serialize(
+            "GET",
+            POD.path(namespace, pod, "log"),
+            query_params=[("tailLines", str(tail_lines))],
+            header_params={"Accept": "text/plain"},
+            auth_settings=["BearerToken"],
+        )
+        try:
+            response = self._client.call_api(*serialized, _request_timeout=(10, 30))
+        except ApiException as exc:
+            raise KubeError.from_api(exc) from exc
+        data = response.read()
+        if not 200 <= response.status <= 299:
+            raise KubeError.from_api(ApiException(http_resp=response))
+        return bytes(data or b"").decode("utf-8", "replace")
+
     def event(self, platform: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
-        """Record a core/v1 Event on the VideoPlatform (best effort)."""
+        """Record a core/v1 Event on a VideoPlatform or VideoAsset (best effort)."""
         meta = platform["metadata"]
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         body = {
@@ -277,7 +352,7 @@ class Kube:
             "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
             "involvedObject": {
                 "apiVersion": naming.API_VERSION,
-                "kind": naming.KIND,
+                "kind": platform.get("kind") or naming.KIND,
                 "name": meta["name"],
                 "namespace": meta["namespace"],
                 "uid": meta["uid"],
@@ -300,7 +375,7 @@ class Kube:
 
 def kind_of(manifest: Mapping[str, Any]) -> Kind:
     """The API resource of a rendered child manifest."""
-    return CHILD_KINDS[manifest["kind"]]
+    return APPLIED_KINDS[manifest["kind"]]
 
 
 def owns_field(live: Mapping[str, Any], manager: str, *path: str) -> bool:

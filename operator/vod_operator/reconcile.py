@@ -18,6 +18,7 @@ from vod_operator import compare, naming, render, status
 from vod_operator.kube import (
     CHILD_KINDS,
     MONITORING_KINDS,
+    VIDEOASSET,
     VIDEOPLATFORM,
     KubeApi,
     KubeError,
@@ -51,6 +52,8 @@ class Result:
     retry: bool = True
     #: resourceVersion of the VideoPlatform after our status write (to ignore its echo).
     status_version: str | None = None
+    #: Run another pass after this many seconds (a packaging Job is running).
+    requeue_after: float | None = None
 
     def fail(self, reason: str, message: str, *, retry: bool = True) -> None:
         """Record a failure; the first one names the reason, the messages add up."""
@@ -110,6 +113,7 @@ class Reconciler:
             now=self.now(),
             failure=result.failure,
             deployment_observed=live is not None,
+            assets=self._asset_counts(namespace, name, previous),
         )
         self._write_status(platform, status.compute(observed), result)
         return result
@@ -141,6 +145,17 @@ class Reconciler:
             )
 
     # -- observation ----------------------------------------------------------------------
+    def _asset_counts(
+        self, namespace: str, name: str, previous: Mapping[str, Any]
+    ) -> Mapping[str, int] | None:
+        """VideoAssets of this platform by phase; when they cannot be listed, the last counts."""
+        try:
+            found = self.kube.list(VIDEOASSET, namespace, "")
+        except KubeError as exc:
+            log.warning("listing VideoAssets in %s failed: %s", namespace, exc)
+            return previous.get("assets")
+        return status.asset_counts(found, name)
+
     def _monitoring(
         self, platform: Mapping[str, Any], result: Result
     ) -> tuple[status.Monitoring, bool]:
@@ -371,11 +386,7 @@ def transition_events(
 
 def unimplemented_features(spec: Mapping[str, Any]) -> list[str]:
     """Enabled spec features the bundled streaming server does not implement yet."""
-    return [
-        f"spec.{name}"
-        for name in ("cache", "transcoding")
-        if spec.get(name, {}).get("enabled", False)
-    ]
+    return [f"spec.{name}" for name in ("cache",) if spec.get(name, {}).get("enabled", False)]
 
 
 def _owned_by(obj: Mapping[str, Any], uid: str) -> bool:

@@ -54,7 +54,7 @@ class RenderError(ValueError):
 
 
 @cache
-def _environment() -> jinja2.Environment:
+def environment() -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.PackageLoader("vod_operator", "templates"),
         undefined=jinja2.StrictUndefined,
@@ -89,7 +89,7 @@ def render(platform: Mapping[str, Any], inputs: RenderInputs) -> list[Manifest]:
         "cache_volume": _cache_volume(spec["cache"]),
         "config_hash": _config_hash(server_env, inputs.signing_keys, signing_secret),
     }
-    env = _environment()
+    env = environment()
     return [
         stamp(canonical(yaml.safe_load(env.get_template(TEMPLATES[kind]).render(context))))
         for kind in desired_kinds(spec, inputs)
@@ -217,12 +217,6 @@ def _server_env(spec: Mapping[str, Any], inputs: RenderInputs) -> dict[str, str]
     if spec["cache"]["enabled"]:
         env["VOD_CACHE_DIR"] = CACHE_MOUNT
         env["VOD_CACHE_MAX_BYTES"] = quantity_bytes(spec["cache"]["size"])
-    transcoding = spec["transcoding"]
-    if transcoding["enabled"]:
-        env["VOD_TRANSCODING_ENABLED"] = "true"
-        env["VOD_TRANSCODING_RENDITIONS"] = json.dumps(
-            transcoding["renditions"], sort_keys=True, separators=(",", ":")
-        )
     return {key: str(value) for key, value in env.items()}
 
 

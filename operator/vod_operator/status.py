@@ -58,6 +58,8 @@ class Observed:
     failure: Failure | None = None
     #: False when the children could not be listed: `deployment` is then unknown, not absent.
     deployment_observed: bool = True
+    #: VideoAssets of this platform by phase group (ready, processing, failed); None: unknown.
+    assets: Mapping[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,19 @@ def compute(observed: Observed) -> dict[str, Any]:
         ),
         "endpoint": naming.endpoint(observed.name, observed.namespace),
         "conditions": conditions,
-    }
+    } | ({"assets": dict(observed.assets)} if observed.assets is not None else {})
+
+
+def asset_counts(assets: Sequence[Mapping[str, Any]], platform_name: str) -> dict[str, int]:
+    """VideoAssets that reference `platform_name`, counted by phase: ready, processing, failed."""
+    counts = {"ready": 0, "processing": 0, "failed": 0}
+    for asset in assets:
+        if asset.get("spec", {}).get("platformRef", {}).get("name") != platform_name:
+            continue
+        phase = asset.get("status", {}).get("phase")
+        key = {"Ready": "ready", "Failed": "failed"}.get(str(phase), "processing")
+        counts[key] += 1
+    return counts
 
 
 def changed(live: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:

@@ -1,10 +1,14 @@
-"""``vod-stream``: ``serve`` (the default) runs the server; ``sign`` prints a signed URL."""
+"""``vod-stream``: ``serve`` (the default) runs the server; ``sign`` prints a signed URL;
+``package`` turns a source video into an HLS ladder in the origin (what a VideoAsset's Job
+runs); ``unpublish`` removes an asset's outputs."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+from pathlib import Path
 
 from vod_stream import __version__, signing
 from vod_stream.config import ConfigError, Settings
@@ -28,7 +32,67 @@ def _parser(settings_help: str) -> argparse.ArgumentParser:
     sign.add_argument(
         "--prefix", help="sign every path under this prefix (ends with '/'), e.g. an HLS folder"
     )
+    _package_parsers(commands)
     return parser
+
+
+def _package_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    root = os.environ.get("VOD_MEDIA_ROOT", "/media")
+    package = commands.add_parser(
+        "package", help="package a source video into an HLS ladder, poster and storyboard"
+    )
+    source = package.add_mutually_exclusive_group(required=True)
+    source.add_argument("--source-path", help="the source, relative to the media root")
+    source.add_argument("--source-url", help="the source, downloaded over HTTP(S)")
+    package.add_argument(
+        "--headers-dir", type=Path, help="request headers for --source-url: one file per header"
+    )
+    package.add_argument("--media-root", type=Path, default=Path(root), help="the origin")
+    package.add_argument("--prefix", required=True, help="asset folder, e.g. assets/ns/name")
+    package.add_argument("--revision", required=True, help="revision folder name (hex)")
+    package.add_argument(
+        "--rendition",
+        action="append",
+        required=True,
+        help="NAME:HEIGHT:VIDEOk[:AUDIOk], repeatable, e.g. 720p:720:3000k:128k",
+    )
+    package.add_argument("--segment-seconds", type=int, default=4)
+    package.add_argument("--preset", default="veryfast", help="x264 preset")
+    package.add_argument("--poster-at", type=float, help="poster offset in seconds")
+    package.add_argument("--storyboard-interval", type=float, help="seconds between thumbnails")
+    package.add_argument("--work-dir", type=Path, default=Path("/tmp/vod-package"))
+    package.add_argument("--result-file", type=Path, help="where the result JSON goes too")
+    package.add_argument("--report-seconds", type=float, default=2.0)
+    unpublish = commands.add_parser("unpublish", help="delete an asset's outputs (its prefix)")
+    unpublish.add_argument("--media-root", type=Path, default=Path(root), help="the origin")
+    unpublish.add_argument("--prefix", required=True, help="asset folder, e.g. assets/ns/name")
+
+
+def _package(args: argparse.Namespace) -> int:
+    from vod_stream import ladder, package
+
+    try:
+        renditions = tuple(ladder.Rendition.parse(text) for text in args.rendition)
+    except ladder.PlanError as exc:
+        print(f"vod-stream package: {exc}", file=sys.stderr)
+        return 2
+    request = package.Request(
+        media_root=args.media_root,
+        prefix=args.prefix,
+        revision=args.revision,
+        renditions=renditions,
+        source_path=args.source_path,
+        source_url=args.source_url,
+        headers_dir=args.headers_dir,
+        work_dir=args.work_dir,
+        segment_seconds=args.segment_seconds,
+        preset=args.preset,
+        poster_at=args.poster_at,
+        storyboard_interval=args.storyboard_interval,
+        result_file=args.result_file,
+        report_seconds=args.report_seconds,
+    )
+    return package.run(request)
 
 
 def _sign(settings: Settings, args: argparse.Namespace) -> int:
@@ -51,6 +115,12 @@ def _sign(settings: Settings, args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser("VOD_PORT, VOD_MEDIA_ROOT, ...").parse_args(argv)
+    if args.command == "package":  # needs no server settings
+        return _package(args)
+    if args.command == "unpublish":
+        from vod_stream.package import remove
+
+        return remove(args.media_root, args.prefix)
     try:
         settings = Settings.from_env()
     except ConfigError as exc:

@@ -24,7 +24,7 @@ import pytest
 from vod_operator.kube import WRITTEN_RESOURCES
 
 ROOT = Path(__file__).resolve().parents[2]
-CRD = ROOT / "crds" / "videoplatforms.videoplatform.io.yaml"
+CRDS = ROOT / "crds"
 T = TypeVar("T")
 
 
@@ -119,9 +119,13 @@ class OperatorProcess:
 
 @pytest.fixture(scope="session")
 def crd_installed(kube_cluster: Any) -> Any:
-    kube_cluster.kubectl("apply", "--server-side", "-f", str(CRD))
+    # As users of other operators type it: the whole folder, server-side.
+    kube_cluster.kubectl("apply", "--server-side", "-f", str(CRDS))
     kube_cluster.kubectl(
-        "wait", "--for=condition=Established", "crd/videoplatforms.videoplatform.io"
+        "wait",
+        "--for=condition=Established",
+        "crd/videoplatforms.videoplatform.io",
+        "crd/videoassets.videoplatform.io",
     )
     return kube_cluster
 

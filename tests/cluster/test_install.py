@@ -102,7 +102,7 @@ def test_in_cluster_operator_reconciles_a_platform(installed: KubeCluster) -> No
 def test_crd_is_established(installed: KubeCluster) -> None:
     installed.kubectl(
         "wait", "--for=condition=Established", "crd/videoplatforms.videoplatform.io",
-        "--timeout=60s",
+        "crd/videoassets.videoplatform.io", "--timeout=60s",
     )  # fmt: skip
 
 
@@ -143,7 +143,12 @@ def test_service_account_may_do_exactly_what_the_operator_does(installed: KubeCl
         ("delete", "apiextensions.k8s.io", "customresourcedefinitions"),
         ("update", "apps", "deployments"),  # server-side apply patches, never updates
         ("delete", "videoplatform.io", "videoplatforms"),
+        ("delete", "videoplatform.io", "videoassets"),
+        ("update", "videoplatform.io", "videoassets"),  # finalizers go by patch
+        ("update", "batch", "jobs"),  # packaging Jobs are created, never rewritten
         ("create", "", "pods"),
+        ("delete", "", "pods"),
+        ("create", "", "pods/exec"),
         ("get", "", "nodes"),
         ("create", "rbac.authorization.k8s.io", "clusterroles"),
     ]:

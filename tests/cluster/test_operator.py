@@ -80,13 +80,16 @@ def test_examples_apply_as_they_are_and_become_ready(
             "wait", "--for=condition=Ready", "vp/demo", "vp/showcase", "--timeout=120s"
         )
         table = kube_cluster.kubectl("get", "vp").stdout.splitlines()
-        assert table[0].split() == ["NAME", "READY", "PHASE", "REPLICAS", "ENDPOINT", "AGE"]
+        assert table[0].split() == [
+            "NAME", "READY", "PHASE", "REPLICAS", "ENDPOINT", "ASSETS", "AGE",
+        ]  # fmt: skip
         rows = {line.split()[0]: line.split() for line in table[1:]}
-        assert rows["demo"][1:5] == [
+        assert rows["demo"][1:6] == [
             "True",
             "Ready",
             "2",
             "http://demo-stream.default.svc:8080",
+            "0",
         ]
         assert rows["showcase"][1:3] == ["True", "Ready"]
         kinds = kube_cluster.kubectl(
@@ -149,7 +152,7 @@ def test_explain_teaches_the_fields(crd_installed: Any) -> None:
             "    - {name: hd-low, height: 720, videoBitrate: 1000k}",
             "rendition heights must be unique",
         ),
-        ("transcoding: {enabled: true}", "spec.transcoding.renditions"),
+        ("transcoding: {renditions: []}", "spec.transcoding.renditions"),
         (
             "security: {signedUrls: {enabled: true, secretName: mine}}",
             "spec.security.signedUrls.activeKeyId",

@@ -28,7 +28,7 @@ from typing import Any
 from vod_operator.kube import WRITTEN_RESOURCES
 
 ROOT = Path(__file__).resolve().parents[2]
-CRD = ROOT / "crds" / "videoplatforms.videoplatform.io.yaml"
+CRDS = ROOT / "crds"  # both CRDs: the operator watches VideoAssets too
 NAMESPACE = "bench"
 RESYNC_SECONDS = 20
 #: The resources the operator writes (children, its own status, Events).
@@ -152,7 +152,7 @@ def rss_mib(pid: int) -> float:
 
 def run(cluster: Any, workdir: Path, budget: float, count: int, idle: int) -> list[tuple[str, str]]:
     bench = Bench(cluster, workdir, time.monotonic() + budget)
-    bench.kubectl("apply", "--server-side", "-f", str(CRD))
+    bench.kubectl("apply", "--server-side", "-f", str(CRDS))
     bench.kubectl("wait", "--for=condition=Established", "crd/videoplatforms.videoplatform.io")
     bench.kubectl("create", "namespace", NAMESPACE)
     rows: list[tuple[str, str]] = []

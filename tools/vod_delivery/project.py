@@ -22,7 +22,7 @@ def version(root: Path = ROOT) -> str:
 
 
 def crd_files(crds_dir: Path = CRDS_DIR) -> list[Path]:
-    """The CRD manifests in crds/ (every YAML file but kustomize's own), sorted."""
+    """The CRD manifests in a CRD folder (every YAML file but kustomize's own), sorted."""
     return sorted(
         p
         for p in crds_dir.glob("*.y*ml")

@@ -24,7 +24,7 @@ def load_crds(crds_dir: Path = project.CRDS_DIR) -> list[dict[str, Any]]:
 
 def expected(crds_dir: Path = project.CRDS_DIR) -> str:
     """The reference as the current CRDs describe it."""
-    return crdref.render(load_crds(crds_dir), title="VideoPlatform custom resource reference")
+    return crdref.render(load_crds(crds_dir), title="vod-operator custom resource reference")
 
 
 def is_fresh(doc: Path = project.REFERENCE_DOC, crds_dir: Path = project.CRDS_DIR) -> bool:

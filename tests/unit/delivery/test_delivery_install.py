@@ -32,6 +32,7 @@ def test_overlay_renders_every_object(overlay: str) -> None:
             "ClusterRole",
             "ClusterRoleBinding",
             "CustomResourceDefinition",
+            "CustomResourceDefinition",
             "Deployment",
             "Namespace",
             "ServiceAccount",
@@ -46,9 +47,10 @@ def test_rbac_grants_exactly_what_the_operator_uses() -> None:
 
 def test_operator_permissions_cover_every_kind_it_renders_and_watches() -> None:
     resources = {(g, r) for g, r, _ in needed()}
-    for kind in kube.CHILD_KINDS.values():
+    for kind in kube.APPLIED_KINDS.values():
         assert (kind.group, kind.plural) in resources
-    assert (kube.VIDEOPLATFORM.group, kube.VIDEOPLATFORM.plural) in resources
+    for kind in (kube.VIDEOPLATFORM, kube.VIDEOASSET, kube.POD):
+        assert (kind.group, kind.plural) in resources
 
 
 def test_operator_renders_exactly_the_child_kinds_it_watches_and_may_write() -> None:
@@ -59,13 +61,17 @@ def test_operator_renders_exactly_the_child_kinds_it_watches_and_may_write() -> 
 
 
 def test_every_permission_has_a_reason() -> None:
-    """Nothing beyond the children, the VideoPlatform, Events and kopf's two scans."""
-    children = {(kind.group, kind.plural) for kind in kube.CHILD_KINDS.values()}
+    """Nothing beyond the children, both custom resources, the packaging pods' log and
+    termination message, Events and kopf's two scans."""
+    children = {(kind.group, kind.plural) for kind in kube.APPLIED_KINDS.values()}
     platform = {
-        (kube.VIDEOPLATFORM.group, f"{kube.VIDEOPLATFORM.plural}{sub}")
+        (kind.group, f"{kind.plural}{sub}")
+        for kind in (kube.VIDEOPLATFORM, kube.VIDEOASSET)
         for sub in ("", "/status", "/finalizers")
     }
     extras = {
+        ("", "pods"),
+        ("", "pods/log"),
         ("", "events"),
         ("apiextensions.k8s.io", "customresourcedefinitions"),
         ("", "namespaces"),
@@ -73,6 +79,16 @@ def test_every_permission_has_a_reason() -> None:
     assert {(g, r) for g, r, _ in kube.PERMISSIONS} == children | platform | extras
     child_verbs = {verbs for g, r, verbs in kube.PERMISSIONS if (g, r) in children}
     assert child_verbs == {kube.CHILD_VERBS}
+    # Pods are only read (list + log), never written; VideoAssets only get finalizers patched.
+    verbs = {(g, r): set(v) for g, r, v in kube.PERMISSIONS}
+    assert verbs[("", "pods")] == {"list"}
+    assert verbs[("", "pods/log")] == {"get"}
+    assert verbs[(kube.VIDEOASSET.group, kube.VIDEOASSET.plural)] == {
+        "get",
+        "list",
+        "watch",
+        "patch",
+    }
 
 
 def test_binding_ties_the_role_to_the_operator_service_account() -> None:
@@ -94,9 +110,16 @@ def test_binding_ties_the_role_to_the_operator_service_account() -> None:
 
 
 def test_crds_are_installed_from_crds_folder_unchanged() -> None:
-    crd = one(kustomize(), "CustomResourceDefinition")
-    source = yaml.safe_load(project.crd_files()[0].read_text())
-    assert crd == source
+    installed = sorted(
+        (d for d in kustomize() if d["kind"] == "CustomResourceDefinition"),
+        key=lambda d: d["metadata"]["name"],
+    )
+    sources = [yaml.safe_load(path.read_text()) for path in project.crd_files()]
+    assert [d["metadata"]["name"] for d in sources] == [
+        "videoassets.videoplatform.io",
+        "videoplatforms.videoplatform.io",
+    ]
+    assert installed == sources
 
 
 def test_deployment_probes_kopf_liveness_and_is_restricted() -> None:

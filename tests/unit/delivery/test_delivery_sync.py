@@ -52,8 +52,12 @@ def test_drift_is_found_and_repaired(tmp_path: Path) -> None:
     pyproject = root / "pyproject.toml"
     pyproject.write_text(pyproject.read_text().replace(f'"{project.version()}"', '"9.9.9"', 1))
     drift = set(sync.check(root))
+    (root / "crds/kustomization.yaml").write_text("kind: Kustomization\n")
+    drift = set(sync.check(root))
     assert drift == {
         f"charts/vod-operator/crds/{crd.name}",
+        f"manifests/crds/{crd.name}",
+        "crds/kustomization.yaml",
         "charts/vod-operator/crds/stale.yaml",
         "charts/vod-operator/Chart.yaml",
         "manifests/base/kustomization.yaml",
@@ -61,6 +65,7 @@ def test_drift_is_found_and_repaired(tmp_path: Path) -> None:
     assert set(sync.apply(root)) == drift
     assert sync.check(root) == []
     assert not (root / "charts/vod-operator/crds/stale.yaml").exists()
+    assert not (root / "crds/kustomization.yaml").exists()
     assert yaml.safe_load((root / "charts/vod-operator/Chart.yaml").read_text())["version"] == (
         "9.9.9"
     )
@@ -68,8 +73,23 @@ def test_drift_is_found_and_repaired(tmp_path: Path) -> None:
 
 
 def test_crds_kustomization_lists_every_crd() -> None:
-    listed = yaml.safe_load((project.CRDS_DIR / "kustomization.yaml").read_text())["resources"]
+    folder = project.MANIFESTS_DIR / "crds"
+    listed = yaml.safe_load((folder / "kustomization.yaml").read_text())["resources"]
     assert listed == [p.name for p in project.crd_files()]
+    copies = {p.name: p.read_bytes() for p in project.crd_files(folder)}
+    assert copies == {p.name: p.read_bytes() for p in project.crd_files()}
+
+
+def test_crds_folder_holds_only_crds() -> None:
+    """What `kubectl apply --server-side -f crds/` reads: every file there is a CRD."""
+    files = sorted(p for p in project.CRDS_DIR.iterdir() if p.suffix in {".yaml", ".yml", ".json"})
+    assert [p.name for p in files] == [
+        "videoassets.videoplatform.io.yaml",
+        "videoplatforms.videoplatform.io.yaml",
+    ]
+    for path in files:
+        docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+        assert [d["kind"] for d in docs] == ["CustomResourceDefinition"], path
 
 
 def test_operator_default_streaming_image_carries_the_version() -> None:

@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from vod_operator import naming
-from vod_operator.kube import CHILD_KINDS, VIDEOPLATFORM, Kind, KubeError
+from vod_operator.kube import APPLIED_KINDS, VIDEOASSET, VIDEOPLATFORM, Kind, KubeError
 
 Key = tuple[str, str, str]  # (plural, namespace, name)
-KIND_OF_PLURAL = {kind.plural: name for name, kind in CHILD_KINDS.items()}
+KIND_OF_PLURAL = {
+    **{kind.plural: name for name, kind in APPLIED_KINDS.items()},
+    VIDEOPLATFORM.plural: naming.KIND,
+    VIDEOASSET.plural: naming.ASSET_KIND,
+    "pods": "Pod",
+}
 
 
 def _merge(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
@@ -49,6 +54,7 @@ class FakeKube:
         self.writes: list[tuple[str, str]] = []  # (verb, "Kind/name")
         self.attempts: list[str] = []  # "Kind/name" of every apply request, refused or not
         self.events: list[tuple[str, str, str]] = []  # (type, reason, message)
+        self.logs: dict[tuple[str, str], str] = {}  # (namespace, pod) -> its log
         self._versions = itertools.count(1)
         self._uids = itertools.count(1)
 
@@ -59,14 +65,25 @@ class FakeKube:
         body["metadata"]["resourceVersion"] = str(next(self._versions))
         self.objects[(VIDEOPLATFORM.plural, meta["namespace"], meta["name"])] = body
 
+    def add(self, kind: Kind, obj: Mapping[str, Any]) -> None:
+        """Store any object as is (VideoAssets, Pods, Jobs as another controller left them)."""
+        meta = obj["metadata"]
+        body = copy.deepcopy(dict(obj))
+        body["metadata"]["resourceVersion"] = str(next(self._versions))
+        body["metadata"].setdefault("uid", f"uid-{next(self._uids)}")
+        self.objects[(kind.plural, meta["namespace"], meta["name"])] = body
+
+    def asset(self, namespace: str, name: str) -> dict[str, Any]:
+        return self.objects[(VIDEOASSET.plural, namespace, name)]
+
     def platform(self, namespace: str, name: str) -> dict[str, Any]:
         return self.objects[(VIDEOPLATFORM.plural, namespace, name)]
 
     def child(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
-        return self.objects[(CHILD_KINDS[kind].plural, namespace, name)]
+        return self.objects[(APPLIED_KINDS[kind].plural, namespace, name)]
 
     def has(self, kind: str, namespace: str, name: str) -> bool:
-        return (CHILD_KINDS[kind].plural, namespace, name) in self.objects
+        return (APPLIED_KINDS[kind].plural, namespace, name) in self.objects
 
     def reasons(self) -> list[str]:
         return [reason for _, reason, _ in self.events]
@@ -79,7 +96,7 @@ class FakeKube:
 
     def list(self, kind: Kind, namespace: str, selector: str) -> list[dict[str, Any]]:
         self._maybe_fail("list", kind)
-        wanted = dict(part.split("=", 1) for part in selector.split(","))
+        wanted = dict(part.split("=", 1) for part in selector.split(",") if part)
         return [
             copy.deepcopy(obj)
             for (plural, ns, _), obj in sorted(self.objects.items())
@@ -96,7 +113,7 @@ class FakeKube:
     def apply(
         self, manifest: Mapping[str, Any], *, manager: str = naming.FIELD_MANAGER
     ) -> dict[str, Any]:
-        kind = CHILD_KINDS[manifest["kind"]]
+        kind = APPLIED_KINDS[manifest["kind"]]
         meta = manifest["metadata"]
         self.attempts.append(f"{manifest['kind']}/{meta['name']}")
         self._maybe_fail("apply", kind)
@@ -122,13 +139,35 @@ class FakeKube:
         self.writes.append(("apply", f"{manifest['kind']}/{meta['name']}"))
         return copy.deepcopy(obj)
 
-    def apply_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]:
-        self._maybe_fail("apply_status", VIDEOPLATFORM)
-        platform = self.platform(namespace, name)
-        platform["status"] = _merge(platform.get("status", {}), status)
-        platform["metadata"]["resourceVersion"] = str(next(self._versions))
-        self.writes.append(("status", f"VideoPlatform/{name}"))
-        return copy.deepcopy(platform)
+    def apply_status(
+        self, namespace: str, name: str, status: Mapping[str, Any], *, kind: Kind = VIDEOPLATFORM
+    ) -> dict[str, Any]:
+        self._maybe_fail("apply_status", kind)
+        obj = self.objects[(kind.plural, namespace, name)]
+        # Server-side apply by the one status manager: what is not sent any more goes.
+        obj["status"] = copy.deepcopy(dict(status))
+        obj["metadata"]["resourceVersion"] = str(next(self._versions))
+        self.writes.append(("status", f"{KIND_OF_PLURAL[kind.plural]}/{name}"))
+        return copy.deepcopy(obj)
+
+    def set_finalizers(
+        self, kind: Kind, namespace: str, name: str, finalizers: Sequence[str], version: str
+    ) -> dict[str, Any]:
+        self._maybe_fail("set_finalizers", kind)
+        key = (kind.plural, namespace, name)
+        obj = self.objects[key]
+        if obj["metadata"]["resourceVersion"] != version:
+            raise KubeError(409, "Conflict", "the object has been modified")
+        obj["metadata"]["finalizers"] = list(finalizers)
+        obj["metadata"]["resourceVersion"] = str(next(self._versions))
+        self.writes.append(("finalizers", f"{KIND_OF_PLURAL[kind.plural]}/{name}"))
+        if obj["metadata"].get("deletionTimestamp") and not finalizers:
+            del self.objects[key]  # the API server completes the deletion
+        return copy.deepcopy(obj)
+
+    def pod_log(self, namespace: str, pod: str, tail_lines: int) -> str:
+        lines = self.logs.get((namespace, pod), "").splitlines()
+        return "\n".join(lines[-tail_lines:]) + "\n"
 
     def delete(self, kind: Kind, namespace: str, name: str, uid: str) -> None:
         self._maybe_fail("delete", kind)

@@ -147,3 +147,18 @@ async def test_forget_during_a_failing_pass_drops_the_key_without_retry() -> Non
         await asyncio.sleep(1.6)  # past the first backoff
         assert recorder.calls[("ns", "a")] == 1
         assert ("ns", "a") not in controller._states
+
+
+async def test_a_pass_asking_for_a_requeue_runs_again_until_it_stops_asking() -> None:
+    """A running packaging Job: the asset's pass asks to come back (progress polling)."""
+    calls: Counter[str] = Counter()
+
+    def poll(namespace: str, name: str) -> Result:
+        calls[name] += 1
+        return Result(requeue_after=0.05 if calls[name] < 3 else None)
+
+    async with running(poll) as controller:
+        controller.enqueue(("media", "intro"))
+        await asyncio.sleep(0.5)
+        assert calls["intro"] == 3  # twice requeued, then at rest: no more passes
+        assert controller.known() == [("media", "intro")]

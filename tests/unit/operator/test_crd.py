@@ -102,3 +102,86 @@ def test_schema_rejects_a_wrong_type() -> None:
     bad["spec"]["replicas"] = "two"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, _json_schema(crdschema.schema()))
+
+
+# -- VideoAsset --------------------------------------------------------------------------------
+def test_every_videoasset_field_has_a_description() -> None:
+    root = crdschema.asset_schema()
+    walked = {path for top in ("spec", "status") for path, _ in _walk(root["properties"][top], top)}
+    assert {
+        "spec.source.path",
+        "spec.source.url",
+        "spec.renditions[].videoBitrate",
+        "status.media.codecs[]",
+        "status.renditions[].state",
+        "status.playback.master",
+    } <= walked
+    missing = [
+        path
+        for top in ("spec", "status")
+        for path, node in _walk(root["properties"][top], top)
+        if "description" not in node
+    ]
+    assert missing == []
+
+
+def test_videoasset_identity_columns_and_rules() -> None:
+    crd = crdschema.crd(crdschema.ASSET_CRD_PATH)["spec"]
+    version = crd["versions"][0]
+    assert (crd["group"], crd["scope"], crd["names"]["kind"], crd["names"]["shortNames"]) == (
+        "videoplatform.io",
+        "Namespaced",
+        "VideoAsset",
+        ["va"],
+    )
+    columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
+    assert columns["Platform"] == ".spec.platformRef.name"
+    assert columns["Phase"] == ".status.phase"
+    assert columns["Progress"] == ".status.progress"
+    assert columns["Duration"] == ".status.media.duration"
+    assert "Age" in columns
+    source = crdschema.asset_schema()["properties"]["spec"]["properties"]["source"]
+    rules = [r["rule"] for r in source["x-kubernetes-validations"]]
+    assert "[has(self.path), has(self.url)].filter(x, x).size() == 1" in rules
+
+
+def test_both_crds_share_one_rendition_schema() -> None:
+    platform = crdschema.schema()["properties"]["spec"]["properties"]["transcoding"]["properties"]
+    asset = crdschema.asset_schema()["properties"]["spec"]["properties"]
+    assert platform["renditions"]["items"] == asset["renditions"]["items"]
+    assert (
+        platform["renditions"]["x-kubernetes-validations"]
+        == asset["renditions"]["x-kubernetes-validations"]
+    )
+
+
+def test_asset_examples_validate_and_default() -> None:
+    for name in ("intro", "trailer"):
+        body = crdschema.example_asset(name)
+        jsonschema.validate(body, _json_schema(crdschema.asset_schema()))
+    intro = crdschema.example_asset("intro")["spec"]
+    assert (intro["retainOutputs"], intro["storyboard"]["interval"]) == (False, 10)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"platformRef": {"name": "demo"}, "source": {"url": "ftp://x/a.mp4"}},
+        {
+            "platformRef": {"name": "demo"},
+            "source": {"path": "a.mp4"},
+            "storyboard": {"interval": 1},
+        },
+        {"platformRef": {"name": "demo"}, "source": {"path": "a.mp4"}, "poster": {"at": "3 s"}},
+        {
+            "platformRef": {"name": "demo"},
+            "source": {"path": "a.mp4"},
+            "renditions": [{"name": "HD", "height": 720, "videoBitrate": "3000k"}],
+        },
+    ],
+    ids=["ftp-url", "storyboard-interval", "poster-at", "rendition-name"],
+)
+def test_asset_schema_refuses_bad_fields(spec: dict[str, Any]) -> None:
+    body = crdschema.asset(spec)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(body, _json_schema(crdschema.asset_schema()))

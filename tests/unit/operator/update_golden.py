@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from tests.unit.operator import crdschema
+from vod_operator.assets import job, plan
 from vod_operator.render import RenderInputs, render
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -22,8 +23,20 @@ CASES = {
 }
 
 
+#: VideoAsset Jobs: (asset example, platform example) -> packaging Job and clean-up Job.
+ASSET_CASES = {"asset-intro": ("intro", "demo"), "asset-trailer": ("trailer", "showcase")}
+
+
 def rendered(case: str) -> str:
-    """The YAML stream render() produces for one golden case."""
+    """The YAML stream render() (or the asset Job rendering) produces for one golden case."""
+    if case in ASSET_CASES:
+        asset_name, platform_name = ASSET_CASES[case]
+        asset = crdschema.example_asset(asset_name)
+        platform = crdschema.example_platform(platform_name)
+        asset["spec"]["platformRef"]["name"] = platform_name
+        wanted = plan.package(asset, platform)
+        docs = [job.package_job(asset, platform, wanted), job.unpublish_job(asset, platform)]
+        return yaml.safe_dump_all(docs, sort_keys=False)
     name, inputs = CASES[case]
     return yaml.safe_dump_all(render(crdschema.example_platform(name), inputs), sort_keys=False)
 
@@ -33,7 +46,7 @@ def path(case: str) -> Path:
 
 
 def main() -> None:
-    for case in sorted(CASES):
+    for case in sorted(CASES) + sorted(ASSET_CASES):
         path(case).write_text(rendered(case))
         print(f"wrote {path(case)}")
 

@@ -1,0 +1,142 @@
+"""Pure rendering of a VideoAsset's Jobs: the packaging Job of one revision, the clean-up Job.
+
+Same conventions as the platform's children (`vod_operator.render`): canonical manifests from
+templates/, the applied-hash annotation, an ownerReference to the VideoAsset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+from vod_operator import naming
+from vod_operator.assets.plan import Package, rendition_argument
+from vod_operator.render import canonical, environment, stamp
+
+HEADERS_MOUNT = "/etc/vod/source-headers"
+RESULT_FILE = "/dev/termination-log"
+WORK_DIR = "/tmp/vod-package"
+#: The clean-up Job deletes a folder: small and quick.
+UNPUBLISH_RESOURCES = {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}}
+
+
+def owner_reference(asset: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": naming.API_VERSION,
+        "kind": naming.ASSET_KIND,
+        "name": asset["metadata"]["name"],
+        "uid": asset["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def job_labels(
+    asset: Mapping[str, Any], platform: Mapping[str, Any], component: str, revision: str | None
+) -> dict[str, str]:
+    """Standard labels, which asset/platform/revision, and Kueue's queue when one is set."""
+    platform_name = platform["metadata"]["name"]
+    labels = {
+        **naming.child_labels(platform_name, component),
+        naming.ASSET_LABEL: asset["metadata"]["name"],
+        naming.PLATFORM_LABEL: platform_name,
+    }
+    if revision is not None:
+        labels[naming.REVISION_LABEL] = revision
+    queue = platform["spec"]["transcoding"].get("queueName")
+    if queue:
+        labels[naming.KUEUE_QUEUE_LABEL] = str(queue)
+    return labels
+
+
+def package_args(asset: Mapping[str, Any], plan: Package) -> list[str]:
+    """The `vod-stream package` command line for one revision."""
+    meta = asset["metadata"]
+    source = plan.source
+    args = ["package"]
+    if "url" in source:
+        args += ["--source-url", str(source["url"])]
+        if source.get("headersSecretRef"):
+            args += ["--headers-dir", HEADERS_MOUNT]
+    else:
+        args += ["--source-path", str(source["path"])]
+    args += [
+        "--media-root", naming.MEDIA_MOUNT,
+        "--prefix", naming.asset_prefix(meta["namespace"], meta["name"]),
+        "--revision", plan.revision,
+    ]  # fmt: skip
+    for rendition in plan.renditions:
+        args += ["--rendition", rendition_argument(rendition)]
+    args += ["--segment-seconds", str(plan.segment_seconds), "--preset", plan.preset]
+    if plan.poster_at is not None:
+        args += ["--poster-at", f"{plan.poster_at:g}"]
+    if plan.storyboard_interval is not None:
+        args += ["--storyboard-interval", str(plan.storyboard_interval)]
+    args += ["--work-dir", WORK_DIR, "--result-file", RESULT_FILE]
+    return args
+
+
+def unpublish_args(namespace: str, name: str) -> list[str]:
+    prefix = naming.asset_prefix(namespace, name)
+    return ["unpublish", "--media-root", naming.MEDIA_MOUNT, "--prefix", prefix]
+
+
+def _render(context: Mapping[str, Any]) -> dict[str, Any]:
+    text = environment().get_template("job.yaml.j2").render(context)
+    return stamp(canonical(yaml.safe_load(text)))
+
+
+def _common(asset: Mapping[str, Any], platform: Mapping[str, Any]) -> dict[str, Any]:
+    spec = platform["spec"]
+    return {
+        "namespace": asset["metadata"]["namespace"],
+        "owner_references": [owner_reference(asset)],
+        "image": spec.get("image") or naming.DEFAULT_IMAGE,
+        "image_pull_policy": spec.get("imagePullPolicy", "IfNotPresent"),
+        "claim_name": spec["storage"]["pvc"]["claimName"],
+    }
+
+
+def package_job(
+    asset: Mapping[str, Any], platform: Mapping[str, Any], plan: Package
+) -> dict[str, Any]:
+    """The packaging Job of `plan.revision` (the platform must have a pvc origin)."""
+    transcoding = platform["spec"]["transcoding"]
+    source = plan.source
+    return _render(
+        {
+            **_common(asset, platform),
+            "job_name": naming.package_job(asset["metadata"]["name"], plan.revision),
+            "labels": job_labels(asset, platform, "packaging", plan.revision),
+            "container": "package",
+            "args": package_args(asset, plan),
+            "resources": transcoding["resources"],
+            "backoff_limit": transcoding.get("backoffLimit", 2),
+            "active_deadline_seconds": transcoding.get("activeDeadlineSeconds", 21600),
+            "ttl_seconds_after_finished": transcoding.get("ttlSecondsAfterFinished", 3600),
+            "scratch_size": transcoding.get("scratchSize", "20Gi"),
+            "headers_secret": (source.get("headersSecretRef") or {}).get("name"),
+        }
+    )
+
+
+def unpublish_job(asset: Mapping[str, Any], platform: Mapping[str, Any]) -> dict[str, Any]:
+    """The Job that deletes the asset's outputs (its whole prefix) from the origin."""
+    meta = asset["metadata"]
+    return _render(
+        {
+            **_common(asset, platform),
+            "job_name": naming.unpublish_job(meta["name"]),
+            "labels": job_labels(asset, platform, "cleanup", None),
+            "container": "unpublish",
+            "args": unpublish_args(meta["namespace"], meta["name"]),
+            "resources": UNPUBLISH_RESOURCES,
+            "backoff_limit": 2,
+            "active_deadline_seconds": 600,
+            "ttl_seconds_after_finished": 300,
+            "scratch_size": "64Mi",
+            "headers_secret": None,
+        }
+    )

@@ -1,0 +1,322 @@
+"""One reconcile pass for one VideoAsset: read, decide, create/delete Jobs, write status.
+
+Synchronous (runs in a worker thread), like `vod_operator.reconcile`. While a packaging Job runs
+the pass asks to be repeated every `poll_seconds` (the Controller's requeue): each pass reads
+the newest progress line from the Job's pod log, so progress reaches the status at least every
+`poll_seconds` plus one API round trip. Status is written only when it changed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from vod_operator import naming
+from vod_operator.assets import job as jobs
+from vod_operator.assets import plan, report, status
+from vod_operator.kube import JOB, POD, VIDEOASSET, VIDEOPLATFORM, KubeApi, KubeError
+from vod_operator.reconcile import Result, utc_now
+from vod_operator.status import Failure
+
+log = logging.getLogger(__name__)
+
+#: Log lines read per poll: the packager prints one JSON line per snapshot, ffmpeg nothing.
+TAIL_LINES = 20
+
+
+class AssetReconciler:
+    """Brings one VideoAsset's packaging Job and status in line with its spec."""
+
+    def __init__(
+        self, kube: KubeApi, now: Callable[[], str] = utc_now, poll_seconds: float = 5.0
+    ) -> None:
+        self.kube = kube
+        self.now = now
+        self.poll_seconds = poll_seconds
+
+    def reconcile(self, namespace: str, name: str) -> Result:
+        asset = self.kube.get(VIDEOASSET, namespace, name)
+        if asset is None:
+            return Result(found=False)
+        result = Result()
+        meta = asset["metadata"]
+        platform = self.kube.get(VIDEOPLATFORM, namespace, asset["spec"]["platformRef"]["name"])
+        try:
+            owned = [
+                j
+                for j in self.kube.list(JOB, namespace, naming.asset_selector(name))
+                if _owned_by(j, meta["uid"])
+            ]
+        except KubeError as exc:
+            result.fail("ListFailed", f"listing the asset's Jobs failed: {exc.message}")
+            return result
+        if meta.get("deletionTimestamp"):
+            self._delete(asset, platform, owned, result)
+            return result
+        self._finalizer(asset, result)
+
+        master = f"/{naming.asset_prefix(namespace, name)}/master.m3u8"
+        previous = asset.get("status", {})
+        wait = plan.blocked(asset, platform)
+        target = job_name = state = None
+        found: report.Report | None = None
+        requested: tuple[str, ...] = ()
+        if platform is not None:
+            wanted = plan.package(asset, platform)
+            target = wanted.revision
+            requested = tuple(str(r["name"]) for r in wanted.renditions)
+            job_name = naming.package_job(name, target)
+            current = next((j for j in owned if j["metadata"]["name"] == job_name), None)
+            self._stop_stale(owned, job_name, result)
+            if current is not None:
+                state = report.job_state(current)
+                found = self._report(namespace, current, state)
+            elif wait is None and not self._settled(previous, target):
+                state = self._create(jobs.package_job(asset, platform, wanted), asset, result)
+        observed = status.Observed(
+            generation=int(meta.get("generation", 1)),
+            previous=previous,
+            now=self.now(),
+            master=master,
+            target=target,
+            job=job_name,
+            wait=wait,
+            state=state,
+            report=found,
+            requested=requested,
+            failure=result.failure,
+        )
+        desired = status.compute(observed)
+        self._write_status(asset, desired, result)
+        if desired["phase"] == "Processing" and state == "Active":
+            result.requeue_after = self.poll_seconds
+        return result
+
+    # -- observation ----------------------------------------------------------------------
+    @staticmethod
+    def _settled(previous: Mapping[str, Any], target: str) -> bool:
+        """The target revision was published, or failed, already: no new Job for it."""
+        if previous.get("revision") == target:
+            return True
+        failed = next(
+            (c for c in previous.get("conditions", []) if c.get("type") == "Failed"), None
+        )
+        return (
+            previous.get("targetRevision") == target
+            and failed is not None
+            and failed.get("status") == "True"
+        )
+
+    def _report(self, namespace: str, job: Mapping[str, Any], state: str) -> report.Report | None:
+        """Progress of an active Job (its pod's log), or the outcome of a finished one."""
+        try:
+            pods = self.kube.list(
+                POD, namespace, f"{naming.JOB_NAME_LABEL}={job['metadata']['name']}"
+            )
+        except KubeError as exc:
+            log.warning("listing pods of %s failed: %s", job["metadata"]["name"], exc)
+            return None
+        pods.sort(key=lambda p: str(p["metadata"].get("creationTimestamp", "")))
+        if state == "Active":
+            running = [p for p in pods if p.get("status", {}).get("phase") == "Running"]
+            if not running:
+                return None
+            try:
+                text = self.kube.pod_log(namespace, running[-1]["metadata"]["name"], TAIL_LINES)
+            except KubeError as exc:
+                log.info("reading the log of %s failed: %s", running[-1]["metadata"]["name"], exc)
+                return None
+            return report.from_log(text)
+        ended = [report.terminated(p) for p in pods]
+        newest = next((e for e in reversed(ended) if e is not None), None)
+        found = (
+            None
+            if newest is None
+            else report.from_termination(
+                str(newest.get("message") or ""), newest.get("exitCode"), newest.get("reason")
+            )
+        )
+        if state == "Succeeded":
+            return found
+        failure = report.job_failure(job)
+        # The packager's own verdict first; for a pod killed from outside, the Job's reason
+        # (a deadline) says more than the exit code.
+        own = found is not None and found.reason not in report.UNEXPLAINED
+        if found is not None and (own or failure is None or failure[0] != "DeadlineExceeded"):
+            return found
+        if failure is not None:
+            return report.Report(result="Failed", reason=failure[0], message=failure[1])
+        return None
+
+    # -- changes --------------------------------------------------------------------------
+    def _create(
+        self, manifest: dict[str, Any], asset: Mapping[str, Any], result: Result
+    ) -> str | None:
+        try:
+            self.kube.apply(manifest)
+        except KubeError as exc:
+            result.fail(
+                "JobCreateFailed",
+                f"creating Job {manifest['metadata']['name']} failed: {exc.message}",
+                retry=exc.status != 422,
+            )
+            return None
+        result.created.append(f"Job/{manifest['metadata']['name']}")
+        self.kube.event(asset, "Normal", "Packaging", f"created Job {manifest['metadata']['name']}")
+        return "Active"
+
+    def _stop_stale(self, owned: list[dict[str, Any]], keep: str, result: Result) -> None:
+        """Delete packaging Jobs of other revisions that still run (a newer spec won)."""
+        for job in owned:
+            meta = job["metadata"]
+            if meta["name"] == keep or naming.REVISION_LABEL not in meta.get("labels", {}):
+                continue
+            if report.job_state(job) != "Active":
+                continue  # finished: its TTL removes it
+            try:
+                self.kube.delete(JOB, meta["namespace"], meta["name"], meta["uid"])
+            except KubeError as exc:
+                result.fail("PruneFailed", f"delete Job/{meta['name']}: {exc.message}")
+                continue
+            result.pruned.append(f"Job/{meta['name']}")
+
+    def _finalizer(self, asset: Mapping[str, Any], result: Result) -> None:
+        """Hold deletion for output clean-up unless spec.retainOutputs."""
+        meta = asset["metadata"]
+        finalizers = list(meta.get("finalizers") or [])
+        has = naming.OUTPUTS_FINALIZER in finalizers
+        wants = not asset["spec"].get("retainOutputs", False)
+        if has == wants:
+            return
+        if wants:
+            finalizers.append(naming.OUTPUTS_FINALIZER)
+        else:
+            finalizers.remove(naming.OUTPUTS_FINALIZER)
+        self._set_finalizers(asset, finalizers, result)
+
+    def _set_finalizers(
+        self, asset: Mapping[str, Any], finalizers: list[str], result: Result
+    ) -> None:
+        meta = asset["metadata"]
+        try:
+            self.kube.set_finalizers(
+                VIDEOASSET, meta["namespace"], meta["name"], finalizers, meta["resourceVersion"]
+            )
+        except KubeError as exc:
+            if exc.status != 404:
+                result.fail("FinalizerUpdateFailed", f"finalizers: {exc.message}")
+
+    def _delete(
+        self,
+        asset: Mapping[str, Any],
+        platform: Mapping[str, Any] | None,
+        owned: list[dict[str, Any]],
+        result: Result,
+    ) -> None:
+        """Stop packaging; remove the outputs (a clean-up Job) unless retained; let it go."""
+        meta = asset["metadata"]
+        cleanup = naming.unpublish_job(meta["name"])
+        for job in owned:
+            if job["metadata"]["name"] != cleanup and report.job_state(job) == "Active":
+                try:
+                    self.kube.delete(
+                        JOB, meta["namespace"], job["metadata"]["name"], job["metadata"]["uid"]
+                    )
+                except KubeError as exc:
+                    result.fail("PruneFailed", f"delete Job/{job['metadata']['name']}: {exc}")
+        finalizers = list(meta.get("finalizers") or [])
+        if naming.OUTPUTS_FINALIZER not in finalizers:
+            return
+        remaining = [f for f in finalizers if f != naming.OUTPUTS_FINALIZER]
+        prefix = naming.asset_prefix(meta["namespace"], meta["name"])
+        if asset["spec"].get("retainOutputs", False):
+            self._set_finalizers(asset, remaining, result)
+            return
+        if platform is None or not platform["spec"]["storage"].get("pvc"):
+            self.kube.event(
+                asset,
+                "Warning",
+                "OutputsNotRemoved",
+                f"the platform's storage is gone or not shared: {prefix} was left in place",
+            )
+            self._set_finalizers(asset, remaining, result)
+            return
+        cleaner = next((j for j in owned if j["metadata"]["name"] == cleanup), None)
+        if cleaner is None:
+            try:
+                self.kube.apply(jobs.unpublish_job(asset, platform))
+            except KubeError as exc:
+                if exc.namespace_terminating or exc.status == 422:
+                    self.kube.event(
+                        asset,
+                        "Warning",
+                        "OutputsNotRemoved",
+                        f"the clean-up Job was refused ({exc.message}): {prefix} was left",
+                    )
+                    self._set_finalizers(asset, remaining, result)
+                else:
+                    result.fail("JobCreateFailed", f"clean-up Job: {exc.message}")
+                return
+            result.created.append(f"Job/{cleanup}")
+            result.requeue_after = self.poll_seconds
+            return
+        state = report.job_state(cleaner)
+        if state == "Active":
+            result.requeue_after = self.poll_seconds
+            return
+        if state == "Failed":
+            self.kube.event(
+                asset,
+                "Warning",
+                "OutputsNotRemoved",
+                f"the clean-up Job {cleanup} failed: {prefix} was left in place",
+            )
+        else:
+            self.kube.event(asset, "Normal", "OutputsRemoved", f"removed {prefix}")
+        self._set_finalizers(asset, remaining, result)
+
+    def _write_status(
+        self, asset: Mapping[str, Any], desired: dict[str, Any], result: Result
+    ) -> None:
+        previous = asset.get("status", {})
+        if not status.changed(previous, desired) and set(previous) <= set(desired):
+            return
+        meta = asset["metadata"]
+        try:
+            written = self.kube.apply_status(
+                meta["namespace"], meta["name"], desired, kind=VIDEOASSET
+            )
+        except KubeError as exc:
+            result.fail("StatusUpdateFailed", f"status update failed: {exc.message}")
+            return
+        result.status_version = written.get("metadata", {}).get("resourceVersion")
+        for kind, reason, message in transition_events(previous, desired):
+            self.kube.event(asset, kind, reason, message)
+
+
+def transition_events(
+    previous: Mapping[str, Any], current: Mapping[str, Any]
+) -> list[tuple[str, str, str]]:
+    """Events worth recording when an asset's phase changes."""
+    before, after = previous.get("phase"), current.get("phase")
+    if before == after:
+        return []
+    conditions = {c["type"]: c for c in current.get("conditions", [])}
+    if after == "Ready":
+        return [("Normal", "Ready", f"published {current.get('playback', {}).get('master', '')}")]
+    if after == "Failed":
+        cond = conditions.get("Failed", {})
+        return [("Warning", str(cond.get("reason", "Failed")), str(cond.get("message", "")))]
+    if after == "Pending":
+        cond = conditions.get("Ready", {})
+        return [("Warning", str(cond.get("reason", "Pending")), str(cond.get("message", "")))]
+    return []
+
+
+def _owned_by(obj: Mapping[str, Any], uid: str) -> bool:
+    refs = obj.get("metadata", {}).get("ownerReferences", [])
+    return any(ref.get("uid") == uid and ref.get("controller") for ref in refs)
+
+
+__all__ = ["AssetReconciler", "Failure", "transition_events"]

@@ -1,0 +1,135 @@
+"""Pure: what a packaging Job's pod says (log lines, termination message) -> a `Report`.
+
+The pod prints one JSON line per progress snapshot (`{"vodPackage": "progress", ...}`) and,
+at the end, its result (`{"vodPackage": "result", ...}`), which it also writes to its
+termination message. These functions read them; they never raise on foreign text.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Reasons of a container that ended without the packager's own result.
+UNEXPLAINED = frozenset({"PackagingCrashed", "NoResult"})
+
+
+@dataclass(frozen=True)
+class Report:
+    """The newest thing the Job said about one revision."""
+
+    progress: int = 0
+    media: Mapping[str, Any] | None = None
+    playable: bool = False
+    #: Set once the run ended: "Succeeded" or "Failed".
+    result: str | None = None
+    reason: str = ""
+    message: str = ""
+    renditions: tuple[Mapping[str, Any], ...] = ()
+    skipped: tuple[str, ...] = ()
+    playback: Mapping[str, str] = field(default_factory=dict)
+
+
+def _lines(text: str) -> Iterable[dict[str, Any]]:
+    for line in text.splitlines():
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict) and value.get("vodPackage") in ("progress", "result"):
+            yield value
+
+
+def _from(entry: Mapping[str, Any]) -> Report:
+    if entry.get("vodPackage") == "result":
+        succeeded = entry.get("result") == "Succeeded"
+        return Report(
+            progress=100 if succeeded else 0,
+            media=entry.get("media"),
+            playable=succeeded,
+            result="Succeeded" if succeeded else "Failed",
+            reason=str(entry.get("reason", "")),
+            message=str(entry.get("message", "")),
+            renditions=tuple(entry.get("renditions") or ()),
+            skipped=tuple(entry.get("skipped") or ()),
+            playback=dict(entry.get("playback") or {}),
+        )
+    return Report(
+        progress=max(0, min(100, int(entry.get("progress", 0)))),
+        media=entry.get("media"),
+        playable=bool(entry.get("playable", False)),
+    )
+
+
+def from_log(text: str) -> Report | None:
+    """The newest snapshot (or result) in a log tail; None when there is none yet."""
+    entries = list(_lines(text))
+    return _from(entries[-1]) if entries else None
+
+
+def from_termination(message: str, exit_code: int | None, reason: str | None) -> Report:
+    """The outcome of a finished container: its result line, else what the kubelet says.
+
+    With `terminationMessagePolicy: FallbackToLogsOnError` a container that died before
+    writing its result (killed for memory, a crash) leaves its log tail as the message.
+    """
+    results = [e for e in _lines(message) if e.get("vodPackage") == "result"]
+    if results:
+        return _from(results[-1])
+    if exit_code == 0:
+        return Report(result="Failed", reason="NoResult", message="the Job ended without a result")
+    if reason == "OOMKilled":
+        return Report(
+            result="Failed",
+            reason="OutOfMemory",
+            message="the packaging container ran out of memory: raise the VideoPlatform's "
+            "spec.transcoding.resources.limits.memory",
+        )
+    tail = " ".join(message.split())[-512:]
+    detail = f"exit code {exit_code}" + (f" ({reason})" if reason else "")
+    return Report(
+        result="Failed",
+        reason="PackagingCrashed",
+        message=f"the packaging container failed with {detail}" + (f": {tail}" if tail else ""),
+    )
+
+
+def terminated(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The terminated state of a pod's (only) container, if it has ended."""
+    for container in pod.get("status", {}).get("containerStatuses", []):
+        state = container.get("state", {}).get("terminated")
+        if state is not None:
+            return state  # type: ignore[no-any-return]
+    return None
+
+
+def job_failure(job: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(reason, message) of a Job the Job controller marked Failed, else None."""
+    for cond in job.get("status", {}).get("conditions", []):
+        if cond.get("type") == "Failed" and cond.get("status") == "True":
+            reason = str(cond.get("reason") or "JobFailed")
+            hints = {
+                "DeadlineExceeded": "; raise the VideoPlatform's "
+                "spec.transcoding.activeDeadlineSeconds or its CPU",
+                "BackoffLimitExceeded": "; the attempts are in `kubectl logs job/"
+                f"{job['metadata']['name']}` until the Job's TTL removes it",
+            }
+            return reason, str(cond.get("message") or reason) + hints.get(reason, "")
+    return None
+
+
+def job_state(job: Mapping[str, Any]) -> str:
+    """Active, Succeeded or Failed, from the Job's own conditions."""
+    for cond in job.get("status", {}).get("conditions", []):
+        if cond.get("status") != "True":
+            continue
+        if cond.get("type") == "Complete":
+            return "Succeeded"
+        if cond.get("type") == "Failed":
+            return "Failed"
+    return "Active"

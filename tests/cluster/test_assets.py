@@ -1,0 +1,440 @@
+"""VideoAssets against a real API server, driven with kubectl as a user drives them.
+
+Tests marked `real_node` need a node that really runs the project's images (containerd +
+kubelet beside the local control plane, or kind): their packaging Jobs run `vod-stream package`
+with ffmpeg, write into a hostPath volume this test process also reads, and the streaming pods
+serve the result. The others need only the API server, the controller-manager and kwok.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import textwrap
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import m3u8
+import pytest
+
+from tests.cluster.conftest import Namespace, eventually
+from vod_operator import naming
+
+pytestmark = pytest.mark.cluster
+
+KWOK_ANNOTATION = "kwok.x-k8s.io/node"
+#: The streaming image as the real node has it (built offline, never pulled).
+IMAGE = os.environ.get("VOD_TEST_STREAM_IMAGE", naming.DEFAULT_IMAGE)
+
+
+def asset(name: str, spec: str, platform: str = "web") -> str:
+    body = textwrap.indent(textwrap.dedent(spec).strip(), "  ")
+    return (
+        "apiVersion: videoplatform.io/v1alpha1\nkind: VideoAsset\n"
+        f"metadata:\n  name: {name}\nspec:\n  platformRef: {{name: {platform}}}\n{body}\n"
+    )
+
+
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
+    found = [c for c in obj.get("status", {}).get("conditions", []) if c["type"] == kind]
+    assert found, f"no {kind} condition in {obj.get('status')}"
+    first: dict[str, Any] = found[0]
+    return first
+
+
+def phase(ns: Namespace, name: str) -> str:
+    return str(ns.get("va", name).get("status", {}).get("phase", ""))
+
+
+def platform_on_pvc(name: str, claim: str, extra: str = "") -> str:
+    return textwrap.dedent(
+        f"""
+        apiVersion: videoplatform.io/v1alpha1
+        kind: VideoPlatform
+        metadata: {{name: {name}}}
+        spec:
+          image: {IMAGE}
+          imagePullPolicy: Never
+          replicas: 1
+          podDisruptionBudget: {{enabled: false}}
+          storage: {{pvc: {{claimName: {claim}}}}}
+          transcoding:
+            preset: ultrafast
+            segmentSeconds: 2
+            renditions:
+              - {{name: 360p, height: 360, videoBitrate: 800k, audioBitrate: 96k}}
+              - {{name: 240p, height: 240, videoBitrate: 400k, audioBitrate: 64k}}
+            resources:
+              requests: {{cpu: 100m, memory: 256Mi}}
+              limits: {{memory: 1Gi}}
+            scratchSize: 1Gi
+            backoffLimit: 1
+            activeDeadlineSeconds: 600
+        """
+    ) + textwrap.indent(textwrap.dedent(extra), "  ")
+
+
+# -- the API: columns, validation, waiting -------------------------------------------------
+
+
+def test_get_va_columns_and_explain(namespace: Namespace) -> None:
+    ns = namespace
+    ns.apply(asset("intro", "source: {url: http://videos.test/intro.mp4}", platform="nowhere"))
+    header = ns.kubectl("get", "va").stdout.splitlines()[0].split()
+    assert header == ["NAME", "PLATFORM", "PHASE", "PROGRESS", "DURATION", "AGE"]
+    wide = ns.kubectl("get", "va", "-o", "wide").stdout.splitlines()[0].split()
+    assert wide == ["NAME", "PLATFORM", "PHASE", "PROGRESS", "DURATION", "REASON", "MASTER", "AGE"]
+    explained = ns.kubectl("explain", "va.spec.source").stdout
+    for field in ("path", "url", "headersSecretRef"):
+        assert f"{field}\t" in explained or f"{field} " in explained, explained
+
+
+def test_a_missing_platform_waits_saying_so_then_proceeds(namespace: Namespace) -> None:
+    ns = namespace
+    ns.apply(asset("intro", "source: {path: uploads/intro.mp4}", platform="later"))
+    eventually(lambda: phase(ns, "intro") == "Pending")
+    ready = condition(ns.get("va", "intro"), "Ready")
+    assert ready["reason"] == "PlatformNotFound"
+    assert "VideoPlatform later does not exist" in ready["message"]
+    row = ns.kubectl("get", "va", "intro", "--no-headers", "-o", "wide").stdout.split()
+    assert row[1:3] == ["later", "Pending"]
+    assert "PlatformNotFound" in row
+    assert not ns.kubectl("get", "jobs", "-o", "name").stdout.strip()
+    # The platform appears (no PV needed: the Job is created even if its pod cannot start).
+    ns.apply(platform_on_pvc("later", "videos"))
+    eventually(lambda: phase(ns, "intro") == "Processing", timeout=60)
+    job = json.loads(ns.kubectl("get", "jobs", "-o", "json").stdout)["items"][0]
+    assert job["metadata"]["ownerReferences"][0]["kind"] == "VideoAsset"
+    assert job["metadata"]["labels"][naming.ASSET_LABEL] == "intro"
+    assert job["spec"]["template"]["spec"]["containers"][0]["args"][0] == "package"
+    described = ns.kubectl("describe", "va", "intro").stdout
+    assert "Packaging" in described  # the Event
+
+
+def test_an_emptydir_platform_cannot_take_assets(namespace: Namespace) -> None:
+    ns = namespace
+    ns.apply(
+        "apiVersion: videoplatform.io/v1alpha1\nkind: VideoPlatform\n"
+        "metadata: {name: web}\nspec: {storage: {emptyDir: {}}}\n"
+    )
+    ns.apply(asset("intro", "source: {path: uploads/intro.mp4}"))
+    eventually(lambda: condition(ns.get("va", "intro"), "Ready")["reason"] == "OriginNotShared")
+    assert phase(ns, "intro") == "Pending"
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        (
+            "source: {path: a.mp4}\nrenditions:\n"
+            "  - {name: hd, height: 720, videoBitrate: 3000k}\n"
+            "  - {name: hd, height: 480, videoBitrate: 1000k}",
+            "spec.renditions",
+        ),
+        (
+            "source: {path: a.mp4}\nrenditions:\n"
+            "  - {name: hd, height: 720, videoBitrate: 3000k}\n"
+            "  - {name: sd, height: 720, videoBitrate: 1000k}",
+            "rendition heights must be unique",
+        ),
+        (
+            "source: {path: a.mp4}\nrenditions: [{name: hd, height: 100, videoBitrate: 3000k}]",
+            "spec.renditions[0].height",
+        ),
+        ("source: {path: a.mp4}\nrenditions: []", "spec.renditions"),
+        ("source: {path: ../../etc/passwd}", "spec.source.path"),
+        ("source: {path: /etc/passwd}", "spec.source.path"),
+        ("source: {path: a.mp4, url: 'http://x/a.mp4'}", "exactly one source"),
+        ("source: {}", "exactly one source"),
+        ("source: {url: 'ftp://x/a.mp4'}", "spec.source.url"),
+        ("source: {path: a.mp4, headersSecretRef: {name: s}}", "spec.source.headersSecretRef"),
+        ("source: {path: a.mp4}\nposter: {at: soon}", "spec.poster.at"),
+        ("source: {path: a.mp4}\nstoryboard: {interval: 1}", "spec.storyboard.interval"),
+    ],
+    ids=[
+        "duplicate-rendition-name",
+        "duplicate-rendition-height",
+        "rendition-too-small",
+        "no-renditions",
+        "path-dot-dot",
+        "path-absolute",
+        "two-sources",
+        "no-source",
+        "ftp-url",
+        "headers-without-url",
+        "poster-at",
+        "storyboard-interval",
+    ],
+)
+def test_invalid_assets_are_refused_naming_the_field(
+    namespace: Namespace, spec: str, field: str
+) -> None:
+    result = namespace.kubectl("apply", "-f", "-", input=asset("bad", spec), check=False)
+    assert result.returncode != 0
+    assert field in result.stderr, result.stderr
+
+
+def test_platform_ref_is_immutable(namespace: Namespace) -> None:
+    ns = namespace
+    ns.apply(asset("intro", "source: {path: a.mp4}", platform="one"))
+    result = ns.kubectl(
+        "patch", "va/intro", "--type=merge", "-p", '{"spec":{"platformRef":{"name":"two"}}}',
+        check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "platformRef is immutable" in result.stderr
+
+
+def test_retained_outputs_let_the_asset_go_at_once(namespace: Namespace) -> None:
+    ns = namespace
+    ns.apply(asset("keep", "source: {path: a.mp4}\nretainOutputs: true", platform="nowhere"))
+    eventually(lambda: phase(ns, "keep") == "Pending")
+    assert not ns.get("va", "keep")["metadata"].get("finalizers")
+    ns.kubectl("delete", "va", "keep", "--timeout=30s")
+    assert not ns.exists("va", "keep")
+
+
+# -- real Jobs on a real node --------------------------------------------------------------
+
+
+@pytest.fixture
+def real_node(kube_cluster: Any) -> str:
+    """The name of a Ready node that is not kwok's: the Jobs' pods really run there."""
+    nodes = json.loads(kube_cluster.kubectl("get", "nodes", "-o", "json").stdout)["items"]
+    real = [
+        n["metadata"]["name"]
+        for n in nodes
+        if KWOK_ANNOTATION not in (n["metadata"].get("annotations") or {})
+        and any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"]["conditions"])
+    ]
+    assert real, (
+        "these tests need a real node running the project's images; "
+        "deselect them with -m 'not real_node' on a control plane without one"
+    )
+    return str(real[0])
+
+
+@pytest.fixture
+def origin(real_node: str, namespace: Namespace) -> Iterator[Path]:
+    """A hostPath PV + PVC `videos` in the test namespace, and the host folder behind it."""
+    # Directly under /tmp: pytest's own temporary folders are private to root, and the pods
+    # run as uid 10001 (a hostPath volume gets no fsGroup).
+    folder = Path(tempfile.mkdtemp(prefix="vod-assets-", dir="/tmp"))
+    folder.chmod(0o777)
+    pv = f"vod-assets-{namespace.name}"
+    namespace.cluster.kubectl("apply", "-f", "-", input=textwrap.dedent(f"""
+        apiVersion: v1
+        kind: PersistentVolume
+        metadata: {{name: {pv}}}
+        spec:
+          capacity: {{storage: 1Gi}}
+          accessModes: [ReadWriteOnce]
+          persistentVolumeReclaimPolicy: Retain
+          hostPath: {{path: {folder}, type: Directory}}
+          claimRef: {{namespace: {namespace.name}, name: videos}}
+          nodeAffinity:
+            required:
+              nodeSelectorTerms:
+                - matchExpressions:
+                    - {{key: kubernetes.io/hostname, operator: In, values: [{real_node}]}}
+        """))  # fmt: skip
+    namespace.apply(textwrap.dedent("""
+        apiVersion: v1
+        kind: PersistentVolumeClaim
+        metadata: {name: videos}
+        spec:
+          accessModes: [ReadWriteOnce]
+          storageClassName: ""
+          volumeName: PLACEHOLDER
+          resources: {requests: {storage: 1Gi}}
+        """).replace("PLACEHOLDER", pv))  # fmt: skip
+    yield folder
+    namespace.cluster.kubectl("delete", "pv", pv, "--wait=false", check=False)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def make_video(target: Path, seconds: int = 6) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.parent.chmod(0o777)
+    subprocess.run(
+        [
+            "ffmpeg", "-v", "error", "-y",
+            "-f", "lavfi", "-i", f"testsrc2=size=640x360:rate=30:duration={seconds}",
+            "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}",
+            "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-shortest", str(target),
+        ],
+        check=True,
+    )  # fmt: skip
+    target.chmod(0o644)
+
+
+def streaming_pod_ip(ns: Namespace) -> str:
+    pods = json.loads(
+        ns.kubectl(
+            "get", "pods", "-l", "app.kubernetes.io/component=streaming", "-o", "json"
+        ).stdout
+    )["items"]
+    running = [
+        p for p in pods if p["status"].get("phase") == "Running" and p["status"].get("podIP")
+    ]
+    assert running, "no running streaming pod"
+    return str(running[0]["status"]["podIP"])
+
+
+def fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return bytes(response.read())
+
+
+@pytest.fixture
+def platform(namespace: Namespace, origin: Path) -> Path:
+    make_video(origin / "uploads" / "pattern.mp4")
+    namespace.apply(platform_on_pvc("web", "videos"))
+    namespace.kubectl("wait", "--for=condition=Ready", "vp/web", "--timeout=180s")
+    return origin
+
+
+class AssetFailed(Exception):
+    """Raised out of `eventually` at once: waiting longer cannot help."""
+
+
+def wait_phase(ns: Namespace, name: str, wanted: str, timeout: int = 300) -> dict[str, Any]:
+    def reached() -> dict[str, Any]:
+        body = ns.get("va", name)
+        now = body.get("status", {}).get("phase")
+        if now == "Failed" and wanted != "Failed":
+            raise AssetFailed(f"{name} failed: {body['status']}")
+        return body if now == wanted else {}  # empty: not yet
+
+    return eventually(reached, timeout=timeout, interval=1.0)
+
+
+@pytest.mark.real_node
+def test_path_asset_becomes_ready_and_plays_from_the_platform(
+    namespace: Namespace, platform: Path
+) -> None:
+    ns = namespace
+    ns.apply(asset("intro", "source: {path: uploads/pattern.mp4}\nposter: {at: 2s}"))
+    seen: set[int] = set()
+
+    def progressing() -> bool:
+        body = ns.get("va", "intro")
+        seen.add(int(body.get("status", {}).get("progress", 0)))
+        if body.get("status", {}).get("phase") == "Failed":
+            raise AssetFailed(str(body["status"]))
+        return bool(body.get("status", {}).get("phase") == "Ready")
+
+    eventually(progressing, timeout=300, interval=1.0)
+    assert seen <= set(range(101))
+    body = ns.get("va", "intro")
+    st = body["status"]
+    assert st["progress"] == 100
+    assert (st["media"]["width"], st["media"]["height"], st["media"]["codecs"]) == (
+        640,
+        360,
+        ["h264", "aac"],
+    )
+    assert [(r["name"], r["resolution"], r["state"]) for r in st["renditions"]] == [
+        ("360p", "640x360", "Ready"),
+        ("240p", "426x240", "Ready"),
+    ]
+    for kind in ("Probed", "Playable", "Ready"):
+        assert condition(body, kind)["status"] == "True"
+    assert condition(body, "Failed")["status"] == "False"
+    assert st["playback"]["master"] == f"/assets/{ns.name}/intro/master.m3u8"
+    # The Job really ran and succeeded.
+    job = ns.get("job", st["job"])
+    assert job["status"].get("succeeded") == 1
+    # The platform serves the ladder: a strict parse of the master, CODECS on every variant.
+    base = f"http://{streaming_pod_ip(ns)}:8080"
+    master = m3u8.M3U8(fetch(base + st["playback"]["master"]).decode(), strict=True)
+    assert [v.stream_info.resolution for v in master.playlists] == [(640, 360), (426, 240)]
+    assert all("avc1" in v.stream_info.codecs and "mp4a" in v.stream_info.codecs
+               for v in master.playlists)  # fmt: skip
+    assert fetch(base + st["playback"]["poster"])[:2] == b"\xff\xd8"  # a JPEG
+    assert fetch(base + st["playback"]["storyboard"]).startswith(b"WEBVTT")
+    # Columns as a person reads them.
+    row = ns.kubectl("get", "va", "intro", "--no-headers").stdout.split()
+    assert row[:4] == ["intro", "web", "Ready", "100"]
+    assert float(row[4]) == pytest.approx(6.0, abs=0.1)
+    described = ns.kubectl("describe", "va", "intro").stdout
+    assert "Published" in described
+    # The platform counts it.
+    eventually(lambda: ns.get("vp", "web")["status"]["assets"] == {
+        "ready": 1, "processing": 0, "failed": 0})  # fmt: skip
+
+
+@pytest.mark.real_node
+def test_url_asset_served_by_a_pod_becomes_ready(namespace: Namespace, platform: Path) -> None:
+    ns = namespace
+    # The platform's own Service serves the source file: a URL that a pod can reach.
+    service_ip = ns.get("service", "web-stream")["spec"]["clusterIP"]
+    ns.apply(asset("pulled", f"source: {{url: 'http://{service_ip}:8080/uploads/pattern.mp4'}}"))
+    body = wait_phase(ns, "pulled", "Ready")
+    assert body["status"]["media"]["duration"] == pytest.approx(6.0, abs=0.1)
+    assert (platform / "assets" / ns.name / "pulled" / "master.m3u8").is_file()
+
+
+@pytest.mark.real_node
+@pytest.mark.parametrize(
+    ("source", "reason", "words"),
+    [
+        (
+            "{url: 'http://SERVICE:8080/uploads/missing.mp4'}",
+            "SourceDownloadFailed",
+            "answered 404",
+        ),
+        ("{path: uploads/notes.mp4}", "SourceNotVideo", "Invalid data found when processing input"),
+        ("{path: uploads/escape.mp4}", "SourceOutsideOrigin", "not a regular file inside"),
+        ("{path: uploads/absent.mp4}", "SourceNotFound", "does not exist"),
+    ],
+    ids=["404-url", "not-a-video", "symlink-outside-origin", "missing-file"],
+)
+def test_bad_input_fails_once_with_a_clear_reason(
+    namespace: Namespace, platform: Path, source: str, reason: str, words: str
+) -> None:
+    ns = namespace
+    (platform / "uploads" / "notes.mp4").write_bytes(os.urandom(32 * 1024))
+    (platform / "uploads" / "notes.mp4").chmod(0o644)
+    (platform / "uploads" / "escape.mp4").symlink_to("/etc/hostname")
+    service_ip = ns.get("service", "web-stream")["spec"]["clusterIP"]
+    ns.apply(asset("bad", f"source: {source.replace('SERVICE', service_ip)}"))
+    body = wait_phase(ns, "bad", "Failed")
+    failed = condition(body, "Failed")
+    assert (failed["status"], failed["reason"]) == ("True", reason)
+    assert words in failed["message"]
+    job = ns.get("job", body["status"]["job"])
+    assert job["status"].get("failed") == 1  # exit 3: failed at once, not retried
+    assert any(c["type"] == "Failed" and c["status"] == "True" for c in job["status"]["conditions"])
+    events = ns.kubectl("get", "events", "--field-selector", "involvedObject.name=bad").stdout
+    assert reason in events
+
+
+@pytest.mark.real_node
+def test_spec_change_repackages_and_deletion_cleans_up(
+    namespace: Namespace, platform: Path
+) -> None:
+    ns = namespace
+    ns.apply(asset("intro", "source: {path: uploads/pattern.mp4}"))
+    first = wait_phase(ns, "intro", "Ready")["status"]
+    folder = platform / "assets" / ns.name / "intro"
+    assert (folder / first["revision"]).is_dir()
+    ns.kubectl("patch", "va/intro", "--type=merge", "-p", '{"spec":{"poster":{"at":"4s"}}}')
+    # While the new revision is packaged, the old ladder stays playable.
+    eventually(lambda: ns.get("va", "intro")["status"].get("targetRevision") != first["revision"])
+    playable = condition(ns.get("va", "intro"), "Playable")
+    assert playable["status"] == "True"
+    second = wait_phase(ns, "intro", "Ready")["status"]
+    assert second["revision"] != first["revision"]
+    assert second["playback"]["master"] == first["playback"]["master"]  # same URL
+    assert f"{second['revision']}/" in (folder / "master.m3u8").read_text()
+    # Deleting the asset removes its Job and its outputs, then the asset itself.
+    ns.kubectl("delete", "va", "intro", "--timeout=180s")
+    assert not ns.exists("va", "intro")
+    assert not folder.exists()
+    eventually(lambda: not ns.kubectl("get", "jobs", "-o", "name").stdout.strip(), timeout=60)
