@@ -143,7 +143,7 @@ def test_every_binary_belongs_to_exactly_one_pinned_component() -> None:
     assert "helm" not in CONTROL_PLANE_BINARIES
     assert len({c.name for c in COMPONENTS}) == len(COMPONENTS)
     with pytest.raises(KeyError):
-        component_of("kubelet")
+        component_of("kubeadm")
 
 
 @pytest.mark.parametrize(
