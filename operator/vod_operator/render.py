@@ -88,12 +88,26 @@ def render(platform: Mapping[str, Any], inputs: RenderInputs) -> list[Manifest]:
         "media_read_only": bool(spec["storage"].get("pvc", {}).get("readOnly", False)),
         "cache_volume": _cache_volume(spec["cache"]),
         "config_hash": _config_hash(server_env, inputs.signing_keys, signing_secret),
+        "endpoint_drain_seconds": endpoint_drain_seconds(spec["server"]),
     }
     env = environment()
     return [
         stamp(canonical(yaml.safe_load(env.get_template(TEMPLATES[kind]).render(context))))
         for kind in desired_kinds(spec, inputs)
     ]
+
+
+#: How long a terminating streaming pod keeps serving before SIGTERM, while kube-proxies and
+#: ingress controllers drop it from the Service's endpoints (without it, connections routed to the
+#: pod in that window are refused during rolling updates).
+ENDPOINT_DRAIN_SECONDS = 5
+
+
+def endpoint_drain_seconds(server: Mapping[str, Any]) -> int:
+    """The preStop sleep: ENDPOINT_DRAIN_SECONDS, shortened so that it plus the server's own
+    drain (shutdownGraceSeconds) still ends inside terminationGracePeriodSeconds (0: none)."""
+    room = int(server["terminationGracePeriodSeconds"]) - int(server["shutdownGraceSeconds"]) - 1
+    return max(0, min(ENDPOINT_DRAIN_SECONDS, room))
 
 
 def desired_kinds(spec: Mapping[str, Any], inputs: RenderInputs) -> list[str]:

@@ -67,7 +67,7 @@ def test_a_real_node_leaves_nothing_behind(tmp_path: Path, probed_sysctls: None)
         }
         kubectl("apply", "-f", "-", data=json.dumps(pod))
         kubectl("wait", "--for=condition=Ready", "pod/sleeper", "--timeout=90s")
-        running = hoststate.leftovers(before, root, f"/{net.netns}", net, net.netns)
+        running = realnode.leftovers(before, root, net)
         # while it runs, the checks do see the node: they can fail
         assert any(item.startswith("mount ") for item in running), running
         assert any(item.startswith("cgroup ") for item in running), running

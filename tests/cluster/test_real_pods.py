@@ -73,6 +73,15 @@ def stream_pods(ns: Namespace, name: str) -> list[dict[str, Any]]:
     return [p for p in pods if not p["metadata"].get("deletionTimestamp")]
 
 
+def all_pods_ready(ns: Namespace, name: str) -> None:
+    """Every streaming pod of `name` passes its readiness probe (the platform is Ready with one)."""
+    ns.kubectl("rollout", "status", f"deploy/{name}-stream", "--timeout=180s", timeout=200)
+    ns.kubectl(
+        "wait", "--for=condition=Ready", "pod", "-l", f"app.kubernetes.io/instance={name}",
+        "--timeout=180s", timeout=200,
+    )  # fmt: skip
+
+
 def service_url(ns: Namespace, name: str) -> tuple[str, int]:
     return f"{name}-stream.{ns.name}.svc.cluster.local", 8080
 
@@ -92,6 +101,7 @@ def test_pods_become_ready_by_their_probes_and_serve_ranges_to_another_pod(
 ) -> None:
     namespace.apply(pvc_platform("web", "replicas: 2"))
     wait_ready(namespace, "web", timeout=180)
+    all_pods_ready(namespace, "web")
     pods = stream_pods(namespace, "web")
     assert len(pods) == 2
     for pod in pods:
@@ -120,6 +130,7 @@ def test_rolling_update_while_a_client_streams_fails_no_request(
     realnode.ctr(node, "images", "tag", "--force", DEFAULT_IMAGE, alias)
     namespace.apply(pvc_platform("roll", "replicas: 2"))
     wait_ready(namespace, "roll", timeout=180)
+    all_pods_ready(namespace, "roll")
     first = {p["metadata"]["name"] for p in stream_pods(namespace, "roll")}
     start_client_pod(namespace, "streamer", DEFAULT_IMAGE, client(namespace, "roll", 75, threads=2))
     eventually(lambda: namespace.get("pod", "streamer")["status"].get("phase") == "Running")

@@ -60,7 +60,8 @@ def test_containerd_keeps_everything_under_the_cluster_folder() -> None:
     config = tomllib.loads(containerd_config(LAYOUT, "localcluster.local/pause:x"))
     assert config["root"].startswith("/state/c1/node/")
     assert config["state"].startswith("/state/c1/node/")
-    assert config["grpc"]["address"].startswith("/state/c1/node/")
+    assert config["grpc"]["address"].startswith("/run/localcluster/")
+    assert len(config["ttrpc"]["address"]) < 104  # a unix socket's path limit
     cri = config["plugins"]["io.containerd.grpc.v1.cri"]
     assert cri["sandbox_image"] == "localcluster.local/pause:x"
     assert cri["restrict_oom_score_adj"] is True  # no CAP_SYS_RESOURCE here
@@ -190,13 +191,14 @@ def test_mounts_under_lists_deepest_first(tmp_path: Path) -> None:
 
 def test_leftovers_report_changed_sysctls_and_new_chains(tmp_path: Path) -> None:
     now = hoststate.snapshot()
-    assert hoststate.leftovers(now, tmp_path, "/lcnode-none", None, "lcnode-none") == []
+    sockets = tmp_path / "sockets"
+    assert hoststate.leftovers(now, tmp_path, "/lcnode-none", None, "lcnode-none", sockets) == []
     changed = hoststate.HostState(
         sysctls={**now.sysctls, "vm.overcommit_memory": "7"},
         iptables=now.iptables[1:],
         shared_files=now.shared_files,
     )
-    found = hoststate.leftovers(changed, tmp_path, "/lcnode-none", None, "lcnode-none")
+    found = hoststate.leftovers(changed, tmp_path, "/lcnode-none", None, "lcnode-none", sockets)
     assert any(f.startswith("sysctl vm.overcommit_memory=") for f in found)
     if now.iptables:
         assert f"iptables chain {now.iptables[0]}" in found

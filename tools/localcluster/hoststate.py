@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -223,7 +224,12 @@ def _node_debris(before: HostState, network: str) -> list[Path]:
 
 
 def restore(
-    before: HostState | None, root: Path, cgroup_root: str, net: NodeNet | None, network: str
+    before: HostState | None,
+    root: Path,
+    cgroup_root: str,
+    net: NodeNet | None,
+    network: str,
+    sockets: Path,
 ) -> None:
     """Put the host back: kill the node's processes, unmount, remove cgroups, the network and
     the shared files it created, and write back the sysctls it changed."""
@@ -236,6 +242,9 @@ def restore(
         time.sleep(0.3)
     unmount_all(root)
     _remove_cgroups(cgroups)
+    shutil.rmtree(sockets, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        sockets.parent.rmdir()  # only when no other node's sockets are there
     if net is not None:
         from localcluster import nodenet
 
@@ -255,13 +264,20 @@ def restore(
 
 
 def leftovers(
-    before: HostState, root: Path, cgroup_root: str, net: NodeNet | None, network: str
+    before: HostState,
+    root: Path,
+    cgroup_root: str,
+    net: NodeNet | None,
+    network: str,
+    sockets: Path,
 ) -> list[str]:
     """Everything the node left on the host compared with `before` (empty: nothing)."""
     found: list[str] = []
     found += [f"process {pid}" for pid in sorted(marked_pids(f"{root}/"))]
     found += [f"mount {point}" for point in mounts_under(root)]
     found += [f"cgroup {path}" for path in cgroup_dirs(cgroup_root)]
+    if sockets.exists():
+        found.append(f"folder {sockets}")
     if net is not None:
         if net.netns_path.exists():
             found.append(f"network namespace {net.netns}")

@@ -7,6 +7,7 @@ their Go modules) all run inside the node's network namespace (nodenet.py).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,11 +32,21 @@ METRICS_SERVER_PORT = 4443
 NODE_COMPONENTS = ("containerd", "kubelet", "kube-proxy", "coredns", "metrics-server")
 
 
+#: Unix sockets cannot have paths over 104 bytes; the node's live in a short folder here, named
+#: by a hash of the cluster folder (removed when the node stops).
+SOCKETS_DIR = Path("/run/localcluster")
+
+
 @dataclass(frozen=True)
 class NodeLayout:
-    """Files of the real node, all under `<cluster root>/node`."""
+    """Files of the real node, all under `<cluster root>/node` (sockets: `sockets`)."""
 
     root: Path
+
+    @property
+    def sockets(self) -> Path:
+        digest = hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()[:16]
+        return SOCKETS_DIR / digest
 
     @property
     def base(self) -> Path:
@@ -51,7 +62,7 @@ class NodeLayout:
 
     @property
     def containerd_socket(self) -> Path:
-        return self.base / "containerd" / "containerd.sock"
+        return self.sockets / "containerd.sock"
 
     @property
     def containerd_config(self) -> Path:
@@ -365,6 +376,7 @@ def write_configs(layout: NodeLayout, net: NodeNet, sandbox_image: str) -> None:
     for folder in (layout.config("x").parent, layout.cni_conf_dir, layout.cni_ipam_dir):
         folder.mkdir(parents=True, exist_ok=True)
     layout.containerd_config.parent.mkdir(parents=True, exist_ok=True)
+    layout.sockets.mkdir(parents=True, exist_ok=True)
     layout.containerd_config.write_text(containerd_config(layout, sandbox_image))
     (layout.cni_conf_dir / "10-localcluster.conflist").write_text(
         json.dumps(cni_conflist(layout, net), indent=2)

@@ -202,10 +202,12 @@ def stop(root: Path) -> None:
     net = load_net(root)
     if net is None:
         return
-    before = hoststate.HostState.load(NodeLayout(root).host_state)
-    hoststate.restore(before, root, cgroup_root(net), net, net.netns)
+    layout = NodeLayout(root)
+    before = hoststate.HostState.load(layout.host_state)
+    hoststate.restore(before, root, cgroup_root(net), net, net.netns, layout.sockets)
 
 
 def leftovers(before: hoststate.HostState, root: Path, net: NodeNet) -> list[str]:
     """What the node of the cluster in `root` left on the host, compared with `before`."""
-    return hoststate.leftovers(before, root, cgroup_root(net), net, net.netns)
+    sockets = NodeLayout(root).sockets
+    return hoststate.leftovers(before, root, cgroup_root(net), net, net.netns, sockets)

@@ -15,6 +15,7 @@ import yaml
 from tests.unit.operator import crdschema, update_golden
 from tests.unit.operator.update_golden import CASES, KEYS
 from vod_operator import naming
+from vod_operator import render as render_mod
 from vod_operator.render import (
     RenderError,
     RenderInputs,
@@ -220,3 +221,15 @@ def test_removed_spec_fields_change_the_applied_hash_of_their_children() -> None
     volumes = after["Deployment"]["spec"]["template"]["spec"]["volumes"]
     assert "jwt" not in {v["name"] for v in volumes}
     assert set(after["Ingress"]["metadata"]["annotations"]) == {naming.APPLIED_HASH_ANNOTATION}
+
+
+@pytest.mark.parametrize(
+    ("termination", "drain", "sleep"),
+    [(30, 20, 5), (30, 27, 2), (30, 29, 0), (60, 10, 5)],
+)
+def test_pre_stop_sleep_fits_inside_the_termination_grace_period(
+    termination: int, drain: int, sleep: int
+) -> None:
+    server = {"terminationGracePeriodSeconds": termination, "shutdownGraceSeconds": drain}
+    assert render_mod.endpoint_drain_seconds(server) == sleep
+    assert sleep == 0 or sleep + drain < termination
