@@ -170,7 +170,7 @@ def dockerd_argv(folder: Path) -> list[str]:
     ]
 
 
-def _own_processes(marker: str) -> list[int]:
+def own_processes(marker: str) -> list[int]:
     """Processes (e.g. the containerd dockerd started in a session of its own) whose command
     line names our folder."""
     found = []
@@ -254,7 +254,7 @@ def _remove_created(paths: list[Path]) -> None:
 def stop_engine(folder: Path) -> None:
     """Stop a private dockerd left running in `folder` (e.g. by a killed build) and clean up."""
     stop_all(folder, ["dockerd"], marker=str(folder), grace=30)
-    _terminate(_own_processes(str(folder / "exec")), grace=10)
+    _terminate(own_processes(str(folder / "exec")), grace=10)
     _unmount_below(folder)
     remove_cgroups()
 
