@@ -65,6 +65,7 @@ def test_build_engine_left_nothing_behind(built: dict[str, images.Image]) -> Non
     assert not engine.engine_answers(engine_dir() / "docker.sock")
     assert engine.cgroup_dirs() == []
     assert engine.own_processes(str(engine_dir())) == []
+    assert not (engine_dir() / "host-leftovers.json").exists()  # what dockerd created is gone
     mounts = Path("/proc/self/mountinfo").read_text()
     assert str(engine_dir()) not in mounts
 
