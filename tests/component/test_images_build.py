@@ -122,8 +122,7 @@ def test_rust_builder_compiles_with_cargo(tmp_path: Path) -> None:
     spec = images.ImageSpec(
         "rust-smoke", "localcluster.local/rust-smoke:test", tmp_path / "Dockerfile", tmp_path
     )
-    with images.builder_lock():
-        (image,) = images.ensure_images([spec])
+    (image,) = images.ensure_images([spec])
     try:
         info = ociarchive.read_archive(image.archive)
         assert info.config["config"]["Entrypoint"] == ["hello"]

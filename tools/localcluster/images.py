@@ -21,17 +21,20 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tomllib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 from localcluster import debianbase, dockerfiles, ociarchive, rustbuilder
 from localcluster.build import go, require_go
@@ -49,6 +52,8 @@ LOCAL_REGISTRY = "localcluster.local"
 PAUSE_IMAGE = f"{LOCAL_REGISTRY}/pause:{KUBERNETES_VERSION}"
 #: How many hex digits of a content hash name an archive (and a local image's tag).
 HASH_LENGTH = 16
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class ImagesError(RuntimeError):
@@ -130,16 +135,39 @@ def _hash(*parts: str) -> str:
     return sha.hexdigest()
 
 
+_lock_depth = threading.local()
+
+
 @contextlib.contextmanager
 def builder_lock() -> Iterator[None]:
-    """One image builder at a time on this machine (they share one engine folder and cache)."""
-    images_dir().mkdir(parents=True, exist_ok=True)
-    with (images_dir() / ".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    """One image builder at a time on this machine (they share one engine folder and cache);
+    re-entrant within a thread."""
+    depth = getattr(_lock_depth, "value", 0)
+    if depth:
+        _lock_depth.value = depth + 1
         try:
             yield
         finally:
+            _lock_depth.value = depth
+        return
+    images_dir().mkdir(parents=True, exist_ok=True)
+    with (images_dir() / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _lock_depth.value = 1
+        try:
+            yield
+        finally:
+            _lock_depth.value = 0
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _locked(function: Callable[P, R]) -> Callable[P, R]:
+    @functools.wraps(function)
+    def locked(*args: P.args, **kwargs: P.kwargs) -> R:
+        with builder_lock():
+            return function(*args, **kwargs)
+
+    return locked
 
 
 # --- pause -----------------------------------------------------------------------------------
@@ -193,6 +221,7 @@ def _first_line(argv: list[str]) -> str:
     return out.partition("\n")[0]
 
 
+@_locked
 def ensure_pause(kubernetes_version: str = KUBERNETES_VERSION) -> Image:
     """The pause image archive (`localcluster.local/pause:<kubernetes_version>`), compiled once:
     cached by the hash of pause.c, the flags and the compiler's version."""
@@ -232,6 +261,7 @@ def ensure_pause(kubernetes_version: str = KUBERNETES_VERSION) -> Image:
 # --- the local base --------------------------------------------------------------------------
 
 
+@_locked
 def ensure_base() -> Image:
     """The local Python base (`localcluster.local/python-base:bookworm-<hash>`): mmdebstrap
     from the host's Debian mirror the first time (1-2 minutes), then reused. Cached by the
@@ -367,10 +397,15 @@ def _build_and_save(engine: Engine, job: Plan) -> None:
     build_log = images_dir() / "logs" / f"{spec.name}.log"
     build_log.parent.mkdir(parents=True, exist_ok=True)
     build_log.write_text("")
+    began = time.monotonic()
     engine.docker(*args, str(spec.context), log=build_log)
+    built = time.monotonic()
     partial = job.archive.with_name(f".{job.archive.name}.partial")
     engine.docker("save", f"--output={partial}", spec.ref)
+    partial.chmod(0o644)
     partial.replace(job.archive)
+    saved = time.monotonic()
+    log(f"{spec.name}: docker build {built - began:.0f} s, docker save {saved - built:.0f} s")
 
 
 def _rust_ref_if_needed(specs: Sequence[ImageSpec], base: Image) -> str | None:
@@ -381,13 +416,14 @@ def _rust_ref_if_needed(specs: Sequence[ImageSpec], base: Image) -> str | None:
     return None
 
 
+@_locked
 def ensure_images(specs: Sequence[ImageSpec], base: Image | None = None) -> list[Image]:
     """Each spec's archive: reused when its content hash matches, else built in the private
     engine (started only then and stopped afterwards)."""
     base = base or ensure_base()
     rust_ref = _rust_ref_if_needed(specs, base)
     results: dict[str, Image] = {}
-    pending: list[tuple[Plan, float]] = []
+    pending: list[Plan] = []
     for spec in specs:
         began = time.monotonic()
         job = plan(spec, base, rust_ref)
@@ -395,37 +431,35 @@ def ensure_images(specs: Sequence[ImageSpec], base: Image | None = None) -> list
         if reused is not None:
             results[spec.name] = reused
         else:
-            pending.append((job, began))
+            pending.append(job)
     if pending:
         require(["dockerd", "docker", "runc"], "building images in a private Docker engine")
         began = time.monotonic()
         with private_engine(engine_dir()) as engine:
             log(f"private dockerd up in {time.monotonic() - began:.1f} s at {engine.socket}")
             ensure_base_in_engine(engine, base)
-            for job, _ in pending:
+            for job in pending:
                 started = time.monotonic()
                 if rust_ref is not None and "RUST_IMAGE" in job.build_args:
                     ensure_rust_builder(engine, base, rust_ref)
                 log(f"{job.spec.name}: building {job.spec.ref} from {job.spec.dockerfile}")
                 _build_and_save(engine, job)
                 results[job.spec.name] = _record(job.spec.name, job.archive, job.key, started)
-                log(f"{job.spec.name}: built and saved in {results[job.spec.name].seconds:.0f} s")
             engine.docker("image", "prune", "--force")  # earlier builds' untagged images
     return [results[spec.name] for spec in specs]
 
 
 def ensure_project_images(root: Path | None = None) -> list[Image]:
     """vod-stream and vod-operator from the repository at `root` (default: this checkout)."""
-    with builder_lock():
-        return ensure_images(project_images(root))
+    return ensure_images(project_images(root))
 
 
+@_locked
 def ensure_all(root: Path | None = None) -> list[Image]:
     """What a real node needs: the pause image, then the base and both project images."""
-    with builder_lock():
-        pause = ensure_pause()
-        base = ensure_base()
-        return [pause, base, *ensure_images(project_images(root), base)]
+    pause = ensure_pause()
+    base = ensure_base()
+    return [pause, base, *ensure_images(project_images(root), base)]
 
 
 def load_all(images: Sequence[Image], containerd_address: Path | str) -> list[Loaded]:
