@@ -74,12 +74,6 @@ cluster-up: cluster-build ## Start the local control plane and print the `export
 cluster-down: $(STAMP) ## Stop the local control plane and remove its state
 	@$(PY) -m localcluster down
 
-# IMAGES_LOAD_INTO=<containerd socket> also imports them (namespace k8s.io), skipping what it has.
-IMAGES_LOAD_INTO ?=
-.PHONY: images-local
-images-local: $(STAMP) ## Build the base, streaming and operator images offline (no registry, no default Docker socket), cached by content hash
-	@$(PY) -m localcluster images $(if $(IMAGES_LOAD_INTO),--load-into $(IMAGES_LOAD_INTO))
-
 ##@ Delivery
 
 DEPLOY_OVERLAY ?= manifests/overlays/default

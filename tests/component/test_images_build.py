@@ -62,12 +62,12 @@ def test_image_config_is_the_dockerfiles(built: dict[str, images.Image], name: s
 
 def test_build_engine_left_nothing_behind(built: dict[str, images.Image]) -> None:
     assert not engine.default_socket_answers()
-    assert not engine.engine_answers(engine_dir() / "docker.sock")
-    assert engine.cgroup_dirs() == []
-    assert engine.own_processes(str(engine_dir())) == []
-    assert not (engine_dir() / "host-leftovers.json").exists()  # what dockerd created is gone
-    mounts = Path("/proc/self/mountinfo").read_text()
-    assert str(engine_dir()) not in mounts
+    with images.builder_lock():  # not while another checkout sharing the cache builds
+        assert not engine.engine_answers(engine_dir() / "docker.sock")
+        assert engine.cgroup_dirs() == []
+        assert engine.own_processes(str(engine_dir())) == []
+        assert not (engine_dir() / "host-leftovers.json").exists()  # dockerd's host files gone
+        assert str(engine_dir()) not in Path("/proc/self/mountinfo").read_text()
 
 
 def test_warm_run_reuses_the_archives_without_an_engine(built: dict[str, images.Image]) -> None:

@@ -24,6 +24,7 @@ import fcntl
 import functools
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -94,6 +95,7 @@ def _reuse(name: str, archive: Path, began: float) -> Image | None:
     if not (archive.is_file() and note.is_file()):
         return None
     data = json.loads(note.read_text())
+    os.utime(note)  # recently used: `prune` keeps it
     return Image(
         name,
         data["ref"],
@@ -106,8 +108,7 @@ def _reuse(name: str, archive: Path, began: float) -> Image | None:
 
 
 def _record(name: str, archive: Path, input_hash: str, began: float) -> Image:
-    """Write the note (what the archive holds, read from the archive) and remove the archives
-    of older inputs of the same image."""
+    """Write the note (what the archive holds, read from the archive itself) and prune."""
     info = ociarchive.read_archive(archive)
     if not info.refs:
         raise ImagesError(f"{archive} names no image")
@@ -120,12 +121,28 @@ def _record(name: str, archive: Path, input_hash: str, began: float) -> Image:
         "size": archive.stat().st_size,
     }
     _note(archive).write_text(json.dumps(note, indent=2) + "\n")
-    for old in archive.parent.glob(f"{name}-*.tar"):
-        stem = old.stem.removeprefix(f"{name}-")
-        if old != archive and len(stem) == HASH_LENGTH and "-" not in stem:
-            old.unlink(missing_ok=True)
-            _note(old).unlink(missing_ok=True)
+    prune(name)
     return Image(name, info.refs[0], archive, info.config_digest, input_hash, "built", seconds)
+
+
+#: Archives kept per image name: several checkouts (or Kubernetes versions) share the cache,
+#: each with its own inputs; the least recently used beyond this are removed.
+KEEP_PER_NAME = 3
+
+
+def prune(name: str, keep: int = KEEP_PER_NAME) -> list[Path]:
+    """Remove all but the `keep` most recently used archives of `name`; returns the removed."""
+    notes = []
+    for archive in images_dir().glob(f"{name}-*.tar"):
+        stem = archive.stem.removeprefix(f"{name}-")
+        if len(stem) == HASH_LENGTH and "-" not in stem:  # not another name's (`a` vs `a-b`)
+            note = _note(archive)
+            notes.append((note.stat().st_mtime if note.is_file() else 0.0, archive))
+    removed = [archive for _, archive in sorted(notes, reverse=True)[keep:]]
+    for archive in removed:
+        archive.unlink(missing_ok=True)
+        _note(archive).unlink(missing_ok=True)
+    return removed
 
 
 def _hash(*parts: str) -> str:
