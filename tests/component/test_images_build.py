@@ -40,7 +40,7 @@ class Built:
 @pytest.fixture(scope="module")
 def built_run(tmp_path_factory: pytest.TempPathFactory) -> Built:
     keep = tmp_path_factory.mktemp("archives")
-    with images.builder_lock():  # no other builder between the two runs
+    with images.building():  # no other builder between the two runs
         first = images.ensure_project_images(ROOT)
         began = time.monotonic()
         warm = images.ensure_project_images(ROOT)

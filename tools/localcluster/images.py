@@ -20,7 +20,6 @@ run starts no engine at all. One builder at a time (a lock file in the same fold
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import hashlib
 import json
@@ -41,7 +40,7 @@ from localcluster import debianbase, dockerfiles, ociarchive, rustbuilder
 from localcluster.build import go, require_go
 from localcluster.engine import Engine, private_engine
 from localcluster.imageload import Loaded, load
-from localcluster.paths import cache_root, engine_dir, images_dir
+from localcluster.paths import cache_root, engine_dir, exclusive, images_dir
 from localcluster.requirements import require
 from localcluster.versions import KUBERNETES_VERSION
 
@@ -152,36 +151,33 @@ def _hash(*parts: str) -> str:
     return sha.hexdigest()
 
 
-_lock_depth = threading.local()
+def builder_lock() -> contextlib.AbstractContextManager[None]:
+    """One image builder at a time on this machine (they share one engine folder and cache)."""
+    return exclusive(images_dir() / ".lock")
+
+
+_held = threading.local()
 
 
 @contextlib.contextmanager
-def builder_lock() -> Iterator[None]:
-    """One image builder at a time on this machine (they share one engine folder and cache);
-    re-entrant within a thread."""
-    depth = getattr(_lock_depth, "value", 0)
-    if depth:
-        _lock_depth.value = depth + 1
-        try:
-            yield
-        finally:
-            _lock_depth.value = depth
+def building() -> Iterator[None]:
+    """Hold the builder lock for a block; `ensure_*` calls inside it (in this thread) do not take
+    it again (a plain `builder_lock()` around them would deadlock: flock is per open file)."""
+    if getattr(_held, "lock", False):
+        yield
         return
-    images_dir().mkdir(parents=True, exist_ok=True)
-    with (images_dir() / ".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        _lock_depth.value = 1
+    with builder_lock():
+        _held.lock = True
         try:
             yield
         finally:
-            _lock_depth.value = 0
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            _held.lock = False
 
 
 def _locked(function: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(function)
     def locked(*args: P.args, **kwargs: P.kwargs) -> R:
-        with builder_lock():
+        with building():
             return function(*args, **kwargs)
 
     return locked

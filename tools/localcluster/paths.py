@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from localcluster.versions import Component
@@ -44,3 +47,16 @@ def images_dir() -> Path:
 def engine_dir() -> Path:
     """The private Docker engine's socket, data root (its layer cache) and exec root."""
     return cache_root() / "docker"
+
+
+@contextlib.contextmanager
+def exclusive(lock_file: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `lock_file` (one builder of a thing at a time on this machine,
+    across processes: a test session and `make cluster-up` may start together)."""
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with lock_file.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
