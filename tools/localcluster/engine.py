@@ -6,8 +6,10 @@ with its data root in the cache (so layer and build caches make warm rebuilds fa
 no iptables rules, no IP forwarding and its own cgroup parent, so it changes no host network
 state; builds then use `--network host`. On the way out it stops dockerd (and the containerd
 dockerd started), unmounts what it left mounted under the folder, removes its cgroups and the
-host files dockerd creates on its own when they were not there before
-(`/etc/docker/key.json`, `/run/docker/plugins`).
+host files dockerd and its containerd create on their own when they were not there before
+(`/etc/docker/key.json`, `/run/docker/plugins`, `/opt/containerd/{bin,lib}`; recorded before
+dockerd starts, so a killed run is cleaned up by the next one). SIGTERM/SIGHUP during a build
+also end in that clean-up.
 """
 
 from __future__ import annotations
