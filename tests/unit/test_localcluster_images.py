@@ -533,15 +533,35 @@ def test_cli_reports_a_missing_package_in_one_line(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """No mmdebstrap on PATH (and an empty cache): one message, exit 1, no traceback."""
-    from localcluster import cli, requirements
+    from localcluster import cli
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     monkeypatch.setattr(images, "ensure_pause", lambda: _base("localcluster.local/pause:v1"))
-    monkeypatch.setattr(
-        requirements, "which", lambda tool: None if tool == "mmdebstrap" else "/bin/true"
-    )
     assert cli.main(["images"]) == 1
     err = capsys.readouterr().err
     assert "apt-get install mmdebstrap" in err
     assert "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_prune_keeps_the_most_recently_used_archives(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Checkouts sharing the cache keep their own archives (least recently used go first)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    folder = images.images_dir()
+    folder.mkdir(parents=True)
+    made = []
+    for age, key in enumerate(["a" * 16, "b" * 16, "c" * 16, "d" * 16]):
+        archive = folder / f"vod-stream-{key}.tar"
+        archive.write_bytes(b"")
+        archive.with_suffix(".json").write_text("{}")
+        os.utime(archive.with_suffix(".json"), (1000 - age, 1000 - age))
+        made.append(archive)
+    other = folder / f"vod-stream-extra-{'e' * 16}.tar"  # another image's name: untouched
+    other.write_bytes(b"")
+    assert images.prune("vod-stream") == [made[3]]
+    assert not made[3].exists()
+    assert not made[3].with_suffix(".json").exists()
+    assert all(path.exists() for path in [*made[:3], other])

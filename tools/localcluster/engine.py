@@ -6,8 +6,10 @@ with its data root in the cache (so layer and build caches make warm rebuilds fa
 no iptables rules, no IP forwarding and its own cgroup parent, so it changes no host network
 state; builds then use `--network host`. On the way out it stops dockerd (and the containerd
 dockerd started), unmounts what it left mounted under the folder, removes its cgroups and the
-host files dockerd creates on its own when they were not there before
-(`/etc/docker/key.json`, `/run/docker/plugins`).
+host files dockerd and its containerd create on their own when they were not there before
+(`/etc/docker/key.json`, `/run/docker/plugins`, `/opt/containerd/{bin,lib}`; recorded before
+dockerd starts, so a killed run is cleaned up by the next one). SIGTERM/SIGHUP during a build
+also end in that clean-up.
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
 from localcluster.processes import alive, spawn, stop_all
 from localcluster.requirements import which
@@ -170,7 +174,7 @@ def dockerd_argv(folder: Path) -> list[str]:
     ]
 
 
-def _own_processes(marker: str) -> list[int]:
+def own_processes(marker: str) -> list[int]:
     """Processes (e.g. the containerd dockerd started in a session of its own) whose command
     line names our folder."""
     found = []
@@ -251,12 +255,40 @@ def _remove_created(paths: list[Path]) -> None:
                 path.unlink()
 
 
+def _leftovers_record(folder: Path) -> Path:
+    return folder / "host-leftovers.json"
+
+
 def stop_engine(folder: Path) -> None:
-    """Stop a private dockerd left running in `folder` (e.g. by a killed build) and clean up."""
+    """Stop a private dockerd of `folder` (also one a killed build left running) and undo what
+    it did to the host: its containerd, mounts, cgroups and the host files it created."""
     stop_all(folder, ["dockerd"], marker=str(folder), grace=30)
-    _terminate(_own_processes(str(folder / "exec")), grace=10)
+    _terminate(own_processes(str(folder / "exec")), grace=10)
     _unmount_below(folder)
     remove_cgroups()
+    record = _leftovers_record(folder)
+    if record.is_file():
+        _remove_created([Path(p) for p in json.loads(record.read_text())])
+        record.unlink()
+
+
+@contextlib.contextmanager
+def _signals_as_exit() -> Iterator[None]:
+    """SIGTERM/SIGHUP end the block through SystemExit, so the engine is stopped and cleaned
+    up (the default action would leave it to PR_SET_PDEATHSIG, which only kills dockerd)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def leave(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = {sig: signal.signal(sig, leave) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @contextlib.contextmanager
@@ -268,25 +300,28 @@ def private_engine(folder: Path) -> Iterator[Engine]:
         raise EngineError(f"{folder} is too long a path for dockerd's sockets; set XDG_CACHE_HOME")
     stop_engine(folder)  # a previous run's engine, if one survived
     engine.socket.unlink(missing_ok=True)
+    (folder / "dockerd.log").unlink(missing_ok=True)
     (folder / "daemon.json").write_text("{}\n")
     (folder / "client").mkdir(exist_ok=True)
     (folder / "client" / "config.json").write_text(json.dumps({"auths": {}}) + "\n")
-    created = _absent(HOST_LEFTOVERS)
-    proc = spawn("dockerd", dockerd_argv(folder), folder, folder, die_with_parent=True)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while not engine_answers(engine.socket, timeout=1.0):
-            if proc.poll() is not None:
-                raise EngineError(
-                    f"dockerd exited ({proc.returncode}):\n{tail(folder / 'dockerd.log')}"
-                )
-            if time.monotonic() > deadline:
-                raise EngineError(
-                    f"dockerd did not answer within {START_TIMEOUT:.0f} s:\n"
-                    f"{tail(folder / 'dockerd.log')}"
-                )
-            time.sleep(0.1)
-        yield engine
-    finally:
-        stop_engine(folder)
-        _remove_created(created)
+    # Written before dockerd starts, so a run killed mid-way is cleaned up by the next one.
+    created = [str(path) for path in _absent(HOST_LEFTOVERS)]
+    _leftovers_record(folder).write_text(json.dumps(created) + "\n")
+    with _signals_as_exit():
+        proc = spawn("dockerd", dockerd_argv(folder), folder, folder, die_with_parent=True)
+        try:
+            deadline = time.monotonic() + START_TIMEOUT
+            while not engine_answers(engine.socket, timeout=1.0):
+                if proc.poll() is not None:
+                    raise EngineError(
+                        f"dockerd exited ({proc.returncode}):\n{tail(folder / 'dockerd.log')}"
+                    )
+                if time.monotonic() > deadline:
+                    raise EngineError(
+                        f"dockerd did not answer within {START_TIMEOUT:.0f} s:\n"
+                        f"{tail(folder / 'dockerd.log')}"
+                    )
+                time.sleep(0.1)
+            yield engine
+        finally:
+            stop_engine(folder)

@@ -20,17 +20,21 @@ run starts no engine at all. One builder at a time (a lock file in the same fold
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 from localcluster import debianbase, dockerfiles, ociarchive, rustbuilder
 from localcluster.build import go, require_go
@@ -48,6 +52,8 @@ LOCAL_REGISTRY = "localcluster.local"
 PAUSE_IMAGE = f"{LOCAL_REGISTRY}/pause:{KUBERNETES_VERSION}"
 #: How many hex digits of a content hash name an archive (and a local image's tag).
 HASH_LENGTH = 16
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class ImagesError(RuntimeError):
@@ -88,6 +94,7 @@ def _reuse(name: str, archive: Path, began: float) -> Image | None:
     if not (archive.is_file() and note.is_file()):
         return None
     data = json.loads(note.read_text())
+    os.utime(note)  # recently used: `prune` keeps it
     return Image(
         name,
         data["ref"],
@@ -100,8 +107,7 @@ def _reuse(name: str, archive: Path, began: float) -> Image | None:
 
 
 def _record(name: str, archive: Path, input_hash: str, began: float) -> Image:
-    """Write the note (what the archive holds, read from the archive) and remove the archives
-    of older inputs of the same image."""
+    """Write the note (what the archive holds, read from the archive itself) and prune."""
     info = ociarchive.read_archive(archive)
     if not info.refs:
         raise ImagesError(f"{archive} names no image")
@@ -114,12 +120,28 @@ def _record(name: str, archive: Path, input_hash: str, began: float) -> Image:
         "size": archive.stat().st_size,
     }
     _note(archive).write_text(json.dumps(note, indent=2) + "\n")
-    for old in archive.parent.glob(f"{name}-*.tar"):
-        stem = old.stem.removeprefix(f"{name}-")
-        if old != archive and len(stem) == HASH_LENGTH and "-" not in stem:
-            old.unlink(missing_ok=True)
-            _note(old).unlink(missing_ok=True)
+    prune(name)
     return Image(name, info.refs[0], archive, info.config_digest, input_hash, "built", seconds)
+
+
+#: Archives kept per image name: several checkouts (or Kubernetes versions) share the cache,
+#: each with its own inputs; the least recently used beyond this are removed.
+KEEP_PER_NAME = 3
+
+
+def prune(name: str, keep: int = KEEP_PER_NAME) -> list[Path]:
+    """Remove all but the `keep` most recently used archives of `name`; returns the removed."""
+    notes = []
+    for archive in images_dir().glob(f"{name}-*.tar"):
+        stem = archive.stem.removeprefix(f"{name}-")
+        if len(stem) == HASH_LENGTH and "-" not in stem:  # not another name's (`a` vs `a-b`)
+            note = _note(archive)
+            notes.append((note.stat().st_mtime if note.is_file() else 0.0, archive))
+    removed = [archive for _, archive in sorted(notes, reverse=True)[keep:]]
+    for archive in removed:
+        archive.unlink(missing_ok=True)
+        _note(archive).unlink(missing_ok=True)
+    return removed
 
 
 def _hash(*parts: str) -> str:
@@ -132,6 +154,33 @@ def _hash(*parts: str) -> str:
 def builder_lock() -> contextlib.AbstractContextManager[None]:
     """One image builder at a time on this machine (they share one engine folder and cache)."""
     return exclusive(images_dir() / ".lock")
+
+
+_held = threading.local()
+
+
+@contextlib.contextmanager
+def building() -> Iterator[None]:
+    """Hold the builder lock for a block; `ensure_*` calls inside it (in this thread) do not take
+    it again (a plain `builder_lock()` around them would deadlock: flock is per open file)."""
+    if getattr(_held, "lock", False):
+        yield
+        return
+    with builder_lock():
+        _held.lock = True
+        try:
+            yield
+        finally:
+            _held.lock = False
+
+
+def _locked(function: Callable[P, R]) -> Callable[P, R]:
+    @functools.wraps(function)
+    def locked(*args: P.args, **kwargs: P.kwargs) -> R:
+        with building():
+            return function(*args, **kwargs)
+
+    return locked
 
 
 # --- pause -----------------------------------------------------------------------------------
@@ -185,6 +234,7 @@ def _first_line(argv: list[str]) -> str:
     return out.partition("\n")[0]
 
 
+@_locked
 def ensure_pause(kubernetes_version: str = KUBERNETES_VERSION) -> Image:
     """The pause image archive (`localcluster.local/pause:<kubernetes_version>`), compiled once:
     cached by the hash of pause.c, the flags and the compiler's version."""
@@ -224,6 +274,7 @@ def ensure_pause(kubernetes_version: str = KUBERNETES_VERSION) -> Image:
 # --- the local base --------------------------------------------------------------------------
 
 
+@_locked
 def ensure_base() -> Image:
     """The local Python base (`localcluster.local/python-base:bookworm-<hash>`): mmdebstrap
     from the host's Debian mirror the first time (1-2 minutes), then reused. Cached by the
@@ -359,10 +410,15 @@ def _build_and_save(engine: Engine, job: Plan) -> None:
     build_log = images_dir() / "logs" / f"{spec.name}.log"
     build_log.parent.mkdir(parents=True, exist_ok=True)
     build_log.write_text("")
+    began = time.monotonic()
     engine.docker(*args, str(spec.context), log=build_log)
+    built = time.monotonic()
     partial = job.archive.with_name(f".{job.archive.name}.partial")
     engine.docker("save", f"--output={partial}", spec.ref)
+    partial.chmod(0o644)
     partial.replace(job.archive)
+    saved = time.monotonic()
+    log(f"{spec.name}: docker build {built - began:.0f} s, docker save {saved - built:.0f} s")
 
 
 def _rust_ref_if_needed(specs: Sequence[ImageSpec], base: Image) -> str | None:
@@ -373,13 +429,14 @@ def _rust_ref_if_needed(specs: Sequence[ImageSpec], base: Image) -> str | None:
     return None
 
 
+@_locked
 def ensure_images(specs: Sequence[ImageSpec], base: Image | None = None) -> list[Image]:
     """Each spec's archive: reused when its content hash matches, else built in the private
     engine (started only then and stopped afterwards)."""
     base = base or ensure_base()
     rust_ref = _rust_ref_if_needed(specs, base)
     results: dict[str, Image] = {}
-    pending: list[tuple[Plan, float]] = []
+    pending: list[Plan] = []
     for spec in specs:
         began = time.monotonic()
         job = plan(spec, base, rust_ref)
@@ -387,37 +444,35 @@ def ensure_images(specs: Sequence[ImageSpec], base: Image | None = None) -> list
         if reused is not None:
             results[spec.name] = reused
         else:
-            pending.append((job, began))
+            pending.append(job)
     if pending:
         require(["dockerd", "docker", "runc"], "building images in a private Docker engine")
         began = time.monotonic()
         with private_engine(engine_dir()) as engine:
             log(f"private dockerd up in {time.monotonic() - began:.1f} s at {engine.socket}")
             ensure_base_in_engine(engine, base)
-            for job, _ in pending:
+            for job in pending:
                 started = time.monotonic()
                 if rust_ref is not None and "RUST_IMAGE" in job.build_args:
                     ensure_rust_builder(engine, base, rust_ref)
                 log(f"{job.spec.name}: building {job.spec.ref} from {job.spec.dockerfile}")
                 _build_and_save(engine, job)
                 results[job.spec.name] = _record(job.spec.name, job.archive, job.key, started)
-                log(f"{job.spec.name}: built and saved in {results[job.spec.name].seconds:.0f} s")
             engine.docker("image", "prune", "--force")  # earlier builds' untagged images
     return [results[spec.name] for spec in specs]
 
 
 def ensure_project_images(root: Path | None = None) -> list[Image]:
     """vod-stream and vod-operator from the repository at `root` (default: this checkout)."""
-    with builder_lock():
-        return ensure_images(project_images(root))
+    return ensure_images(project_images(root))
 
 
+@_locked
 def ensure_all(root: Path | None = None) -> list[Image]:
     """What a real node needs: the pause image, then the base and both project images."""
-    with builder_lock():
-        pause = ensure_pause()
-        base = ensure_base()
-        return [pause, base, *ensure_images(project_images(root), base)]
+    pause = ensure_pause()
+    base = ensure_base()
+    return [pause, base, *ensure_images(project_images(root), base)]
 
 
 def load_all(images: Sequence[Image], containerd_address: Path | str) -> list[Loaded]:

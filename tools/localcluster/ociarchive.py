@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import shutil
 import tarfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -390,10 +389,3 @@ def iter_members(path: Path) -> Iterator[str]:
     """The member names of a tar file (tests and diagnostics)."""
     with tarfile.open(path, mode="r:") as tar:
         yield from tar.getnames()
-
-
-def copy_file(source: Path, target: Path) -> None:
-    """Copy atomically (partial file, then rename)."""
-    partial = target.with_name(f".{target.name}.partial")
-    shutil.copyfile(source, partial)
-    partial.replace(target)
