@@ -96,7 +96,9 @@ pub fn run(cfg: config::Config, listen_fd: i32, ready_fd: i32) -> i32 {
         Ok::<(), String>(())
     });
     // whatever is still running is cut here (and logged as cut, 499)
-    runtime.shutdown_timeout(Duration::ZERO);
+    // (the worker threads drop the remaining tasks, which logs them; a read stuck in the
+    // blocking pool is not waited for beyond a moment)
+    runtime.shutdown_timeout(Duration::from_millis(500));
     let code = match outcome {
         Ok(()) => {
             logs::event("info", "data plane stopped", vec![]);

@@ -3,13 +3,13 @@
 //! worker thread never waits on stdout.
 
 use std::io::Write;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 
-static SENDER: OnceLock<Mutex<Option<SyncSender<Option<String>>>>> = OnceLock::new();
+static SENDER: OnceLock<SyncSender<Option<String>>> = OnceLock::new();
 static WRITER: OnceLock<Mutex<Option<std::thread::JoinHandle<()>>>> = OnceLock::new();
 
 fn writer(rx: Receiver<Option<String>>) {
@@ -42,16 +42,14 @@ fn writer(rx: Receiver<Option<String>>) {
 pub fn start() {
     let (tx, rx) = sync_channel(65_536);
     let handle = std::thread::Builder::new().name("vod-log".into()).spawn(move || writer(rx)).ok();
-    *SENDER.get_or_init(|| Mutex::new(None)).lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+    let _ = SENDER.set(tx);
     *WRITER.get_or_init(|| Mutex::new(None)).lock().unwrap_or_else(|e| e.into_inner()) = handle;
 }
 
 /// Write what is queued and stop the writer thread.
 pub fn stop() {
-    if let Some(lock) = SENDER.get() {
-        if let Some(tx) = lock.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            let _ = tx.send(None);
-        }
+    if let Some(tx) = SENDER.get() {
+        let _ = tx.send(None);
     }
     if let Some(lock) = WRITER.get() {
         if let Some(handle) = lock.lock().unwrap_or_else(|e| e.into_inner()).take() {
@@ -98,16 +96,16 @@ fn emit(level: &str, logger: &str, message: &str, fields: Map<String, Value>) {
     entry.extend(fields);
     let mut line = Value::Object(entry).to_string();
     line.push('\n');
-    let sent = SENDER.get().and_then(|lock| {
-        lock.lock().ok().and_then(|tx| tx.as_ref().map(|tx| tx.try_send(Some(line.clone()))))
-    });
-    match sent {
-        Some(Ok(())) => {}
-        Some(Err(TrySendError::Full(_))) => {} // a flood: drop rather than block a worker
-        _ => {
-            let _ = std::io::stdout().lock().write_all(line.as_bytes());
-        }
-    }
+    // A full queue blocks the worker (as a blocking write(2) of nginx's log would): no line is
+    // lost. After `stop`, lines are written directly.
+    let line = match SENDER.get() {
+        Some(tx) => match tx.send(Some(line)) {
+            Ok(()) => return,
+            Err(e) => e.0.unwrap_or_default(),
+        },
+        None => line,
+    };
+    let _ = std::io::stdout().lock().write_all(line.as_bytes());
 }
 
 /// One event with structured fields (`{"event": message, ...}`), as `vod_stream.logs.event`.

@@ -390,7 +390,12 @@ impl Conn {
                 ("status", Value::from(refusal.status)),
                 ("bytes", Value::from(body.len())),
                 ("remote", self.peer.map(|p| Value::String(unmap(p).to_string())).unwrap_or(Value::Null)),
-                ("message", Value::String(refusal.message.into())),
+                ("duration_ms", Value::from(0.0)),
+                ("range", Value::Null),
+                ("user_agent", Value::Null),
+                ("request_id", Value::String(request_id_for(None))),
+                ("traceparent", Value::String(traceparent_for(None))),
+                ("error", Value::String(refusal.message.into())),
             ]);
             self.linger().await;
         }
