@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
 # Installs the system tools the tests and the demo need (ffmpeg/ffprobe, and python3-venv for
-# `make install`), from Debian's packages, only when they are missing. Extra package names may be passed as arguments (e.g. nginx wrk).
+# `make install`), from Debian's packages, and checks for cargo, only when they are missing. Extra package names may be passed as arguments (e.g. nginx wrk).
 set -euo pipefail
+
+# The data plane is Rust: `pip install` needs cargo (rustup, https://rustup.rs; Debian's cargo
+# is too old for its crates) unless a prebuilt wheel is installed instead.
+if ! command -v cargo >/dev/null && [ ! -x "$HOME/.cargo/bin/cargo" ]; then
+  echo "install-system-deps: cargo not found: install a Rust toolchain (rustup, Rust >= 1.85) to build the data plane" >&2
+  exit 1
+fi
 
 want=(python3-venv ffmpeg "$@")
 missing=()

@@ -199,6 +199,7 @@ def dataplane_config(settings: Settings, upstream_socket: str) -> str:
             "upstream_socket": upstream_socket,
             "content_types": content_type_table(),
             "default_content_type": DEFAULT_TYPE,
+            "parent_pid": os.getpid(),  # the data plane stops when this process dies
         }
     )
 

@@ -245,3 +245,20 @@ def test_client_abort_mid_body_is_499_not_an_error(start_server, tmp_path) -> No
     assert 'method="GET",route="media",status_class="4xx"' in text
     assert media_5xx(text) == []
     assert [e for e in server.logs if e.get("level") == "error"] == []
+
+
+def test_the_data_plane_stops_when_the_supervisor_is_killed(start_server) -> None:
+    """SIGKILL of the supervisor (an OOM kill) leaves no data plane holding the port."""
+    server: ServerProcess = start_server(env={"VOD_SHUTDOWN_GRACE_SECONDS": "1"})
+    dataplane = int(server.wait_for_event("listening")["dataplane_pid"])
+    assert httpx.get(f"{server.url}/ping").status_code == 200
+    server.kill()
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{dataplane}") and time.monotonic() < deadline:
+        with open(f"/proc/{dataplane}/stat") as stat:
+            if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
+                break  # exited, not yet reaped
+        time.sleep(0.05)
+    assert time.monotonic() < deadline, "the data plane outlived its supervisor"
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{server.url}/ping", timeout=2)

@@ -30,6 +30,9 @@ pub struct Config {
     /// Content-Type by lower-case file suffix (".mp4"), and the default.
     pub content_types: HashMap<String, String>,
     pub default_content_type: String,
+    /// The supervisor: when it dies, the data plane is sent SIGTERM (it drains and exits).
+    #[serde(default)]
+    pub parent_pid: Option<i32>,
 }
 
 impl Config {

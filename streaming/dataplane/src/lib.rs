@@ -28,6 +28,13 @@ use tokio::sync::Notify;
 /// drain delay, stop accepting, let responses finish for the grace period, then stop whatever
 /// is left. Returns the process exit status.
 pub fn run(cfg: config::Config, listen_fd: i32, ready_fd: i32) -> i32 {
+    if let Some(parent) = cfg.parent_pid {
+        // SAFETY: plain process attributes.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) };
+        if unsafe { libc::getppid() } != parent {
+            return 1; // the supervisor died before the line above: nobody to serve for
+        }
+    }
     logs::start();
     let workers = if cfg.workers > 0 {
         cfg.workers

@@ -1270,13 +1270,20 @@ async fn forward_response(
             write_client(client, &out, send_timeout).await?;
             return Ok(if keep { ResponseEnd::KeepAlive } else { ResponseEnd::Close });
         }
-        write_client(client, &out, send_timeout).await?;
         if no_body {
+            write_client(client, &out, send_timeout).await?;
             return Ok(if keep { ResponseEnd::KeepAlive } else { ResponseEnd::Close });
         }
-        // the body: the application closes its end after it (Connection: close)
+        // the body: the application closes its end after it (Connection: close); what came
+        // with the head leaves in the same write
         let mut left = length;
-        let mut pending = data;
+        let take = left.map_or(data.len(), |l| (l as usize).min(data.len()));
+        out.extend_from_slice(&data[..take]);
+        if let Some(l) = left.as_mut() {
+            *l -= take as u64;
+        }
+        write_client(client, &out, send_timeout).await?;
+        let mut pending: Vec<u8> = Vec::new();
         loop {
             if !pending.is_empty() {
                 let take = left.map_or(pending.len(), |l| (l as usize).min(pending.len()));
