@@ -433,16 +433,18 @@ impl Conn {
         }
         let state = self.state.clone();
         state.metrics.in_flight.fetch_add(1, Relaxed);
+        // what only the access log needs is made only when it is on
+        let logged = state.cfg.access_log;
         let mut record = Record {
             state: state.clone(),
             route: route_index(route),
             method: request.method.clone(),
             path: request.path.clone().unwrap_or_else(|| request.target.clone()),
-            range: request.header("range").map(str::to_string),
-            user_agent: request.header("user-agent").map(str::to_string),
-            remote: self.peer.map(|p| unmap(p).to_string()),
+            range: request.header("range").filter(|_| logged).map(str::to_string),
+            user_agent: request.header("user-agent").filter(|_| logged).map(str::to_string),
+            remote: self.peer.filter(|_| logged).map(|p| unmap(p).to_string()),
             request_id: request_id_for(request.header("x-request-id")),
-            traceparent: traceparent_for(request.header("traceparent")),
+            traceparent: if logged { traceparent_for(request.header("traceparent")) } else { String::new() },
             started: Instant::now(),
             status: 0,
             sent: 0,
