@@ -515,6 +515,26 @@ def test_connection_threads_do_not_leak(server: ServerProcess) -> None:
     assert float(line.split()[-1]) == 1.0  # only this /metrics request
 
 
+def test_expect_100_continue_through_the_proxy(server: ServerProcess) -> None:
+    """The application's interim 100 reaches the client before it sends the body."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(
+            b"PUT /up/expect.mp4 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            + make_token().encode()
+            + b"\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+        )
+        interim = b""
+        while b"\r\n\r\n" not in interim:
+            interim += sock.recv(1)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(b"hello")
+        final = b""
+        while b"\r\n\r\n" not in final:
+            final += sock.recv(65536)
+    assert status_of(final) == 201
+    assert (server.media_root / "up" / "expect.mp4").read_bytes() == b"hello"
+
+
 def test_no_5xx_after_all_of_the_above(server: ServerProcess) -> None:
     """Last in this module (pytest keeps file order): nothing above was answered with a 5xx."""
     no_server_errors(server)
