@@ -34,8 +34,10 @@ const MEDIA_METHODS: &str = "GET, HEAD, PUT, DELETE, OPTIONS";
 const ALLOW_HEADERS: &str = "Range, If-Range, If-Match, If-None-Match, If-Modified-Since, If-Unmodified-Since, Authorization, Content-Type, X-Request-Id, traceparent";
 const EXPOSE_HEADERS: &str =
     "Content-Range, Accept-Ranges, Content-Length, ETag, Last-Modified, X-Request-Id";
-/// Bodies up to this size are read into the response buffer and sent with the head in one write.
-const INLINE_BODY: u64 = 16 * 1024;
+/// Bodies up to this size are read into the response buffer and sent with the head in one write
+/// (measured: for 64 KiB ranges one positional read + one send costs less server CPU on loopback
+/// than a send of the head + sendfile); larger ones go out with sendfile.
+const INLINE_BODY: u64 = 96 * 1024;
 /// Bytes handed to one sendfile(2) call; each chunk's residency in the page cache is probed.
 const SENDFILE_CHUNK: u64 = 512 * 1024;
 /// A body a GET/HEAD/OPTIONS may carry (read and dropped); larger ones are refused.
