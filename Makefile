@@ -14,6 +14,12 @@ STREAM_IMAGE ?= $(IMAGE_REGISTRY)/vod-stream:$(VERSION)
 KIND_CLUSTER ?= vod
 KIND_CONFIG ?= hack/kind-config.yaml
 PYTEST_ARGS ?=
+# The data plane (streaming/dataplane) is Rust, built by `pip install` through setuptools-rust:
+# rustup's cargo is found in ~/.cargo/bin when it is not on PATH already; two build jobs suit a
+# 2-core machine (override: make install CARGO_BUILD_JOBS=8).
+DATAPLANE := streaming/dataplane
+export PATH := $(PATH):$(HOME)/.cargo/bin
+export CARGO_BUILD_JOBS ?= 2
 
 ##@ Set-up
 
@@ -22,27 +28,30 @@ help: ## List every target with what it does
 	@awk 'BEGIN {FS = ":.*## "} /^##@/ {printf "\n%s\n", substr($$0, 5)} /^[a-zA-Z0-9_.-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: install
-install: $(STAMP) ## Create .venv and install the project (editable, dev extras) and system tools (ffmpeg)
+install: $(STAMP) ## Create .venv and install the project (editable, dev extras; builds the Rust data plane) and system tools (ffmpeg)
 
-$(STAMP): pyproject.toml tools/install-system-deps.sh
+$(STAMP): pyproject.toml tools/install-system-deps.sh $(DATAPLANE)/Cargo.toml $(DATAPLANE)/Cargo.lock $(wildcard $(DATAPLANE)/src/*.rs)
 	bash tools/install-system-deps.sh
 	$(PYTHON_BOOTSTRAP) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -c 'import vod_stream._dataplane' || { echo "make install: the data plane did not build (see pip's output; cargo is needed)" >&2; exit 1; }
 	touch $(STAMP)
 
 ##@ Quality
 
 .PHONY: lint
-lint: $(STAMP) ## ruff (lint + format check) and mypy
+lint: $(STAMP) ## ruff (lint + format check), mypy, cargo fmt --check and clippy (-D warnings)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	cd $(DATAPLANE) && cargo fmt --check && cargo clippy --release --features extension-module -- -D warnings
 
 .PHONY: fmt
-fmt: $(STAMP) ## Format the code and apply safe ruff fixes
+fmt: $(STAMP) ## Format the code and apply safe ruff fixes (and cargo fmt)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+	cd $(DATAPLANE) && cargo fmt
 
 .PHONY: test
 test: $(STAMP) lint cluster-build images-local ## Install if needed, lint, then run every test tier (unit, component, cluster)
@@ -197,7 +206,7 @@ run-stream: $(STAMP) ## Serve a local folder with vod-stream (STREAM_MEDIA=media
 	VOD_MEDIA_ROOT=$(abspath $(STREAM_MEDIA)) VOD_PORT=$(STREAM_PORT) $(VENV)/bin/vod-stream serve
 
 .PHONY: bench-stream
-bench-stream: $(STAMP) ## nginx vs vod-stream on loopback with wrk: 64 KiB ranges, 1-byte ranges, a 1 GiB open range (BENCH_ARGS)
+bench-stream: $(STAMP) ## nginx (tuned, stock), Go net/http and vod-stream on loopback with wrk (BENCH_ARGS)
 	bash tools/install-system-deps.sh nginx wrk
 	$(PY) tools/bench/bench_stream.py $(BENCH_ARGS)
 

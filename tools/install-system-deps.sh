@@ -2,9 +2,16 @@
 # Installs the system tools the tests and the demo need, from Debian's packages, only when they
 # are missing: ffmpeg/ffprobe, python3-venv for `make install`, and for the local cluster's real
 # node containerd, runc, iptables, conntrack, the CNI plugins, and what builds its images offline
-# (mmdebstrap, docker.io's dockerd on a private socket, gcc and static libc for the pause image).
-# Extra package names may be passed as arguments (e.g. nginx wrk).
+# (mmdebstrap, docker.io's dockerd on a private socket, gcc and static libc for the pause image);
+# and checks for cargo. Extra package names may be passed as arguments (e.g. nginx wrk).
 set -euo pipefail
+
+# The data plane is Rust: `pip install` needs cargo (rustup, https://rustup.rs; Debian's cargo
+# is too old for its crates) unless a prebuilt wheel is installed instead.
+if ! command -v cargo >/dev/null && [ ! -x "$HOME/.cargo/bin/cargo" ]; then
+  echo "install-system-deps: cargo not found: install a Rust toolchain (rustup, Rust >= 1.85) to build the data plane" >&2
+  exit 1
+fi
 
 want=(python3-venv ffmpeg containerd runc iptables conntrack containernetworking-plugins
       mmdebstrap docker.io gcc libc6-dev "$@")

@@ -89,7 +89,7 @@ class JwtVerifier:
         token = token.strip()
         try:
             algorithm = jwt.get_unverified_header(token).get("alg")
-        except jwt.PyJWTError as exc:
+        except (jwt.PyJWTError, ValueError, TypeError) as exc:  # ValueError: non-ASCII bytes
             raise AuthError(401, f"invalid token: {exc}") from None
         if algorithm not in self.algorithms:
             raise AuthError(401, f"invalid token: algorithm {algorithm!r} is not accepted")

@@ -1,6 +1,11 @@
 """``vod-stream``: ``serve`` (the default) runs the server; ``sign`` prints a signed URL;
 ``package`` turns a source video into an HLS ladder in the origin (what a VideoAsset's Job
-runs); ``unpublish`` removes an asset's outputs."""
+runs); ``unpublish`` removes an asset's outputs.
+
+Every setting is a ``VOD_*`` environment variable (see the README) and, for ``serve``, also a
+flag (``--media-root``, ``--port``, ...): a flag wins over the environment, which wins over the
+config file.
+"""
 
 from __future__ import annotations
 
@@ -11,19 +16,42 @@ import time
 from pathlib import Path
 
 from vod_stream import __version__, signing
-from vod_stream.config import ConfigError, Settings
+from vod_stream.config import PREFIX, SPECS, ConfigError, Settings, Spec, _bool
 from vod_stream.keys import KeyRing
 
 
-def _parser(settings_help: str) -> argparse.ArgumentParser:
+def flag_of(spec: Spec) -> str:
+    return "--" + spec.name.lower().replace("_", "-")
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vod-stream",
-        description="HTTP Range streaming server. Settings come from VOD_* environment "
-        "variables (see the README): " + settings_help,
+        description="HTTP Range streaming server: a compiled data plane for media, a Python "
+        "application for uploads and the admin API. Settings come from VOD_* environment "
+        "variables or, for `serve`, the flags listed by `vod-stream serve --help`.",
     )
     parser.add_argument("--version", action="version", version=__version__)
     commands = parser.add_subparsers(dest="command")
-    commands.add_parser("serve", help="run the server (the default)")
+    serve = commands.add_parser(
+        "serve",
+        help="run the server (the default)",
+        description="Run the server. Each flag sets the VOD_* setting named beside it (a flag "
+        "wins over the environment, which wins over VOD_CONFIG_FILE); the default is shown.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    for spec in SPECS:
+        default = spec.default if spec.default != "" else "unset"
+        extra: dict[str, object] = {}
+        if spec.parse is _bool:
+            extra = {"nargs": "?", "const": "true"}
+        serve.add_argument(
+            flag_of(spec),
+            dest=spec.name,
+            metavar=spec.name if spec.parse is not _bool else "BOOL",
+            help=f"{spec.meaning} ({PREFIX}{spec.name}; default: {default})",
+            **extra,  # type: ignore[arg-type]
+        )
     sign = commands.add_parser("sign", help="print a signed playback URL")
     sign.add_argument("path", help="URL path of the file, e.g. /movies/a.mp4")
     sign.add_argument("--ttl", type=int, help="seconds until expiry (VOD_SIGNED_URL_TTL_SECONDS)")
@@ -114,15 +142,20 @@ def _sign(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser("VOD_PORT, VOD_MEDIA_ROOT, ...").parse_args(argv)
+    args = _parser().parse_args(argv)
     if args.command == "package":  # needs no server settings
         return _package(args)
     if args.command == "unpublish":
         from vod_stream.package import remove
 
         return remove(args.media_root, args.prefix)
+    flags = {
+        PREFIX + spec.name: value
+        for spec in SPECS
+        if (value := getattr(args, spec.name, None)) is not None
+    }
     try:
-        settings = Settings.from_env()
+        settings = Settings.from_env({**os.environ, **flags})
     except ConfigError as exc:
         print(f"vod-stream: {exc}", file=sys.stderr)
         return 2

@@ -6,6 +6,7 @@ the same names and a unit test keeps the two in step.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -80,11 +81,11 @@ SPECS: tuple[Spec, ...] = (
     Spec("CONFIG_FILE", "", _optional_path, "optional KEY=VALUE file read before the environment"),
     Spec("HOST", "0.0.0.0", str, "bind address"),
     Spec("PORT", "8080", _port, "HTTP port for media, /ping, /healthz, /readyz, /metrics"),
-    Spec("WORKERS", "0", int, "worker processes sharing the port (SO_REUSEPORT); 0 = CPUs"),
+    Spec("WORKERS", "0", int, "data plane worker threads; 0 = CPUs"),
     Spec("MEDIA_ROOT", "/media", Path, "the origin directory that is served"),
     Spec("MAX_UPLOAD_BYTES", "10737418240", _positive_int, "PUT size limit (413 above it)"),
     Spec("MAX_RANGES", "16", _positive_int, "most ranges in one request (more: whole file)"),
-    Spec("MAX_CONNECTIONS", "1024", _positive_int, "concurrent connections per worker"),
+    Spec("MAX_CONNECTIONS", "1024", _positive_int, "concurrent connections (more: 503)"),
     Spec("HEADER_TIMEOUT_SECONDS", "10", _seconds, "time to receive a request's headers"),
     Spec("BODY_TIMEOUT_SECONDS", "60", _seconds, "longest pause while receiving a body"),
     Spec("IDLE_TIMEOUT_SECONDS", "75", _seconds, "keep-alive idle time before closing"),
@@ -107,7 +108,6 @@ SPECS: tuple[Spec, ...] = (
     Spec("CORS_ALLOWED_ORIGINS", "", _csv, "origins allowed by CORS (`*` for any)"),
     Spec("LOG_LEVEL", "info", _level, "debug, info, warning or error"),
     Spec("ACCESS_LOG", "true", _bool, "one JSON line per request"),
-    Spec("FAST_PATH", "true", _bool, "answer plain GET/HEAD of media from the protocol"),
     Spec("METRICS_DIR", "/tmp/vod-stream-metrics", Path, "prometheus multiprocess directory"),
 )
 
@@ -146,7 +146,6 @@ class Settings:
     cors_allowed_origins: tuple[str, ...]
     log_level: str
     access_log: bool
-    fast_path: bool
     metrics_dir: Path
 
     @property
@@ -172,6 +171,37 @@ class Settings:
                 raise ConfigError(f"{PREFIX}{spec.name}: {exc}") from None
         assert {f.name for f in fields(cls)} == set(parsed)
         return cls(**parsed)
+
+
+def dataplane_config(settings: Settings, upstream_socket: str) -> str:
+    """The data plane's settings as JSON (``vod_stream._dataplane.serve`` reads them)."""
+    from vod_stream.mediatypes import DEFAULT_TYPE, content_type_table
+
+    return json.dumps(
+        {
+            "media_root": str(settings.media_root),
+            "workers": settings.worker_count,
+            "max_ranges": settings.max_ranges,
+            "max_connections": settings.max_connections,
+            "header_timeout_seconds": settings.header_timeout_seconds,
+            "body_timeout_seconds": settings.body_timeout_seconds,
+            "idle_timeout_seconds": settings.idle_timeout_seconds,
+            "send_timeout_seconds": settings.send_timeout_seconds,
+            "shutdown_grace_seconds": settings.shutdown_grace_seconds,
+            "drain_delay_seconds": settings.drain_delay_seconds,
+            "signed_urls": settings.signed_urls,
+            "signing_keys_dir": str(settings.signing_keys_dir),
+            "signed_url_bind_ip": settings.signed_url_bind_ip,
+            "client_ip_header": settings.client_ip_header,
+            "cors_allowed_origins": list(settings.cors_allowed_origins),
+            "access_log": settings.access_log,
+            "log_level": settings.log_level,
+            "upstream_socket": upstream_socket,
+            "content_types": content_type_table(),
+            "default_content_type": DEFAULT_TYPE,
+            "parent_pid": os.getpid(),  # the data plane stops when this process dies
+        }
+    )
 
 
 def available_cpus(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:

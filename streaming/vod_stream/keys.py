@@ -1,38 +1,19 @@
 """The signing key ring: a folder (a mounted Secret) where each file name is a key id.
 
 Re-read at most once a second, so a rotated Secret takes effect without a restart; dotfiles
-(Kubernetes' ``..data`` links and ``..2024_...`` folders) are skipped.
+(Kubernetes' ``..data`` links and ``..2024_...`` folders) are skipped. The folder is read by the
+compiled ``read_keys``, the one the data plane verifies signatures with.
 """
 
 from __future__ import annotations
 
-import os
-import re
 import time
 from pathlib import Path
 
-KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+from vod_stream._dataplane import read_keys
+
 RESCAN_SECONDS = 1.0
-
-
-def read_keys(folder: Path) -> dict[str, bytes]:
-    keys: dict[str, bytes] = {}
-    try:
-        names = sorted(os.listdir(folder))
-    except OSError:
-        return keys
-    for name in names:
-        if name.startswith(".") or not KEY_ID.fullmatch(name):
-            continue
-        try:
-            with open(folder / name, "rb") as handle:
-                key = handle.read(4096)
-        except (IsADirectoryError, OSError):
-            continue
-        key = key.rstrip(b"\r\n")
-        if key:
-            keys[name] = key
-    return keys
+__all__ = ["KeyRing", "read_keys"]
 
 
 class KeyRing:

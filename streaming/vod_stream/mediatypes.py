@@ -1,10 +1,11 @@
-"""Content-Type by file extension, media formats first (the system's table varies by host)."""
+"""Content-Type by file extension, media formats first (the system's table varies by host).
+
+The data plane answers media with this table: ``content_type_table`` is handed to it at start.
+"""
 
 from __future__ import annotations
 
 import mimetypes
-import os.path
-from functools import lru_cache
 
 MEDIA_TYPES: dict[str, str] = {
     ".mp4": "video/mp4",
@@ -47,15 +48,11 @@ MEDIA_TYPES: dict[str, str] = {
 DEFAULT_TYPE = "application/octet-stream"
 
 
-def content_type(path: str) -> str:
-    """The Content-Type for a file name."""
-    return _by_suffix(os.path.splitext(path)[1].lower())
-
-
-@lru_cache(maxsize=256)
-def _by_suffix(suffix: str) -> str:
-    known = MEDIA_TYPES.get(suffix)
-    if known is not None:
-        return known
-    guessed, _ = mimetypes.guess_type("x" + suffix, strict=False)
-    return guessed or DEFAULT_TYPE
+def content_type_table() -> dict[str, str]:
+    """Every known suffix (lower case, with its dot) and its Content-Type: the media types
+    above, then the system's table (strict and common types)."""
+    mimetypes.init()
+    table = {s.lower(): t for s, t in mimetypes.common_types.items()}
+    table.update({s.lower(): t for s, t in mimetypes.types_map.items()})
+    table.update(MEDIA_TYPES)
+    return table

@@ -1,5 +1,5 @@
-"""Prometheus metrics, in multiprocess mode when PROMETHEUS_MULTIPROC_DIR is set (the
-supervisor sets it before starting workers, so every worker's samples are summed on /metrics)."""
+"""The Python side's Prometheus metrics. The data plane serves /metrics: it fetches this
+exposition and merges its own series into it (same names and labels, samples summed)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,9 @@ from prometheus_client import (
 from prometheus_client import multiprocess as _multiprocess
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# prometheus_client picks its value store when imported: files under the multiprocess folder
+# only when the variable was already set then (the Python side is one process: usually not).
+_MULTIPROCESS = bool(os.environ.get(MULTIPROC_ENV))
 
 REQUESTS = Counter(
     "vod_http_requests",
@@ -83,9 +86,9 @@ def child(metric: Counter | Histogram, *labels: str) -> Any:
 
 
 def exposition() -> tuple[bytes, str]:
-    """The text exposition of every worker's metrics, and its content type."""
+    """The text exposition of the Python side's metrics, and its content type."""
     path = os.environ.get(MULTIPROC_ENV)
-    if path:
+    if path and _MULTIPROCESS:
         registry = CollectorRegistry()
         _multiprocess.MultiProcessCollector(registry, path=path)
         return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -1,26 +1,39 @@
-"""The main process: checks the settings, reserves the port, starts the workers, restarts any
-that die, and on SIGTERM passes the signal on and waits for them to drain, then exits 0."""
+"""The main process: checks the settings, binds the port, runs the Python application on a
+Unix socket, starts the data plane (which accepts on the port and proxies to that socket),
+restarts it if it dies, and on SIGTERM drains it within its deadline, then exits 0.
+
+SIGTERM order: the data plane fails /readyz at once, keeps accepting for
+``VOD_DRAIN_DELAY_SECONDS``, closes the port, lets responses finish for at most
+``VOD_SHUTDOWN_GRACE_SECONDS`` and cuts the rest; the Python application keeps serving what the
+data plane proxies until the data plane has exited, then stops at once.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import multiprocessing
 import os
 import re
+import shutil
 import signal
+import socket
+import sys
+import tempfile
 import time
-from multiprocessing.connection import wait
-from multiprocessing.process import BaseProcess
-from types import FrameType
+
+from aiohttp import web
 
 from vod_stream import logs
-from vod_stream.config import Settings
+from vod_stream.config import Settings, dataplane_config
+from vod_stream.dataplane import CONFIG_ENV, LISTEN_FD_ENV, READY_FD_ENV
+from vod_stream.server import StreamApp
 from vod_stream.uploads import remove_stale_uploads
-from vod_stream.worker import listening_socket
 
 READY_TIMEOUT_SECONDS = 60
 RESTART_DELAY_SECONDS = 1.0
-
+BACKLOG = 1024
+# Past the data plane's own deadline (drain delay + grace), the time it gets to exit by itself.
+EXIT_MARGIN_SECONDS = 2.0
 
 # prometheus_client's multiprocess files: ``<type>_<pid>.db`` (counter_12.db, gauge_livesum_12.db)
 METRICS_FILE = re.compile(r"[a-z]+(?:_[a-z]+)*_\d+\.db")
@@ -39,86 +52,144 @@ def prepare_metrics_dir(settings: Settings) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The listening TCP socket the data plane accepts on (inherited by it)."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    sock.bind(address)
+    sock.listen(BACKLOG)
+    sock.set_inheritable(True)
+    return sock
+
+
 class Supervisor:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.context = multiprocessing.get_context("spawn")
-        self.stopping = False
-        self.workers: list[BaseProcess] = []
-        self.port = 0
+        self.stopping = asyncio.Event()
 
-    def _start_worker(self) -> tuple[BaseProcess, object]:
-        from vod_stream import worker
-
-        ready = self.context.Event()
-        process = self.context.Process(
-            target=worker.main, args=(self.settings, self.port, ready), daemon=False
-        )
-        process.start()
-        return process, ready
-
-    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        if not self.stopping:
+    def _on_signal(self, signum: int) -> None:
+        if not self.stopping.is_set():
             logs.event("shutting down", signal=signal.Signals(signum).name)
-        self.stopping = True
-        for process in self.workers:
-            if process.is_alive() and process.pid is not None:
-                os.kill(process.pid, signal.SIGTERM)
+        self.stopping.set()
 
-    def run(self) -> int:
+    async def _start_dataplane(
+        self, listener: socket.socket, upstream: str
+    ) -> asyncio.subprocess.Process | None:
+        """Start the data plane on ``listener``; ``None`` when it did not get ready."""
+        ready_read, ready_write = os.pipe()
+        env = {
+            **os.environ,
+            CONFIG_ENV: dataplane_config(self.settings, upstream),
+            LISTEN_FD_ENV: str(listener.fileno()),
+            READY_FD_ENV: str(ready_write),
+        }
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "vod_stream.dataplane",
+            env=env,
+            pass_fds=(listener.fileno(), ready_write),
+        )
+        os.close(ready_write)
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(READY_TIMEOUT_SECONDS):
+                said = await loop.run_in_executor(None, os.read, ready_read, 16)
+        except TimeoutError:
+            said = b""
+        finally:
+            os.close(ready_read)
+        if said.startswith(b"ready"):
+            return process
+        logs.event("the data plane did not start", pid=process.pid)
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+        return None
+
+    async def main(self) -> int:
         settings = self.settings
-        if not settings.media_root.is_dir():
-            logs.event("media root is not a folder", path=str(settings.media_root))
-            return 2
-        removed = remove_stale_uploads(settings.tmp_dir, 2 * settings.body_timeout_seconds + 60)
-        if removed:
-            logs.event("removed stale uploads", count=removed)
-        prepare_metrics_dir(settings)
-        # Bound but not listening: holds the port (SO_REUSEPORT) so every worker gets the same
-        # one even when VOD_PORT=0 asks for any free port; receives no connections itself.
-        reservation = listening_socket(settings.host, settings.port, listen=False)
-        self.port = reservation.getsockname()[1]
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
-        started = [self._start_worker() for _ in range(settings.worker_count)]
-        self.workers = [process for process, _ in started]
-        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-        for process, ready in started:
-            if not ready.wait(max(0.0, deadline - time.monotonic())):  # type: ignore[attr-defined]
-                logs.event("a worker did not start", pid=process.pid)
-                self._on_signal(signal.SIGTERM, None)
-                break
-        else:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._on_signal, signum)
+        app = StreamApp(settings)
+        runtime = tempfile.mkdtemp(prefix="vod-stream-")
+        upstream = os.path.join(runtime, "app.sock")
+        server = web.Server(app.handle, access_log=None)
+        unix = await loop.create_unix_server(server, upstream, backlog=BACKLOG)
+        listener = listening_socket(settings.host, settings.port)
+        port = listener.getsockname()[1]
+        code = 0
+        try:
+            process = await self._start_dataplane(listener, upstream)
+            if process is None:
+                return 1
             logs.event(
                 "listening",
                 host=settings.host,
-                port=self.port,
-                workers=len(self.workers),
+                port=port,
+                workers=settings.worker_count,
                 media_root=str(settings.media_root),
+                dataplane_pid=process.pid,
             )
-        self._watch()
-        reservation.close()
+            while not self.stopping.is_set():
+                exited = asyncio.ensure_future(process.wait())
+                stopping = asyncio.ensure_future(self.stopping.wait())
+                await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                stopping.cancel()
+                if self.stopping.is_set():
+                    exited.cancel()
+                    break
+                logs.event("data plane died, restarting", exitcode=process.returncode)
+                await asyncio.sleep(RESTART_DELAY_SECONDS)
+                restarted = await self._start_dataplane(listener, upstream)
+                if restarted is None:
+                    return 1
+                process = restarted
+            # Only the data plane holds the port from here: once it closes it, connections
+            # are refused.
+            listener.close()
+            app.draining = True
+            await self._stop_dataplane(process)
+        finally:
+            listener.close()
+            await server.shutdown(1.0)
+            unix.close()
+            await unix.wait_closed()
+            shutil.rmtree(runtime, ignore_errors=True)
         logs.event("stopped")
-        return 0
+        return code
 
-    def _watch(self) -> None:
-        from vod_stream.metrics import mark_dead
-
-        while True:
-            alive = [p for p in self.workers if p.exitcode is None]
-            if not alive:
-                return
-            wait([p.sentinel for p in alive], timeout=1.0)
-            for index, process in enumerate(self.workers):
-                if process.exitcode is None or self.stopping:
-                    continue
-                logs.event("worker died, restarting", pid=process.pid, exitcode=process.exitcode)
-                if process.pid is not None:
-                    mark_dead(process.pid)
-                time.sleep(RESTART_DELAY_SECONDS)
-                self.workers[index], _ = self._start_worker()
+    async def _stop_dataplane(self, process: asyncio.subprocess.Process) -> None:
+        settings = self.settings
+        deadline = (
+            settings.drain_delay_seconds + settings.shutdown_grace_seconds + EXIT_MARGIN_SECONDS
+        )
+        started = time.monotonic()
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+        try:
+            async with asyncio.timeout(deadline):
+                await process.wait()
+        except TimeoutError:
+            logs.event("the data plane overran its deadline", seconds=time.monotonic() - started)
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
 
 
 def run(settings: Settings) -> int:
     logs.setup_logging(settings.log_level)
-    return Supervisor(settings).run()
+    if not settings.media_root.is_dir():
+        logs.event("media root is not a folder", path=str(settings.media_root))
+        return 2
+    removed = remove_stale_uploads(settings.tmp_dir, 2 * settings.body_timeout_seconds + 60)
+    if removed:
+        logs.event("removed stale uploads", count=removed)
+    prepare_metrics_dir(settings)
+    return asyncio.run(Supervisor(settings).main())

@@ -21,10 +21,10 @@ from aiohttp import web
 from aiohttp.web_request import BaseRequest
 
 from vod_stream import logs, metrics
+from vod_stream._dataplane import make_etag
 from vod_stream.config import Settings
 from vod_stream.errors import json_error, json_response
 from vod_stream.paths import open_regular_file, writable_target
-from vod_stream.preconditions import make_etag
 
 NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
@@ -149,7 +149,7 @@ def delete(relative: str, root_real: str, headers: Mapping[str, str]) -> web.Str
     opened = open_regular_file(root_real, relative)
     if opened is None:
         return json_error(404, "no such file", headers)
-    os.close(opened.fd)
+    os.close(opened)
     try:
         os.unlink(os.path.join(root_real, relative))
     except FileNotFoundError:

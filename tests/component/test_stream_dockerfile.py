@@ -61,3 +61,27 @@ def test_entrypoint_serves_a_media_root(tmp_path: Path) -> None:
         assert (r.status_code, r.content) == (206, b"ftypmp42")
     finally:
         assert server.terminate() == 0
+
+
+def test_serve_flags_win_over_the_environment(tmp_path: Path) -> None:
+    """`vod-stream serve --media-root ... --max-ranges ...` as `python -m http.server` users
+    expect; a flag wins over the VOD_* variable."""
+    program = shutil.which("vod-stream", path=str(Path(sys.executable).parent))
+    assert program is not None
+    media = tmp_path / "media"
+    media.mkdir()
+    (media / "a.mp4").write_bytes(b"0123456789")
+    (tmp_path / "keys").mkdir()
+    server = ServerProcess(
+        tmp_path / "elsewhere",  # VOD_MEDIA_ROOT (set by ServerProcess) loses to the flag
+        tmp_path,
+        env={"VOD_MAX_RANGES": "16"},
+        command=[program, "serve", "--media-root", str(media), "--max-ranges", "1"],
+    )
+    try:
+        one = httpx.get(f"{server.url}/a.mp4", headers={"Range": "bytes=0-0"})
+        assert (one.status_code, one.content) == (206, b"0")
+        two = httpx.get(f"{server.url}/a.mp4", headers={"Range": "bytes=0-0,5-5"})
+        assert (two.status_code, two.content) == (200, b"0123456789")  # over --max-ranges 1
+    finally:
+        assert server.terminate() == 0

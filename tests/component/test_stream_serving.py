@@ -23,11 +23,9 @@ pytestmark = pytest.mark.component
 BIG = os.urandom(3 * 1024 * 1024 + 17)
 
 
-@pytest.fixture(scope="module", params=["fast-path", "aiohttp"])
-def server(
-    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
-) -> Iterator[ServerProcess]:
-    """Every test runs against both request paths (VOD_FAST_PATH true and false)."""
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server (its data plane with 2 worker threads) for the module."""
     base = tmp_path_factory.mktemp("serving")
     root = base / "media"
     (root / "movies").mkdir(parents=True)
@@ -37,8 +35,7 @@ def server(
     for name in ("a.m4s", "b.mkv", "c.mov", "d.m3u8", "e.mpd", "f.vtt", "g.bin"):
         (root / name).write_bytes(b"0123456789")
     (base / "keys").mkdir()
-    fast = "true" if request.param == "fast-path" else "false"
-    proc = ServerProcess(root, base, env={"VOD_WORKERS": "2", "VOD_FAST_PATH": fast})
+    proc = ServerProcess(root, base, env={"VOD_WORKERS": "2"})
     yield proc
     assert proc.terminate() == 0
 
@@ -263,7 +260,6 @@ def test_head_errors_have_no_body(
 def test_operational_endpoints(client: httpx.Client, server: ServerProcess) -> None:
     client.get("/movies/big.mp4", headers={"Range": "bytes=0-0,5-5"})
     client.get("/movies/big.mp4", headers={"Range": "bytes=-1"})
-    # a connection of its own, so the shared one stays on the fast path
     with server.client() as ops:
         assert ops.get("/ping").json() == {"message": "pong"}
         assert ops.get("/healthz").status_code == 200

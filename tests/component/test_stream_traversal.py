@@ -16,10 +16,8 @@ pytestmark = pytest.mark.component
 SECRET = b"TOP-SECRET-OUTSIDE-THE-ROOT"
 
 
-@pytest.fixture(scope="module", params=["fast-path", "aiohttp"])
-def server(
-    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
-) -> Iterator[ServerProcess]:
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     base = tmp_path_factory.mktemp("traversal")
     (base / "secret.txt").write_bytes(SECRET)
     (base / "outside").mkdir()
@@ -35,7 +33,7 @@ def server(
     os.symlink(root / "ok.mp4", root / "sub" / "link-in.mp4")
     os.mkfifo(root / "fifo.mp4")
     (base / "keys").mkdir()
-    proc = ServerProcess(root, base, env={"VOD_FAST_PATH": str(request.param == "fast-path")})
+    proc = ServerProcess(root, base)
     yield proc
     assert proc.terminate() == 0
 

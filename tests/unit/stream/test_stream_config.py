@@ -75,3 +75,15 @@ def test_readme_documents_every_setting():
     section = text[text.index("## Streaming server (vod-stream)") :]
     documented = set(re.findall(r"^\| `(VOD_[A-Z_]+)` \|", section, re.MULTILINE))
     assert documented == {"VOD_" + spec.name for spec in SPECS}
+
+
+def test_serve_help_lists_every_setting_with_its_default(capsys):
+    from vod_stream.cli import flag_of, main
+
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for spec in SPECS:
+        assert flag_of(spec) in text
+        default = spec.default if spec.default != "" else "unset"
+        assert f"(VOD_{spec.name}; default: {default})" in text, spec.name

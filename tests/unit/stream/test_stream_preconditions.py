@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vod_stream.preconditions import (
+from vod_stream._dataplane import (
     EntityTag,
     format_http_date,
     if_match_passes,

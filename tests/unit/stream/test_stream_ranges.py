@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.unit.stream.range_model import expected
-from vod_stream.ranges import ByteRange, RangeKind, coalesce, parse_range
+from vod_stream._dataplane import ByteRange, RangeKind, coalesce, parse_range
 
 pytestmark = pytest.mark.unit
 
@@ -32,7 +32,7 @@ SIZE = 10000  # RFC 9110 14.1.2 uses a 10000-byte representation
 )
 def test_rfc_examples(header, kind, ranges):
     result = parse_range(header, SIZE, 16)
-    assert result.kind is kind
+    assert result.kind == kind
     assert [(r.start, r.end) for r in result.ranges] == ranges
 
 
@@ -72,7 +72,7 @@ def test_edges_single(header, expected):
     ],
 )
 def test_unsatisfiable(header):
-    assert parse_range(header, SIZE, 16).kind is RangeKind.UNSATISFIABLE
+    assert parse_range(header, SIZE, 16).kind == RangeKind.UNSATISFIABLE
 
 
 @pytest.mark.parametrize(
@@ -97,28 +97,28 @@ def test_unsatisfiable(header):
     ],
 )
 def test_ignored(header):
-    assert parse_range(header, SIZE, 16).kind is RangeKind.IGNORED
+    assert parse_range(header, SIZE, 16).kind == RangeKind.IGNORED
 
 
 def test_range_count_cap():
     ok = ",".join(f"{i * 10}-{i * 10}" for i in range(16))
-    assert parse_range("bytes=" + ok, SIZE, 16).kind is RangeKind.MULTI
+    assert parse_range("bytes=" + ok, SIZE, 16).kind == RangeKind.MULTI
     too_many = ok + ",500-500"
-    assert parse_range("bytes=" + too_many, SIZE, 16).kind is RangeKind.IGNORED
+    assert parse_range("bytes=" + too_many, SIZE, 16).kind == RangeKind.IGNORED
 
 
 def test_empty_file():
-    assert parse_range("bytes=0-", 0, 16).kind is RangeKind.UNSATISFIABLE
-    assert parse_range("bytes=0-0", 0, 16).kind is RangeKind.UNSATISFIABLE
-    assert parse_range("bytes=-0", 0, 16).kind is RangeKind.UNSATISFIABLE
+    assert parse_range("bytes=0-", 0, 16).kind == RangeKind.UNSATISFIABLE
+    assert parse_range("bytes=0-0", 0, 16).kind == RangeKind.UNSATISFIABLE
+    assert parse_range("bytes=-0", 0, 16).kind == RangeKind.UNSATISFIABLE
     # a non-zero suffix is satisfiable but names no byte: send the (empty) whole file
-    assert parse_range("bytes=-5", 0, 16).kind is RangeKind.IGNORED
+    assert parse_range("bytes=-5", 0, 16).kind == RangeKind.IGNORED
 
 
 def test_one_byte_file():
     assert parse_range("bytes=0-0", 1, 16).ranges == (ByteRange(0, 0),)
     assert parse_range("bytes=-1", 1, 16).ranges == (ByteRange(0, 0),)
-    assert parse_range("bytes=1-", 1, 16).kind is RangeKind.UNSATISFIABLE
+    assert parse_range("bytes=1-", 1, 16).kind == RangeKind.UNSATISFIABLE
 
 
 def test_coalesce_adjacent_keeps_the_request_order():
@@ -137,8 +137,8 @@ def test_pathological_header_is_linear():
     many = "bytes=" + ",".join(["0-1"] * 50_000)
     start = time.process_time()
     for _ in range(5):
-        assert parse_range(commas, SIZE, 16).kind is RangeKind.SINGLE
-        assert parse_range(many, SIZE, 16).kind is RangeKind.IGNORED
+        assert parse_range(commas, SIZE, 16).kind == RangeKind.SINGLE
+        assert parse_range(many, SIZE, 16).kind == RangeKind.IGNORED
     # generous bound: linear parsing takes milliseconds; quadratic would take minutes
     assert time.process_time() - start < 5
 

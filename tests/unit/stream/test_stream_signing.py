@@ -7,9 +7,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from vod_stream._dataplane import media_path, verify
 from vod_stream.keys import KeyRing, read_keys
-from vod_stream.paths import media_path
-from vod_stream.signing import sign_params, signed_url, verify
+from vod_stream.signing import sign_params, signed_url
 
 pytestmark = pytest.mark.unit
 

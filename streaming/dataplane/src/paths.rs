@@ -1,0 +1,144 @@
+//! Map a URL path to a file under the media root, refusing anything that could leave it, and
+//! the open-file cache (nginx's `open_file_cache`).
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The root-relative path for a decoded URL path, or `None` when it may not be served.
+///
+/// Refused: NUL and control characters, backslashes, `.`/`..` segments, and any segment
+/// starting with a dot (hidden files and the uploads' `.vod-tmp` staging folder). Empty
+/// segments (`//`) are dropped; the root itself (a directory) is refused.
+pub fn media_path(url_path: &str) -> Option<String> {
+    if !url_path.starts_with('/') || url_path.chars().any(|c| c < ' ' || c == '\x7f' || c == '\\') {
+        return None;
+    }
+    let segments: Vec<&str> = url_path.split('/').filter(|s| !s.is_empty()).collect();
+    if segments.is_empty() || segments.iter().any(|s| s.starts_with('.')) {
+        return None;
+    }
+    Some(segments.join("/"))
+}
+
+/// An open regular file: descriptor (closed on drop) and its identity.
+#[derive(Debug)]
+pub struct OpenFile {
+    pub fd: std::os::fd::OwnedFd,
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime: i64,
+    pub mtime_ns: i128,
+}
+
+fn stat_path(path: &CString) -> Option<libc::stat> {
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is NUL-terminated and `st` is a valid out-pointer.
+    (unsafe { libc::stat(path.as_ptr(), &mut st) } == 0).then_some(st)
+}
+
+fn mtime_ns(st: &libc::stat) -> i128 {
+    i128::from(st.st_mtime) * 1_000_000_000 + i128::from(st.st_mtime_nsec)
+}
+
+fn inside(root_real: &Path, real: &Path) -> bool {
+    real != root_real && real.starts_with(root_real)
+}
+
+/// The resolved path of an open file (one readlink on Linux, no race with renames).
+fn real_path_of(fd: i32) -> Option<PathBuf> {
+    std::fs::read_link(format!("/proc/self/fd/{fd}")).ok()
+}
+
+/// Open `relative` under the (already resolved) root for reading: `None` unless it is a
+/// regular file whose resolved location (after every symlink) is inside the root. O_NONBLOCK
+/// keeps a FIFO from blocking the open.
+pub fn open_regular_file(root_real: &Path, relative: &str) -> Option<OpenFile> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let full = CString::new(root_real.join(relative).as_os_str().as_bytes()).ok()?;
+    // SAFETY: a NUL-terminated path; the descriptor is owned right away.
+    let raw = unsafe { libc::open(full.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NONBLOCK) };
+    if raw < 0 {
+        return None;
+    }
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: valid descriptor and out-pointer.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 || (st.st_mode & libc::S_IFMT) != libc::S_IFREG {
+        return None;
+    }
+    if !inside(root_real, &real_path_of(fd.as_raw_fd())?) {
+        return None;
+    }
+    Some(OpenFile {
+        fd,
+        dev: st.st_dev,
+        ino: st.st_ino,
+        size: st.st_size as u64,
+        mtime: st.st_mtime,
+        mtime_ns: mtime_ns(&st),
+    })
+}
+
+/// Open descriptors kept between requests. A hit costs one `stat()` of the path instead of
+/// open + fstat + readlink + close; the entry is used only while it still names the same file
+/// (device, inode, size, modification time), so a replaced, modified or deleted file, or a
+/// symlink that now points elsewhere, is reopened through `open_regular_file` and its checks.
+/// Entries are shared (`Arc`): evicting one never closes a file a response is still sending.
+pub struct FileCache {
+    root: PathBuf,
+    capacity: usize,
+    valid: Duration,
+    entries: Mutex<HashMap<String, (Arc<OpenFile>, Instant)>>,
+}
+
+impl FileCache {
+    pub fn new(root: PathBuf, capacity: usize, valid: Duration) -> FileCache {
+        FileCache { root, capacity, valid, entries: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn open(&self, relative: &str) -> Option<Arc<OpenFile>> {
+        let full = CString::new(self.root.join(relative).as_os_str().as_bytes()).ok()?;
+        let Some(current) = stat_path(&full) else {
+            self.lock().remove(relative);
+            return None;
+        };
+        let now = Instant::now();
+        {
+            let entries = self.lock();
+            if let Some((file, opened)) = entries.get(relative) {
+                if now.duration_since(*opened) < self.valid
+                    && file.dev == current.st_dev
+                    && file.ino == current.st_ino
+                    && file.size == current.st_size as u64
+                    && file.mtime_ns == mtime_ns(&current)
+                {
+                    return Some(file.clone());
+                }
+            }
+        }
+        let opened = open_regular_file(&self.root, relative);
+        let mut entries = self.lock();
+        let Some(opened) = opened else {
+            entries.remove(relative);
+            return None;
+        };
+        let file = Arc::new(opened);
+        if entries.len() >= self.capacity && !entries.contains_key(relative) {
+            // evict the oldest entry (the cache is small: a linear scan is cheap)
+            if let Some(oldest) = entries.iter().min_by_key(|(_, (_, at))| *at).map(|(k, _)| k.clone()) {
+                entries.remove(&oldest);
+            }
+        }
+        entries.insert(relative.to_string(), (file.clone(), now));
+        Some(file)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Arc<OpenFile>, Instant)>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

@@ -1,0 +1,3 @@
+module vod-operator/benchgoserver
+
+go 1.26
