@@ -156,7 +156,7 @@ def resolve_path(media_root: Path, relative: str) -> Path:
             f"spec.source.path {relative!r} is not a regular file inside the origin",
             permanent=True,
         )
-    os.close(opened.fd)
+    os.close(opened)
     return Path(candidate)
 
 
