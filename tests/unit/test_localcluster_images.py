@@ -233,7 +233,9 @@ def test_declared_args_global_and_per_stage() -> None:
 def test_only_declared_build_args_are_passed() -> None:
     offered = {"PYTHON_IMAGE": "local/base:1", "RUST_IMAGE": "local/rust:1"}
     streaming = (ROOT / "streaming" / "Dockerfile").read_text()
-    assert build_args_for(streaming, offered) == {"PYTHON_IMAGE": "local/base:1"}
+    assert build_args_for(streaming, offered) == offered  # the data plane's Rust builder stage
+    operator = (ROOT / "operator" / "Dockerfile").read_text()
+    assert build_args_for(operator, offered) == {"PYTHON_IMAGE": "local/base:1"}
     assert build_args_for(SAMPLE, offered) == offered
     assert build_args_for("FROM scratch\n", offered) == {}
 
@@ -251,15 +253,29 @@ def test_copy_sources_leave_out_stages_urls_and_heredocs() -> None:
 
 
 def test_project_dockerfiles_copy_the_package_sources() -> None:
-    for name in ("streaming", "operator"):
-        assert copy_sources((ROOT / name / "Dockerfile").read_text()) == [
-            "pyproject.toml",
-            "README.md",
-            "operator/vod_operator",
-            "streaming/vod_stream",
-            "tools/localcluster",
-            "tools/vod_delivery",
-        ]
+    packages = [
+        "operator/vod_operator",
+        "streaming/vod_stream",
+        "tools/localcluster",
+        "tools/vod_delivery",
+    ]
+    assert copy_sources((ROOT / "operator" / "Dockerfile").read_text()) == [
+        "pyproject.toml",
+        "README.md",
+        *packages,
+    ]
+    crate = [
+        "streaming/dataplane/Cargo.toml",
+        "streaming/dataplane/Cargo.lock",
+        "streaming/dataplane/src",
+    ]
+    assert copy_sources((ROOT / "streaming" / "Dockerfile").read_text()) == [
+        "pyproject.toml",
+        "README.md",
+        *packages[:2],
+        *crate,
+        *packages[2:],
+    ]
 
 
 # --- .dockerignore ---------------------------------------------------------------------------
@@ -397,11 +413,18 @@ def test_plan_passes_rust_image_only_when_declared(tmp_path: Path) -> None:
     }
     with pytest.raises(images.ImagesError, match="RUST_IMAGE"):
         images.plan(spec, _base())
-    streaming = images.project_images(ROOT)[0]
+    streaming, operator = images.project_images(ROOT)
     assert images.plan(streaming, _base(), rust_ref="r:1").build_args == {
+        "PYTHON_IMAGE": "localcluster.local/python-base:bookworm-1",
+        "RUST_IMAGE": "r:1",
+    }
+    assert images.plan(operator, _base(), rust_ref="r:1").build_args == {
         "PYTHON_IMAGE": "localcluster.local/python-base:bookworm-1"
     }
-    assert images.plan(streaming, _base()).key != images.plan(streaming, _base("b:2")).key
+    assert (
+        images.plan(operator, _base(), rust_ref="r:1").key
+        != images.plan(operator, _base("b:2"), rust_ref="r:1").key
+    )
 
 
 def test_pause_tag_and_flags() -> None:
