@@ -47,6 +47,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         os.environ["VOD_OPERATOR_RESYNC_SECONDS"] = str(args.resync_seconds)
     import vod_operator.handlers  # noqa: F401  (registers the handlers)
 
+    # kopf names itself `user@host` with getpass.getuser(), which raises for a container's
+    # numeric uid without a passwd entry (the image runs as 65532); getuser() reads $USER first.
+    os.environ.setdefault("USER", "vod-operator")
     kopf.run(
         standalone=True,
         clusterwide=not args.namespace,

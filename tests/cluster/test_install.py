@@ -93,8 +93,11 @@ def test_in_cluster_operator_reconciles_a_platform(installed: KubeCluster) -> No
         )
         vp = get_json(installed, "-n", ns, "vp", "solo")
         assert vp["status"]["readyReplicas"] == 1
-        log = installed.kubectl("-n", NAMESPACE, "logs", "deployment/vod-operator").stdout
-        assert f"{ns}/solo" in log, log[-2000:]
+        deployment = get_json(installed, "-n", ns, "deployment", "solo-stream")
+        (owner,) = deployment["metadata"]["ownerReferences"]
+        assert owner["uid"] == vp["metadata"]["uid"]
+        managers = {f["manager"] for f in deployment["metadata"]["managedFields"]}
+        assert "vod-operator" in managers
     finally:
         installed.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
