@@ -44,6 +44,19 @@ def eventually(check: Callable[[], T], timeout: float = 30.0, interval: float = 
     raise AssertionError(f"condition not met within {timeout}s: {last!r}")
 
 
+def image_alias(cluster: Any) -> str:
+    """A new name for the bundled streaming image in the local cluster's real node, so that a
+    Deployment really rolls to a "new image" that the node can run."""
+    from localcluster import realnode
+    from localcluster.node import NodeLayout
+    from vod_operator.naming import DEFAULT_IMAGE
+
+    alias = f"{DEFAULT_IMAGE}-alias-{uuid.uuid4().hex[:6]}"
+    node = NodeLayout(Path(cluster.kubeconfig).parent)
+    realnode.ctr(node, "images", "tag", "--force", DEFAULT_IMAGE, alias)
+    return alias
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

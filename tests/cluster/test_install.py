@@ -93,7 +93,9 @@ def test_in_cluster_operator_reconciles_a_platform(installed: KubeCluster) -> No
         )
         vp = get_json(installed, "-n", ns, "vp", "solo")
         assert vp["status"]["readyReplicas"] == 1
-        deployment = get_json(installed, "-n", ns, "deployment", "solo-stream")
+        deployment = get_json(
+            installed, "-n", ns, "deployment", "solo-stream", "--show-managed-fields"
+        )
         (owner,) = deployment["metadata"]["ownerReferences"]
         assert owner["uid"] == vp["metadata"]["uid"]
         managers = {f["manager"] for f in deployment["metadata"]["managedFields"]}

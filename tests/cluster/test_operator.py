@@ -19,6 +19,7 @@ from tests.cluster.conftest import (
     Namespace,
     OperatorProcess,
     eventually,
+    image_alias,
     write_counts,
 )
 
@@ -202,8 +203,10 @@ def test_two_storage_origins_are_refused(namespace: Namespace) -> None:
 # -- the spec drives the children ---------------------------------------------------------
 
 
-def test_children_follow_spec_edits(namespace: Namespace) -> None:
+@pytest.mark.local_control_plane  # the new image must exist on the node: image_alias
+def test_children_follow_spec_edits(namespace: Namespace, kube_cluster: Any) -> None:
     ns = namespace
+    new_image = image_alias(kube_cluster)
     ns.apply(platform("web"))
     wait_ready(ns, "web")
     dep = ns.get("deployment", "web-stream")
@@ -218,11 +221,11 @@ def test_children_follow_spec_edits(namespace: Namespace) -> None:
     eventually(lambda: ns.get("vp", "web")["status"]["readyReplicas"] == 3, timeout=60)
 
     # a new image rolls the Deployment
-    ns.kubectl("patch", "vp/web", "--type=merge", "-p", '{"spec":{"image":"example.org/vod:2"}}')
+    ns.kubectl("patch", "vp/web", "--type=merge", "-p", json.dumps({"spec": {"image": new_image}}))
     eventually(
         lambda: (
             ns.get("deployment", "web-stream")["spec"]["template"]["spec"]["containers"][0]["image"]
-            == "example.org/vod:2"
+            == new_image
         )
     )
     eventually(

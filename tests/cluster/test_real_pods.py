@@ -12,16 +12,14 @@ from __future__ import annotations
 import json
 import os
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from localcluster import realnode
-from localcluster.node import NODE_NAME, NodeLayout
-from tests.cluster.conftest import Namespace, OperatorProcess, eventually
+from localcluster.node import NODE_NAME
+from tests.cluster.conftest import Namespace, OperatorProcess, eventually, image_alias
 from tests.cluster.podclient import client_result, pattern, run_client_pod, start_client_pod
 from tests.cluster.test_operator import platform, wait_ready
 from vod_operator.naming import DEFAULT_IMAGE
@@ -124,10 +122,7 @@ def test_pods_become_ready_by_their_probes_and_serve_ranges_to_another_pod(
 def test_rolling_update_while_a_client_streams_fails_no_request(
     operator: OperatorProcess, namespace: Namespace, media: Path, kube_cluster: Any
 ) -> None:
-    # a second name for the same image, so the Deployment really rolls to a new image
-    node = NodeLayout(Path(kube_cluster.kubeconfig).parent)
-    alias = f"{DEFAULT_IMAGE}-rollout-{uuid.uuid4().hex[:6]}"
-    realnode.ctr(node, "images", "tag", "--force", DEFAULT_IMAGE, alias)
+    alias = image_alias(kube_cluster)  # a second name: the Deployment really rolls
     namespace.apply(pvc_platform("roll", "replicas: 2"))
     wait_ready(namespace, "roll", timeout=180)
     all_pods_ready(namespace, "roll")
