@@ -203,23 +203,37 @@ class Kube:
         body: Any = None,
         content_type: str = "application/json",
     ) -> dict[str, Any]:
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        data = self._call(method, path, query or [], headers, body, read_timeout=60)
+        result: dict[str, Any] = json.loads(data) if data else {}
+        return result
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        query: list[tuple[str, str]],
+        headers: dict[str, str],
+        body: Any,
+        read_timeout: float,
+    ) -> bytes:
+        """One API call; the response body, or KubeError for any non-2xx answer."""
         serialized = self._client.param_serialize(
             method,
             path,
-            query_params=query or [],
-            header_params={"Accept": "application/json", "Content-Type": content_type},
+            query_params=query,
+            header_params=headers,
             body=body,
             auth_settings=["BearerToken"],
         )
         try:
-            response = self._client.call_api(*serialized, _request_timeout=(10, 60))
+            response = self._client.call_api(*serialized, _request_timeout=(10, read_timeout))
         except ApiException as exc:
             raise KubeError.from_api(exc) from exc
         data = response.read()
         if not 200 <= response.status <= 299:
             raise KubeError.from_api(ApiException(http_resp=response))
-        result: dict[str, Any] = json.loads(data) if data else {}
-        return result
+        return bytes(data or b"")
 
     # -- reads ----------------------------------------------------------------------------
     def get(self, kind: Kind, namespace: str, name: str) -> dict[str, Any] | None:
@@ -326,21 +340,11 @@ class Kube:
 
     def pod_log(self, namespace: str, pod: str, tail_lines: int) -> str:
         """The last `tail_lines` lines of a pod's (only) container log."""
-        serialized = self._client.param_serialize(
-            "GET",
-            POD.path(namespace, pod, "log"),
-            query_params=[("tailLines", str(tail_lines))],
-            header_params={"Accept": "text/plain"},
-            auth_settings=["BearerToken"],
+        query = [("tailLines", str(tail_lines))]
+        data = self._call(
+            "GET", POD.path(namespace, pod, "log"), query, {"Accept": "text/plain"}, None, 30
         )
-        try:
-            response = self._client.call_api(*serialized, _request_timeout=(10, 30))
-        except ApiException as exc:
-            raise KubeError.from_api(exc) from exc
-        data = response.read()
-        if not 200 <= response.status <= 299:
-            raise KubeError.from_api(ApiException(http_resp=response))
-        return bytes(data or b"").decode("utf-8", "replace")
+        return data.decode("utf-8", "replace")
 
     def event(self, platform: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
         """Record a core/v1 Event on a VideoPlatform or VideoAsset (best effort)."""
