@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from localcluster import cluster, hoststate, images, realnode
-from localcluster.node import NODE_NAME
+from localcluster.node import NODE_NAME, NodeLayout
 
 pytestmark = [pytest.mark.cluster, pytest.mark.local_control_plane]
 
@@ -72,6 +72,12 @@ def test_a_real_node_leaves_nothing_behind(tmp_path: Path, probed_sysctls: None)
         assert any(item.startswith("mount ") for item in running), running
         assert any(item.startswith("cgroup ") for item in running), running
         assert any(item.startswith("process ") for item in running), running
+        shims = [
+            pid
+            for pid in hoststate.node_pids(root, NodeLayout(root).sockets)
+            if b"containerd-shim" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        ]
+        assert shims, "the pod's shim is counted as the node's"
         assert f"network namespace {net.netns}" in running
         assert any(item.startswith("sysctl kernel.panic=") for item in running), running
     finally:

@@ -153,6 +153,12 @@ def marked_pids(marker: str) -> set[int]:
     return found
 
 
+def node_pids(root: Path, sockets: Path) -> set[int]:
+    """The node's processes: those naming the cluster folder, and containerd's shims, which name
+    only the socket folder (`-address <sockets>/containerd.sock`)."""
+    return marked_pids(f"{root}/") | marked_pids(f"{sockets}/")
+
+
 def kill_all(pids: set[int]) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -235,7 +241,7 @@ def restore(
     the shared files it created, and write back the sysctls it changed."""
     cgroups = cgroup_dirs(cgroup_root)
     for _ in range(3):  # pods may be restarted by a shim while we kill; repeat until quiet
-        pids = _cgroup_pids(cgroups) | marked_pids(f"{root}/")
+        pids = _cgroup_pids(cgroups) | node_pids(root, sockets)
         if not pids:
             break
         kill_all(pids)
@@ -273,7 +279,7 @@ def leftovers(
 ) -> list[str]:
     """Everything the node left on the host compared with `before` (empty: nothing)."""
     found: list[str] = []
-    found += [f"process {pid}" for pid in sorted(marked_pids(f"{root}/"))]
+    found += [f"process {pid}" for pid in sorted(node_pids(root, sockets))]
     found += [f"mount {point}" for point in mounts_under(root)]
     found += [f"cgroup {path}" for path in cgroup_dirs(cgroup_root)]
     if sockets.exists():
