@@ -127,13 +127,14 @@ def desired_kinds(spec: Mapping[str, Any], inputs: RenderInputs) -> list[str]:
     return [kind for kind in TEMPLATES if wanted[kind]]
 
 
-def owner_reference(platform: Mapping[str, Any]) -> dict[str, Any]:
-    """The controller ownerReference every child carries (deletion cascades through it)."""
+def owner_reference(owner: Mapping[str, Any], kind: str = naming.KIND) -> dict[str, Any]:
+    """The controller ownerReference every child of a VideoPlatform (or, with `kind`, of a
+    VideoAsset) carries: deletion cascades through it."""
     return {
         "apiVersion": naming.API_VERSION,
-        "kind": naming.KIND,
-        "name": platform["metadata"]["name"],
-        "uid": platform["metadata"]["uid"],
+        "kind": kind,
+        "name": owner["metadata"]["name"],
+        "uid": owner["metadata"]["uid"],
         "controller": True,
         "blockOwnerDeletion": True,
     }

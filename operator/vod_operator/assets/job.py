@@ -13,24 +13,13 @@ import yaml
 
 from vod_operator import naming
 from vod_operator.assets.plan import Package, rendition_argument
-from vod_operator.render import canonical, environment, stamp
+from vod_operator.render import canonical, environment, owner_reference, stamp
 
 HEADERS_MOUNT = "/etc/vod/source-headers"
 RESULT_FILE = "/dev/termination-log"
 WORK_DIR = "/tmp/vod-package"
 #: The clean-up Job deletes a folder: small and quick.
 UNPUBLISH_RESOURCES = {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}}
-
-
-def owner_reference(asset: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": naming.API_VERSION,
-        "kind": naming.ASSET_KIND,
-        "name": asset["metadata"]["name"],
-        "uid": asset["metadata"]["uid"],
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
 
 
 def job_labels(
@@ -92,7 +81,7 @@ def _common(asset: Mapping[str, Any], platform: Mapping[str, Any]) -> dict[str, 
     spec = platform["spec"]
     return {
         "namespace": asset["metadata"]["namespace"],
-        "owner_references": [owner_reference(asset)],
+        "owner_references": [owner_reference(asset, naming.ASSET_KIND)],
         "image": spec.get("image") or naming.DEFAULT_IMAGE,
         "image_pull_policy": spec.get("imagePullPolicy", "IfNotPresent"),
         "claim_name": spec["storage"]["pvc"]["claimName"],
