@@ -62,6 +62,20 @@ def _optional_path(value: str) -> Path | None:
     return Path(value) if value else None
 
 
+def _origin(value: str) -> str:
+    kind = value.strip().lower()
+    if kind not in ("file", "s3", "http"):
+        raise ValueError(f"expected file, s3 or http, got {value!r}")
+    return kind
+
+
+def _url(value: str) -> str | None:
+    url = value.strip()
+    if url and not url.startswith(("http://", "https://")):
+        raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+    return url or None
+
+
 def _level(value: str) -> str:
     level = value.strip().upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -83,6 +97,23 @@ SPECS: tuple[Spec, ...] = (
     Spec("PORT", "8080", _port, "HTTP port for media, /ping, /healthz, /readyz, /metrics"),
     Spec("WORKERS", "0", int, "data plane worker threads; 0 = CPUs"),
     Spec("MEDIA_ROOT", "/media", Path, "the origin directory that is served"),
+    Spec("ORIGIN", "file", _origin, "where media is read from: file, s3 or http"),
+    Spec("S3_ENDPOINT", "", _url, "S3-compatible endpoint URL (origin s3)"),
+    Spec("S3_BUCKET", "", _optional, "bucket (origin s3)"),
+    Spec("S3_PREFIX", "", str, "key prefix inside the bucket, e.g. media/"),
+    Spec("S3_REGION", "us-east-1", str, "region used for request signing"),
+    Spec("S3_PATH_STYLE", "true", _bool, "path-style requests (false: virtual-hosted)"),
+    Spec("S3_ACCESS_KEY_ID_FILE", "", _optional_path, "file with the access key id"),
+    Spec("S3_SECRET_ACCESS_KEY_FILE", "", _optional_path, "file with the secret access key"),
+    Spec("S3_CA_FILE", "", _optional_path, "PEM CA bundle for the S3 endpoint"),
+    Spec("HTTP_ORIGIN_URL", "", _url, "base URL of an HTTP(S) origin that answers Range"),
+    Spec("HTTP_ORIGIN_CA_FILE", "", _optional_path, "PEM CA bundle for the HTTP origin"),
+    Spec("ORIGIN_CONNECT_TIMEOUT_SECONDS", "2", _seconds, "connecting to the origin"),
+    Spec("ORIGIN_TIMEOUT_SECONDS", "10", _seconds, "longest wait for origin bytes (504)"),
+    Spec("ORIGIN_STAT_TTL_SECONDS", "5", _seconds, "size/ETag/Last-Modified cached this long"),
+    Spec("CACHE_DIR", "", _optional_path, "slice cache folder (unset: no cache)"),
+    Spec("CACHE_MAX_BYTES", "1073741824", _positive_int, "slice cache size bound"),
+    Spec("CACHE_SLICE_BYTES", "1048576", _positive_int, "slice size of the cache"),
     Spec("MAX_UPLOAD_BYTES", "10737418240", _positive_int, "PUT size limit (413 above it)"),
     Spec("MAX_RANGES", "16", _positive_int, "most ranges in one request (more: whole file)"),
     Spec("MAX_CONNECTIONS", "1024", _positive_int, "concurrent connections (more: 503)"),
@@ -121,6 +152,23 @@ class Settings:
     port: int
     workers: int
     media_root: Path
+    origin: str
+    s3_endpoint: str | None
+    s3_bucket: str | None
+    s3_prefix: str
+    s3_region: str
+    s3_path_style: bool
+    s3_access_key_id_file: Path | None
+    s3_secret_access_key_file: Path | None
+    s3_ca_file: Path | None
+    http_origin_url: str | None
+    http_origin_ca_file: Path | None
+    origin_connect_timeout_seconds: float
+    origin_timeout_seconds: float
+    origin_stat_ttl_seconds: float
+    cache_dir: Path | None
+    cache_max_bytes: int
+    cache_slice_bytes: int
     max_upload_bytes: int
     max_ranges: int
     max_connections: int
@@ -170,7 +218,21 @@ class Settings:
             except ValueError as exc:
                 raise ConfigError(f"{PREFIX}{spec.name}: {exc}") from None
         assert {f.name for f in fields(cls)} == set(parsed)
+        _check_origin(parsed)
         return cls(**parsed)
+
+
+def _check_origin(parsed: Mapping[str, Any]) -> None:
+    """The chosen origin has what it needs (named in the error)."""
+    required = {"s3": ("s3_endpoint", "s3_bucket"), "http": ("http_origin_url",)}
+    for name in required.get(parsed["origin"], ()):
+        if not parsed[name]:
+            origin = parsed["origin"]
+            raise ConfigError(f"{PREFIX}{name.upper()}: required when {PREFIX}ORIGIN={origin}")
+    key_files = (parsed["s3_access_key_id_file"], parsed["s3_secret_access_key_file"])
+    if (key_files[0] is None) != (key_files[1] is None):
+        names = f"{PREFIX}S3_ACCESS_KEY_ID_FILE and {PREFIX}S3_SECRET_ACCESS_KEY_FILE"
+        raise ConfigError(f"{names}: set both or neither")
 
 
 def dataplane_config(settings: Settings, upstream_socket: str) -> str:
