@@ -216,6 +216,11 @@ MEDIA_BENCH_ARGS ?=
 bench-media: $(STAMP) ## vod-stream package vs one hand-written ffmpeg (60 s 1080p, default ladder); Job start -> Playable with --cluster on a real node
 	$(PY) tools/bench/media_bench.py $(MEDIA_BENCH_ARGS)
 
+.PHONY: bench-s3-clients
+bench-s3-clients: $(STAMP) ## obstore vs aiobotocore (throwaway venv in .bench/) on a real SeaweedFS: upload MiB/s, 64 KiB GET latency, RSS
+	@$(PY) -m localcluster build weed
+	$(PY) tools/bench/s3_clients.py $(BENCH_ARGS)
+
 .PHONY: bench
 bench: bench-stream bench-operator bench-media ## Every benchmark
 
