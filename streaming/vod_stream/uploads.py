@@ -94,9 +94,12 @@ async def put(
         response.force_close()
         return response
     except OSError as exc:
-        metrics.UPLOAD_FAILURES.labels("no_space" if exc.errno in NO_SPACE else "error").inc()
-        status = 507 if exc.errno in NO_SPACE else 500
-        return json_error(status, f"cannot store the file: {exc.strerror}", headers)
+        full = exc.errno in NO_SPACE
+        metrics.UPLOAD_FAILURES.labels("no_space" if full else "error").inc()
+        message = "no space left to store the file" if full else f"cannot store: {exc.strerror}"
+        response = json_error(507 if full else 500, message, headers)
+        response.force_close()  # the rest of the body is not read
+        return response
     except BaseException:
         metrics.UPLOAD_FAILURES.labels("disconnected").inc()
         raise

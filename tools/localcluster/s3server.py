@@ -102,6 +102,7 @@ def weed_command(weed: Path, folder: Path, ports: Mapping[str, int]) -> list[str
         f"-s3.config={folder / 's3.json'}",
         "-s3.port.iceberg=0",
         "-s3.port.lance=0",
+        "-s3.autoCreateBucket=false",  # as S3 itself: a PUT into a missing bucket is a 404
         f"-filer.localSocket={folder / 'filer.sock'}",
         f"-s3.localSocket={folder / 's3.sock'}",
         f"-volume.max={VOLUME_MAX}",
