@@ -269,7 +269,7 @@ class S3Origin:
 
         try:
             await obstore.head_async(self.store, s3_key(self.prefix, relative))
-        except NotFoundError:
+        except (NotFoundError, FileNotFoundError):  # obstore raises the builtin for a 404
             return False
         except Exception as exc:
             raise origin_failure(exc) from None

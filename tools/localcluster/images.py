@@ -353,14 +353,14 @@ def write_seaweedfs_archive(base_archive: Path, weed: Path, out: Path, ref: str)
 
 @_locked
 def ensure_seaweedfs(base: Image) -> Image:
-    """`localcluster.local/seaweedfs:<version>`: the project's Debian base with the `weed` the
-    builder made (`make cluster-build`), for an in-cluster S3 server (manifests/dev/seaweedfs).
-    Cached by the base image, the binary and the runtime config."""
-    from localcluster import binaries
+    """`localcluster.local/seaweedfs:<version>`: the project's Debian base with `weed` (built
+    from its Go module first if the cache lacks it), for an in-cluster S3 server
+    (manifests/dev/seaweedfs). Cached by the base image, the binary and the runtime config."""
+    from localcluster.build import build
     from localcluster.versions import SEAWEEDFS_VERSION
 
     began = time.monotonic()
-    weed = binaries.require("weed")
+    weed = build(["weed"])["weed"]
     ref = f"{LOCAL_REGISTRY}/seaweedfs:{SEAWEEDFS_VERSION}"
     base_info = ociarchive.read_archive(base.archive)
     key = _hash(

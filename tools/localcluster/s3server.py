@@ -21,7 +21,7 @@ import time
 import urllib.error
 import urllib.request
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +34,9 @@ S3_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 VOLUME_SIZE_LIMIT_MB = 64
 VOLUME_MAX = 100
 START_SECONDS = 60.0
-STOP_SECONDS = 15.0
+#: Its data is thrown away, so SIGTERM gets this long before SIGKILL: weed's own shutdown
+#: waits about 15 s on the filer's metadata-log flush once its volume server has stopped.
+STOP_SECONDS = 3.0
 #: One volume per new bucket (SeaweedFS grows 7 at once by default: a test's buckets would
 #: exhaust `-volume.max`).
 MASTER_TOML = "[master.volume_growth]\ncopy_1 = 1\ncopy_2 = 2\ncopy_3 = 3\ncopy_other = 1\n"
@@ -58,8 +60,12 @@ class S3ServerError(RuntimeError):
 @dataclass(frozen=True)
 class S3Response:
     status: int
-    headers: Mapping[str, str]
+    headers: Mapping[str, str]  # names in lower case
     body: bytes
+
+
+def _lower(items: Iterable[tuple[str, str]]) -> dict[str, str]:
+    return {name.lower(): value for name, value in items}
 
 
 def free_ports(count: int) -> list[int]:
@@ -85,6 +91,17 @@ def identities(
     }
     anonymous = {"name": "anonymous", "actions": [f"Read:{b}" for b in public_buckets]}
     return {"identities": [admin, anonymous]}
+
+
+def public_read_policy(bucket: str) -> bytes:
+    """A bucket policy letting anyone GET (and HEAD) the bucket's objects."""
+    statement = {
+        "Effect": "Allow",
+        "Principal": "*",
+        "Action": ["s3:GetObject"],
+        "Resource": [f"arn:aws:s3:::{bucket}/*"],
+    }
+    return json.dumps({"Version": "2012-10-17", "Statement": [statement]}).encode()
 
 
 def weed_command(weed: Path, folder: Path, ports: Mapping[str, int]) -> list[str]:
@@ -158,21 +175,24 @@ class S3Server:
         )
         try:
             with urllib.request.urlopen(req, timeout=30) as resp:
-                return S3Response(resp.status, dict(resp.headers), resp.read())
+                return S3Response(resp.status, _lower(resp.headers.items()), resp.read())
         except urllib.error.HTTPError as err:
-            return S3Response(err.code, dict(err.headers), err.read())
+            return S3Response(err.code, _lower(err.headers.items()), err.read())
 
     def make_bucket(self, name: str, public_read: bool = False) -> str:
-        """Create bucket `name` (anyone may GET its objects when `public_read`); its name."""
-        headers = {"x-amz-acl": "public-read"} if public_read else {}
+        """Create bucket `name` (anyone may GET its objects when `public_read`: a bucket policy,
+        as SeaweedFS ignores a `public-read` ACL for anonymous reads); its name."""
         deadline = time.monotonic() + 30
         while True:
-            resp = self.request("PUT", f"/{name}", headers=headers)
+            resp = self.request("PUT", f"/{name}")
             if resp.status == 200 or b"BucketAlreadyOwnedByYou" in resp.body:
-                return name
-            if time.monotonic() > deadline:
+                break
+            if resp.status < 500 or time.monotonic() > deadline:  # 5xx: still starting
                 raise S3ServerError(f"CreateBucket {name}: {resp.status} {resp.body[:500]!r}")
             time.sleep(0.2)
+        if public_read:
+            self._ok("PUT", f"/{name}", {"policy": ""}, public_read_policy(name), (200, 204))
+        return name
 
     def write_credentials(self, folder: Path) -> tuple[Path, Path]:
         """Files for VOD_S3_ACCESS_KEY_ID_FILE and VOD_S3_SECRET_ACCESS_KEY_FILE."""
@@ -194,9 +214,16 @@ class S3Server:
         root = ET.fromstring(resp.body)
         return [el.findtext(f"{S3_NS}Key") or "" for el in root.iter(f"{S3_NS}Contents")]
 
-    def _ok(self, method: str, path: str, query: Mapping[str, str]) -> S3Response:
-        resp = self.request(method, path, query)
-        if resp.status != 200:
+    def _ok(
+        self,
+        method: str,
+        path: str,
+        query: Mapping[str, str],
+        body: bytes = b"",
+        accept: tuple[int, ...] = (200,),
+    ) -> S3Response:
+        resp = self.request(method, path, query, body)
+        if resp.status not in accept:
             raise S3ServerError(f"{method} {path} {dict(query)}: {resp.status} {resp.body[:500]!r}")
         return resp
 
@@ -209,14 +236,14 @@ class S3Server:
         return "\n".join(text.splitlines()[-lines:])
 
     def stop(self) -> None:
-        """SIGTERM, then SIGKILL after STOP_SECONDS; removes the gRPC sockets it registered."""
+        """SIGTERM, SIGKILL after STOP_SECONDS; removes the gRPC sockets it registered."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(STOP_SECONDS)
             except subprocess.TimeoutExpired:
                 self.process.kill()
-                self.process.wait(STOP_SECONDS)
+                self.process.wait()
         for name in ("master", "volume", "filer", "s3"):
             port = self.ports.get(f"{name}.port.grpc")
             with contextlib.suppress(OSError):
