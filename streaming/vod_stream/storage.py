@@ -243,7 +243,7 @@ def origin_failure(exc: BaseException) -> OriginError:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if isinstance(exc, UnauthenticatedError | PermissionDeniedError):
         return OriginError(502, f"the S3 origin refused the credentials: {text}")
-    if "timed out" in text.lower() or "timeout" in text.lower():
+    if "timed out" in text.lower():  # reqwest's words (not obstore's "retry_timeout: 10s")
         return OriginError(504, f"the S3 origin timed out: {text}")
     return OriginError(502, f"the S3 origin failed: {text}")
 

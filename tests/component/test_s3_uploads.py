@@ -222,6 +222,22 @@ def test_an_unreachable_s3_endpoint_answers_502_quickly(start_server, s3_server,
     assert time.monotonic() - started < 10
 
 
+def test_https_endpoint_is_trusted_through_the_ca_file_only(
+    start_server, s3_server: S3Server, bucket, tmp_path: Path
+) -> None:
+    env = s3_env(s3_server, bucket, tmp_path / "creds")
+    env["VOD_S3_ENDPOINT"] = s3_server.https_endpoint
+    untrusted: ServerProcess = start_server(env=env)
+    with untrusted.client() as c:
+        refused = c.put("/tls.mp4", content=b"over tls", headers=auth())
+    assert refused.status_code == 502, refused.text
+    assert s3_server.ca_file is not None
+    trusted: ServerProcess = start_server(env={**env, "VOD_S3_CA_FILE": str(s3_server.ca_file)})
+    with trusted.client() as c:
+        assert c.put("/tls.mp4", content=b"over tls", headers=auth()).status_code == 201
+    assert ranged_get(s3_server, bucket, "media/tls.mp4", 0, 7) == b"over tls"
+
+
 @pytest.mark.parametrize(
     ("settings", "named"),
     [

@@ -112,10 +112,16 @@ def issue(
     return builder.sign(ca_key, hashes.SHA256()), key
 
 
+def pair_pem(pair: tuple[x509.Certificate, ec.EllipticCurvePrivateKey]) -> tuple[bytes, bytes]:
+    """A certificate and its key as PEM (the key unencrypted, PKCS#8)."""
+    return _cert_pem(pair[0]), _key_pem(pair[1])
+
+
 def _pair_files(
     name: str, pair: tuple[x509.Certificate, ec.EllipticCurvePrivateKey]
 ) -> dict[str, bytes]:
-    return {f"{name}.crt": _cert_pem(pair[0]), f"{name}.key": _key_pem(pair[1])}
+    cert, key = pair_pem(pair)
+    return {f"{name}.crt": cert, f"{name}.key": key}
 
 
 def write_pki(

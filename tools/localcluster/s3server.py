@@ -50,6 +50,7 @@ PORT_NAMES = (
     "filer.port.grpc",
     "s3.port",
     "s3.port.grpc",
+    "s3.port.https",
 )
 
 
@@ -93,6 +94,20 @@ def identities(
     return {"identities": [admin, anonymous]}
 
 
+def write_tls(folder: Path) -> Path:
+    """A private CA and a serving certificate for 127.0.0.1 (s3.crt/s3.key); the CA's file."""
+    from localcluster.pki import issue, make_ca, pair_pem
+
+    folder.mkdir(parents=True, exist_ok=True)
+    ca = make_ca("s3-test-ca")
+    serving = issue(ca, "127.0.0.1", server=True, ips=("127.0.0.1",), dns_names=("localhost",))
+    (folder / "ca.crt").write_bytes(pair_pem(ca)[0])
+    cert, key = pair_pem(serving)
+    (folder / "s3.crt").write_bytes(cert)
+    (folder / "s3.key").write_bytes(key)
+    return folder / "ca.crt"
+
+
 def public_read_policy(bucket: str) -> bytes:
     """A bucket policy letting anyone GET (and HEAD) the bucket's objects."""
     statement = {
@@ -105,7 +120,8 @@ def public_read_policy(bucket: str) -> bytes:
 
 
 def weed_command(weed: Path, folder: Path, ports: Mapping[str, int]) -> list[str]:
-    """The `weed server` command line: loopback only, small volumes, no extra services."""
+    """The `weed server` command line: loopback only, small volumes, no extra services; S3 over
+    HTTP and HTTPS (the certificate from `write_tls(folder / "tls")`)."""
     port_flags = [f"-{name}={ports[name]}" for name in PORT_NAMES]
     return [
         str(weed),
@@ -122,6 +138,8 @@ def weed_command(weed: Path, folder: Path, ports: Mapping[str, int]) -> list[str
         "-s3.autoCreateBucket=false",  # as S3 itself: a PUT into a missing bucket is a 404
         f"-filer.localSocket={folder / 'filer.sock'}",
         f"-s3.localSocket={folder / 's3.sock'}",
+        f"-s3.cert.file={folder / 'tls' / 's3.crt'}",
+        f"-s3.key.file={folder / 'tls' / 's3.key'}",
         f"-volume.max={VOLUME_MAX}",
         f"-master.volumeSizeLimitMB={VOLUME_SIZE_LIMIT_MB}",
         "-master.telemetry=false",
@@ -141,6 +159,9 @@ class S3Server:
     folder: Path
     process: subprocess.Popen[bytes]
     ports: dict[str, int] = field(default_factory=dict)
+    #: the same gateway over TLS, with a certificate for 127.0.0.1 from a private CA (`ca_file`)
+    https_endpoint: str = ""
+    ca_file: Path | None = None
 
     def request(
         self,
@@ -298,6 +319,7 @@ def start_s3_server(
         json.dumps(identities(access_key, secret_key, public_buckets), indent=1)
     )
     ports = dict(zip(PORT_NAMES, free_ports(len(PORT_NAMES)), strict=True))
+    ca_file = write_tls(folder / "tls")
     with (folder / "weed.log").open("ab") as log:
         process = subprocess.Popen(
             weed_command(weed, folder, ports),
@@ -315,6 +337,8 @@ def start_s3_server(
         folder=folder,
         process=process,
         ports=ports,
+        https_endpoint=f"https://127.0.0.1:{ports['s3.port.https']}",
+        ca_file=ca_file,
     )
     try:
         _wait_ready(server, timeout)
