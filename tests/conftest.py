@@ -33,8 +33,9 @@ def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeClust
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """SeaweedFS's S3 gateway for the session: `.endpoint`, `.region`, `.access_key`,
-    `.secret_key`, `.make_bucket(name, public_read=False)`, `.write_credentials(dir)`, and the
-    admin checks `.list_multipart_uploads(bucket)` and `.list_keys(bucket)`.
+    `.secret_key`, `.https_endpoint` + `.ca_file` (TLS, private CA),
+    `.make_bucket(name, public_read=False)`, `.write_credentials(dir)`, and the admin checks
+    `.list_multipart_uploads(bucket)`, `.list_keys(bucket)` and `.request(...)` (signed calls).
 
     Fails (never skips) when `weed` is not built: `make cluster-build` builds it.
     """
