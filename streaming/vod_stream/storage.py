@@ -32,6 +32,7 @@ from vod_stream.config import ConfigError, Settings
 from vod_stream.paths import open_regular_file, writable_target
 
 if TYPE_CHECKING:
+    from obstore import AsyncWritableFile
     from obstore.store import S3Store
 
 #: S3 part size: bodies up to this size are one PUT, larger ones a multipart upload.
@@ -40,6 +41,8 @@ S3_PART_BYTES = 8 * 1024 * 1024
 S3_PARTS_IN_FLIGHT = 2
 #: Chunks from the client are gathered to this size before they cross into obstore.
 S3_WRITE_BYTES = 1024 * 1024
+#: Chunk size of ``Origin.stream``.
+STREAM_CHUNK_BYTES = 1024 * 1024
 NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
@@ -86,6 +89,11 @@ class Origin(Protocol):
 
     async def read(self, relative: str, start: int, end: int) -> bytes:
         """Bytes ``[start, end)`` of an object."""
+        ...
+
+    def stream(self, relative: str, start: int, end: int) -> AsyncIterator[bytes]:
+        """Bytes ``[start, end)`` of an object in chunks (e.g. to compose parts into one
+        object: ``write(target, chained streams)``)."""
         ...
 
     async def delete(self, relative: str) -> bool:
@@ -160,6 +168,15 @@ class FileOrigin:
             return os.pread(opened, end - start, start)
         finally:
             os.close(opened)
+
+    async def stream(self, relative: str, start: int, end: int) -> AsyncIterator[bytes]:
+        offset = start
+        while offset < end:
+            chunk = await self.read(relative, offset, min(end, offset + STREAM_CHUNK_BYTES))
+            if not chunk:
+                return
+            offset += len(chunk)
+            yield chunk
 
     async def delete(self, relative: str) -> bool:
         opened = open_regular_file(self.root_real, relative)
@@ -285,21 +302,19 @@ class S3Origin:
         size = 0
         try:
             pending = bytearray()
-            async for chunk in chunks:
+            async for chunk in chunks:  # the source's exceptions pass through unchanged
                 size += len(chunk)
                 pending += chunk
                 if len(pending) >= S3_WRITE_BYTES:
-                    await writer.write(bytes(pending))
+                    await _send(writer, bytes(pending))
                     pending.clear()
             if pending:
-                await writer.write(bytes(pending))
+                await _send(writer, bytes(pending))
         except BaseException as exc:
             # obstore aborts (AbortMultipartUpload, or nothing sent yet) only through __aexit__
             # with an exception; the original exception is the one that matters.
             with contextlib.suppress(Exception):
                 await writer.__aexit__(type(exc), exc, exc.__traceback__)
-            if _is_obstore(exc):
-                raise origin_failure(exc) from None
             raise
         try:
             await writer.close()  # the single PUT, or CompleteMultipartUpload
@@ -317,6 +332,24 @@ class S3Origin:
         except Exception as exc:
             raise origin_failure(exc) from None
 
+    async def stream(self, relative: str, start: int, end: int) -> AsyncIterator[bytes]:
+        import obstore
+
+        key = s3_key(self.prefix, relative)
+        try:
+            result = await obstore.get_async(self.store, key, options={"range": (start, end)})
+            stream = result.stream(min_chunk_size=STREAM_CHUNK_BYTES)
+        except Exception as exc:
+            raise origin_failure(exc) from None
+        while True:
+            try:
+                chunk = await stream.__anext__()
+            except StopAsyncIteration:
+                return
+            except Exception as exc:
+                raise origin_failure(exc) from None
+            yield bytes(chunk)
+
     async def delete(self, relative: str) -> bool:
         import obstore
 
@@ -329,10 +362,12 @@ class S3Origin:
         return True
 
 
-def _is_obstore(exc: BaseException) -> bool:
-    from obstore.exceptions import BaseError
-
-    return isinstance(exc, BaseError | OSError)
+async def _send(writer: AsyncWritableFile, data: bytes) -> None:
+    """One write into obstore's buffered writer; its failures become OriginError."""
+    try:
+        await writer.write(data)
+    except Exception as exc:
+        raise origin_failure(exc) from None
 
 
 def open_origin(settings: Settings) -> Origin:
@@ -362,6 +397,9 @@ class ReadOnlyOrigin:
         raise NotWritable("the HTTP origin is read-only")
 
     async def read(self, relative: str, start: int, end: int) -> bytes:
+        raise NotWritable("the HTTP origin is read-only")
+
+    def stream(self, relative: str, start: int, end: int) -> AsyncIterator[bytes]:
         raise NotWritable("the HTTP origin is read-only")
 
     async def delete(self, relative: str) -> bool:
