@@ -20,12 +20,13 @@ from dataclasses import dataclass
 from aiohttp import web
 from aiohttp.web_request import BaseRequest
 
-from vod_stream import logs, metrics, signing, uploads
+from vod_stream import logs, metrics, signing, tus, uploads
 from vod_stream.auth import AuthError, JwtVerifier
 from vod_stream.config import Settings
 from vod_stream.errors import json_error, json_response
 from vod_stream.keys import KeyRing
 from vod_stream.paths import media_path
+from vod_stream.tusstore import FileStore
 
 ROUTES = {"/ping": "ping", "/healthz": "healthz", "/readyz": "readyz", "/metrics": "metrics"}
 ADMIN_SIGN = "/admin/sign"
@@ -51,6 +52,8 @@ class StreamApp:
         self.root_real = os.path.realpath(settings.media_root)
         self.keys = KeyRing(settings.signing_keys_dir, settings.signing_active_key_id)
         self.jwt = JwtVerifier.from_settings(settings)
+        self.uploads = FileStore(self.root_real)
+        self.tus = tus.TusEndpoint(settings, self.uploads, self.jwt, self.keys)
         self.draining = False
 
     def begin(self, headers: Mapping[str, str]) -> RequestContext:
@@ -127,6 +130,8 @@ class StreamApp:
     ) -> web.StreamResponse:
         method = request.method
         headers = ctx.headers
+        if route == "tus":
+            return await self.tus.handle(request, path, headers)
         if route != "media" and route != "admin":
             if method not in ("GET", "HEAD"):
                 return json_error(
@@ -199,6 +204,8 @@ class StreamApp:
 
 def route_of(path: str) -> str:
     """The ``route`` metric label of a path."""
+    if path == tus.BASE or path.startswith(tus.BASE + "/"):
+        return "tus"
     return ROUTES.get(path) or ("admin" if path.startswith("/admin/") else "media")
 
 

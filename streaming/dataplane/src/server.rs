@@ -31,9 +31,10 @@ use crate::ranges::RangeKind;
 use crate::signing::{self, KeyRing};
 
 const MEDIA_METHODS: &str = "GET, HEAD, PUT, DELETE, OPTIONS";
-const ALLOW_HEADERS: &str = "Range, If-Range, If-Match, If-None-Match, If-Modified-Since, If-Unmodified-Since, Authorization, Content-Type, X-Request-Id, traceparent";
-const EXPOSE_HEADERS: &str =
-    "Content-Range, Accept-Ranges, Content-Length, ETag, Last-Modified, X-Request-Id";
+/// The resumable uploads' endpoint (tus 1.0.0, answered by the Python side).
+const TUS_METHODS: &str = "POST, HEAD, PATCH, DELETE, OPTIONS";
+const ALLOW_HEADERS: &str = "Range, If-Range, If-Match, If-None-Match, If-Modified-Since, If-Unmodified-Since, Authorization, Content-Type, X-Request-Id, traceparent, Tus-Resumable, Upload-Length, Upload-Defer-Length, Upload-Offset, Upload-Metadata, Upload-Checksum, Upload-Concat, X-HTTP-Method-Override";
+const EXPOSE_HEADERS: &str = "Content-Range, Accept-Ranges, Content-Length, ETag, Last-Modified, X-Request-Id, Location, Tus-Resumable, Tus-Version, Tus-Extension, Tus-Max-Size, Tus-Checksum-Algorithm, Upload-Offset, Upload-Length, Upload-Metadata, Upload-Expires";
 /// Bodies up to this size are read into the response buffer and sent with the head in one write
 /// (measured: for 64 KiB ranges one positional read + one send costs less server CPU on loopback
 /// than a send of the head + sendfile); larger ones go out with sendfile.
@@ -423,7 +424,8 @@ impl Conn {
         let route = route_of(request.path.as_deref().unwrap_or(""));
         let method = request.method.as_str();
         let ours = match method {
-            "OPTIONS" => true,
+            // tus discovery (an OPTIONS that is not a CORS preflight) is the application's
+            "OPTIONS" => route != "tus" || request.header("access-control-request-method").is_some(),
             "GET" | "HEAD" => route == "media" || (route == "readyz" && self.state.draining.load(SeqCst)),
             _ => false,
         };
@@ -485,7 +487,12 @@ impl Conn {
             (request.header("origin"), request.header("access-control-request-method"))
         {
             if !origin.is_empty() && !wanted.is_empty() && state.cors_enabled() {
-                let method_ok = MEDIA_METHODS.split(", ").any(|m| m.eq_ignore_ascii_case(wanted));
+                let methods = if route_of(request.path.as_deref().unwrap_or("")) == "tus" {
+                    TUS_METHODS
+                } else {
+                    MEDIA_METHODS
+                };
+                let method_ok = methods.split(", ").any(|m| m.eq_ignore_ascii_case(wanted));
                 if !state.cors_allows(origin) || !method_ok {
                     return (403, vec![("Content-Type", "application/json".into())]);
                 }
@@ -493,7 +500,7 @@ impl Conn {
                     "Access-Control-Allow-Origin",
                     if state.cors_any { "*".into() } else { origin.into() },
                 ));
-                common.push(("Access-Control-Allow-Methods", MEDIA_METHODS.into()));
+                common.push(("Access-Control-Allow-Methods", methods.into()));
                 common.push(("Access-Control-Allow-Headers", ALLOW_HEADERS.into()));
                 common.push(("Access-Control-Max-Age", "600".into()));
                 common.push(("Vary", "Origin".into()));
@@ -1023,6 +1030,7 @@ pub fn route_of(path: &str) -> &'static str {
         "/readyz" => "readyz",
         "/metrics" => "metrics",
         p if p.starts_with("/admin/") => "admin",
+        p if p == "/tus" || p.starts_with("/tus/") => "tus",
         _ => "media",
     }
 }
