@@ -9,7 +9,8 @@ lock in the store while it writes; one that finds it held waits up to
 arrived (the client asks HEAD for the offset and goes on), unless it carried a checksum: then
 nothing of it is kept. Requests need a JWT (``Authorization: Bearer``) or an upload token
 (``vod_stream.uploadtokens``) in the query string; the Location of an upload created with a
-token carries the token.
+token carries the token, which must have been valid when the upload was created (a long upload
+outlives its token; an idle one expires after ``VOD_TUS_EXPIRY_SECONDS``).
 """
 
 from __future__ import annotations
@@ -147,7 +148,7 @@ class TusEndpoint:
             info = self.store.load(upload_id)
             if info is None:
                 return json_error(404, "no such upload", headers)
-            refused = self._authorize(request, info.target, headers)
+            refused = self._authorize(request, info.target, headers, valid_at=info.created)
             if refused is not None:
                 return refused
             if self._expired(upload_id):
@@ -178,10 +179,15 @@ class TusEndpoint:
         return self.store.last_activity(upload_id) + expiry < time.time()
 
     def _authorize(
-        self, request: BaseRequest, target: str, headers: dict[str, str]
+        self,
+        request: BaseRequest,
+        target: str,
+        headers: dict[str, str],
+        valid_at: float | None = None,
     ) -> web.StreamResponse | None:
         """None when the request may act on ``target``: a valid JWT (any target), else an
-        upload token for exactly this target."""
+        upload token for exactly this target, valid at ``valid_at`` (the upload's creation:
+        a token that created an upload continues it until the upload itself expires)."""
         if "Authorization" in request.headers:
             try:
                 self.jwt.verify(request.headers.get("Authorization"))
@@ -191,7 +197,7 @@ class TusEndpoint:
                 )
                 return json_error(exc.status, exc.message, {**headers, **extra})
             return None
-        allowed, reason = uploadtokens.check(request.query, self.keys.get)
+        allowed, reason = uploadtokens.check(request.query, self.keys.get, valid_at)
         if allowed is None:
             if "sig" not in request.query:
                 return json_error(401, NO_CREDENTIALS, {**headers, **CHALLENGE})
