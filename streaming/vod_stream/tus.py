@@ -288,8 +288,13 @@ class TusEndpoint:
                     )
                     response.headers["Upload-Offset"] = str(session.offset)
                     return response
-                status, message = await self._append(request, session, info, checksum)
-                if status == 204 and session.offset == info.length:
+                if session.offset < info.length:
+                    status, message = await self._append(request, session, info, checksum)
+                elif request.content_length:
+                    status, message = 413, f"the upload is {info.length} bytes long"
+                else:  # complete already, or its completion failed before: try it again
+                    status, message = 204, ""
+                if status == 204 and session.offset == info.length and not session.completed:
                     session.complete()
                     metrics.UPLOAD_BYTES.inc(info.length)
                     logs.event("upload completed", upload=info.id, path="/" + info.target)
@@ -298,8 +303,9 @@ class TusEndpoint:
             return json_error(423, "another request is writing this upload: retry", headers)
         except FileNotFoundError:
             return json_error(404, "no such upload", headers)
-        except StorageError as exc:
-            return json_error(409, str(exc), headers)
+        except StorageError as exc:  # the target cannot be replaced: an empty PATCH retries
+            offset_now = {"Upload-Offset": str(self.store.offset(info.id))}
+            return json_error(409, str(exc), {**headers, **offset_now})
         except OSError as exc:
             metrics.UPLOAD_FAILURES.labels("no_space" if exc.errno in NO_SPACE else "error").inc()
             status = 507 if exc.errno in NO_SPACE else 500

@@ -80,6 +80,9 @@ class UploadSession(Protocol):
     @property
     def fd(self) -> int: ...
 
+    @property
+    def completed(self) -> bool: ...
+
     def begin_unverified(self) -> None: ...
 
     def rollback(self, offset: int) -> None: ...
@@ -161,6 +164,10 @@ class FileSession:
     @property
     def fd(self) -> int:
         return self._fd
+
+    @property
+    def completed(self) -> bool:
+        return False
 
     def recover(self) -> None:
         """Undo the unverified bytes a dead lock holder left."""
@@ -366,6 +373,10 @@ class CompletedSession:
     @property
     def fd(self) -> int:
         raise StorageError("the upload is complete")
+
+    @property
+    def completed(self) -> bool:
+        return True
 
     def begin_unverified(self) -> None:
         raise StorageError("the upload is complete")

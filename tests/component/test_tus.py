@@ -198,6 +198,20 @@ def test_cut_upload_resumes_on_another_replica_byte_identical(
         assert c.get("/" + target).content == video  # served by the data plane at once
     completed = head(replica_b, location)
     assert (completed.status_code, completed.headers["upload-offset"]) == (200, str(size))
+    assert patch(replica_b, location, size, b"").status_code == 204  # a lost answer, retried
+    assert patch(replica_b, location, size, b"x").status_code == 413
+
+
+def test_a_completion_that_failed_is_retried_by_an_empty_patch(start_server: Any) -> None:
+    server: ServerProcess = start_server(env=JWT_ENV)
+    (server.media_root / "uploads/folder.bin").mkdir(parents=True)  # cannot be replaced
+    location = create(server, 4, "uploads/folder.bin")
+    blocked = patch(server, location, 0, b"abcd")
+    assert (blocked.status_code, blocked.headers["upload-offset"]) == (409, "4")
+    (server.media_root / "uploads/folder.bin").rmdir()
+    retried = patch(server, location, 4, b"")
+    assert (retried.status_code, retried.headers["upload-offset"]) == (204, "4")
+    assert (server.media_root / "uploads/folder.bin").read_bytes() == b"abcd"
 
 
 def test_concurrent_patches_are_serialized_across_replicas(
