@@ -119,10 +119,16 @@ def blocked(asset: Mapping[str, Any], platform: Mapping[str, Any] | None) -> Wai
         )
     if spec.get("suspend"):
         return Wait("PlatformSuspended", f"VideoPlatform {ref} is suspended (spec.suspend)")
-    if not spec["storage"].get("pvc"):
+    if spec["storage"].get("emptyDir"):
         return Wait(
             "OriginNotShared",
             f"VideoPlatform {ref} stores videos in a per-pod emptyDir, which a packaging Job "
             "cannot reach: give it spec.storage.pvc",
+        )
+    if not spec["storage"].get("pvc"):
+        return Wait(
+            "OriginNotSupported",
+            f"VideoPlatform {ref} reads videos from an s3 or http origin; packaging Jobs write "
+            "into a pvc origin only so far: give the assets a platform with spec.storage.pvc",
         )
     return None

@@ -86,6 +86,10 @@ def test_durations() -> None:
     [
         (None, "PlatformNotFound"),
         ({"storage": {"emptyDir": {}}}, "OriginNotShared"),
+        (
+            {"storage": {"s3": {"endpoint": "http://s3:8333", "bucket": "videos"}}},
+            "OriginNotSupported",
+        ),
         ({**PVC, "transcoding": {"enabled": False}}, "TranscodingDisabled"),
         ({**PVC, "suspend": True}, "PlatformSuspended"),
     ],
