@@ -330,6 +330,8 @@ class TusEndpoint:
         loop = asyncio.get_running_loop()
         if checksum is not None:
             session.begin_unverified()
+        if request.headers.get("Expect", "").lower() == "100-continue":  # curl, above 1 MiB
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         try:
             await _receive(
                 request, session.fd, info.length - start, self.settings.body_timeout_seconds

@@ -202,6 +202,18 @@ def test_cut_upload_resumes_on_another_replica_byte_identical(
     assert patch(replica_b, location, size, b"x").status_code == 413
 
 
+def test_expect_100_continue_is_answered_once_the_patch_may_write(start_server: Any) -> None:
+    server: ServerProcess = start_server(env=JWT_ENV)
+    location = create(server, 5, "uploads/continued.bin")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        head_bytes = patch_head(server.port, location, 0, 5)
+        sock.sendall(head_bytes.replace(b"\r\n\r\n", b"\r\nExpect: 100-continue\r\n\r\n"))
+        assert read_response(sock).startswith(b"HTTP/1.1 100")
+        sock.sendall(b"hello")
+        assert status_and_offset(read_response(sock)) == (204, 5)
+    assert (server.media_root / "uploads/continued.bin").read_bytes() == b"hello"
+
+
 def test_a_completion_that_failed_is_retried_by_an_empty_patch(start_server: Any) -> None:
     server: ServerProcess = start_server(env=JWT_ENV)
     (server.media_root / "uploads/folder.bin").mkdir(parents=True)  # cannot be replaced
