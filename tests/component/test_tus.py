@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import socket
 import subprocess
 import threading
@@ -22,6 +23,7 @@ from tusclient.client import TusClient
 
 from tests.component.conftest import JWT_SECRET, ServerProcess, make_token
 from vod_stream import signing, uploadtokens
+from vod_stream.tusstore import FileStore, UploadInfo, new_id
 
 pytestmark = pytest.mark.component
 
@@ -410,3 +412,24 @@ def test_expired_upload_is_cleaned_up(start_server: Any) -> None:
     assert head(server, location).status_code in (404, 410)
     assert not (server.media_root / "uploads/abandoned.bin").exists()
     assert server.wait_for_event("removed expired uploads")["count"] == 1
+
+
+def test_uploads_left_expired_are_removed_when_a_replica_starts(
+    start_server: Any, tmp_path: Path
+) -> None:
+    root = tmp_path / "media"
+    root.mkdir()
+    store = FileStore(str(root))
+    stale = UploadInfo(new_id(), 10, "uploads/stale.bin", created=time.time() - 7200)
+    store.create(stale)
+    live = UploadInfo(new_id(), 10, "uploads/live.bin", created=time.time())
+    store.create(live)
+    old = time.time() - 7200
+    for name in ("data", "info.json"):
+        os.utime(root / ".vod-uploads" / stale.id / name, (old, old))
+    server: ServerProcess = start_server(
+        media_root=root, env={**JWT_ENV, "VOD_TUS_EXPIRY_SECONDS": "3600"}
+    )
+    assert server.wait_for_event("removed expired uploads")["count"] == 1
+    assert store.load(stale.id) is None
+    assert store.load(live.id) is not None
