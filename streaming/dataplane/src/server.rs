@@ -483,15 +483,15 @@ impl Conn {
         mut common: Vec<(&'static str, String)>,
     ) -> (u16, Vec<(&'static str, String)>) {
         let state = &self.state;
+        let methods = if route_of(request.path.as_deref().unwrap_or("")) == "tus" {
+            TUS_METHODS
+        } else {
+            MEDIA_METHODS
+        };
         if let (Some(origin), Some(wanted)) =
             (request.header("origin"), request.header("access-control-request-method"))
         {
             if !origin.is_empty() && !wanted.is_empty() && state.cors_enabled() {
-                let methods = if route_of(request.path.as_deref().unwrap_or("")) == "tus" {
-                    TUS_METHODS
-                } else {
-                    MEDIA_METHODS
-                };
                 let method_ok = methods.split(", ").any(|m| m.eq_ignore_ascii_case(wanted));
                 if !state.cors_allows(origin) || !method_ok {
                     return (403, vec![("Content-Type", "application/json".into())]);
@@ -508,7 +508,7 @@ impl Conn {
             }
         }
         state.cors_headers(request.header("origin"), &mut common);
-        common.push(("Allow", MEDIA_METHODS.into()));
+        common.push(("Allow", methods.into()));
         (204, common)
     }
 
