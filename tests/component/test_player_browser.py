@@ -114,8 +114,10 @@ def test_the_player_plays_seeks_switches_and_previews(
         "document.addEventListener('error', e => { if (e.target.tagName === 'VIDEO') "
         "window.__videoErrors = (window.__videoErrors || 0) + 1; }, true);"
     )
+    started = time.monotonic()
     page.goto(url)
     wait_until(page, "document.body.dataset.state === 'playing'")
+    first_frame = time.monotonic() - started
     wait_until(page, "document.getElementById('video').currentTime >= 3")
     reached = video(page, "v.currentTime")
     duration = video(page, "v.duration")
@@ -160,7 +162,8 @@ def test_the_player_plays_seeks_switches_and_previews(
     assert not errors
     assert page.evaluate("window.__videoErrors || 0") == 0
     print(
-        f"\nplayer: playback reached {reached:.2f} s of {duration:.2f} s; "
+        f"\nplayer: playing {first_frame:.2f} s after navigation; "
+        f"playback reached {reached:.2f} s of {duration:.2f} s; "
         f"seek to the middle landed at {landed:.2f} s and played on to {after_seek:.2f} s; "
         f"rendition switch {before[0]}x{before[1]} -> {after[0]}x{after[1]} "
         f"(level {target}); storyboard preview {thumb[:60]}...; screenshot {SCREENSHOT}"
