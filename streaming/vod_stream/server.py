@@ -85,7 +85,7 @@ class StreamApp:
         if self.settings.access_log:
             logs.access(
                 method=method,
-                path=path,
+                path=signing.loggable(path),
                 status=status,
                 bytes=sent,
                 duration_ms=round(elapsed * 1000, 3),

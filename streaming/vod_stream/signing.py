@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from urllib.parse import quote, urlencode
 
-from vod_stream._dataplane import canonical, path_token, signature
+from vod_stream._dataplane import canonical, path_token, redact_token, signature
 
 TOKEN_PATH = "/t/"
 PLAYER_PATH = "/play"
@@ -62,3 +62,11 @@ def token_path(token: str, path: str) -> str:
 def player_path(media_path: str) -> str:
     """The player page's URL path for a master playlist's URL path (signed or not)."""
     return PLAYER_PATH + media_path
+
+
+def loggable(path: str) -> str:
+    """``path`` as the access log keeps it: a path token's signature (also in a player page's
+    URL) replaced by ``-``."""
+    if path.startswith(PLAYER_PATH + TOKEN_PATH):
+        return PLAYER_PATH + redact_token(path[len(PLAYER_PATH) :])
+    return redact_token(path)

@@ -169,6 +169,16 @@ def test_one_token_plays_the_whole_ladder_through_relative_uris(
         # the same paths without the token are refused
         assert client.get(server.url + ladder.master).status_code == 403
     assert fetched >= 3 * 6  # 12 s in 2 s segments, three renditions
+    # the player page for it, and no signature in either side's access log
+    token = token_of(url[len(server.url) :])
+    with server.client() as c:
+        page = c.get(f"/play/t/{token}{ladder.master}")
+        assert (page.status_code, page.headers["content-type"]) == (200, "text/html; charset=utf-8")
+    signature = token.rsplit("~", 1)[1]
+    logged = [str(e["path"]) for e in list(server.logs) if "/t/" in str(e.get("path"))]
+    assert any(p.startswith("/play/t/") for p in logged)
+    assert any(p.startswith("/t/") for p in logged)
+    assert not [p for p in logged if signature in p]
 
 
 def test_admin_sign_grants_a_prefix(server: ServerProcess, ladder: Ladder) -> None:

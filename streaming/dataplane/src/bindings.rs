@@ -434,6 +434,12 @@ fn verify_path_token(
     })
 }
 
+/// `path` with a path token's signature replaced by `-`, for logs.
+#[pyfunction]
+fn redact_token(path: &str) -> String {
+    crate::tokens::redact(path)
+}
+
 #[pyfunction]
 fn read_keys<'py>(py: Python<'py>, folder: PathBuf) -> PyResult<Bound<'py, PyDict>> {
     let keys: HashMap<String, Vec<u8>> = crate::signing::read_keys(&folder);
@@ -479,6 +485,7 @@ fn _dataplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(verify, m)?)?;
     m.add_function(wrap_pyfunction!(path_token, m)?)?;
     m.add_function(wrap_pyfunction!(verify_path_token, m)?)?;
+    m.add_function(wrap_pyfunction!(redact_token, m)?)?;
     m.add_function(wrap_pyfunction!(read_keys, m)?)?;
     m.add_function(wrap_pyfunction!(serve, m)?)?;
     Ok(())

@@ -442,7 +442,7 @@ impl Conn {
             state: state.clone(),
             route: route_index(route),
             method: request.method.clone(),
-            path: request.path.clone().unwrap_or_else(|| request.target.clone()),
+            path: tokens::redact(request.path.as_deref().unwrap_or(&request.target)),
             range: request.header("range").filter(|_| logged).map(str::to_string),
             user_agent: request.header("user-agent").filter(|_| logged).map(str::to_string),
             remote: self.peer.filter(|_| logged).map(|p| unmap(p).to_string()),

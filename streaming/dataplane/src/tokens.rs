@@ -69,6 +69,18 @@ pub fn split(raw_path: &str) -> Option<(&str, &str)> {
     })
 }
 
+/// `path` as logs may keep it: a path token's signature replaced by `-` (whoever reads the
+/// logs cannot replay the URL; key id, expiry and prefix stay for debugging).
+pub fn redact(path: &str) -> String {
+    match split(path) {
+        Some((token, rest)) => match token.rsplit_once(SEPARATOR) {
+            Some((head, _signature)) => format!("{PATH_PREFIX}{head}{SEPARATOR}-{rest}"),
+            None => format!("{PATH_PREFIX}-{rest}"),
+        },
+        None => path.to_string(),
+    }
+}
+
 /// The decoded path of `raw_rest` when it is a clean path: no encoded `/` or `\`, no empty,
 /// `.`, `..` or hidden segments, no control characters.
 fn clean_rest(raw_rest: &str) -> Option<String> {
@@ -322,6 +334,15 @@ mod tests {
         }
         assert!(make("k1", b"k", "/a", 1, None).is_err());
         assert!(make("bad kid", b"k", "/a/", 1, None).is_err());
+    }
+
+    #[test]
+    fn logs_never_keep_the_signature() {
+        let t = token("k1", PREFIX, 1_900_000_000, None);
+        let logged = redact(&format!("/t/{t}/assets/media/intro/master.m3u8"));
+        assert_eq!(logged, "/t/k1~1900000000~L2Fzc2V0cy9tZWRpYS9pbnRyby8~a~-/assets/media/intro/master.m3u8");
+        assert_eq!(redact("/t/garbage/x"), "/t/-/x");
+        assert_eq!(redact("/movie.mp4"), "/movie.mp4");
     }
 
     #[test]
