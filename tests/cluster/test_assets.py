@@ -458,7 +458,15 @@ def port_forward(namespace: Namespace) -> Iterator[Any]:
         )  # fmt: skip
         started.append(process)
         base = f"http://127.0.0.1:{port}"
-        eventually(lambda: fetch(base + "/healthz"), timeout=60, interval=0.5)
+
+        def answers() -> bool:
+            assert process.poll() is None, "kubectl port-forward exited"
+            try:
+                return bool(fetch(base + "/healthz"))
+            except OSError:  # not listening yet
+                return False
+
+        eventually(answers, timeout=60, interval=0.5)
         return base
 
     yield forward
