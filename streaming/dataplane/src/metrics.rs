@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 use crate::ranges::RangeKind;
 
-pub const ROUTES: [&str; 7] = ["media", "ping", "healthz", "readyz", "metrics", "admin", "tus"];
+pub const ROUTES: [&str; 8] = ["media", "ping", "healthz", "readyz", "metrics", "admin", "tus", "player"];
 pub const METHODS: [&str; 8] = ["GET", "HEAD", "PUT", "DELETE", "OPTIONS", "POST", "PATCH", "other"];
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 const BUCKETS: [f64; 16] =

@@ -29,6 +29,7 @@ use crate::paths::{media_path, FileCache, OpenFile};
 use crate::plan::{decide, Conditions, Plan, Representation, Segment};
 use crate::ranges::RangeKind;
 use crate::signing::{self, KeyRing};
+use crate::{hls, tokens};
 
 const MEDIA_METHODS: &str = "GET, HEAD, PUT, DELETE, OPTIONS";
 /// The resumable uploads' endpoint (tus 1.0.0, answered by the Python side).
@@ -443,7 +444,7 @@ impl Conn {
             state: state.clone(),
             route: route_index(route),
             method: request.method.clone(),
-            path: request.path.clone().unwrap_or_else(|| request.target.clone()),
+            path: tokens::redact(request.path.as_deref().unwrap_or(&request.target)),
             range: request.header("range").filter(|_| logged).map(str::to_string),
             user_agent: request.header("user-agent").filter(|_| logged).map(str::to_string),
             remote: self.peer.filter(|_| logged).map(|p| unmap(p).to_string()),
@@ -566,21 +567,7 @@ impl Conn {
         request: &Request,
     ) -> Result<(Plan, Arc<OpenFile>), (u16, &'static str, Vec<(&'static str, String)>)> {
         let state = &self.state;
-        let path = request.path.as_deref().ok_or((404, "not found", Vec::new()))?;
-        let relative = media_path(path).ok_or((404, "not found", Vec::new()))?;
-        if state.cfg.signed_urls {
-            let ip = if state.cfg.signed_url_bind_ip { self.client_ip(request) } else { None };
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs_f64();
-            let query = request.raw_query.as_str();
-            let param = |name: &str| http::query_param(query, name);
-            let mut lookup = |kid: &str| state.keys.get(kid);
-            if let Some(refusal) = signing::verify(path, &param, &mut lookup, now, ip.as_deref()) {
-                return Err((403, refusal, Vec::new()));
-            }
-        }
+        let (relative, signed) = self.authorize(request)?;
         let file = state.files.open(&relative).ok_or((404, "not found", Vec::new()))?;
         let rep = Representation {
             size: file.size,
@@ -603,14 +590,57 @@ impl Conn {
         } else {
             String::new()
         };
-        let plan = decide(&cond, &rep, state.cfg.max_ranges, &boundary);
+        let mut plan = decide(&cond, &rep, state.cfg.max_ranges, &boundary);
         if plan.kind != RangeKind::None {
             state.metrics.range(plan.kind);
         }
         if let Some(message) = plan.error {
             return Err((plan.status, message, plan.headers));
         }
+        plan.headers.push(("Cache-Control", hls::cache_control(&relative, signed).into()));
         Ok((plan, file))
+    }
+
+    /// The root-relative file a media request may read, and whether it was signed; else the
+    /// refusal (404 for a path that cannot be served, 403 for a missing or bad signature).
+    /// A `/t/<token>/...` path is always checked; the query form when VOD_SIGNED_URLS is on.
+    #[allow(clippy::type_complexity)]
+    fn authorize(
+        &self,
+        request: &Request,
+    ) -> Result<(String, bool), (u16, &'static str, Vec<(&'static str, String)>)> {
+        let state = &self.state;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        let mut lookup = |kid: &str| state.keys.get(kid);
+        if tokens::split(&request.raw_path).is_some() {
+            let ip = self.client_ip(request);
+            return match tokens::verify(
+                &request.raw_path,
+                &mut lookup,
+                now,
+                ip.as_deref(),
+                state.cfg.signed_url_bind_ip,
+            ) {
+                Ok(authorized) => {
+                    Ok((media_path(&authorized.path).ok_or((404, "not found", Vec::new()))?, true))
+                }
+                Err(why) => Err((403, why, vec![("Cache-Control", "no-store".into())])),
+            };
+        }
+        let path = request.path.as_deref().ok_or((404, "not found", Vec::new()))?;
+        let relative = media_path(path).ok_or((404, "not found", Vec::new()))?;
+        if state.cfg.signed_urls {
+            let ip = if state.cfg.signed_url_bind_ip { self.client_ip(request) } else { None };
+            let query = request.raw_query.as_str();
+            let param = |name: &str| http::query_param(query, name);
+            if let Some(refusal) = signing::verify(path, &param, &mut lookup, now, ip.as_deref()) {
+                return Err((403, refusal, vec![("Cache-Control", "no-store".into())]));
+            }
+        }
+        Ok((relative, state.cfg.signed_urls))
     }
 
     /// The client's IP: the first entry of the configured header, else the peer address.
@@ -1031,6 +1061,7 @@ pub fn route_of(path: &str) -> &'static str {
         "/metrics" => "metrics",
         p if p.starts_with("/admin/") => "admin",
         p if p == "/tus" || p.starts_with("/tus/") => "tus",
+        p if p.starts_with("/play/") || p.starts_with("/player/") => "player",
         _ => "media",
     }
 }
