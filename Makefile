@@ -69,6 +69,21 @@ test-component: $(STAMP) ## Run the component tier only (real server processes o
 test-cluster: $(STAMP) cluster-build images-local ## Run the cluster tier only (real kube-apiserver, real node)
 	$(PY) -m pytest tests/cluster $(PYTEST_ARGS)
 
+.PHONY: test-player
+test-player: $(STAMP) ## The player's browser test: Chromium plays a real ladder from a real vod-stream (saves docs/player.png)
+	$(PY) -m pytest tests/component/test_player_browser.py -s $(PYTEST_ARGS)
+
+##@ Player
+
+PLAYER := streaming/player
+PLAYER_STATIC := streaming/vod_stream/player/static
+
+.PHONY: player-assets
+player-assets: ## Re-fetch hls.js (pinned in streaming/player/package-lock.json) with `npm ci` and copy it and its LICENSE into the package (committed: image builds are offline)
+	cd $(PLAYER) && npm ci --ignore-scripts --no-audit --no-fund
+	cp $(PLAYER)/node_modules/hls.js/dist/hls.min.js $(PLAYER_STATIC)/hls.min.js
+	cp $(PLAYER)/node_modules/hls.js/LICENSE $(PLAYER_STATIC)/hls.js.LICENSE.txt
+
 ##@ Local cluster (no Docker needed): control plane, kwok, and a real node
 
 .PHONY: cluster-build

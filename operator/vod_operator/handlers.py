@@ -9,6 +9,7 @@ in `Controller`. Run with `python -m vod_operator` or
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 import kopf
@@ -16,7 +17,7 @@ import kopf
 from vod_operator import naming
 from vod_operator.assets.reconcile import AssetReconciler
 from vod_operator.controller import Controller
-from vod_operator.kube import ASSET_CHILD_KINDS, CHILD_KINDS, Kube, load_client
+from vod_operator.kube import ASSET_CHILD_KINDS, CHILD_KINDS, Kind, Kube, load_client
 from vod_operator.options import Options
 from vod_operator.reconcile import Reconciler
 
@@ -105,36 +106,37 @@ async def videoasset_event(
         memo.controller.enqueue((key[0], platform))
 
 
+def _controllers(body: kopf.Body, kind: str) -> list[tuple[str, str]]:
+    """(namespace, name) of the `kind` objects that control `body`."""
+    namespace = body.metadata.namespace or ""
+    refs = body.metadata.get("ownerReferences", [])
+    return [(namespace, r["name"]) for r in refs if r.get("kind") == kind and r.get("controller")]
+
+
 async def job_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """A packaging or clean-up Job changed: reconcile the VideoAsset that owns it."""
-    for ref in body.metadata.get("ownerReferences", []):
-        if ref.get("kind") == naming.ASSET_KIND and ref.get("controller"):
-            memo.assets.enqueue((body.metadata.namespace or "", ref["name"]))
-
-
-for _job_kind in ASSET_CHILD_KINDS.values():
-    kopf.on.event(
-        group=_job_kind.group,
-        version=_job_kind.version,
-        plural=_job_kind.plural,
-        labels=OWNED,
-        id=f"asset-child-{_job_kind.plural}",
-    )(job_event)
+    for key in _controllers(body, naming.ASSET_KIND):
+        memo.assets.enqueue(key)
 
 
 async def child_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """A labelled child changed or was deleted: reconcile its owner (self-healing)."""
     controller: Controller = memo.controller
-    for ref in body.metadata.get("ownerReferences", []):
-        if ref.get("kind") == naming.KIND and ref.get("controller"):
-            controller.enqueue((body.metadata.namespace or "", ref["name"]))
+    for key in _controllers(body, naming.KIND):
+        controller.enqueue(key)
 
 
-for _kind in CHILD_KINDS.values():
-    kopf.on.event(
-        group=_kind.group,
-        version=_kind.version,
-        plural=_kind.plural,
-        labels=OWNED,
-        id=f"child-{_kind.plural}",
-    )(child_event)
+def _watch_owned(kinds: Iterable[Kind], handler: Any, prefix: str) -> None:
+    """Register `handler` for events of every labelled object of `kinds`."""
+    for kind in kinds:
+        kopf.on.event(
+            group=kind.group,
+            version=kind.version,
+            plural=kind.plural,
+            labels=OWNED,
+            id=f"{prefix}-{kind.plural}",
+        )(handler)
+
+
+_watch_owned(ASSET_CHILD_KINDS.values(), job_event, "asset-child")
+_watch_owned(CHILD_KINDS.values(), child_event, "child")

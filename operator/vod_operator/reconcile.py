@@ -269,15 +269,6 @@ class Reconciler:
             self.kube.event(platform, "Normal", "Created", "created " + ", ".join(result.created))
         if result.updated:
             self.kube.event(platform, "Normal", "Updated", "updated " + ", ".join(result.updated))
-        changed = result.created + result.updated
-        unused = unimplemented_features(platform["spec"])
-        if unused and any(label.startswith("ConfigMap/") for label in changed):
-            self.kube.event(
-                platform,
-                "Warning",
-                "FeatureNotImplemented",
-                f"{', '.join(unused)}: passed to the server, but vod-stream does not use it yet",
-            )
 
     @staticmethod
     def _needs_apply(manifest: Mapping[str, Any], current: Mapping[str, Any]) -> bool:
@@ -382,11 +373,6 @@ def transition_events(
     if previous.get("phase") == "Suspended" and current.get("phase") != "Suspended":
         events.append(("Normal", "Resumed", "reconciliation resumed"))
     return events
-
-
-def unimplemented_features(spec: Mapping[str, Any]) -> list[str]:
-    """Enabled spec features the bundled streaming server does not implement yet."""
-    return [f"spec.{name}" for name in ("cache",) if spec.get(name, {}).get("enabled", False)]
 
 
 def _owned_by(obj: Mapping[str, Any], uid: str) -> bool:

@@ -35,6 +35,11 @@ TEMPLATES: dict[str, str] = {
 SIGNING_MOUNT = "/etc/vod/signing"
 JWT_MOUNT = "/etc/vod/jwt"
 CACHE_MOUNT = "/var/cache/vod"
+S3_CREDENTIALS_MOUNT = "/etc/vod/s3"
+ORIGIN_CA_MOUNT = "/etc/vod/origin-ca"
+ORIGIN_CA_FILE = "ca.crt"
+ACCESS_KEY_ID_FILE = "access-key-id"
+SECRET_ACCESS_KEY_FILE = "secret-access-key"
 
 Manifest = dict[str, Any]
 
@@ -86,7 +91,9 @@ def render(platform: Mapping[str, Any], inputs: RenderInputs) -> list[Manifest]:
         "jwt": spec["security"].get("jwt"),
         "resources": spec["resources"],
         "media_read_only": bool(spec["storage"].get("pvc", {}).get("readOnly", False)),
-        "cache_volume": _cache_volume(spec["cache"]),
+        "media_volume": _media_volume(spec["storage"]),
+        "origin_volumes": _origin_volumes(spec["storage"]),
+        "cache_volume": _cache_volume(spec["cache"]) if _cache_used(spec) else None,
         "config_hash": _config_hash(server_env, inputs.signing_keys, signing_secret),
         "endpoint_drain_seconds": endpoint_drain_seconds(spec["server"]),
     }
@@ -201,7 +208,7 @@ def _server_env(spec: Mapping[str, Any], inputs: RenderInputs) -> dict[str, str]
         "VOD_HOST": "0.0.0.0",
         "VOD_PORT": naming.PORT,
         "VOD_WORKERS": server["workers"],
-        "VOD_MEDIA_ROOT": "/media",
+        **_origin_env(spec["storage"]),
         "VOD_MAX_UPLOAD_BYTES": server["maxUploadBytes"],
         "VOD_MAX_RANGES": server["maxRanges"],
         "VOD_MAX_CONNECTIONS": server["maxConnections"],
@@ -229,17 +236,115 @@ def _server_env(spec: Mapping[str, Any], inputs: RenderInputs) -> dict[str, str]
     origins = security.get("cors", {}).get("allowedOrigins")
     if origins:
         env["VOD_CORS_ALLOWED_ORIGINS"] = ",".join(origins)
-    if spec["cache"]["enabled"]:
+    if _cache_used(spec):
         env["VOD_CACHE_DIR"] = CACHE_MOUNT
         env["VOD_CACHE_MAX_BYTES"] = quantity_bytes(spec["cache"]["size"])
+        env["VOD_CACHE_SLICE_BYTES"] = quantity_bytes(spec["cache"].get("sliceSize", "1Mi"))
     return {key: str(value) for key, value in env.items()}
 
 
-def _cache_volume(cache_spec: Mapping[str, Any]) -> dict[str, str]:
-    volume = {"sizeLimit": str(cache_spec["size"])}
+def _cache_used(spec: Mapping[str, Any]) -> bool:
+    """The slice cache fronts remote origins only (the CRD refuses it with a local one)."""
+    return bool(spec["cache"]["enabled"]) and origin_kind(spec["storage"]) != "file"
+
+
+def origin_kind(storage: Mapping[str, Any]) -> str:
+    """The server's VOD_ORIGIN for a spec.storage: a mounted volume is the file origin."""
+    for kind in ("s3", "http"):
+        if storage.get(kind):
+            return kind
+    return "file"
+
+
+def _origin_env(storage: Mapping[str, Any]) -> dict[str, Any]:
+    """VOD_ORIGIN and its settings; credentials and CA bundles are only file paths here. The file
+    origin is the server's default: leaving VOD_ORIGIN out keeps its pods' config hash as before."""
+    kind = origin_kind(storage)
+    if kind == "file":
+        return {"VOD_MEDIA_ROOT": "/media"}
+    origin = storage[kind]
+    if kind == "http":
+        env: dict[str, Any] = {"VOD_ORIGIN": "http", "VOD_HTTP_ORIGIN_URL": origin["url"]}
+    else:
+        env = {
+            "VOD_ORIGIN": "s3",
+            "VOD_S3_ENDPOINT": origin["endpoint"],
+            "VOD_S3_BUCKET": origin["bucket"],
+            "VOD_S3_PREFIX": origin.get("prefix", ""),
+            "VOD_S3_REGION": origin.get("region", "us-east-1"),
+            "VOD_S3_PATH_STYLE": "true" if origin.get("pathStyle", True) else "false",
+        }
+        if origin.get("credentialsSecret"):
+            mount = S3_CREDENTIALS_MOUNT
+            env["VOD_S3_ACCESS_KEY_ID_FILE"] = f"{mount}/{ACCESS_KEY_ID_FILE}"
+            env["VOD_S3_SECRET_ACCESS_KEY_FILE"] = f"{mount}/{SECRET_ACCESS_KEY_FILE}"
+    if origin.get("caConfigMap"):
+        ca_var = "VOD_S3_CA_FILE" if kind == "s3" else "VOD_HTTP_ORIGIN_CA_FILE"
+        env[ca_var] = f"{ORIGIN_CA_MOUNT}/{ORIGIN_CA_FILE}"
+    return env
+
+
+def _media_volume(storage: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The /media volume of a file origin (None for s3 and http)."""
+    if storage.get("pvc"):
+        claim: dict[str, Any] = {"claimName": storage["pvc"]["claimName"]}
+        if storage["pvc"].get("readOnly"):
+            claim["readOnly"] = True
+        return {"name": "media", "persistentVolumeClaim": claim}
+    if storage.get("emptyDir"):
+        return {"name": "media", "emptyDir": {"sizeLimit": str(storage["emptyDir"]["sizeLimit"])}}
+    return None
+
+
+def _origin_volumes(storage: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Volumes (with their mount paths) for origin credentials and CA bundles: files, so no
+    secret value ever lands in the ConfigMap or the pod's environment."""
+    kind = origin_kind(storage)
+    origin = storage.get(kind) or {}
+    volumes: list[dict[str, Any]] = []
+    secret = origin.get("credentialsSecret")
+    if secret:
+        key_id = secret.get("accessKeyIdKey", "accessKeyId")
+        secret_key = secret.get("secretAccessKeyKey", "secretAccessKey")
+        items = [
+            {"key": key_id, "path": ACCESS_KEY_ID_FILE},
+            {"key": secret_key, "path": SECRET_ACCESS_KEY_FILE},
+        ]
+        volumes.append(
+            {
+                "mountPath": S3_CREDENTIALS_MOUNT,
+                "volume": {
+                    "name": "origin-credentials",
+                    "secret": {"secretName": secret["name"], "items": items, "defaultMode": 288},
+                },
+            }
+        )
+    ca = origin.get("caConfigMap")
+    if ca:
+        items = [{"key": ca.get("key", "ca.crt"), "path": ORIGIN_CA_FILE}]
+        volumes.append(
+            {
+                "mountPath": ORIGIN_CA_MOUNT,
+                "volume": {"name": "origin-ca", "configMap": {"name": ca["name"], "items": items}},
+            }
+        )
+    return volumes
+
+
+def _cache_volume(cache_spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The cache volume: a generic ephemeral volume of a StorageClass, else an emptyDir."""
+    if cache_spec.get("storageClassName"):
+        claim_spec = {
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": cache_spec["storageClassName"],
+            "resources": {"requests": {"storage": str(cache_spec["size"])}},
+        }
+        template = {"spec": claim_spec}
+        return {"name": "cache", "ephemeral": {"volumeClaimTemplate": template}}
+    empty_dir = {"sizeLimit": str(cache_spec["size"])}
     if cache_spec.get("medium"):
-        volume["medium"] = str(cache_spec["medium"])
-    return volume
+        empty_dir["medium"] = str(cache_spec["medium"])
+    return {"name": "cache", "emptyDir": empty_dir}
 
 
 def _config_hash(

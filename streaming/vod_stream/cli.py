@@ -52,13 +52,26 @@ def _parser() -> argparse.ArgumentParser:
             help=f"{spec.meaning} ({PREFIX}{spec.name}; default: {default})",
             **extra,  # type: ignore[arg-type]
         )
-    sign = commands.add_parser("sign", help="print a signed playback URL")
-    sign.add_argument("path", help="URL path of the file, e.g. /movies/a.mp4")
+    sign = commands.add_parser(
+        "sign",
+        help="print a signed playback URL",
+        description="Print a signed URL: for one file (query parameters), or with --prefix a "
+        "path token for every file under a folder, e.g. an asset's HLS ladder: "
+        "`vod-stream sign --prefix /assets/ns/name/` prints /t/<token>/assets/ns/name/master.m3u8",
+    )
+    sign.add_argument(
+        "path",
+        nargs="?",
+        help="URL path of the file, e.g. /movies/a.mp4 (with --prefix: default PREFIXmaster.m3u8)",
+    )
     sign.add_argument("--ttl", type=int, help="seconds until expiry (VOD_SIGNED_URL_TTL_SECONDS)")
     sign.add_argument("--base-url", default="", help="prefix such as http://host:8080")
     sign.add_argument("--ip", help="bind the URL to this client IP")
     sign.add_argument(
-        "--prefix", help="sign every path under this prefix (ends with '/'), e.g. an HLS folder"
+        "--prefix", help="sign every path under this folder (ends with '/'): a path token"
+    )
+    sign.add_argument(
+        "--player", action="store_true", help="print the player page's URL for it instead"
     )
     _package_parsers(commands)
     return parser
@@ -128,16 +141,30 @@ def _sign(settings: Settings, args: argparse.Namespace) -> int:
     if active is None:
         print(f"vod-stream sign: no signing key in {settings.signing_keys_dir}", file=sys.stderr)
         return 1
-    path = args.path if args.path.startswith("/") else "/" + args.path
+    if args.path is None and args.prefix is None:
+        print("vod-stream sign: give a path, a --prefix, or both", file=sys.stderr)
+        return 2
+    path = args.path if args.path is not None else f"{args.prefix}master.m3u8"
+    path = path if path.startswith("/") else "/" + path
     ttl = args.ttl if args.ttl is not None else settings.signed_url_ttl_seconds
+    exp = int(time.time()) + ttl
+    base = args.base_url.rstrip("/")
     try:
-        params = signing.sign_params(
-            path, int(time.time()) + ttl, active[0], active[1], ip=args.ip, prefix=args.prefix
-        )
+        if args.prefix is not None:
+            if not path.startswith(args.prefix):
+                raise ValueError("the path must be under the prefix")
+            token = signing.prefix_token(args.prefix, exp, active[0], active[1], ip=args.ip)
+            url_path = signing.token_path(token, path)
+            print(base + (signing.player_path(url_path) if args.player else url_path))
+            return 0
+        params = signing.sign_params(path, exp, active[0], active[1], ip=args.ip)
     except ValueError as exc:
         print(f"vod-stream sign: {exc}", file=sys.stderr)
         return 2
-    print(signing.signed_url(args.base_url, path, params))
+    url = signing.signed_url(args.base_url, path, params)
+    if args.player:
+        url = base + signing.player_path(url[len(base) :])
+    print(url)
     return 0
 
 

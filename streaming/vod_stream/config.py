@@ -114,7 +114,10 @@ SPECS: tuple[Spec, ...] = (
     Spec("CACHE_DIR", "", _optional_path, "slice cache folder (unset: no cache)"),
     Spec("CACHE_MAX_BYTES", "1073741824", _positive_int, "slice cache size bound"),
     Spec("CACHE_SLICE_BYTES", "1048576", _positive_int, "slice size of the cache"),
-    Spec("MAX_UPLOAD_BYTES", "10737418240", _positive_int, "PUT size limit (413 above it)"),
+    Spec("MAX_UPLOAD_BYTES", "10737418240", _positive_int, "PUT and tus size limit (413 above it)"),
+    Spec("TUS_EXPIRY_SECONDS", "86400", _positive_int, "a tus upload idle this long expires"),
+    Spec("TUS_CLEANUP_SECONDS", "300", _positive_int, "how often expired tus uploads are removed"),
+    Spec("TUS_LOCK_WAIT_SECONDS", "5", _seconds, "a PATCH waits this long for the upload (423)"),
     Spec("MAX_RANGES", "16", _positive_int, "most ranges in one request (more: whole file)"),
     Spec("MAX_CONNECTIONS", "1024", _positive_int, "concurrent connections (more: 503)"),
     Spec("HEADER_TIMEOUT_SECONDS", "10", _seconds, "time to receive a request's headers"),
@@ -170,6 +173,9 @@ class Settings:
     cache_max_bytes: int
     cache_slice_bytes: int
     max_upload_bytes: int
+    tus_expiry_seconds: int
+    tus_cleanup_seconds: int
+    tus_lock_wait_seconds: float
     max_ranges: int
     max_connections: int
     header_timeout_seconds: float

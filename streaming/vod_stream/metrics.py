@@ -55,7 +55,7 @@ UPLOAD_BYTES = Counter("vod_upload_bytes", "Bytes received in uploads that were 
 UPLOAD_FAILURES = Counter(
     "vod_upload_failures",
     "Uploads that did not store a file, by reason "
-    "(too_large, disconnected, timeout, no_space, error).",
+    "(too_large, disconnected, timeout, no_space, checksum, error).",
     ["reason"],
 )
 
@@ -64,7 +64,7 @@ def status_class(status: int) -> str:
     return f"{status // 100}xx"
 
 
-METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "POST"})
+METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "POST", "PATCH"})
 
 
 def method_label(method: str) -> str:

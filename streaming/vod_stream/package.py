@@ -41,6 +41,7 @@ from typing import IO, Any
 from vod_stream import ladder, paths
 from vod_stream.ladder import Ladder, Rendition, Source
 from vod_stream.probe import ProbeError, probe
+from vod_stream.signing import player_path
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -363,7 +364,8 @@ def package(request: Request, out: IO[str] = sys.stdout) -> dict[str, Any]:
     reporter.update("extras", 0.0, force=True)
 
     base = "/" + asset_dir.relative_to(Path(os.path.realpath(request.media_root))).as_posix()
-    playback: dict[str, str] = {"master": f"{base}/master.m3u8"}
+    # the player page plays the master (on a signed platform: /play/t/<token>/..., see README)
+    playback = {"master": f"{base}/master.m3u8", "player": player_path(f"{base}/master.m3u8")}
     if request.poster_at is not None:
         at = ladder.poster_time(request.poster_at, source.duration)
         _replace_file(

@@ -20,13 +20,14 @@ from dataclasses import dataclass
 from aiohttp import web
 from aiohttp.web_request import BaseRequest
 
-from vod_stream import logs, metrics, signing, uploads
+from vod_stream import logs, metrics, player, signing, tus, uploads
 from vod_stream.auth import AuthError, JwtVerifier
 from vod_stream.config import Settings
 from vod_stream.errors import json_error, json_response
 from vod_stream.keys import KeyRing
 from vod_stream.paths import media_path
 from vod_stream.storage import Origin, open_origin
+from vod_stream.tusstore import FileStore
 
 ROUTES = {"/ping": "ping", "/healthz": "healthz", "/readyz": "readyz", "/metrics": "metrics"}
 ADMIN_SIGN = "/admin/sign"
@@ -53,6 +54,8 @@ class StreamApp:
         self.origin = origin or open_origin(settings)
         self.keys = KeyRing(settings.signing_keys_dir, settings.signing_active_key_id)
         self.jwt = JwtVerifier.from_settings(settings)
+        self.uploads = FileStore(self.root_real)
+        self.tus = tus.TusEndpoint(settings, self.uploads, self.jwt, self.keys)
         self.draining = False
 
     def begin(self, headers: Mapping[str, str]) -> RequestContext:
@@ -87,7 +90,7 @@ class StreamApp:
         if self.settings.access_log:
             logs.access(
                 method=method,
-                path=path,
+                path=signing.loggable(path),
                 status=status,
                 bytes=sent,
                 duration_ms=round(elapsed * 1000, 3),
@@ -129,7 +132,9 @@ class StreamApp:
     ) -> web.StreamResponse:
         method = request.method
         headers = ctx.headers
-        if route != "media" and route != "admin":
+        if route == "tus":
+            return await self.tus.handle(request, path, headers)
+        if route not in ("media", "admin", "player"):
             if method not in ("GET", "HEAD"):
                 return json_error(
                     405, f"{method} is not allowed here", {**headers, "Allow": "GET, HEAD"}
@@ -137,6 +142,8 @@ class StreamApp:
             return self._operational(route, headers)
         if route == "admin":
             return await self._admin(request, path, headers)
+        if route == "player":
+            return player.respond(request.method, path, headers)
         relative = media_path(path)
         if relative is None or method in ("GET", "HEAD"):  # media reads: the data plane's
             return json_error(404, "not found", headers)
@@ -177,21 +184,27 @@ class StreamApp:
             return json_error(exc.status, exc.message, _challenge(headers, exc.status))
         try:
             payload = await request.json()
-            target = str(payload["path"])
+            prefix = payload.get("prefix")
+            target = str(payload["path"] if prefix is None else payload.get("path", ""))
+            target = target or f"{prefix}master.m3u8"
             ttl = int(payload.get("ttl", self.settings.signed_url_ttl_seconds))
             ip = payload.get("ip")
-            prefix = payload.get("prefix")
             if not all(v is None or isinstance(v, str) for v in (ip, prefix)):
                 raise TypeError("ip and prefix are strings")
         except (ValueError, KeyError, TypeError, AttributeError):
-            return json_error(400, 'expected JSON {"path": "/a.mp4", "ttl": 3600}', headers)
+            return json_error(
+                400, 'expected JSON {"path": "/a.mp4"} or {"prefix": "/assets/ns/name/"}', headers
+            )
         active = self.keys.active()
         if active is None:
             return json_error(503, "no signing key is available", headers)
+        exp = int(time.time()) + ttl
         try:
-            params = signing.sign_params(
-                target, int(time.time()) + ttl, active[0], active[1], ip=ip, prefix=prefix
-            )
+            if prefix is not None:
+                return json_response(
+                    _prefix_grant(prefix, target, exp, active, ip), headers=headers
+                )
+            params = signing.sign_params(target, exp, active[0], active[1], ip=ip)
         except (ValueError, TypeError) as exc:
             return json_error(400, str(exc), headers)
         return json_response(
@@ -199,9 +212,34 @@ class StreamApp:
         )
 
 
+def _prefix_grant(
+    prefix: str, target: str, exp: int, active: tuple[str, bytes], ip: str | None
+) -> dict[str, object]:
+    """What /admin/sign answers for a prefix: the token, and the URL and player page of
+    ``target`` (default: the prefix's master playlist) carrying it."""
+    if not target.startswith(prefix):
+        raise ValueError("path must be under the prefix")
+    token = signing.prefix_token(prefix, exp, active[0], active[1], ip=ip)
+    url = signing.token_path(token, target)
+    return {
+        "url": url,
+        "player": signing.player_path(url),
+        "token": token,
+        "prefix": prefix,
+        "exp": exp,
+        "kid": active[0],
+    }
+
+
 def route_of(path: str) -> str:
     """The ``route`` metric label of a path."""
-    return ROUTES.get(path) or ("admin" if path.startswith("/admin/") else "media")
+    if path == tus.BASE or path.startswith(tus.BASE + "/"):
+        return "tus"
+    if path in ROUTES:
+        return ROUTES[path]
+    if path.startswith("/admin/"):
+        return "admin"
+    return "player" if path.startswith(player.PATHS) else "media"
 
 
 def _challenge(headers: Mapping[str, str], status: int) -> dict[str, str]:

@@ -23,11 +23,12 @@ import time
 
 from aiohttp import web
 
-from vod_stream import logs
+from vod_stream import logs, tus
 from vod_stream.config import ConfigError, Settings, dataplane_config
 from vod_stream.dataplane import CONFIG_ENV, LISTEN_FD_ENV, READY_FD_ENV
 from vod_stream.server import StreamApp
 from vod_stream.storage import Origin, open_origin
+from vod_stream.tusstore import FileStore
 from vod_stream.uploads import remove_stale_uploads
 
 READY_TIMEOUT_SECONDS = 60
@@ -127,6 +128,7 @@ class Supervisor:
         listener = listening_socket(settings.host, settings.port)
         port = listener.getsockname()[1]
         code = 0
+        cleanup = asyncio.ensure_future(tus.expire_periodically(app.uploads, settings))
         try:
             process = await self._start_dataplane(listener, upstream)
             if process is None:
@@ -159,6 +161,7 @@ class Supervisor:
             app.draining = True
             await self._stop_dataplane(process)
         finally:
+            cleanup.cancel()
             listener.close()
             await server.shutdown(1.0)
             unix.close()
@@ -193,6 +196,7 @@ def run(settings: Settings) -> int:
     removed = remove_stale_uploads(settings.tmp_dir, 2 * settings.body_timeout_seconds + 60)
     if removed:
         logs.event("removed stale uploads", count=removed)
+    tus.remove_expired(FileStore(os.path.realpath(settings.media_root)), settings)
     try:
         origin = open_origin(settings)  # reads the S3 credential files: a bad one stops here
     except ConfigError as exc:

@@ -438,3 +438,79 @@ def test_spec_change_repackages_and_deletion_cleans_up(
     assert not ns.exists("va", "intro")
     assert not folder.exists()
     eventually(lambda: not ns.kubectl("get", "jobs", "-o", "name").stdout.strip(), timeout=60)
+
+
+@pytest.fixture
+def port_forward(namespace: Namespace) -> Iterator[Any]:
+    """`kubectl port-forward svc/<name> PORT:8080` on a free local port: its base URL."""
+    from tests.cluster.conftest import free_port
+
+    started: list[subprocess.Popen[bytes]] = []
+
+    def forward(service: str) -> str:
+        port = free_port()
+        process = subprocess.Popen(
+            [
+                "kubectl", "port-forward", "-n", namespace.name, f"svc/{service}",
+                f"{port}:8080", "--address", "127.0.0.1",
+            ],
+            env=namespace.cluster.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        started.append(process)
+        base = f"http://127.0.0.1:{port}"
+
+        def answers() -> bool:
+            assert process.poll() is None, "kubectl port-forward exited"
+            try:
+                return bool(fetch(base + "/healthz"))
+            except OSError:  # not listening yet
+                return False
+
+        eventually(answers, timeout=60, interval=0.5)
+        return base
+
+    yield forward
+    for process in started:
+        process.terminate()
+        process.wait(10)
+
+
+@pytest.mark.real_node
+def test_the_player_plays_a_signed_asset_through_port_forward(
+    namespace: Namespace, origin: Path, port_forward: Any, tmp_path: Path
+) -> None:
+    from tests.component.playerdriver import cannot_play, chromium, play_seek_switch, tamper
+
+    ns = namespace
+    make_video(origin / "uploads" / "pattern.mp4", seconds=12)
+    ns.apply(platform_on_pvc("web", "videos", "security: {signedUrls: {enabled: true}}\n"))
+    ns.kubectl("wait", "--for=condition=Ready", "vp/web", "--timeout=180s")
+    ns.apply(asset("intro", "source: {path: uploads/pattern.mp4}\nposter: {at: 2s}"))
+    st = wait_phase(ns, "intro", "Ready")["status"]
+    prefix = f"/assets/{ns.name}/intro/"
+    assert st["playback"]["player"] == f"/play{prefix}master.m3u8"
+    base = port_forward("web-stream")
+    # signed inside a streaming pod with the key the operator generated and mounted
+    signed = ns.kubectl(
+        "exec", "deploy/web-stream", "-c", "stream", "--", "vod-stream", "sign",
+        "--prefix", prefix, "--player", "--ttl", "600", "--base-url", base,
+    ).stdout.strip().splitlines()[-1]  # fmt: skip
+    assert signed.startswith(f"{base}/play/t/")
+    with chromium(tmp_path / "chromium-profile") as browser:
+        page = browser.new_page()
+        session = play_seek_switch(page, signed)
+        page.close()
+        refused = {}
+        for how, url in (
+            ("no token", base + st["playback"]["player"]),
+            ("tampered", tamper(signed)),
+        ):
+            page = browser.new_page()
+            refused[how] = cannot_play(page, url)
+            page.close()
+    assert session.reached >= 3
+    assert session.after_seek > session.landed
+    assert session.heights == (240, 360)
+    assert session.after[1] != session.before[1]
+    assert all("403" in message for message in refused.values()), refused
+    print(f"\nplayer on the real node via port-forward: {session.summary()}; refused: {refused}")

@@ -139,7 +139,9 @@ def test_explain_teaches_the_fields(crd_installed: Any) -> None:
             "autoscaling: {enabled: true, minReplicas: 5, maxReplicas: 2}",
             "spec.autoscaling.minReplicas",
         ),
-        ("cache: {enabled: true, size: '0'}", "spec.cache.size"),
+        ("cache: {enabled: false, size: '0'}", "spec.cache.size"),
+        ("cache: {enabled: true}", "spec.cache.enabled"),
+        ("cache: {sliceSize: 100Mi}", "spec.cache.sliceSize"),
         ("replicas: -1", "spec.replicas"),
         (
             "transcoding:\n  enabled: true\n  renditions:\n"
@@ -162,6 +164,8 @@ def test_explain_teaches_the_fields(crd_installed: Any) -> None:
     ids=[
         "min-gt-max",
         "cache-zero",
+        "cache-local-origin",
+        "cache-slice-too-big",
         "negative-replicas",
         "duplicate-rendition-name",
         "duplicate-rendition-height",
@@ -190,14 +194,37 @@ def test_no_storage_origin_is_refused(namespace: Namespace) -> None:
     assert "exactly one storage origin" in result.stderr
 
 
-def test_two_storage_origins_are_refused(namespace: Namespace) -> None:
-    body = platform("bad", "").replace(
-        "    emptyDir: {}\n", "    emptyDir: {}\n    pvc: {claimName: videos}\n"
-    )
+@pytest.mark.parametrize(
+    "second",
+    ["pvc: {claimName: videos}", "s3: {endpoint: 'http://s3:8333', bucket: videos}"],
+    ids=["pvc", "s3"],
+)
+def test_two_storage_origins_are_refused(namespace: Namespace, second: str) -> None:
+    body = platform("bad", "").replace("    emptyDir: {}\n", f"    emptyDir: {{}}\n    {second}\n")
     result = namespace.kubectl("apply", "-f", "-", input=body, check=False)
     assert result.returncode != 0
     assert "spec.storage" in result.stderr
     assert "exactly one storage origin" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("origin", "field"),
+    [
+        ("s3: {endpoint: 'ftp://s3:21', bucket: videos}", "spec.storage.s3.endpoint"),
+        ("s3: {endpoint: 'http://s3:8333', bucket: Videos_1}", "spec.storage.s3.bucket"),
+        ("s3: {endpoint: 'http://s3:8333', bucket: vids, prefix: ../x}", "spec.storage.s3.prefix"),
+        ("s3: {endpoint: 'http://s3:8333'}", "spec.storage.s3.bucket"),
+        ("http: {url: 'origin.example.com'}", "spec.storage.http.url"),
+    ],
+    ids=["endpoint-scheme", "bucket-name", "prefix-escape", "bucket-missing", "http-url"],
+)
+def test_invalid_remote_origins_are_refused_naming_the_field(
+    namespace: Namespace, origin: str, field: str
+) -> None:
+    body = platform("bad", "").replace("    emptyDir: {}\n", f"    {origin}\n")
+    result = namespace.kubectl("apply", "-f", "-", input=body, check=False)
+    assert result.returncode != 0
+    assert field in result.stderr, result.stderr
 
 
 # -- the spec drives the children ---------------------------------------------------------

@@ -114,6 +114,7 @@ def test_result_names_the_ladder_media_and_playback(packaged: dict[str, Any]) ->
         "master": "/assets/media/intro/master.m3u8",
         "poster": "/assets/media/intro/0123456789ab/poster.jpg",
         "storyboard": "/assets/media/intro/0123456789ab/storyboard.vtt",
+        "player": "/play/assets/media/intro/master.m3u8",
     }
 
 

@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 
 from tests.component.conftest import JWT_SECRET, ServerProcess, make_token
+from vod_stream.signing import sign_params
 
 pytestmark = pytest.mark.component
 
@@ -87,12 +88,18 @@ def test_signed_url_required_and_checked(signed: ServerProcess) -> None:
 def test_prefix_signature_covers_a_folder(signed: ServerProcess) -> None:
     keys: Path = signed.keys  # type: ignore[attr-defined]
     url = sign(keys, "/hls/master.m3u8", "--prefix", "/hls/", "--ttl", "60")
-    params = query(url)
-    assert params["pfx"] == "/hls/"
+    assert url.startswith("/t/")
+    assert url.endswith("/hls/master.m3u8")
+    token = url.split("/")[2]
     with signed.client() as c:
         assert c.get(url).content == b"#EXTM3U\n"
-        seg = c.get("/hls/seg1.ts?" + urlencode(params))
+        seg = c.get(f"/t/{token}/hls/seg1.ts")
         assert (seg.status_code, seg.content) == (200, b"segment")
+        assert c.get(f"/t/{token}/movie.mp4").status_code == 403
+        # the query form of a prefix signature (URLs signed before path tokens) still works
+        exp = int(time.time()) + 60
+        params = sign_params("/hls/seg1.ts", exp, "k1", b"first-key", prefix="/hls/")
+        assert c.get("/hls/seg1.ts?" + urlencode(params)).status_code == 200
         assert c.get("/movie.mp4?" + urlencode(params)).status_code == 403
         widened = c.get("/movie.mp4?" + urlencode({**params, "pfx": "/"}))
         assert widened.status_code == 403

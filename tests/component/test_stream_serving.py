@@ -282,7 +282,7 @@ def test_method_label_is_bounded(server: ServerProcess) -> None:
         text = c.get("/metrics").text
     labels = set(re.findall(r'^vod_http_requests_total\{method="([^"]*)"', text, re.MULTILINE))
     assert "other" in labels
-    assert labels <= {"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "POST", "other"}
+    assert labels <= {"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "POST", "PATCH", "other"}
 
 
 def test_access_log_carries_request_id_and_traceparent(

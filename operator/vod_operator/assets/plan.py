@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vod_operator import naming
+from vod_operator.assets import upload
 
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -81,8 +82,11 @@ def package(asset: Mapping[str, Any], platform: Mapping[str, Any]) -> Package:
     poster = spec.get("poster", {})
     storyboard = spec.get("storyboard", {})
     annotations = asset["metadata"].get("annotations") or {}
+    source = dict(spec["source"])
+    if "upload" in source:  # packaged from where the upload lands
+        source = {"path": upload.target(asset)}
     return Package(
-        source=dict(spec["source"]),
+        source=source,
         renditions=tuple(
             {**r, "audioBitrate": r.get("audioBitrate", "128k")}
             for r in sorted(renditions, key=lambda r: -int(r["height"]))
@@ -115,10 +119,16 @@ def blocked(asset: Mapping[str, Any], platform: Mapping[str, Any] | None) -> Wai
         )
     if spec.get("suspend"):
         return Wait("PlatformSuspended", f"VideoPlatform {ref} is suspended (spec.suspend)")
-    if not spec["storage"].get("pvc"):
+    if spec["storage"].get("emptyDir"):
         return Wait(
             "OriginNotShared",
             f"VideoPlatform {ref} stores videos in a per-pod emptyDir, which a packaging Job "
             "cannot reach: give it spec.storage.pvc",
+        )
+    if not spec["storage"].get("pvc"):
+        return Wait(
+            "OriginNotSupported",
+            f"VideoPlatform {ref} reads videos from an s3 or http origin; packaging Jobs write "
+            "into a pvc origin only so far: give the assets a platform with spec.storage.pvc",
         )
     return None

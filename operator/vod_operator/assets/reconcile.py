@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 
 from vod_operator import naming
 from vod_operator.assets import job as jobs
-from vod_operator.assets import plan, report, status
-from vod_operator.kube import JOB, POD, VIDEOASSET, VIDEOPLATFORM, KubeApi, KubeError
+from vod_operator.assets import plan, report, status, upload
+from vod_operator.kube import CHILD_KINDS, JOB, POD, VIDEOASSET, VIDEOPLATFORM, KubeApi, KubeError
 from vod_operator.reconcile import Result, utc_now
 from vod_operator.status import Failure
 
@@ -29,11 +30,16 @@ class AssetReconciler:
     """Brings one VideoAsset's packaging Job and status in line with its spec."""
 
     def __init__(
-        self, kube: KubeApi, now: Callable[[], str] = utc_now, poll_seconds: float = 5.0
+        self,
+        kube: KubeApi,
+        now: Callable[[], str] = utc_now,
+        poll_seconds: float = 5.0,
+        probe: Callable[[str], bool | None] = upload.probe,
     ) -> None:
         self.kube = kube
         self.now = now
         self.poll_seconds = poll_seconds
+        self.probe = probe
 
     def reconcile(self, namespace: str, name: str) -> Result:
         asset = self.kube.get(VIDEOASSET, namespace, name)
@@ -59,6 +65,12 @@ class AssetReconciler:
         master = f"/{naming.asset_prefix(namespace, name)}/master.m3u8"
         previous = asset.get("status", {})
         wait = plan.blocked(asset, platform)
+        upload_status: Mapping[str, Any] | None = None
+        uploaded: bool | None = None
+        if "upload" in asset["spec"]["source"]:
+            uploaded = False
+            if wait is None and platform is not None:
+                upload_status, uploaded, wait = self._upload(asset, platform, previous)
         target = job_name = state = None
         found: report.Report | None = None
         requested: tuple[str, ...] = ()
@@ -86,12 +98,68 @@ class AssetReconciler:
             report=found,
             requested=requested,
             failure=result.failure,
+            upload=upload_status,
+            uploaded=uploaded,
         )
         desired = status.compute(observed)
         self._write_status(asset, desired, result)
         if desired["phase"] == "Processing" and state == "Active":
             result.requeue_after = self.poll_seconds
+        if desired["phase"] == "Uploading":
+            result.requeue_after = self.poll_seconds  # until the upload completes
         return result
+
+    def _upload(
+        self, asset: Mapping[str, Any], platform: Mapping[str, Any], previous: Mapping[str, Any]
+    ) -> tuple[Mapping[str, Any] | None, bool, plan.Wait | None]:
+        """status.upload, whether the upload completed, and why packaging waits for it."""
+        path = upload.target(asset)
+        kept: Mapping[str, Any] = previous.get("upload") or {}
+        conditions = previous.get("conditions", [])
+        done: Mapping[str, Any] = next((c for c in conditions if c["type"] == "Uploaded"), {})
+        if done.get("status") == "True" and kept.get("path") == path:
+            return kept, True, None
+        signed = platform["spec"]["security"]["signedUrls"]
+        ref = platform["metadata"]["name"]
+        if not signed.get("enabled"):
+            return (
+                None,
+                False,
+                plan.Wait(
+                    "UploadNeedsSigningKey",
+                    f"VideoPlatform {ref} has no signing key for upload tokens: set "
+                    "spec.security.signedUrls.enabled=true",
+                ),
+            )
+        namespace = asset["metadata"]["namespace"]
+        secret_name = signed.get("secretName") or naming.ChildNames.of(ref).signing
+        try:
+            secret = self.kube.get(CHILD_KINDS["Secret"], namespace, secret_name)
+        except KubeError as exc:
+            return None, False, plan.Wait("SigningKeyUnreadable", f"Secret {secret_name}: {exc}")
+        key = upload.signing_key(dict((secret or {}).get("data") or {}))
+        if key is None:
+            return (
+                None,
+                False,
+                plan.Wait("SigningKeyNotReady", f"Secret {secret_name} holds no signing key yet"),
+            )
+        now = _epoch(self.now())
+        endpoint = naming.endpoint(ref, namespace)
+        if self.probe(upload.probe_url(endpoint, path, int(now) + 300, key)):
+            self.kube.event(asset, "Normal", "Uploaded", f"the upload to {path} completed")
+            return kept or None, True, None
+        ttl = int(asset["spec"]["source"]["upload"].get("tokenTTLSeconds", 3600))
+        if not upload.still_valid(kept, path, now, ttl):
+            kept = upload.upload_status(endpoint, path, int(now) + ttl, key[0], key[1])
+        return (
+            kept,
+            False,
+            plan.Wait(
+                status.AWAITING_UPLOAD,
+                f"upload the source with a tus client to status.upload.url (stored at {path})",
+            ),
+        )
 
     # -- observation ----------------------------------------------------------------------
     @staticmethod
@@ -312,6 +380,11 @@ def transition_events(
         cond = conditions.get("Ready", {})
         return [("Warning", str(cond.get("reason", "Pending")), str(cond.get("message", "")))]
     return []
+
+
+def _epoch(rfc3339: str) -> float:
+    """Seconds since the epoch of the reconciler's clock (``2026-01-01T00:00:00Z``)."""
+    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
 
 
 def _owned_by(obj: Mapping[str, Any], uid: str) -> bool:

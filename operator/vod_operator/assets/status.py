@@ -1,13 +1,14 @@
 """Pure status computation for a VideoAsset: what was observed -> its status.
 
-Phases: Pending (cannot be packaged yet: the condition says why), Processing (a Job packages
+Phases: Pending (cannot be packaged yet: the condition says why), Uploading (an upload source
+that has not completed yet), Processing (a Job packages
 the current revision; the previously published ladder, if any, stays Playable), Ready (the
 current revision's ladder, poster and storyboard are published), Failed (the Job failed for the
 current revision: Failed=True carries the packager's reason and ffmpeg's words; no new Job until
 the spec or the retry annotation changes), Deleting.
 
 Conditions (metav1.Condition, observedGeneration on each; lastTransitionTime moves only when
-the status flips): Probed, Playable, Ready, Failed.
+the status flips): Probed, Playable, Ready, Failed, and Uploaded for an upload source.
 """
 
 from __future__ import annotations
@@ -45,6 +46,14 @@ class Observed:
     #: The operator itself fell short (listing Jobs, creating one): reason and message.
     failure: Failure | None = None
     deleting: bool = False
+    #: status.upload (URL with token, path, expiry) of an upload source.
+    upload: Mapping[str, Any] | None = None
+    #: Whether an upload source's upload completed (None: not an upload source).
+    uploaded: bool | None = None
+
+
+#: The wait of an upload source whose upload has not completed: phase Uploading.
+AWAITING_UPLOAD = "AwaitingUpload"
 
 
 @dataclass(frozen=True)
@@ -101,7 +110,7 @@ def compute(observed: Observed) -> dict[str, Any]:
     elif observed.wait is not None and (
         observed.wait.reason == "PlatformNotFound" or not published_now
     ):
-        phase = "Pending"
+        phase = "Uploading" if observed.wait.reason == AWAITING_UPLOAD else "Pending"
         ready = (False, observed.wait.reason, observed.wait.message)
     elif published_now:
         phase, progress = "Ready", 100
@@ -170,15 +179,18 @@ def compute(observed: Observed) -> dict[str, Any]:
     failed_verdict: Verdict = (
         (True, failed[0], failed[1]) if failed else (False, "AsExpected", "no known problem")
     )
+    verdicts: list[tuple[str, Verdict]] = [
+        ("Probed", probed),
+        ("Playable", playable),
+        ("Ready", ready),
+        ("Failed", failed_verdict),
+    ]
+    if observed.uploaded is not None:
+        verdicts.append(("Uploaded", _uploaded(observed)))
     previous_conditions = {c["type"]: c for c in previous.get("conditions", [])}
     conditions = [
         _condition(previous_conditions.get(kind), kind, *verdict, observed)  # type: ignore[arg-type]
-        for kind, verdict in (
-            ("Probed", probed),
-            ("Playable", playable),
-            ("Ready", ready),
-            ("Failed", failed_verdict),
-        )
+        for kind, verdict in verdicts
     ]
     status: dict[str, Any] = {
         "observedGeneration": observed.generation,
@@ -198,7 +210,18 @@ def compute(observed: Observed) -> dict[str, Any]:
         status["renditions"] = outputs.renditions
     if outputs.playback:
         status["playback"] = outputs.playback
+    if observed.upload is not None:
+        status["upload"] = dict(observed.upload)
     return status
+
+
+def _uploaded(observed: Observed) -> Verdict:
+    path = (observed.upload or {}).get("path", "")
+    if observed.uploaded:
+        return (True, "Uploaded", f"the upload to {path} completed")
+    if observed.wait is not None and observed.wait.reason != AWAITING_UPLOAD:
+        return (False, observed.wait.reason, observed.wait.message)
+    return (False, AWAITING_UPLOAD, f"upload the source to status.upload.url (stored at {path})")
 
 
 def _find(status: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:

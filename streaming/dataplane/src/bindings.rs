@@ -408,6 +408,38 @@ fn verify(
     }
 }
 
+/// The path token for every file under `prefix` until `exp` (see `crate::tokens`).
+#[pyfunction]
+#[pyo3(signature = (key_id, key, prefix, exp, ip=None))]
+fn path_token(key_id: &str, key: &[u8], prefix: &str, exp: i64, ip: Option<&str>) -> PyResult<String> {
+    crate::tokens::make(key_id, key, prefix, exp, ip).map_err(PyValueError::new_err)
+}
+
+/// Check a `/t/<token>/...` raw path: the decoded path it may read, or why not (a str).
+#[pyfunction]
+#[pyo3(signature = (raw_path, lookup, now, ip=None, require_bound=false))]
+fn verify_path_token(
+    raw_path: &str,
+    lookup: &Bound<'_, PyAny>,
+    now: f64,
+    ip: Option<&str>,
+    require_bound: bool,
+) -> PyResult<(Option<String>, Option<&'static str>)> {
+    let mut look = |kid: &str| -> Option<Vec<u8>> {
+        lookup.call1((kid,)).ok().and_then(|v| v.extract::<Option<Vec<u8>>>().ok().flatten())
+    };
+    Ok(match crate::tokens::verify(raw_path, &mut look, now, ip, require_bound) {
+        Ok(authorized) => (Some(authorized.path), None),
+        Err(why) => (None, Some(why)),
+    })
+}
+
+/// `path` with a path token's signature replaced by `-`, for logs.
+#[pyfunction]
+fn redact_token(path: &str) -> String {
+    crate::tokens::redact(path)
+}
+
 #[pyfunction]
 fn read_keys<'py>(py: Python<'py>, folder: PathBuf) -> PyResult<Bound<'py, PyDict>> {
     let keys: HashMap<String, Vec<u8>> = crate::signing::read_keys(&folder);
@@ -451,6 +483,9 @@ fn _dataplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(canonical, m)?)?;
     m.add_function(wrap_pyfunction!(signature, m)?)?;
     m.add_function(wrap_pyfunction!(verify, m)?)?;
+    m.add_function(wrap_pyfunction!(path_token, m)?)?;
+    m.add_function(wrap_pyfunction!(verify_path_token, m)?)?;
+    m.add_function(wrap_pyfunction!(redact_token, m)?)?;
     m.add_function(wrap_pyfunction!(read_keys, m)?)?;
     m.add_function(wrap_pyfunction!(serve, m)?)?;
     Ok(())

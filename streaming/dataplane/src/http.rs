@@ -39,6 +39,8 @@ pub struct Request {
     pub keep_alive: bool,
     /// The path, percent-decoded (`None`: not valid UTF-8 once decoded).
     pub path: Option<String>,
+    /// The path as sent (percent escapes intact): path tokens check it for encoded escapes.
+    pub raw_path: String,
     pub raw_query: String,
 }
 
@@ -189,7 +191,10 @@ pub fn parse_head(data: &[u8]) -> Result<Option<(Request, usize)>, Refusal> {
     // The target: origin-form, absolute-form (its path), or `*` (OPTIONS only).
     let (raw_path, raw_query) = split_target(&method, &target)?;
     let path = percent_decode(raw_path.as_bytes()).and_then(|b| String::from_utf8(b).ok());
-    Ok(Some((Request { method, target, minor, headers, framing, keep_alive, path, raw_query }, length)))
+    Ok(Some((
+        Request { method, target, minor, headers, framing, keep_alive, path, raw_path, raw_query },
+        length,
+    )))
 }
 
 fn trim(mut s: &[u8]) -> &[u8] {

@@ -6,6 +6,7 @@
 
 pub mod conditional;
 pub mod config;
+pub mod hls;
 pub mod http;
 pub mod logs;
 pub mod metrics;
@@ -14,6 +15,7 @@ pub mod plan;
 pub mod ranges;
 pub mod server;
 pub mod signing;
+pub mod tokens;
 
 mod bindings;
 

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 use crate::ranges::RangeKind;
 
-pub const ROUTES: [&str; 6] = ["media", "ping", "healthz", "readyz", "metrics", "admin"];
-pub const METHODS: [&str; 7] = ["GET", "HEAD", "PUT", "DELETE", "OPTIONS", "POST", "other"];
+pub const ROUTES: [&str; 8] = ["media", "ping", "healthz", "readyz", "metrics", "admin", "tus", "player"];
+pub const METHODS: [&str; 8] = ["GET", "HEAD", "PUT", "DELETE", "OPTIONS", "POST", "PATCH", "other"];
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 const BUCKETS: [f64; 16] =
     [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];

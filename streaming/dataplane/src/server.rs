@@ -29,11 +29,13 @@ use crate::paths::{media_path, FileCache, OpenFile};
 use crate::plan::{decide, Conditions, Plan, Representation, Segment};
 use crate::ranges::RangeKind;
 use crate::signing::{self, KeyRing};
+use crate::{hls, tokens};
 
 const MEDIA_METHODS: &str = "GET, HEAD, PUT, DELETE, OPTIONS";
-const ALLOW_HEADERS: &str = "Range, If-Range, If-Match, If-None-Match, If-Modified-Since, If-Unmodified-Since, Authorization, Content-Type, X-Request-Id, traceparent";
-const EXPOSE_HEADERS: &str =
-    "Content-Range, Accept-Ranges, Content-Length, ETag, Last-Modified, X-Request-Id";
+/// The resumable uploads' endpoint (tus 1.0.0, answered by the Python side).
+const TUS_METHODS: &str = "POST, HEAD, PATCH, DELETE, OPTIONS";
+const ALLOW_HEADERS: &str = "Range, If-Range, If-Match, If-None-Match, If-Modified-Since, If-Unmodified-Since, Authorization, Content-Type, X-Request-Id, traceparent, Tus-Resumable, Upload-Length, Upload-Defer-Length, Upload-Offset, Upload-Metadata, Upload-Checksum, Upload-Concat, X-HTTP-Method-Override";
+const EXPOSE_HEADERS: &str = "Content-Range, Accept-Ranges, Content-Length, ETag, Last-Modified, X-Request-Id, Location, Tus-Resumable, Tus-Version, Tus-Extension, Tus-Max-Size, Tus-Checksum-Algorithm, Upload-Offset, Upload-Length, Upload-Metadata, Upload-Expires";
 /// Bodies up to this size are read into the response buffer and sent with the head in one write
 /// (measured: for 64 KiB ranges one positional read + one send costs less server CPU on loopback
 /// than a send of the head + sendfile); larger ones go out with sendfile.
@@ -423,7 +425,8 @@ impl Conn {
         let route = route_of(request.path.as_deref().unwrap_or(""));
         let method = request.method.as_str();
         let ours = match method {
-            "OPTIONS" => true,
+            // tus discovery (an OPTIONS that is not a CORS preflight) is the application's
+            "OPTIONS" => route != "tus" || request.header("access-control-request-method").is_some(),
             "GET" | "HEAD" => route == "media" || (route == "readyz" && self.state.draining.load(SeqCst)),
             _ => false,
         };
@@ -441,7 +444,7 @@ impl Conn {
             state: state.clone(),
             route: route_index(route),
             method: request.method.clone(),
-            path: request.path.clone().unwrap_or_else(|| request.target.clone()),
+            path: tokens::redact(request.path.as_deref().unwrap_or(&request.target)),
             range: request.header("range").filter(|_| logged).map(str::to_string),
             user_agent: request.header("user-agent").filter(|_| logged).map(str::to_string),
             remote: self.peer.filter(|_| logged).map(|p| unmap(p).to_string()),
@@ -481,11 +484,16 @@ impl Conn {
         mut common: Vec<(&'static str, String)>,
     ) -> (u16, Vec<(&'static str, String)>) {
         let state = &self.state;
+        let methods = if route_of(request.path.as_deref().unwrap_or("")) == "tus" {
+            TUS_METHODS
+        } else {
+            MEDIA_METHODS
+        };
         if let (Some(origin), Some(wanted)) =
             (request.header("origin"), request.header("access-control-request-method"))
         {
             if !origin.is_empty() && !wanted.is_empty() && state.cors_enabled() {
-                let method_ok = MEDIA_METHODS.split(", ").any(|m| m.eq_ignore_ascii_case(wanted));
+                let method_ok = methods.split(", ").any(|m| m.eq_ignore_ascii_case(wanted));
                 if !state.cors_allows(origin) || !method_ok {
                     return (403, vec![("Content-Type", "application/json".into())]);
                 }
@@ -493,7 +501,7 @@ impl Conn {
                     "Access-Control-Allow-Origin",
                     if state.cors_any { "*".into() } else { origin.into() },
                 ));
-                common.push(("Access-Control-Allow-Methods", MEDIA_METHODS.into()));
+                common.push(("Access-Control-Allow-Methods", methods.into()));
                 common.push(("Access-Control-Allow-Headers", ALLOW_HEADERS.into()));
                 common.push(("Access-Control-Max-Age", "600".into()));
                 common.push(("Vary", "Origin".into()));
@@ -501,7 +509,7 @@ impl Conn {
             }
         }
         state.cors_headers(request.header("origin"), &mut common);
-        common.push(("Allow", MEDIA_METHODS.into()));
+        common.push(("Allow", methods.into()));
         (204, common)
     }
 
@@ -559,21 +567,7 @@ impl Conn {
         request: &Request,
     ) -> Result<(Plan, Arc<OpenFile>), (u16, &'static str, Vec<(&'static str, String)>)> {
         let state = &self.state;
-        let path = request.path.as_deref().ok_or((404, "not found", Vec::new()))?;
-        let relative = media_path(path).ok_or((404, "not found", Vec::new()))?;
-        if state.cfg.signed_urls {
-            let ip = if state.cfg.signed_url_bind_ip { self.client_ip(request) } else { None };
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs_f64();
-            let query = request.raw_query.as_str();
-            let param = |name: &str| http::query_param(query, name);
-            let mut lookup = |kid: &str| state.keys.get(kid);
-            if let Some(refusal) = signing::verify(path, &param, &mut lookup, now, ip.as_deref()) {
-                return Err((403, refusal, Vec::new()));
-            }
-        }
+        let (relative, signed) = self.authorize(request)?;
         let file = state.files.open(&relative).ok_or((404, "not found", Vec::new()))?;
         let rep = Representation {
             size: file.size,
@@ -596,14 +590,57 @@ impl Conn {
         } else {
             String::new()
         };
-        let plan = decide(&cond, &rep, state.cfg.max_ranges, &boundary);
+        let mut plan = decide(&cond, &rep, state.cfg.max_ranges, &boundary);
         if plan.kind != RangeKind::None {
             state.metrics.range(plan.kind);
         }
         if let Some(message) = plan.error {
             return Err((plan.status, message, plan.headers));
         }
+        plan.headers.push(("Cache-Control", hls::cache_control(&relative, signed).into()));
         Ok((plan, file))
+    }
+
+    /// The root-relative file a media request may read, and whether it was signed; else the
+    /// refusal (404 for a path that cannot be served, 403 for a missing or bad signature).
+    /// A `/t/<token>/...` path is always checked; the query form when VOD_SIGNED_URLS is on.
+    #[allow(clippy::type_complexity)]
+    fn authorize(
+        &self,
+        request: &Request,
+    ) -> Result<(String, bool), (u16, &'static str, Vec<(&'static str, String)>)> {
+        let state = &self.state;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        let mut lookup = |kid: &str| state.keys.get(kid);
+        if tokens::split(&request.raw_path).is_some() {
+            let ip = self.client_ip(request);
+            return match tokens::verify(
+                &request.raw_path,
+                &mut lookup,
+                now,
+                ip.as_deref(),
+                state.cfg.signed_url_bind_ip,
+            ) {
+                Ok(authorized) => {
+                    Ok((media_path(&authorized.path).ok_or((404, "not found", Vec::new()))?, true))
+                }
+                Err(why) => Err((403, why, vec![("Cache-Control", "no-store".into())])),
+            };
+        }
+        let path = request.path.as_deref().ok_or((404, "not found", Vec::new()))?;
+        let relative = media_path(path).ok_or((404, "not found", Vec::new()))?;
+        if state.cfg.signed_urls {
+            let ip = if state.cfg.signed_url_bind_ip { self.client_ip(request) } else { None };
+            let query = request.raw_query.as_str();
+            let param = |name: &str| http::query_param(query, name);
+            if let Some(refusal) = signing::verify(path, &param, &mut lookup, now, ip.as_deref()) {
+                return Err((403, refusal, vec![("Cache-Control", "no-store".into())]));
+            }
+        }
+        Ok((relative, state.cfg.signed_urls))
     }
 
     /// The client's IP: the first entry of the configured header, else the peer address.
@@ -1023,6 +1060,8 @@ pub fn route_of(path: &str) -> &'static str {
         "/readyz" => "readyz",
         "/metrics" => "metrics",
         p if p.starts_with("/admin/") => "admin",
+        p if p == "/tus" || p.starts_with("/tus/") => "tus",
+        p if p.starts_with("/play/") || p.starts_with("/player/") => "player",
         _ => "media",
     }
 }

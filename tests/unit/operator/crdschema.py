@@ -65,7 +65,7 @@ def platform(spec: dict[str, Any], name: str = "demo", namespace: str = "media")
 
 
 def example_documents() -> Iterator[dict[str, Any]]:
-    for path in sorted(EXAMPLES.glob("*.yaml")):
+    for path in sorted([*EXAMPLES.glob("*.yaml"), *EXAMPLES.glob("s3/*.yaml")]):
         yield from (doc for doc in yaml.safe_load_all(path.read_text()) if doc)
 
 

@@ -86,6 +86,10 @@ def test_durations() -> None:
     [
         (None, "PlatformNotFound"),
         ({"storage": {"emptyDir": {}}}, "OriginNotShared"),
+        (
+            {"storage": {"s3": {"endpoint": "http://s3:8333", "bucket": "videos"}}},
+            "OriginNotSupported",
+        ),
         ({**PVC, "transcoding": {"enabled": False}}, "TranscodingDisabled"),
         ({**PVC, "suspend": True}, "PlatformSuspended"),
     ],
@@ -163,7 +167,8 @@ def succeeded(revision: str) -> str:
         "renditions": [{"name": "720p", "resolution": "1280x720", "bitrate": 2800000}],
         "skipped": ["1080p"],
         "playback": {"master": "/assets/media/intro/master.m3u8",
-                     "poster": f"/assets/media/intro/{revision}/poster.jpg"},
+                     "poster": f"/assets/media/intro/{revision}/poster.jpg",
+                     "player": "/play/assets/media/intro/master.m3u8"},
     })  # fmt: skip
 
 
@@ -232,6 +237,7 @@ def test_status_ready_from_the_result() -> None:
         {"name": "1080p", "state": "Skipped"},
     ]
     assert st["playback"]["poster"].endswith("aaaaaaaaaaaa/poster.jpg")
+    assert st["playback"]["player"] == "/play/assets/media/intro/master.m3u8"  # the player page
     # The Job's TTL removes it later: the status stays as it is, with no writes.
     again = status.compute(observed(previous=st, now="2026-01-02T00:00:00Z"))
     assert again == st

@@ -142,7 +142,7 @@ def test_videoasset_identity_columns_and_rules() -> None:
     assert "Age" in columns
     source = crdschema.asset_schema()["properties"]["spec"]["properties"]["source"]
     rules = [r["rule"] for r in source["x-kubernetes-validations"]]
-    assert "[has(self.path), has(self.url)].filter(x, x).size() == 1" in rules
+    assert "[has(self.path), has(self.url), has(self.upload)].filter(x, x).size() == 1" in rules
 
 
 def test_both_crds_share_one_rendition_schema() -> None:
@@ -156,7 +156,7 @@ def test_both_crds_share_one_rendition_schema() -> None:
 
 
 def test_asset_examples_validate_and_default() -> None:
-    for name in ("intro", "trailer"):
+    for name in ("intro", "trailer", "lecture"):
         body = crdschema.example_asset(name)
         jsonschema.validate(body, _json_schema(crdschema.asset_schema()))
     intro = crdschema.example_asset("intro")["spec"]

@@ -111,7 +111,8 @@ def test_full_renders_every_child_and_wires_the_contract() -> None:
     assert env["VOD_SIGNING_KEYS_DIR"] == "/etc/vod/signing"
     assert env["VOD_JWT_SECRET_FILE"] == "/etc/vod/jwt/key"
     assert env["VOD_CORS_ALLOWED_ORIGINS"] == "https://app.example.com,https://admin.example.com"
-    assert env["VOD_CACHE_MAX_BYTES"] == str(2 * 2**30)
+    assert "VOD_ORIGIN" not in env
+    assert env["VOD_MEDIA_ROOT"] == "/media"
     assert kinds["Ingress"]["spec"]["rules"][0]["host"] == "videos.example.com"
 
 
@@ -233,3 +234,83 @@ def test_pre_stop_sleep_fits_inside_the_termination_grace_period(
     server = {"terminationGracePeriodSeconds": termination, "shutdownGraceSeconds": drain}
     assert render_mod.endpoint_drain_seconds(server) == sleep
     assert sleep == 0 or sleep + drain < termination
+
+
+def _pod_spec(manifests: list[dict[str, Any]]) -> dict[str, Any]:
+    spec: dict[str, Any] = _by_kind(manifests)["Deployment"]["spec"]["template"]["spec"]
+    return spec
+
+
+def test_s3_origin_mounts_credentials_as_files_and_caches_in_an_empty_dir() -> None:
+    manifests = render(crdschema.example_platform("library"), RenderInputs())
+    env = _deployment_env(manifests)
+    assert env["VOD_ORIGIN"] == "s3"
+    assert env["VOD_S3_BUCKET"] == "videos"
+    assert env["VOD_S3_PREFIX"] == "media/"
+    assert env["VOD_S3_ACCESS_KEY_ID_FILE"] == "/etc/vod/s3/access-key-id"
+    assert env["VOD_CACHE_DIR"] == "/var/cache/vod"
+    assert env["VOD_CACHE_MAX_BYTES"] == str(2 * 2**30)
+    assert env["VOD_CACHE_SLICE_BYTES"] == str(2**20)
+    assert not any("vod-demo" in value for value in env.values())  # no secret in the ConfigMap
+    pod = _pod_spec(manifests)
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "media" not in volumes  # nothing mounted for a remote origin
+    assert volumes["origin-credentials"]["secret"] == {
+        "secretName": "library-s3",
+        "items": [
+            {"key": "accessKeyId", "path": "access-key-id"},
+            {"key": "secretAccessKey", "path": "secret-access-key"},
+        ],
+        "defaultMode": 288,
+    }
+    assert volumes["cache"]["emptyDir"] == {"sizeLimit": "2Gi"}
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts["origin-credentials"]["mountPath"] == "/etc/vod/s3"
+    assert mounts["origin-credentials"]["readOnly"] is True
+    assert "envFrom" not in pod["containers"][0] or all(
+        "secretRef" not in source for source in pod["containers"][0]["envFrom"]
+    )
+
+
+def test_cache_storage_class_gives_a_generic_ephemeral_volume() -> None:
+    platform = crdschema.example_platform("library")
+    platform["spec"]["cache"]["storageClassName"] = "fast-local"
+    volumes = {v["name"]: v for v in _pod_spec(render(platform, RenderInputs()))["volumes"]}
+    assert volumes["cache"]["ephemeral"]["volumeClaimTemplate"]["spec"] == {
+        "accessModes": ["ReadWriteOnce"],
+        "storageClassName": "fast-local",
+        "resources": {"requests": {"storage": "2Gi"}},
+    }
+
+
+def test_http_origin_with_a_ca_bundle() -> None:
+    platform = crdschema.example_platform("library")
+    platform["spec"]["storage"] = {
+        "http": {"url": "https://origin.example.com/vod", "caConfigMap": {"name": "origin-ca"}}
+    }
+    manifests = render(platform, RenderInputs())
+    env = _deployment_env(manifests)
+    assert env["VOD_ORIGIN"] == "http"
+    assert env["VOD_HTTP_ORIGIN_URL"] == "https://origin.example.com/vod"
+    assert env["VOD_HTTP_ORIGIN_CA_FILE"] == "/etc/vod/origin-ca/ca.crt"
+    assert not any(key.startswith("VOD_S3_") for key in env)
+    volumes = {v["name"]: v for v in _pod_spec(manifests)["volumes"]}
+    assert volumes["origin-ca"]["configMap"] == {
+        "name": "origin-ca",
+        "items": [{"key": "ca.crt", "path": "ca.crt"}],
+    }
+    assert "origin-credentials" not in volumes
+
+
+def test_a_change_of_origin_rolls_the_pods() -> None:
+    platform = crdschema.example_platform("library")
+    moved = copy.deepcopy(platform)
+    moved["spec"]["storage"]["s3"]["bucket"] = "videos-eu"
+    annotation = naming.CONFIG_HASH_ANNOTATION
+
+    def hash_of(p: dict[str, Any]) -> str:
+        deployment = _by_kind(render(p, RenderInputs()))["Deployment"]
+        value: str = deployment["spec"]["template"]["metadata"]["annotations"][annotation]
+        return value
+
+    assert hash_of(platform) != hash_of(moved)

@@ -20,6 +20,7 @@ KEYS = {"k-test": base64.b64encode(bytes(range(32))).decode()}
 CASES = {
     "minimal": ("demo", RenderInputs()),
     "full": ("showcase", RenderInputs(signing_keys=KEYS, monitoring_available=True)),
+    "s3": ("library", RenderInputs()),
 }
 
 
