@@ -245,8 +245,8 @@ def test_s3_origin_mounts_credentials_as_files_and_caches_in_an_empty_dir() -> N
     manifests = render(crdschema.example_platform("library"), RenderInputs())
     env = _deployment_env(manifests)
     assert env["VOD_ORIGIN"] == "s3"
-    assert env["VOD_S3_BUCKET"] == "videos"
-    assert env["VOD_S3_PREFIX"] == "media/"
+    assert env["VOD_S3_BUCKET"] == "media"
+    assert env["VOD_S3_PREFIX"] == "library/"
     assert env["VOD_S3_ACCESS_KEY_ID_FILE"] == "/etc/vod/s3/access-key-id"
     assert env["VOD_CACHE_DIR"] == "/var/cache/vod"
     assert env["VOD_CACHE_MAX_BYTES"] == str(2 * 2**30)
@@ -256,10 +256,10 @@ def test_s3_origin_mounts_credentials_as_files_and_caches_in_an_empty_dir() -> N
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert "media" not in volumes  # nothing mounted for a remote origin
     assert volumes["origin-credentials"]["secret"] == {
-        "secretName": "library-s3",
+        "secretName": "seaweedfs-s3",
         "items": [
-            {"key": "accessKeyId", "path": "access-key-id"},
-            {"key": "secretAccessKey", "path": "secret-access-key"},
+            {"key": "access_key_id", "path": "access-key-id"},
+            {"key": "secret_access_key", "path": "secret-access-key"},
         ],
         "defaultMode": 288,
     }
@@ -305,7 +305,7 @@ def test_http_origin_with_a_ca_bundle() -> None:
 def test_a_change_of_origin_rolls_the_pods() -> None:
     platform = crdschema.example_platform("library")
     moved = copy.deepcopy(platform)
-    moved["spec"]["storage"]["s3"]["bucket"] = "videos-eu"
+    moved["spec"]["storage"]["s3"]["bucket"] = "media-eu"
     annotation = naming.CONFIG_HASH_ANNOTATION
 
     def hash_of(p: dict[str, Any]) -> str:
