@@ -222,6 +222,11 @@ bench-cache: $(STAMP) cluster-build ## The slice cache (S3 origin) vs the file o
 bench-media: $(STAMP) ## vod-stream package vs one hand-written ffmpeg (60 s 1080p, default ladder); Job start -> Playable with --cluster on a real node
 	$(PY) tools/bench/media_bench.py $(MEDIA_BENCH_ARGS)
 
+.PHONY: bench-s3-clients
+bench-s3-clients: $(STAMP) ## obstore vs aiobotocore (throwaway venv in .bench/) on a real SeaweedFS: upload MiB/s, 64 KiB GET latency, RSS
+	@$(PY) -m localcluster build weed
+	$(PY) tools/bench/s3_clients.py $(BENCH_ARGS)
+
 .PHONY: bench
 bench: bench-stream bench-cache bench-operator bench-media ## Every benchmark
 

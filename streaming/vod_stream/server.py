@@ -26,6 +26,7 @@ from vod_stream.config import Settings
 from vod_stream.errors import json_error, json_response
 from vod_stream.keys import KeyRing
 from vod_stream.paths import media_path
+from vod_stream.storage import Origin, open_origin
 
 ROUTES = {"/ping": "ping", "/healthz": "healthz", "/readyz": "readyz", "/metrics": "metrics"}
 ADMIN_SIGN = "/admin/sign"
@@ -46,9 +47,10 @@ class RequestContext:
 class StreamApp:
     """State shared by the requests of the Python side."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, origin: Origin | None = None) -> None:
         self.settings = settings
         self.root_real = os.path.realpath(settings.media_root)
+        self.origin = origin or open_origin(settings)
         self.keys = KeyRing(settings.signing_keys_dir, settings.signing_active_key_id)
         self.jwt = JwtVerifier.from_settings(settings)
         self.draining = False
@@ -144,8 +146,8 @@ class StreamApp:
             except AuthError as exc:
                 return json_error(exc.status, exc.message, _challenge(headers, exc.status))
             if method == "PUT":
-                return await uploads.put(request, relative, self.settings, self.root_real, headers)
-            return uploads.delete(relative, self.root_real, headers)
+                return await uploads.put(request, relative, self.settings, self.origin, headers)
+            return await uploads.delete(relative, self.origin, headers)
         return json_error(405, f"{method} is not allowed", {**headers, "Allow": MEDIA_METHODS})
 
     def _operational(self, route: str, headers: Mapping[str, str]) -> web.StreamResponse:
@@ -156,7 +158,7 @@ class StreamApp:
         if route == "readyz":
             if self.draining:
                 return json_response({"status": "draining"}, 503, headers)
-            if not os.path.isdir(self.root_real):
+            if not self.origin.ready():
                 return json_response({"status": "media root unavailable"}, 503, headers)
             return json_response({"status": "ready"}, headers=headers)
         body, ctype = metrics.exposition()  # the data plane appends its own series

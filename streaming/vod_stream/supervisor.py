@@ -24,9 +24,10 @@ import time
 from aiohttp import web
 
 from vod_stream import logs
-from vod_stream.config import Settings, dataplane_config
+from vod_stream.config import ConfigError, Settings, dataplane_config
 from vod_stream.dataplane import CONFIG_ENV, LISTEN_FD_ENV, READY_FD_ENV
 from vod_stream.server import StreamApp
+from vod_stream.storage import Origin, open_origin
 from vod_stream.uploads import remove_stale_uploads
 
 READY_TIMEOUT_SECONDS = 60
@@ -68,8 +69,9 @@ def listening_socket(host: str, port: int) -> socket.socket:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, origin: Origin | None = None) -> None:
         self.settings = settings
+        self.origin = origin
         self.stopping = asyncio.Event()
 
     def _on_signal(self, signum: int) -> None:
@@ -117,7 +119,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal, signum)
-        app = StreamApp(settings)
+        app = StreamApp(settings, self.origin)
         runtime = tempfile.mkdtemp(prefix="vod-stream-")
         upstream = os.path.join(runtime, "app.sock")
         server = web.Server(app.handle, access_log=None)
@@ -191,5 +193,10 @@ def run(settings: Settings) -> int:
     removed = remove_stale_uploads(settings.tmp_dir, 2 * settings.body_timeout_seconds + 60)
     if removed:
         logs.event("removed stale uploads", count=removed)
+    try:
+        origin = open_origin(settings)  # reads the S3 credential files: a bad one stops here
+    except ConfigError as exc:
+        logs.event("bad settings", error=str(exc))
+        return 2
     prepare_metrics_dir(settings)
-    return asyncio.run(Supervisor(settings).main())
+    return asyncio.run(Supervisor(settings, origin).main())

@@ -1,32 +1,26 @@
-"""PUT and DELETE of media files.
+"""PUT and DELETE of media, written to the origin (storage.py: the media root or S3).
 
-A PUT streams the body into ``<root>/.vod-tmp/`` (same filesystem), then fsyncs, renames it
-over the target atomically and fsyncs the folder: a reader sees the old file or the new one,
-never a part. Whatever goes wrong (too large, client gone, body timeout, full disk) the
-temporary file is removed.
+The body is streamed into the origin as it arrives, all or nothing: on the file origin it is
+staged in ``<root>/.vod-tmp/`` and renamed over the target; on S3 it is one PUT or a multipart
+upload that is aborted on failure. Whatever goes wrong (too large, client gone, body timeout,
+full disk, S3 refusing) nothing is left: no file, no temporary file, no multipart parts.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import errno
 import os
-import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 from aiohttp import web
 from aiohttp.web_request import BaseRequest
 
 from vod_stream import logs, metrics
-from vod_stream._dataplane import make_etag
 from vod_stream.config import Settings
 from vod_stream.errors import json_error, json_response
-from vod_stream.paths import open_regular_file, writable_target
-
-NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+from vod_stream.storage import NO_SPACE, NotWritable, Origin, OriginError
 
 
 class UploadFailed(Exception):
@@ -37,16 +31,11 @@ class UploadFailed(Exception):
         self.message = message
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-async def _receive(request: BaseRequest, fd: int, limit: int, stall_seconds: float) -> int:
-    """Copy the body into ``fd``; the received size."""
+async def body_chunks(
+    request: BaseRequest, limit: int, stall_seconds: float
+) -> AsyncIterator[bytes]:
+    """The request body as it arrives; UploadFailed on a stall (408), a body larger than
+    ``limit`` (413) or a body that ends early (400, the client is gone)."""
     received = 0
     while True:
         try:
@@ -59,32 +48,18 @@ async def _receive(request: BaseRequest, fd: int, limit: int, stall_seconds: flo
         if not chunk:
             if request.content.exception() is not None or not request.content.is_eof():
                 raise UploadFailed(400, "disconnected", "the body ended early")
-            return received
+            return
         received += len(chunk)
         if received > limit:
             raise UploadFailed(413, "too_large", f"the body is larger than {limit} bytes")
-        view = memoryview(chunk)
-        try:
-            while view:
-                view = view[os.write(fd, view) :]
-        except OSError as exc:
-            if exc.errno in NO_SPACE:
-                raise UploadFailed(507, "no_space", "no space left to store the file") from None
-            raise
-
-
-def _stage(root_real: str) -> tuple[int, str]:
-    """A new temporary file in the staging folder (same filesystem as the root)."""
-    tmp_dir = os.path.join(root_real, ".vod-tmp")
-    os.makedirs(tmp_dir, exist_ok=True)
-    return tempfile.mkstemp(dir=tmp_dir, prefix="upload-")
+        yield chunk
 
 
 async def put(
     request: BaseRequest,
     relative: str,
     settings: Settings,
-    root_real: str,
+    origin: Origin,
     headers: Mapping[str, str],
 ) -> web.StreamResponse:
     limit = settings.max_upload_bytes
@@ -93,27 +68,17 @@ async def put(
         refused = json_error(413, f"the body is larger than {limit} bytes", headers)
         refused.force_close()  # do not read a body we refused
         return refused
-    target = writable_target(root_real, relative)
-    if target is None:
-        return json_error(409, "the path is not a file that can be written", headers)
+    try:
+        origin.check_writable(relative)
+    except NotWritable as exc:
+        return json_error(409, str(exc), headers)
     if request.headers.get("Expect", "").lower() == "100-continue":
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-    loop = asyncio.get_running_loop()
-    existed = os.path.lexists(target)  # noqa: ASYNC240 -- metadata calls, as nginx does inline
     try:
-        fd, tmp_path = _stage(root_real)
-    except OSError as exc:
-        metrics.UPLOAD_FAILURES.labels("error").inc()
-        status = 507 if exc.errno in NO_SPACE else 500
-        return json_error(status, f"cannot stage the upload: {exc.strerror}", headers)
-    stored = False
-    try:
-        size = await _receive(request, fd, limit, settings.body_timeout_seconds)
-        await loop.run_in_executor(None, os.fsync, fd)
-        os.fchmod(fd, 0o644)
-        os.replace(tmp_path, target)
-        stored = True
-        await loop.run_in_executor(None, _fsync_dir, os.path.dirname(target))
+        existed = await origin.exists(relative)
+        stored = await origin.write(
+            relative, body_chunks(request, limit, settings.body_timeout_seconds)
+        )
     except UploadFailed as failure:
         metrics.UPLOAD_FAILURES.labels(failure.reason).inc()
         logs.event("upload failed", path="/" + relative, reason=failure.reason)
@@ -122,37 +87,36 @@ async def put(
         response = json_error(failure.status, failure.message, headers)
         response.force_close()  # the rest of the body is not read
         return response
+    except OriginError as exc:
+        metrics.UPLOAD_FAILURES.labels("origin").inc()
+        logs.event("upload failed", path="/" + relative, reason="origin", error=exc.message)
+        response = json_error(exc.status, exc.message, headers)
+        response.force_close()
+        return response
     except OSError as exc:
-        metrics.UPLOAD_FAILURES.labels("no_space" if exc.errno in NO_SPACE else "error").inc()
-        status = 507 if exc.errno in NO_SPACE else 500
-        return json_error(status, f"cannot store the file: {exc.strerror}", headers)
+        full = exc.errno in NO_SPACE
+        metrics.UPLOAD_FAILURES.labels("no_space" if full else "error").inc()
+        message = "no space left to store the file" if full else f"cannot store: {exc.strerror}"
+        response = json_error(507 if full else 500, message, headers)
+        response.force_close()  # the rest of the body is not read
+        return response
     except BaseException:
         metrics.UPLOAD_FAILURES.labels("disconnected").inc()
         raise
-    finally:
-        os.close(fd)
-        if not stored:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp_path)
-    metrics.UPLOAD_BYTES.inc(size)
-    info = os.stat(target)
-    body = {
-        "path": "/" + relative,
-        "size": size,
-        "etag": str(make_etag(info.st_ino, info.st_size, info.st_mtime_ns)),
-    }
+    metrics.UPLOAD_BYTES.inc(stored.size)
+    body = {"path": "/" + relative, "size": stored.size, "etag": stored.etag}
     status = 200 if existed else 201
     return json_response(body, status, {**headers, "Location": "/" + relative})
 
 
-def delete(relative: str, root_real: str, headers: Mapping[str, str]) -> web.StreamResponse:
-    opened = open_regular_file(root_real, relative)
-    if opened is None:
-        return json_error(404, "no such file", headers)
-    os.close(opened)
+async def delete(relative: str, origin: Origin, headers: Mapping[str, str]) -> web.StreamResponse:
     try:
-        os.unlink(os.path.join(root_real, relative))
-    except FileNotFoundError:
+        removed = await origin.delete(relative)
+    except NotWritable as exc:
+        return json_error(409, str(exc), headers)
+    except OriginError as exc:
+        return json_error(exc.status, exc.message, headers)
+    if not removed:
         return json_error(404, "no such file", headers)
     return web.Response(status=204, headers=headers)
 

@@ -134,6 +134,7 @@ def test_every_binary_belongs_to_exactly_one_pinned_component() -> None:
             "helm",
             "coredns",
             "metrics-server",
+            "weed",
         ]
     )
     assert component_of("kubelet").version == KUBERNETES_VERSION
@@ -141,6 +142,8 @@ def test_every_binary_belongs_to_exactly_one_pinned_component() -> None:
     assert component_of("kube-scheduler").version == KUBERNETES_VERSION
     assert component_of("etcd").module == "go.etcd.io/etcd/server/v3"
     assert "helm" not in CONTROL_PLANE_BINARIES
+    assert "weed" not in CONTROL_PLANE_BINARIES  # a test server, not part of the cluster
+    assert component_of("weed").module == "github.com/seaweedfs/seaweedfs"
     assert len({c.name for c in COMPONENTS}) == len(COMPONENTS)
     with pytest.raises(KeyError):
         component_of("kubeadm")

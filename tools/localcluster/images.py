@@ -27,6 +27,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
@@ -305,6 +306,78 @@ def ensure_base() -> Image:
     return _record("python-base", archive, key, began)
 
 
+# --- SeaweedFS (the in-cluster S3 server of the cluster tests) -------------------------------
+
+#: `weed` runs as an unprivileged user; its data folder is a mounted volume (an emptyDir).
+SEAWEEDFS_RUNTIME_USER = "65532:65532"
+
+
+def seaweedfs_runtime(base: ociarchive.ArchiveInfo) -> ociarchive.RuntimeConfig:
+    """The base's environment, `weed` as the entrypoint, `/data` as the working folder."""
+    env = tuple(base.config.get("config", {}).get("Env") or ())
+    return ociarchive.RuntimeConfig(
+        entrypoint=("/usr/local/bin/weed",),
+        env=env,
+        user=SEAWEEDFS_RUNTIME_USER,
+        working_dir="/data",
+    )
+
+
+def write_seaweedfs_archive(base_archive: Path, weed: Path, out: Path, ref: str) -> None:
+    """The base's layer plus one holding `/usr/local/bin/weed`, written without an engine."""
+    base = ociarchive.read_archive(base_archive)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as scratch:
+        layers = []
+        with tarfile.open(base_archive, mode="r:") as tar:
+            for number, digest in enumerate(base.layer_digests):
+                member = tar.extractfile(ociarchive.blob_path(digest))
+                if member is None:
+                    raise ImagesError(f"{base_archive} lacks layer {digest}")
+                path = Path(scratch) / f"base{number}.tar"
+                with path.open("wb") as copy:
+                    shutil.copyfileobj(member, copy)
+                layers.append(ociarchive.Layer.of(path))
+        weed_layer = Path(scratch) / "weed.tar"
+        weed_layer.write_bytes(
+            ociarchive.layer_tar(
+                [
+                    ociarchive.LayerFile("usr/local/bin/weed", weed.read_bytes()),
+                    ociarchive.LayerFile("data/.keep", b"", mode=0o644),
+                ]
+            )
+        )
+        layers.append(ociarchive.Layer.of(weed_layer))
+        ociarchive.write_archive(out, ref, layers, seaweedfs_runtime(base))
+
+
+@_locked
+def ensure_seaweedfs(base: Image) -> Image:
+    """`localcluster.local/seaweedfs:<version>`: the project's Debian base with the `weed` the
+    builder made (`make cluster-build`), for an in-cluster S3 server (manifests/dev/seaweedfs).
+    Cached by the base image, the binary and the runtime config."""
+    from localcluster import binaries
+    from localcluster.versions import SEAWEEDFS_VERSION
+
+    began = time.monotonic()
+    weed = binaries.require("weed")
+    ref = f"{LOCAL_REGISTRY}/seaweedfs:{SEAWEEDFS_VERSION}"
+    base_info = ociarchive.read_archive(base.archive)
+    key = _hash(
+        base.config_digest,
+        hashlib.sha256(weed.read_bytes()).hexdigest(),
+        ref,
+        json.dumps(seaweedfs_runtime(base_info).as_json(), sort_keys=True),
+    )
+    archive = archive_path("seaweedfs", key)
+    reused = _reuse("seaweedfs", archive, began)
+    if reused is not None:
+        return reused
+    log(f"seaweedfs: {weed} on {base.ref}")
+    write_seaweedfs_archive(base.archive, weed, archive, ref)
+    return _record("seaweedfs", archive, key, began)
+
+
 def ensure_base_in_engine(engine: Engine, base: Image) -> None:
     """`docker load` the base archive unless the engine has that image (same id)."""
     if engine.image_id(base.ref) != base.config_digest:
@@ -469,10 +542,11 @@ def ensure_project_images(root: Path | None = None) -> list[Image]:
 
 @_locked
 def ensure_all(root: Path | None = None) -> list[Image]:
-    """What a real node needs: the pause image, then the base and both project images."""
+    """What a real node needs: the pause image, then the base and both project images, and the
+    in-cluster S3 server (SeaweedFS) the cluster tests run."""
     pause = ensure_pause()
     base = ensure_base()
-    return [pause, base, *ensure_images(project_images(root), base)]
+    return [pause, base, *ensure_images(project_images(root), base), ensure_seaweedfs(base)]
 
 
 def load_all(images: Sequence[Image], containerd_address: Path | str) -> list[Loaded]:
@@ -494,6 +568,7 @@ __all__ = [
     "ensure_images",
     "ensure_pause",
     "ensure_project_images",
+    "ensure_seaweedfs",
     "load",
     "load_all",
     "project_images",

@@ -11,6 +11,8 @@ KWOK_VERSION = "v0.8.0"
 HELM_VERSION = "v3.21.4"
 COREDNS_VERSION = "v1.14.7"
 METRICS_SERVER_VERSION = "v0.8.0"
+#: SeaweedFS publishes no tagged Go module: this is the pseudo-version the module proxy serves.
+SEAWEEDFS_VERSION = "v0.0.0-20261109003541-7506e5f91cd6"
 
 _SEMVER = re.compile(r"v?(\d+)\.(\d+)\.(\d+)")
 
@@ -126,6 +128,13 @@ COMPONENTS: tuple[Component, ...] = (
         binaries={"metrics-server": "sigs.k8s.io/metrics-server/cmd/metrics-server"},
         ldflags=[f"-X k8s.io/client-go/pkg/version.gitVersion={METRICS_SERVER_VERSION}"],
     ),
+    Component(
+        name="seaweedfs",
+        module="github.com/seaweedfs/seaweedfs",
+        version=SEAWEEDFS_VERSION,
+        binaries={"weed": "github.com/seaweedfs/seaweedfs/weed"},
+        version_args=("version",),
+    ),
 )
 
 
@@ -140,7 +149,9 @@ def component_of(binary: str) -> Component:
 ALL_BINARIES: tuple[str, ...] = tuple(b for c in COMPONENTS for b in c.binaries)
 #: What the real node runs beside containerd (from Debian).
 NODE_BINARIES: tuple[str, ...] = ("kubelet", "kube-proxy", "coredns", "metrics-server")
+#: What the tests start beside the cluster: SeaweedFS, the S3-compatible server (s3server.py).
+TEST_BINARIES: tuple[str, ...] = ("weed",)
 #: What `up` runs without a real node (helm is built for delivery, not for the cluster).
 CONTROL_PLANE_BINARIES: tuple[str, ...] = tuple(
-    b for b in ALL_BINARIES if b != "helm" and b not in NODE_BINARIES
+    b for b in ALL_BINARIES if b != "helm" and b not in NODE_BINARIES and b not in TEST_BINARIES
 )
