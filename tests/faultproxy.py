@@ -1,7 +1,7 @@
 """A fault-injecting TCP proxy for tests: it sits in front of a real server on 127.0.0.1.
 
-Modes (``proxy.mode = ...``, effective for new connections):
-``pass`` forwards both ways; ``refuse`` stops listening (connections are refused);
+Modes (``proxy.mode = ...``; ``hang`` applies to new connections, the others at once):
+``pass`` forwards both ways; ``refuse()`` stops listening and closes open connections;
 ``hang`` accepts and reads but never answers; ``cut`` forwards ``cut_after`` bytes of the
 server's answer, then closes both sides; ``delay`` forwards the answer ``delay_chunk`` bytes at
 a time, ``delay_seconds`` apart. ``response_bytes`` counts what the server sent through it.
@@ -45,7 +45,25 @@ class FaultProxy:
     def refuse(self) -> None:
         """Stop listening: connections are refused until ``resume``."""
         self.mode = "refuse"
+        self._stop_listening()
+        self._close_connections()
+
+    def _close_connections(self) -> None:
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    def _stop_listening(self) -> None:
         if self._listener is not None:
+            try:  # wakes the accepting thread: close() alone leaves the socket listening
+                self._listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             self._listener.close()
             self._listener = None
 
@@ -91,6 +109,7 @@ class FaultProxy:
         sent = 0
         try:
             while True:
+                mode = self.mode  # read per chunk: a kept-alive connection follows changes
                 data = upstream.recv(self.delay_chunk if mode == "delay" else 65536)
                 if not data:
                     break
@@ -134,14 +153,8 @@ class FaultProxy:
 
     def close(self) -> None:
         self._closing.set()
-        if self._listener is not None:
-            self._listener.close()
-        with self._lock:
-            for sock in self._sockets:
-                try:
-                    sock.close()
-                except OSError:
-                    pass
+        self._stop_listening()
+        self._close_connections()
 
     def __enter__(self) -> FaultProxy:
         return self
