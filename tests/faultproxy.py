@@ -9,6 +9,7 @@ a time, ``delay_seconds`` apart. ``response_bytes`` counts what the server sent 
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -52,18 +53,15 @@ class FaultProxy:
         with self._lock:
             sockets, self._sockets = self._sockets, []
         for sock in sockets:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             sock.close()
 
     def _stop_listening(self) -> None:
         if self._listener is not None:
-            try:  # wakes the accepting thread: close() alone leaves the socket listening
+            # shutdown wakes the accepting thread: close() alone leaves the socket listening
+            with contextlib.suppress(OSError):
                 self._listener.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             self._listener.close()
             self._listener = None
 
@@ -126,10 +124,8 @@ class FaultProxy:
         except OSError:
             pass
         for sock in (client, upstream):
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             sock.close()
 
     def _count(self, n: int) -> None:
@@ -146,10 +142,8 @@ class FaultProxy:
                 upstream.sendall(data)
         except OSError:
             pass
-        try:
+        with contextlib.suppress(OSError):
             upstream.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
 
     def close(self) -> None:
         self._closing.set()

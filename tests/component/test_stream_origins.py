@@ -4,6 +4,7 @@ between the two (tests/faultproxy.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from localcluster.s3server import S3Server
 from tests.component.conftest import ServerProcess
 from tests.faultproxy import FaultProxy
 
@@ -42,7 +44,9 @@ def metric(server: ServerProcess, name: str, **labels: str) -> float:
 
 
 class Setup:
-    def __init__(self, origin: ServerProcess, proxy: FaultProxy, start: Callable[..., ServerProcess]):
+    def __init__(
+        self, origin: ServerProcess, proxy: FaultProxy, start: Callable[..., ServerProcess]
+    ):
         self.origin = origin
         self.proxy = proxy
         self._start = start
@@ -86,27 +90,33 @@ def test_ranges_and_validators_come_from_the_origin(setup: Setup, tmp_path: Path
     edge = setup.edge(tmp_path / "cache")
     at_origin = get(setup.origin, "/v.mp4")
     whole = get(edge, "/v.mp4")
-    assert whole.status_code == 200 and whole.content == data
+    assert whole.status_code == 200
+    assert whole.content == data
     assert whole.headers["etag"] == at_origin.headers["etag"]
     assert whole.headers["last-modified"] == at_origin.headers["last-modified"]
     part = get(edge, "/v.mp4", Range="bytes=70000-200000")
-    assert part.status_code == 206 and part.content == data[70000:200001]
+    assert part.status_code == 206
+    assert part.content == data[70000:200001]
     assert part.headers["content-range"] == f"bytes 70000-200000/{len(data)}"
     assert get(edge, "/v.mp4", Range="bytes=-10").content == data[-10:]
     assert get(edge, "/v.mp4", **{"If-None-Match": whole.headers["etag"]}).status_code == 304
     stale = get(edge, "/v.mp4", Range="bytes=0-9", **{"If-Range": '"other"'})
-    assert stale.status_code == 200 and stale.content == data
+    assert stale.status_code == 200
+    assert stale.content == data
     fresh = get(edge, "/v.mp4", Range="bytes=0-9", **{"If-Range": whole.headers["etag"]})
-    assert fresh.status_code == 206 and fresh.content == data[:10]
+    assert fresh.status_code == 206
+    assert fresh.content == data[:10]
     assert get(edge, "/v.mp4", **{"If-Match": '"other"'}).status_code == 412
     unsatisfiable = get(edge, "/v.mp4", Range=f"bytes={len(data)}-")
     assert unsatisfiable.status_code == 416
     assert unsatisfiable.headers["content-range"] == f"bytes */{len(data)}"
     multi = get(edge, "/v.mp4", Range="bytes=0-1,300000-300001")
-    assert multi.status_code == 206 and multi.headers["content-type"].startswith("multipart/byteranges")
+    assert multi.status_code == 206
+    assert multi.headers["content-type"].startswith("multipart/byteranges")
     assert data[300000:300002] in multi.content
     head = httpx.head(edge.url + "/v.mp4", timeout=10)
-    assert head.status_code == 200 and head.headers["content-length"] == str(len(data))
+    assert head.status_code == 200
+    assert head.headers["content-length"] == str(len(data))
 
 
 def test_origin_404_is_404(setup: Setup, tmp_path: Path) -> None:
@@ -149,7 +159,8 @@ def test_cached_slices_are_served_while_the_origin_is_down(setup: Setup, tmp_pat
     setup.proxy.refuse()
     time.sleep(0.3)  # the stat is stale: the origin is asked, fails, the last answer is used
     cached = get(edge, "/v.mp4", Range="bytes=1000-90000")
-    assert cached.status_code == 206 and cached.content == data[1000:90001]
+    assert cached.status_code == 206
+    assert cached.content == data[1000:90001]
     missing = get(edge, "/v.mp4", Range=f"bytes={3 * SLICE}-{3 * SLICE + 9}")
     assert missing.status_code == 502
 
@@ -217,7 +228,8 @@ def test_unwritable_cache_disk_still_serves(setup: Setup, tmp_path: Path) -> Non
     cache_dir.rmdir()  # the cache folder is gone: every write fails
     assert get(edge, "/v.mp4").content == data
     response = get(edge, "/v.mp4", Range="bytes=10-20")
-    assert response.status_code == 206 and response.content == data[10:21]
+    assert response.status_code == 206
+    assert response.content == data[10:21]
     assert metric(edge, "vod_cache_write_errors_total") >= 3
 
 
@@ -241,19 +253,19 @@ def test_full_cache_disk_still_serves(setup: Setup, tiny_tmpfs: Path) -> None:
     edge = setup.edge(tiny_tmpfs / "cache", VOD_CACHE_MAX_BYTES=str(64 * SLICE))
     for _ in range(2):
         response = get(edge, "/v.mp4")
-        assert response.status_code == 200 and response.content == data
+        assert response.status_code == 200
+        assert response.content == data
     part = get(edge, "/v.mp4", Range=f"bytes={SLICE}-{3 * SLICE}")
-    assert part.status_code == 206 and part.content == data[SLICE : 3 * SLICE + 1]
+    assert part.status_code == 206
+    assert part.content == data[SLICE : 3 * SLICE + 1]
     assert metric(edge, "vod_cache_write_errors_total") >= 1
 
 
 def folder_bytes(folder: Path) -> int:
     total = 0
     for entry in os.scandir(folder):
-        try:
+        with contextlib.suppress(FileNotFoundError):  # evicted while listed
             total += entry.stat().st_size
-        except FileNotFoundError:  # evicted while listed
-            pass
     return total
 
 
@@ -321,14 +333,17 @@ def test_concurrent_cold_clients_fetch_each_slice_once(setup: Setup, tmp_path: P
         t.start()
     for t in threads:
         t.join()
-    assert len(results) == 32 and all(r == data for r in results)
+    assert len(results) == 32
+    assert all(r == data for r in results)
     assert metric(edge, "vod_origin_bytes_total") == len(data)
     assert metric(edge, "vod_cache_collapsed_waits_total") > 0
     # what crossed the proxy: the object once, plus heads
     assert len(data) <= setup.proxy.response_bytes <= len(data) + 64 * 1024
 
 
-def test_first_byte_of_a_far_cold_range_does_not_wait_for_the_slice(setup: Setup, tmp_path: Path) -> None:
+def test_first_byte_of_a_far_cold_range_does_not_wait_for_the_slice(
+    setup: Setup, tmp_path: Path
+) -> None:
     slice_bytes = 1024 * 1024
     data = payload(8 * slice_bytes)
     setup.put("v.mp4", data)
@@ -338,7 +353,10 @@ def test_first_byte_of_a_far_cold_range_does_not_wait_for_the_slice(setup: Setup
     start = 6 * slice_bytes
     began = time.monotonic()
     with httpx.stream(
-        "GET", edge.url + "/v.mp4", headers={"Range": f"bytes={start}-{start + slice_bytes - 1}"}, timeout=30
+        "GET",
+        edge.url + "/v.mp4",
+        headers={"Range": f"bytes={start}-{start + slice_bytes - 1}"},
+        timeout=30,
     ) as response:
         assert response.status_code == 206
         chunks = response.iter_raw()
@@ -347,4 +365,109 @@ def test_first_byte_of_a_far_cold_range_does_not_wait_for_the_slice(setup: Setup
         rest = first + b"".join(chunks)
         whole = time.monotonic() - began
     assert rest == data[start : start + slice_bytes]
-    assert first_byte < 1.0 and whole > 2.0
+    assert first_byte < 1.0
+    assert whole > 2.0
+
+
+# -- the S3 origin: a real SeaweedFS (the s3_server session fixture) ---------------------------
+
+
+def s3_edge(
+    start_server: Callable[..., ServerProcess],
+    s3_server: S3Server,
+    bucket: str,
+    tmp_path: Path,
+    endpoint: str | None = None,
+    credentials: bool = True,
+    **env: str,
+) -> ServerProcess:
+    settings = {
+        "VOD_ORIGIN": "s3",
+        "VOD_S3_ENDPOINT": endpoint or s3_server.endpoint,
+        "VOD_S3_BUCKET": bucket,
+        "VOD_S3_PREFIX": "media/",
+        "VOD_S3_REGION": s3_server.region,
+        "VOD_CACHE_DIR": str(tmp_path / "cache"),
+        "VOD_CACHE_SLICE_BYTES": str(SLICE),
+        "VOD_ORIGIN_TIMEOUT_SECONDS": "2",
+        **env,
+    }
+    if credentials:
+        key_file, secret_file = s3_server.write_credentials(tmp_path / "s3-credentials")
+        settings["VOD_S3_ACCESS_KEY_ID_FILE"] = str(key_file)
+        settings["VOD_S3_SECRET_ACCESS_KEY_FILE"] = str(secret_file)
+    return start_server(env=settings)
+
+
+def s3_put(s3_server: S3Server, bucket: str, key: str, data: bytes) -> None:
+    response = s3_server.request("PUT", f"/{bucket}/{key}", body=data)
+    assert response.status == 200, response
+
+
+def test_s3_origin_serves_ranges_with_the_objects_validators(
+    start_server: Callable[..., ServerProcess], s3_server: S3Server, tmp_path: Path
+) -> None:
+    bucket = s3_server.make_bucket("origins-private")
+    data = payload(5 * SLICE + 7)
+    s3_put(s3_server, bucket, "media/a/v.mp4", data)
+    edge = s3_edge(start_server, s3_server, bucket, tmp_path)
+    whole = get(edge, "/a/v.mp4")
+    assert whole.status_code == 200
+    assert whole.content == data
+    at_s3 = httpx.Headers(s3_server.request("HEAD", f"/{bucket}/media/a/v.mp4").headers)
+    assert whole.headers["etag"] == at_s3["etag"]
+    assert whole.headers["last-modified"] == at_s3["last-modified"]
+    part = get(edge, "/a/v.mp4", Range="bytes=100000-200000")
+    assert part.status_code == 206
+    assert part.content == data[100000:200001]
+    ranged = get(edge, "/a/v.mp4", Range="bytes=0-9", **{"If-Range": whole.headers["etag"]})
+    assert ranged.status_code == 206
+    assert get(edge, "/a/v.mp4", **{"If-None-Match": whole.headers["etag"]}).status_code == 304
+    assert get(edge, "/a/missing.mp4").status_code == 404
+    assert metric(edge, "vod_cache_requests_total", result="hit") >= 1
+
+
+def test_s3_collapsed_cold_clients(
+    start_server: Callable[..., ServerProcess], s3_server: S3Server, tmp_path: Path
+) -> None:
+    bucket = s3_server.make_bucket("origins-crowd")
+    data = payload(16 * SLICE)
+    s3_put(s3_server, bucket, "media/crowd.mp4", data)
+    port = int(s3_server.endpoint.rsplit(":", 1)[1])
+    with FaultProxy(port) as proxy:
+        edge = s3_edge(
+            start_server, s3_server, bucket, tmp_path, endpoint=proxy.url, VOD_WORKERS="2"
+        )
+        barrier = threading.Barrier(32)
+        results: list[bytes] = []
+
+        def client() -> None:
+            barrier.wait()
+            results.append(httpx.get(edge.url + "/crowd.mp4", timeout=60).content)
+
+        threads = [threading.Thread(target=client) for _ in range(32)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(results) == 32
+        assert all(r == data for r in results)
+        assert metric(edge, "vod_origin_bytes_total") == len(data)
+        assert len(data) <= proxy.response_bytes <= len(data) + 64 * 1024
+
+
+def test_s3_object_replaced_mid_request_is_cut(
+    start_server: Callable[..., ServerProcess], s3_server: S3Server, tmp_path: Path
+) -> None:
+    bucket = s3_server.make_bucket("origins-replace")
+    old, new = payload(8 * SLICE, seed=1), payload(8 * SLICE, seed=2)
+    s3_put(s3_server, bucket, "media/v.mp4", old)
+    edge = s3_edge(start_server, s3_server, bucket, tmp_path, VOD_ORIGIN_STAT_TTL_SECONDS="60")
+    assert get(edge, "/v.mp4", Range=f"bytes=0-{2 * SLICE - 1}").content == old[: 2 * SLICE]
+    s3_put(s3_server, bucket, "media/v.mp4", new)
+    head, body = read_raw(edge.port, b"GET /v.mp4 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert len(body) < len(old)
+    assert body == old[: len(body)]
+    assert metric(edge, "vod_origin_errors_total", cause="changed") == 1
+    assert get(edge, "/v.mp4").content == new

@@ -40,8 +40,8 @@ from bench_stream import (  # noqa: E402
     worker_pids,
 )
 from bench_stream import Scenario as WrkScenario  # noqa: E402
-from localcluster.s3server import running_s3_server  # noqa: E402
 
+from localcluster.s3server import running_s3_server  # noqa: E402
 from tests.faultproxy import FaultProxy  # noqa: E402
 
 WORK = REPO / ".bench" / "cache"
@@ -103,7 +103,8 @@ http {{
   keepalive_requests 1000000;
   client_body_temp_path {prefix}/body; proxy_temp_path {prefix}/proxy;
   fastcgi_temp_path {prefix}/fastcgi; uwsgi_temp_path {prefix}/uwsgi; scgi_temp_path {prefix}/scgi;
-  proxy_cache_path {cache} levels=1:2 keys_zone=slices:10m max_size=4g inactive=1h use_temp_path=off;
+  proxy_cache_path {cache} levels=1:2 keys_zone=slices:10m max_size=4g inactive=1h
+                   use_temp_path=off;
   server {{
     listen 127.0.0.1:{port} reuseport;
     location / {{
@@ -123,7 +124,15 @@ http {{
 """
     (prefix / "nginx.conf").write_text(conf)
     proc = subprocess.Popen(
-        [shutil.which("nginx") or "/usr/sbin/nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-e", "stderr"],
+        [
+            shutil.which("nginx") or "/usr/sbin/nginx",
+            "-p",
+            str(prefix),
+            "-c",
+            str(prefix / "nginx.conf"),
+            "-e",
+            "stderr",
+        ],
         stdout=subprocess.DEVNULL,
     )
     wait_port(port)
@@ -132,7 +141,10 @@ http {{
 
 def ttfb(port: int, path: str, start: int, length: int) -> tuple[float, float]:
     """(seconds to the first body byte, seconds to the last) of one range request."""
-    request = f"GET {path} HTTP/1.1\r\nHost: bench\r\nRange: bytes={start}-{start + length - 1}\r\nConnection: close\r\n\r\n"
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: bench\r\n"
+        f"Range: bytes={start}-{start + length - 1}\r\nConnection: close\r\n\r\n"
+    )
     began = time.monotonic()
     with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
         sock.sendall(request.encode())
@@ -143,7 +155,11 @@ def ttfb(port: int, path: str, start: int, length: int) -> tuple[float, float]:
             if not chunk:
                 break
             received += chunk
-            if not first and b"\r\n\r\n" in received and received.index(b"\r\n\r\n") + 4 < len(received):
+            if (
+                not first
+                and b"\r\n\r\n" in received
+                and received.index(b"\r\n\r\n") + 4 < len(received)
+            ):
                 first = time.monotonic() - began
     head, _, body = received.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 206"), head[:200]
@@ -200,7 +216,12 @@ def main() -> int:
     (WORK.parent / "range.lua").write_text(RANGE_LUA)
     media = WORK / "media"
     media.mkdir(exist_ok=True)
-    objects = {"warm.mp4": size, "far.mp4": size, "whole-vod.mp4": size // 4, "whole-nginx.mp4": size // 4}
+    objects = {
+        "warm.mp4": size,
+        "far.mp4": size,
+        "whole-vod.mp4": size // 4,
+        "whole-nginx.mp4": size // 4,
+    }
     objects |= {"crowd-vod.mp4": 32 * SLICE, "crowd-nginx.mp4": 32 * SLICE}
     for name, length in objects.items():
         path = media / name
@@ -238,15 +259,36 @@ def main() -> int:
                 far = size - 3 * SLICE
                 vod_first, vod_last = ttfb(cache_port, "/far.mp4", far, SLICE)
                 ngx_first, ngx_last = ttfb(nginx_port, "/far.mp4", far, SLICE)
-                rows.append(("cold far-offset range, first byte (ms)", f"{vod_first * 1e3:.1f}", f"{ngx_first * 1e3:.1f}", f"{vod_first / ngx_first:.2f}x time"))
-                rows.append(("cold far-offset 1 MiB range, last byte (ms)", f"{vod_last * 1e3:.1f}", f"{ngx_last * 1e3:.1f}", f"{vod_last / ngx_last:.2f}x time"))
+                rows.append(
+                    (
+                        "cold far-offset range, first byte (ms)",
+                        f"{vod_first * 1e3:.1f}",
+                        f"{ngx_first * 1e3:.1f}",
+                        f"{vod_first / ngx_first:.2f}x time",
+                    )
+                )
+                rows.append(
+                    (
+                        "cold far-offset 1 MiB range, last byte (ms)",
+                        f"{vod_last * 1e3:.1f}",
+                        f"{ngx_last * 1e3:.1f}",
+                        f"{vod_last / ngx_last:.2f}x time",
+                    )
+                )
                 began = time.monotonic()
                 read_whole(cache_port, "/whole-vod.mp4")
                 vod_mbs = size / 4 / (time.monotonic() - began) / 1e6
                 began = time.monotonic()
                 read_whole(nginx_port, "/whole-nginx.mp4")
                 ngx_mbs = size / 4 / (time.monotonic() - began) / 1e6
-                rows.append(("cold object read whole (MB/s)", f"{vod_mbs:.0f}", f"{ngx_mbs:.0f}", f"{vod_mbs / ngx_mbs:.2f}x"))
+                rows.append(
+                    (
+                        "cold object read whole (MB/s)",
+                        f"{vod_mbs:.0f}",
+                        f"{ngx_mbs:.0f}",
+                        f"{vod_mbs / ngx_mbs:.2f}x",
+                    )
+                )
                 for label, port, proxy, path in (
                     ("vod", cache_port, vod_origin, "/crowd-vod.mp4"),
                     ("nginx", nginx_port, nginx_origin, "/crowd-nginx.mp4"),
@@ -257,17 +299,41 @@ def main() -> int:
                     objects[label] = proxy.response_bytes - before
                 vod_ratio = objects["vod"] / (32 * SLICE)
                 ngx_ratio = objects["nginx"] / (32 * SLICE)
-                rows.append(("32 cold clients: origin bytes / object bytes", f"{vod_ratio:.3f}", f"{ngx_ratio:.3f}", f"target <= {1 + 1 / 32:.3f}"))
+                rows.append(
+                    (
+                        "32 cold clients: origin bytes / object bytes",
+                        f"{vod_ratio:.3f}",
+                        f"{ngx_ratio:.3f}",
+                        f"target <= {1 + 1 / 32:.3f}",
+                    )
+                )
                 # warm: read the object once through each cache, then random ranges
                 read_whole(cache_port, "/warm.mp4")
                 read_whole(nginx_port, "/warm.mp4")
                 time.sleep(0.5)
-                for length, label in ((65536, "64 KiB random ranges (req/s)"), (2 * 1024 * 1024, "2 MiB random ranges (MB/s)")):
+                for length, label in (
+                    (65536, "64 KiB random ranges (req/s)"),
+                    (2 * 1024 * 1024, "2 MiB random ranges (MB/s)"),
+                ):
                     file_value = wrk(file_port, "/warm.mp4", size, length, args.seconds)
                     cache_value = wrk(cache_port, "/warm.mp4", size, length, args.seconds)
                     nginx_value = wrk(nginx_port, "/warm.mp4", size, length, args.seconds)
-                    rows.append((f"warm {label}: vod cache | file origin", f"{cache_value:.0f}", f"{file_value:.0f}", f"{cache_value / file_value:.2f}x (target >= 0.95x)"))
-                    rows.append((f"warm {label}: vod cache | nginx cache", f"{cache_value:.0f}", f"{nginx_value:.0f}", f"{cache_value / nginx_value:.2f}x"))
+                    rows.append(
+                        (
+                            f"warm {label}: vod cache | file origin",
+                            f"{cache_value:.0f}",
+                            f"{file_value:.0f}",
+                            f"{cache_value / file_value:.2f}x (target >= 0.95x)",
+                        )
+                    )
+                    rows.append(
+                        (
+                            f"warm {label}: vod cache | nginx cache",
+                            f"{cache_value:.0f}",
+                            f"{nginx_value:.0f}",
+                            f"{cache_value / nginx_value:.2f}x",
+                        )
+                    )
             for name, kib in rss.peak.items():
                 rows.append((f"peak RSS {name} (MiB)", f"{kib / 1024:.1f}", "", ""))
             for proc in processes:

@@ -82,6 +82,11 @@ impl OriginError {
                 if text.contains("412") || text.contains("Precondition Failed") {
                     OriginError::Changed
                 } else {
+                    crate::logs::event(
+                        "warning",
+                        "origin request failed",
+                        vec![("error", serde_json::Value::String(text.clone()))],
+                    );
                     OriginError::Unreachable(text)
                 }
             }

@@ -48,6 +48,9 @@ const MAX_IGNORED_BODY: u64 = 1024 * 1024;
 const BUSY_BODY: &str =
     "{\"error\": {\"status\": 503, \"message\": \"too many connections, retry shortly\"}}";
 
+/// A media request answered with an error: status, message, extra headers.
+type Refused = (u16, &'static str, Vec<(&'static str, String)>);
+
 pub struct State {
     pub cfg: Config,
     files: FileCache,
@@ -597,11 +600,7 @@ impl Conn {
         }
     }
 
-    #[allow(clippy::type_complexity)]
-    fn media_plan(
-        &self,
-        request: &Request,
-    ) -> Result<(Plan, Arc<OpenFile>), (u16, &'static str, Vec<(&'static str, String)>)> {
+    fn media_plan(&self, request: &Request) -> Result<(Plan, Arc<OpenFile>), Refused> {
         let relative = self.authorize(request)?;
         let file = self.state.files.open(&relative).ok_or((404, "not found", Vec::new()))?;
         let rep = Representation {
@@ -614,10 +613,7 @@ impl Conn {
     }
 
     /// The media path of the request (root-relative), once the path and any signature pass.
-    fn authorize(
-        &self,
-        request: &Request,
-    ) -> Result<String, (u16, &'static str, Vec<(&'static str, String)>)> {
+    fn authorize(&self, request: &Request) -> Result<String, Refused> {
         let state = &self.state;
         let path = request.path.as_deref().ok_or((404, "not found", Vec::new()))?;
         let relative = media_path(path).ok_or((404, "not found", Vec::new()))?;
@@ -638,11 +634,7 @@ impl Conn {
     }
 
     /// The response plan for the request against `rep` (412/416 as errors).
-    fn plan_for(
-        &self,
-        request: &Request,
-        rep: &Representation,
-    ) -> Result<Plan, (u16, &'static str, Vec<(&'static str, String)>)> {
+    fn plan_for(&self, request: &Request, rep: &Representation) -> Result<Plan, Refused> {
         let state = &self.state;
         let range = request.header("range");
         let cond = Conditions {
@@ -673,12 +665,11 @@ impl Conn {
     /// slice cache. The head waits for the body's first bytes, so an origin that fails before
     /// any byte gets a JSON 502/504 (404 when the object is gone); after that, a failure (or an
     /// object that changed) cuts the connection: a client never gets a spliced body.
-    #[allow(clippy::type_complexity)]
     async fn remote_plan(
         &self,
         request: &Request,
         cache: &SliceCache,
-    ) -> Result<(Plan, Arc<Object>), (u16, &'static str, Vec<(&'static str, String)>)> {
+    ) -> Result<(Plan, Arc<Object>), Refused> {
         let relative = self.authorize(request)?;
         let meta = match cache.remote.stat(&relative).await {
             Ok(meta) => meta,

@@ -250,11 +250,12 @@ impl Store {
         let idx = &mut *guard;
         idx.tick += 1;
         let tick = idx.tick;
-        if idx.entries.contains_key(&key) {
+        match idx.entries.entry(key) {
             // a concurrent writer won (same name, same bytes): count it once
-            idx.used -= length;
-        } else {
-            idx.entries.insert(key, Entry { length, crc, tick, open: None });
+            std::collections::hash_map::Entry::Occupied(_) => idx.used -= length,
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(Entry { length, crc, tick, open: None });
+            }
         }
         self.stats.used.store(idx.used, Relaxed);
     }
