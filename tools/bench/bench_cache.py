@@ -11,7 +11,7 @@ Rows:
       slice);
   RSS: peak of vod-stream's processes (Python side + data plane) and of nginx's workers.
 
-Usage: python tools/bench/bench_cache.py [--seconds 4] [--object-mib 128]
+Usage: python tools/bench/bench_cache.py [--seconds 4] [--rounds 3] [--object-mib 128]
 Needs `weed` (make cluster-build), nginx and wrk (Debian packages). Files live in .bench/cache/.
 """
 
@@ -21,6 +21,7 @@ import argparse
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -210,6 +211,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=4)
     parser.add_argument("--object-mib", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     size = args.object_mib * 1024 * 1024
     WORK.mkdir(parents=True, exist_ok=True)
@@ -222,13 +224,14 @@ def main() -> int:
         "whole-vod.mp4": size // 4,
         "whole-nginx.mp4": size // 4,
     }
-    objects |= {"crowd-vod.mp4": 32 * SLICE, "crowd-nginx.mp4": 32 * SLICE}
+    objects |= {"crowd-vod.mp4": 32 * SLICE, "crowd-nginx.mp4": 32 * SLICE, "warmup.mp4": SLICE}
     for name, length in objects.items():
         path = media / name
         if not path.exists() or path.stat().st_size != length:
             path.write_bytes(os.urandom(length))
     rows: list[tuple[str, str, str, str]] = []
     processes: list[subprocess.Popen[bytes]] = []
+    shutil.rmtree(WORK / "seaweedfs", ignore_errors=True)  # a fresh server each run
     with running_s3_server(WORK / "seaweedfs", public_buckets=[BUCKET]) as s3:
         for name in objects:
             upload(s3, name, media / name)
@@ -252,10 +255,14 @@ def main() -> int:
             processes += [file_vod, cache_vod, nginx]
             groups = {
                 "vod-stream (Python + data plane)": [cache_vod.pid, *worker_pids(cache_vod.pid)],
+                "vod-stream data plane": worker_pids(cache_vod.pid),
                 "nginx workers": worker_pids(nginx.pid),
             }
             with RssSampler(groups) as rss:
-                # cold first: a far offset of a cold object
+                # connections made (a cold object, not a cold process): one small read each
+                ttfb(cache_port, "/warmup.mp4", 0, 1)
+                ttfb(nginx_port, "/warmup.mp4", 0, 1)
+                # cold: a far offset of a cold object
                 far = size - 3 * SLICE
                 vod_first, vod_last = ttfb(cache_port, "/far.mp4", far, SLICE)
                 ngx_first, ngx_last = ttfb(nginx_port, "/far.mp4", far, SLICE)
@@ -315,9 +322,17 @@ def main() -> int:
                     (65536, "64 KiB random ranges (req/s)"),
                     (2 * 1024 * 1024, "2 MiB random ranges (MB/s)"),
                 ):
-                    file_value = wrk(file_port, "/warm.mp4", size, length, args.seconds)
-                    cache_value = wrk(cache_port, "/warm.mp4", size, length, args.seconds)
-                    nginx_value = wrk(nginx_port, "/warm.mp4", size, length, args.seconds)
+                    runs: dict[str, list[float]] = {"file": [], "cache": [], "nginx": []}
+                    for _ in range(args.rounds):  # interleaved rounds, medians
+                        for name, port in (
+                            ("file", file_port),
+                            ("cache", cache_port),
+                            ("nginx", nginx_port),
+                        ):
+                            runs[name].append(wrk(port, "/warm.mp4", size, length, args.seconds))
+                    file_value, cache_value, nginx_value = (
+                        statistics.median(runs[n]) for n in ("file", "cache", "nginx")
+                    )
                     rows.append(
                         (
                             f"warm {label}: vod cache | file origin",

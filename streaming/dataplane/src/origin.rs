@@ -32,6 +32,23 @@ pub struct Meta {
     pub etag: Option<String>,
     /// Last-Modified, epoch seconds.
     pub last_modified: i64,
+    /// Hex key of (path, ETag, size, Last-Modified), made once per stat: the slice cache's name
+    /// for this version of the object (a replaced object never reuses slices).
+    pub key: String,
+}
+
+impl Meta {
+    pub fn new(relative: &str, size: u64, etag: Option<String>, last_modified: i64) -> Meta {
+        use sha2::Digest;
+        let mut hash = sha2::Sha256::new();
+        hash.update(relative.as_bytes());
+        hash.update(b"\n");
+        hash.update(etag.as_deref().unwrap_or("").as_bytes());
+        hash.update(format!("\n{size}\n{last_modified}").as_bytes());
+        let digest = hash.finalize();
+        let key = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+        Meta { size, etag, last_modified, key }
+    }
 }
 
 /// Why the origin did not deliver: each cause is a metric label and an HTTP answer.
@@ -99,7 +116,7 @@ pub struct Remote {
     prefix: String,
     timeout: Duration,
     stat_ttl: Duration,
-    stats: Mutex<HashMap<String, (Meta, Instant)>>,
+    stats: Mutex<HashMap<String, (Arc<Meta>, Instant)>>,
 }
 
 fn seconds(value: f64, fallback: f64) -> Duration {
@@ -188,13 +205,13 @@ impl Remote {
         }
     }
 
-    fn stats(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Meta, Instant)>> {
+    fn stats(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Arc<Meta>, Instant)>> {
         self.stats.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Size, ETag and Last-Modified of `relative`: from the stat cache while fresh, else a HEAD;
     /// when the origin cannot be reached, the last known answer (so cached slices stay servable).
-    pub async fn stat(&self, relative: &str) -> Result<Meta, OriginError> {
+    pub async fn stat(&self, relative: &str) -> Result<Arc<Meta>, OriginError> {
         let known = self.stats().get(relative).cloned();
         if let Some((meta, at)) = &known {
             if at.elapsed() < self.stat_ttl {
@@ -209,7 +226,7 @@ impl Remote {
         match answer {
             Ok(meta) => {
                 let meta =
-                    Meta { size: meta.size, etag: meta.e_tag, last_modified: meta.last_modified.timestamp() };
+                    Arc::new(Meta::new(relative, meta.size, meta.e_tag, meta.last_modified.timestamp()));
                 let mut stats = self.stats();
                 if stats.len() >= 65_536 {
                     stats.clear(); // a bound, not a policy: stats are cheap to make again

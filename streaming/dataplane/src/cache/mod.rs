@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use sha2::Digest;
 use tokio::sync::watch;
 
 use crate::origin::{Meta, OriginError, Remote};
@@ -32,21 +31,14 @@ pub const MAX_RUN: u64 = 8;
 #[derive(Clone, Debug)]
 pub struct Object {
     pub relative: String,
-    pub meta: Meta,
-    /// Hex key of (path, ETag, size, Last-Modified): a replaced object never reuses slices.
+    pub meta: Arc<Meta>,
+    /// The slice cache's key for this version of the object (`Meta::key`).
     pub key: String,
 }
 
 impl Object {
-    pub fn new(relative: &str, meta: Meta) -> Object {
-        let mut hash = sha2::Sha256::new();
-        hash.update(relative.as_bytes());
-        hash.update(b"\n");
-        hash.update(meta.etag.as_deref().unwrap_or("").as_bytes());
-        hash.update(format!("\n{}\n{}", meta.size, meta.last_modified).as_bytes());
-        let digest = hash.finalize();
-        let key = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-        Object { relative: relative.to_string(), meta, key }
+    pub fn new(relative: &str, meta: Arc<Meta>) -> Object {
+        Object { relative: relative.to_string(), key: meta.key.clone(), meta }
     }
 }
 
