@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from localcluster.s3server import S3Server
+from localcluster.s3server import S3Server, running_s3_server
 from tests.component.conftest import ServerProcess
 from tests.faultproxy import FaultProxy
 
@@ -471,3 +471,19 @@ def test_s3_object_replaced_mid_request_is_cut(
     assert body == old[: len(body)]
     assert metric(edge, "vod_origin_errors_total", cause="changed") == 1
     assert get(edge, "/v.mp4").content == new
+
+
+def test_s3_anonymous_reads_of_a_public_bucket(
+    start_server: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    """No credential files: unsigned requests, as to a public bucket (its own SeaweedFS, whose
+    anonymous identity may read the bucket: the session server's buckets are private)."""
+    with running_s3_server(tmp_path / "seaweedfs", public_buckets=["anon"]) as s3:
+        data = payload(3 * SLICE + 5)
+        s3_put(s3, "anon", "media/v.mp4", data)
+        edge = s3_edge(start_server, s3, "anon", tmp_path, credentials=False)
+        part = get(edge, "/v.mp4", Range=f"bytes={SLICE - 3}-{2 * SLICE + 3}")
+        assert part.status_code == 206
+        assert part.content == data[SLICE - 3 : 2 * SLICE + 4]
+        assert get(edge, "/v.mp4").content == data
+        assert get(edge, "/nothing.mp4").status_code == 404
