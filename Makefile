@@ -30,7 +30,7 @@ help: ## List every target with what it does
 .PHONY: install
 install: $(STAMP) ## Create .venv and install the project (editable, dev extras; builds the Rust data plane) and system tools (ffmpeg)
 
-$(STAMP): pyproject.toml tools/install-system-deps.sh $(DATAPLANE)/Cargo.toml $(DATAPLANE)/Cargo.lock $(wildcard $(DATAPLANE)/src/*.rs)
+$(STAMP): pyproject.toml tools/install-system-deps.sh $(DATAPLANE)/Cargo.toml $(DATAPLANE)/Cargo.lock $(wildcard $(DATAPLANE)/src/*.rs $(DATAPLANE)/src/*/*.rs)
 	bash tools/install-system-deps.sh
 	$(PYTHON_BOOTSTRAP) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
@@ -226,6 +226,12 @@ bench-stream: $(STAMP) ## nginx (tuned, stock), Go net/http and vod-stream on lo
 	$(PY) tools/bench/bench_stream.py $(BENCH_ARGS)
 
 MEDIA_BENCH_ARGS ?=
+CACHE_BENCH_ARGS ?=
+
+.PHONY: bench-cache
+bench-cache: $(STAMP) cluster-build ## The slice cache (S3 origin) vs the file origin and vs nginx proxy_cache + slice, on loopback (CACHE_BENCH_ARGS)
+	bash tools/install-system-deps.sh nginx wrk
+	$(PY) tools/bench/bench_cache.py $(CACHE_BENCH_ARGS)
 
 .PHONY: bench-media
 bench-media: $(STAMP) ## vod-stream package vs one hand-written ffmpeg (60 s 1080p, default ladder); Job start -> Playable with --cluster on a real node
@@ -237,7 +243,7 @@ bench-s3-clients: $(STAMP) ## obstore vs aiobotocore (throwaway venv in .bench/)
 	$(PY) tools/bench/s3_clients.py $(BENCH_ARGS)
 
 .PHONY: bench
-bench: bench-stream bench-operator bench-media ## Every benchmark
+bench: bench-stream bench-cache bench-operator bench-media ## Every benchmark
 
 ##@ kind (machines with a Docker engine)
 

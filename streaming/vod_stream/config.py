@@ -268,8 +268,36 @@ def dataplane_config(settings: Settings, upstream_socket: str) -> str:
             "content_types": content_type_table(),
             "default_content_type": DEFAULT_TYPE,
             "parent_pid": os.getpid(),  # the data plane stops when this process dies
+            **_origin_config(settings),
         }
     )
+
+
+def _origin_config(settings: Settings) -> dict[str, Any]:
+    """The origin and slice-cache settings, as the data plane's ``OriginConfig`` names them."""
+
+    def path(value: Path | None) -> str | None:
+        return None if value is None else str(value)
+
+    return {
+        "origin": settings.origin,
+        "s3_endpoint": settings.s3_endpoint,
+        "s3_bucket": settings.s3_bucket,
+        "s3_prefix": settings.s3_prefix,
+        "s3_region": settings.s3_region,
+        "s3_path_style": settings.s3_path_style,
+        "s3_access_key_id_file": path(settings.s3_access_key_id_file),
+        "s3_secret_access_key_file": path(settings.s3_secret_access_key_file),
+        "s3_ca_file": path(settings.s3_ca_file),
+        "http_origin_url": settings.http_origin_url,
+        "http_origin_ca_file": path(settings.http_origin_ca_file),
+        "origin_connect_timeout_seconds": settings.origin_connect_timeout_seconds,
+        "origin_timeout_seconds": settings.origin_timeout_seconds,
+        "origin_stat_ttl_seconds": settings.origin_stat_ttl_seconds,
+        "cache_dir": path(settings.cache_dir),
+        "cache_max_bytes": settings.cache_max_bytes,
+        "cache_slice_bytes": settings.cache_slice_bytes,
+    }
 
 
 def available_cpus(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:

@@ -33,6 +33,57 @@ pub struct Config {
     /// The supervisor: when it dies, the data plane is sent SIGTERM (it drains and exits).
     #[serde(default)]
     pub parent_pid: Option<i32>,
+    /// Where media is read from: `file` (the media root), `s3` or `http` (see `origin`).
+    #[serde(flatten)]
+    pub origin: OriginConfig,
+}
+
+/// The origin and slice-cache settings (`VOD_ORIGIN`, `VOD_S3_*`, `VOD_HTTP_ORIGIN_*`,
+/// `VOD_ORIGIN_*`, `VOD_CACHE_*`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct OriginConfig {
+    pub origin: String,
+    pub s3_endpoint: Option<String>,
+    pub s3_bucket: Option<String>,
+    pub s3_prefix: String,
+    pub s3_region: String,
+    pub s3_path_style: bool,
+    pub s3_access_key_id_file: Option<PathBuf>,
+    pub s3_secret_access_key_file: Option<PathBuf>,
+    pub s3_ca_file: Option<PathBuf>,
+    pub http_origin_url: Option<String>,
+    pub http_origin_ca_file: Option<PathBuf>,
+    pub origin_connect_timeout_seconds: f64,
+    pub origin_timeout_seconds: f64,
+    pub origin_stat_ttl_seconds: f64,
+    pub cache_dir: Option<PathBuf>,
+    pub cache_max_bytes: u64,
+    pub cache_slice_bytes: u64,
+}
+
+impl Default for OriginConfig {
+    fn default() -> Self {
+        OriginConfig {
+            origin: "file".into(),
+            s3_endpoint: None,
+            s3_bucket: None,
+            s3_prefix: String::new(),
+            s3_region: "us-east-1".into(),
+            s3_path_style: true,
+            s3_access_key_id_file: None,
+            s3_secret_access_key_file: None,
+            s3_ca_file: None,
+            http_origin_url: None,
+            http_origin_ca_file: None,
+            origin_connect_timeout_seconds: 2.0,
+            origin_timeout_seconds: 10.0,
+            origin_stat_ttl_seconds: 5.0,
+            cache_dir: None,
+            cache_max_bytes: 1 << 30,
+            cache_slice_bytes: 1 << 20,
+        }
+    }
 }
 
 impl Config {

@@ -4,12 +4,14 @@
 //! the server applies (ranges, preconditions, the response plan, signed URLs, path confinement),
 //! exposed to Python so the Python side and the tests use the one compiled implementation.
 
+pub mod cache;
 pub mod conditional;
 pub mod config;
 pub mod hls;
 pub mod http;
 pub mod logs;
 pub mod metrics;
+pub mod origin;
 pub mod paths;
 pub mod plan;
 pub mod ranges;
@@ -59,7 +61,14 @@ pub fn run(cfg: config::Config, listen_fd: i32, ready_fd: i32) -> i32 {
     };
     let drain_delay = cfg.drain_delay_seconds;
     let grace = cfg.shutdown_grace_seconds;
-    let state = Arc::new(server::State::new(cfg));
+    let state = match server::State::new(cfg) {
+        Ok(state) => Arc::new(state),
+        Err(e) => {
+            logs::event("error", "data plane failed to start", vec![("error", Value::String(e))]);
+            logs::stop();
+            return 1;
+        }
+    };
     let outcome = runtime.block_on(async {
         // SAFETY: the supervisor passed us this listening socket; we own it from here on.
         let std_listener = unsafe { std::net::TcpListener::from_raw_fd(listen_fd) };

@@ -234,3 +234,79 @@ pub fn merge(python: Vec<Family>, own: Vec<Family>) -> String {
     }
     out
 }
+
+/// The slice cache's and the remote origin's series (`vod_cache_*`, `vod_origin_*`).
+pub fn cache_families(cache: &crate::cache::SliceCache) -> Vec<Family> {
+    let s = &cache.stats;
+    let mut out = Vec::new();
+    let mut counter = |name: &str, help: &str, samples: Vec<(String, u64)>| {
+        let mut family = Family::new(name, "counter", help);
+        for (key, value) in samples {
+            family.add(key, value as f64);
+        }
+        out.push(family);
+    };
+    let by_result = |name: &str, hit: &AtomicU64, miss: &AtomicU64| {
+        vec![
+            (format!("{name}{{result=\"hit\"}}"), hit.load(Relaxed)),
+            (format!("{name}{{result=\"miss\"}}"), miss.load(Relaxed)),
+        ]
+    };
+    counter(
+        "vod_cache_requests_total",
+        "Media requests of a remote origin: hit (every byte from the slice cache) or miss.",
+        by_result("vod_cache_requests_total", &s.hit_requests, &s.miss_requests),
+    );
+    counter(
+        "vod_cache_bytes_total",
+        "Body bytes served from cached slices (hit) or from origin fetches (miss).",
+        by_result("vod_cache_bytes_total", &s.hit_bytes, &s.miss_bytes),
+    );
+    counter(
+        "vod_origin_requests_total",
+        "Requests made to the origin for bytes (one per run of missing slices).",
+        vec![("vod_origin_requests_total".into(), s.origin_requests.load(Relaxed))],
+    );
+    counter(
+        "vod_origin_bytes_total",
+        "Bytes received from the origin.",
+        vec![("vod_origin_bytes_total".into(), s.origin_bytes.load(Relaxed))],
+    );
+    counter(
+        "vod_origin_errors_total",
+        "Origin failures, by cause (not_found, unreachable, timeout, changed, truncated).",
+        crate::origin::OriginError::CAUSES
+            .iter()
+            .zip(&s.origin_errors)
+            .map(|(cause, n)| (format!("vod_origin_errors_total{{cause=\"{cause}\"}}"), n.load(Relaxed)))
+            .collect(),
+    );
+    counter(
+        "vod_cache_collapsed_waits_total",
+        "Reads of a slice that another request was already fetching (no origin request made).",
+        vec![("vod_cache_collapsed_waits_total".into(), s.collapsed.load(Relaxed))],
+    );
+    if let Some(store) = &cache.store {
+        let st = &store.stats;
+        counter(
+            "vod_cache_evictions_total",
+            "Slices evicted to keep the cache under VOD_CACHE_MAX_BYTES.",
+            vec![("vod_cache_evictions_total".into(), st.evictions.load(Relaxed))],
+        );
+        counter(
+            "vod_cache_write_errors_total",
+            "Slices that could not be written (disk full or failing): served, not cached.",
+            vec![("vod_cache_write_errors_total".into(), st.write_errors.load(Relaxed))],
+        );
+        counter(
+            "vod_cache_corrupt_slices_total",
+            "Cached slices found truncated or corrupted on read (dropped and fetched again).",
+            vec![("vod_cache_corrupt_slices_total".into(), st.corrupt.load(Relaxed))],
+        );
+        let mut used =
+            Family::new("vod_cache_bytes_used", "gauge", "Bytes of the slice cache on disk (and reserved).");
+        used.add("vod_cache_bytes_used".into(), st.used.load(Relaxed) as f64);
+        out.push(used);
+    }
+    out
+}

@@ -21,10 +21,13 @@ use tokio::net::{TcpListener, TcpStream, UnixStream};
 use tokio::sync::Notify;
 use tokio::time::timeout;
 
+use crate::cache::store::Store;
+use crate::cache::{Chunk, Object, SliceCache};
 use crate::config::Config;
 use crate::http::{self, error_body, parse_head, reason, ChunkedDecoder, Framing, Refusal, Request};
 use crate::logs;
 use crate::metrics::{self, method_index, route_index, Metrics};
+use crate::origin::Remote;
 use crate::paths::{media_path, FileCache, OpenFile};
 use crate::plan::{decide, Conditions, Plan, Representation, Segment};
 use crate::ranges::RangeKind;
@@ -47,6 +50,9 @@ const MAX_IGNORED_BODY: u64 = 1024 * 1024;
 const BUSY_BODY: &str =
     "{\"error\": {\"status\": 503, \"message\": \"too many connections, retry shortly\"}}";
 
+/// A media request answered with an error: status, message, extra headers.
+type Refused = (u16, &'static str, Vec<(&'static str, String)>);
+
 pub struct State {
     pub cfg: Config,
     files: FileCache,
@@ -59,15 +65,42 @@ pub struct State {
     pub drain: Notify,
     pub connections: AtomicUsize,
     nowait_unsupported: AtomicBool,
+    /// Set for a remote origin (s3, http): every media read goes through it.
+    pub cache: Option<Arc<SliceCache>>,
+}
+
+/// The slice cache in front of the configured remote origin (`None`: the filesystem origin).
+fn remote_cache(cfg: &Config) -> Result<Option<Arc<SliceCache>>, String> {
+    let Some(remote) = Remote::from_config(&cfg.origin)? else { return Ok(None) };
+    let store = match &cfg.origin.cache_dir {
+        None => None,
+        Some(dir) => match Store::open(dir.clone(), cfg.origin.cache_max_bytes) {
+            Ok(store) => Some(store),
+            Err(e) => {
+                // a cache disk that fails degrades to serving from the origin, uncached
+                logs::event(
+                    "warning",
+                    "slice cache unavailable, serving from the origin without caching",
+                    vec![
+                        ("dir", Value::String(dir.display().to_string())),
+                        ("error", Value::String(e.to_string())),
+                    ],
+                );
+                None
+            }
+        },
+    };
+    Ok(Some(Arc::new(SliceCache::new(remote, store, cfg.origin.cache_slice_bytes))))
 }
 
 impl State {
-    pub fn new(cfg: Config) -> State {
+    pub fn new(cfg: Config) -> Result<State, String> {
+        let cache = remote_cache(&cfg)?;
         let root_real = std::fs::canonicalize(&cfg.media_root).unwrap_or_else(|_| cfg.media_root.clone());
         let cors_any = cfg.cors_allowed_origins.iter().any(|o| o == "*");
         let cors_origins =
             cfg.cors_allowed_origins.iter().map(|o| o.trim_end_matches('/').to_string()).collect();
-        State {
+        Ok(State {
             files: FileCache::new(root_real, 1024, Duration::from_secs(30)),
             keys: KeyRing::new(cfg.signing_keys_dir.clone()),
 
@@ -78,8 +111,9 @@ impl State {
             drain: Notify::new(),
             connections: AtomicUsize::new(0),
             nowait_unsupported: AtomicBool::new(false),
+            cache,
             cfg,
-        }
+        })
     }
 
     fn cors_enabled(&self) -> bool {
@@ -467,6 +501,19 @@ impl Conn {
             return self.send_simple(&request, &mut record, 503, common, Some(body), keep_alive).await;
         }
         state.cors_headers(request.header("origin"), &mut common);
+        if let Some(cache) = state.cache.clone() {
+            return match self.remote_plan(&request, &cache).await {
+                Err((status, message, extra)) => {
+                    common.extend(extra);
+                    common.push(("Content-Type", "application/json".into()));
+                    let body = error_body(status, message);
+                    self.send_simple(&request, &mut record, status, common, Some(body), keep_alive).await
+                }
+                Ok((plan, object)) => {
+                    self.send_remote(&request, &mut record, plan, object, common, keep_alive).await
+                }
+            };
+        }
         match self.media_plan(&request) {
             Err((status, message, extra)) => {
                 common.extend(extra);
@@ -561,20 +608,28 @@ impl Conn {
         }
     }
 
-    #[allow(clippy::type_complexity)]
-    fn media_plan(
-        &self,
-        request: &Request,
-    ) -> Result<(Plan, Arc<OpenFile>), (u16, &'static str, Vec<(&'static str, String)>)> {
-        let state = &self.state;
+    fn media_plan(&self, request: &Request) -> Result<(Plan, Arc<OpenFile>), Refused> {
         let (relative, signed) = self.authorize(request)?;
-        let file = state.files.open(&relative).ok_or((404, "not found", Vec::new()))?;
+        let file = self.state.files.open(&relative).ok_or((404, "not found", Vec::new()))?;
         let rep = Representation {
             size: file.size,
             mtime: file.mtime,
             etag: crate::conditional::make_etag(file.ino, file.size, file.mtime_ns),
-            content_type: state.cfg.content_type(&relative).to_string(),
+            content_type: self.state.cfg.content_type(&relative).to_string(),
         };
+        Ok((self.plan_for(request, &rep, &relative, signed)?, file))
+    }
+
+    /// The response plan for the request against `rep` (412/416 as errors), with the caching
+    /// policy of `relative` (`signed`: private).
+    fn plan_for(
+        &self,
+        request: &Request,
+        rep: &Representation,
+        relative: &str,
+        signed: bool,
+    ) -> Result<Plan, Refused> {
+        let state = &self.state;
         let range = request.header("range");
         let cond = Conditions {
             head: request.method == "HEAD",
@@ -590,25 +645,140 @@ impl Conn {
         } else {
             String::new()
         };
-        let mut plan = decide(&cond, &rep, state.cfg.max_ranges, &boundary);
+        let mut plan = decide(&cond, rep, state.cfg.max_ranges, &boundary);
         if plan.kind != RangeKind::None {
             state.metrics.range(plan.kind);
         }
         if let Some(message) = plan.error {
             return Err((plan.status, message, plan.headers));
         }
-        plan.headers.push(("Cache-Control", hls::cache_control(&relative, signed).into()));
-        Ok((plan, file))
+        plan.headers.push(("Cache-Control", hls::cache_control(relative, signed).into()));
+        Ok(plan)
+    }
+
+    /// A media GET/HEAD against a remote origin: stat (cached), plan, then the body through the
+    /// slice cache. The head waits for the body's first bytes, so an origin that fails before
+    /// any byte gets a JSON 502/504 (404 when the object is gone); after that, a failure (or an
+    /// object that changed) cuts the connection: a client never gets a spliced body.
+    async fn remote_plan(
+        &self,
+        request: &Request,
+        cache: &SliceCache,
+    ) -> Result<(Plan, Arc<Object>), Refused> {
+        let (relative, signed) = self.authorize(request)?;
+        let meta = match cache.remote.stat(&relative).await {
+            Ok(meta) => meta,
+            Err(e) => {
+                cache.stats.origin_error(&e);
+                let (status, message) = e.status();
+                return Err((status, message, Vec::new()));
+            }
+        };
+        let etag =
+            meta.etag.as_deref().and_then(crate::conditional::parse_single_etag).unwrap_or_else(|| {
+                crate::conditional::EntityTag::strong(format!("{:x}-{:x}", meta.size, meta.last_modified))
+            });
+        let rep = Representation {
+            size: meta.size,
+            mtime: meta.last_modified,
+            etag,
+            content_type: self.state.cfg.content_type(&relative).to_string(),
+        };
+        let plan = self.plan_for(request, &rep, &relative, signed)?;
+        Ok((plan, Arc::new(Object::new(&relative, meta))))
+    }
+
+    async fn send_remote(
+        &mut self,
+        request: &Request,
+        record: &mut Record,
+        plan: Plan,
+        object: Arc<Object>,
+        mut headers: Vec<(&'static str, String)>,
+        keep_alive: bool,
+    ) -> Result<Next, Cut> {
+        let cache = self.state.cache.clone().expect("a remote origin");
+        let mut all = plan.headers.clone();
+        all.append(&mut headers);
+        let mut out = self.head_bytes(request, plan.status, &all, keep_alive);
+        record.status = plan.status;
+        let body_len = plan.content_length();
+        if plan.head || plan.status == 304 || body_len == 0 {
+            self.write_all(&out, false).await.map_err(|c| self.cut(record, c))?;
+            record.done = true;
+            return Ok(if keep_alive { Next::KeepAlive } else { Next::Close });
+        }
+        let mut head_sent = false;
+        let mut missed = false;
+        for segment in &plan.body {
+            let range = match segment {
+                Segment::Bytes(b) => {
+                    out.extend_from_slice(b);
+                    continue;
+                }
+                Segment::File(r) => *r,
+            };
+            let mut reader = cache.reader(object.clone(), range.start, range.end);
+            while let Some(chunk) = reader.next(SENDFILE_CHUNK).await {
+                match chunk {
+                    Err(e) if !head_sent => {
+                        let (status, message) = e.status();
+                        let mut common = vec![("X-Request-Id", record.request_id.clone())];
+                        self.state.cors_headers(request.header("origin"), &mut common);
+                        common.push(("Content-Type", "application/json".into()));
+                        let body = error_body(status, message);
+                        return self.send_simple(request, record, status, common, Some(body), false).await;
+                    }
+                    Err(_) => return Err(Cut::Closed),
+                    Ok(Chunk::Memory(bytes)) => {
+                        out.extend_from_slice(&bytes);
+                        record.sent += bytes.len() as u64;
+                        self.write_all(&out, false).await.map_err(|c| self.cut(record, c))?;
+                        out.clear();
+                        head_sent = true;
+                    }
+                    Ok(Chunk::Disk { file, offset, length }) => {
+                        if out.len() as u64 + length <= INLINE_BODY {
+                            let start = out.len();
+                            out.resize(start + length as usize, 0);
+                            if pread_full(file.fd.as_raw_fd(), &mut out[start..], offset).is_err() {
+                                return Err(Cut::Closed);
+                            }
+                            record.sent += length;
+                            continue;
+                        }
+                        if !out.is_empty() {
+                            self.write_all(&out, true).await.map_err(|c| self.cut(record, c))?;
+                            out.clear();
+                        }
+                        head_sent = true;
+                        let mut at = offset;
+                        while at < offset + length {
+                            let sent = self
+                                .sendfile_fd(file.fd.as_raw_fd(), at, offset + length - at)
+                                .await
+                                .map_err(|c| self.cut(record, c))?;
+                            at += sent;
+                            record.sent += sent;
+                        }
+                    }
+                }
+            }
+            missed |= reader.missed;
+        }
+        if !out.is_empty() {
+            self.write_all(&out, false).await.map_err(|c| self.cut(record, c))?;
+        }
+        let counter = if missed { &cache.stats.miss_requests } else { &cache.stats.hit_requests };
+        counter.fetch_add(1, Relaxed);
+        record.done = true;
+        Ok(if keep_alive { Next::KeepAlive } else { Next::Close })
     }
 
     /// The root-relative file a media request may read, and whether it was signed; else the
     /// refusal (404 for a path that cannot be served, 403 for a missing or bad signature).
     /// A `/t/<token>/...` path is always checked; the query form when VOD_SIGNED_URLS is on.
-    #[allow(clippy::type_complexity)]
-    fn authorize(
-        &self,
-        request: &Request,
-    ) -> Result<(String, bool), (u16, &'static str, Vec<(&'static str, String)>)> {
+    fn authorize(&self, request: &Request) -> Result<(String, bool), Refused> {
         let state = &self.state;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -851,9 +1021,12 @@ impl Conn {
 
     /// One sendfile(2) call's worth (waiting for the socket as needed): the bytes sent.
     async fn sendfile(&self, file: &OpenFile, offset: u64, length: u64) -> Result<u64, Cut> {
+        self.sendfile_fd(file.fd.as_raw_fd(), offset, length).await
+    }
+
+    async fn sendfile_fd(&self, fd: RawFd, offset: u64, length: u64) -> Result<u64, Cut> {
         let send_timeout = State::seconds(self.state.cfg.send_timeout_seconds);
         let socket = self.stream.as_raw_fd();
-        let fd = file.fd.as_raw_fd();
         loop {
             let attempt = self.stream.try_io(Interest::WRITABLE, || {
                 let mut off = offset as libc::off_t;
@@ -1273,7 +1446,11 @@ async fn forward_response(
                 body.truncate(n as usize);
             }
             let text = String::from_utf8_lossy(&body);
-            let merged = metrics::merge(metrics::parse(&text), state.metrics.families());
+            let mut own = state.metrics.families();
+            if let Some(cache) = &state.cache {
+                own.extend(metrics::cache_families(cache));
+            }
+            let merged = metrics::merge(metrics::parse(&text), own);
             body_override = Some(merged.into_bytes());
         }
         let close_delimited = !no_body && !chunked && length.is_none() && body_override.is_none();

@@ -1,0 +1,302 @@
+//! The slice cache in front of a remote origin.
+//!
+//! An object is cut into slices of `VOD_CACHE_SLICE_BYTES`. A range is served slice by slice:
+//! a slice on disk is read from its file; a slice being fetched is read from its in-memory
+//! fill as the bytes arrive; a missing slice starts a fill for it and the missing slices
+//! after it (up to the range's end, at most `MAX_RUN` slices), one ranged origin request for
+//! the whole run. The fetch runs in its own task: it finishes (and caches) the run even when
+//! the client that started it leaves, and every request that needs one of its slices reads
+//! from the same fill, so concurrent misses make one origin request (the data plane is one
+//! process with worker threads: one in-flight table covers the whole pod). Without
+//! `VOD_CACHE_DIR` the same fills collapse concurrent reads; nothing is kept.
+
+pub mod plan;
+pub mod store;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::watch;
+
+use crate::origin::{Meta, OriginError, Remote};
+use plan::{coalesce_missing, slice_bounds, slices_of};
+use store::{SliceFile, Store};
+
+/// Most slices one origin request fetches: bounds the memory a run holds for a slow client.
+pub const MAX_RUN: u64 = 8;
+
+/// The object a response is planned for: its path and what the origin said about it.
+#[derive(Clone, Debug)]
+pub struct Object {
+    pub relative: String,
+    pub meta: Arc<Meta>,
+    /// The slice cache's key for this version of the object (`Meta::key`).
+    pub key: String,
+}
+
+impl Object {
+    pub fn new(relative: &str, meta: Arc<Meta>) -> Object {
+        Object { relative: relative.to_string(), key: meta.key.clone(), meta }
+    }
+}
+
+enum FillState {
+    Filling,
+    Done,
+    Failed(OriginError),
+}
+
+/// One slice being fetched: its bytes so far, shared by every reader.
+struct Fill {
+    data: Mutex<(Vec<u8>, FillState)>,
+    progress: watch::Sender<()>,
+}
+
+impl Fill {
+    fn new(capacity: usize) -> Fill {
+        Fill {
+            data: Mutex::new((Vec::with_capacity(capacity), FillState::Filling)),
+            progress: watch::channel(()).0,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Vec<u8>, FillState)> {
+        self.data.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn append(&self, bytes: &[u8]) {
+        self.lock().0.extend_from_slice(bytes);
+        self.progress.send_replace(());
+    }
+
+    fn finish(&self, state: FillState) {
+        self.lock().1 = state;
+        self.progress.send_replace(());
+    }
+
+    /// Bytes from `offset` on (at most `max`), waiting until some are there.
+    async fn read(&self, offset: usize, max: usize) -> Result<Bytes, OriginError> {
+        let mut progress = self.progress.subscribe();
+        loop {
+            {
+                let data = self.lock();
+                if data.0.len() > offset {
+                    let end = data.0.len().min(offset + max);
+                    return Ok(Bytes::copy_from_slice(&data.0[offset..end]));
+                }
+                match &data.1 {
+                    FillState::Failed(e) => return Err(e.clone()),
+                    FillState::Done => return Err(OriginError::Truncated),
+                    FillState::Filling => {}
+                }
+            }
+            if progress.changed().await.is_err() {
+                return Err(OriginError::Truncated);
+            }
+        }
+    }
+}
+
+/// Counters the metrics show (the store's are in `store.stats`).
+#[derive(Default)]
+pub struct CacheStats {
+    pub hit_requests: AtomicU64,
+    pub miss_requests: AtomicU64,
+    pub hit_bytes: AtomicU64,
+    pub miss_bytes: AtomicU64,
+    pub origin_requests: AtomicU64,
+    pub origin_bytes: AtomicU64,
+    pub origin_errors: [AtomicU64; 5],
+    pub collapsed: AtomicU64,
+}
+
+impl CacheStats {
+    pub fn origin_error(&self, error: &OriginError) {
+        let i = OriginError::CAUSES.iter().position(|c| *c == error.cause()).unwrap_or(0);
+        self.origin_errors[i].fetch_add(1, Relaxed);
+    }
+}
+
+pub struct SliceCache {
+    pub remote: Remote,
+    pub store: Option<Store>,
+    slice: u64,
+    inflight: Mutex<HashMap<(String, u64), Arc<Fill>>>,
+    pub stats: CacheStats,
+}
+
+/// A piece of a response body.
+pub enum Chunk {
+    /// Bytes from a fill (memory).
+    Memory(Bytes),
+    /// `length` bytes at `offset` of a cached slice file.
+    Disk { file: Arc<SliceFile>, offset: u64, length: u64 },
+}
+
+impl SliceCache {
+    pub fn new(remote: Remote, store: Option<Store>, slice: u64) -> SliceCache {
+        SliceCache {
+            remote,
+            store,
+            slice: slice.max(4096),
+            inflight: Mutex::new(HashMap::new()),
+            stats: CacheStats::default(),
+        }
+    }
+
+    fn inflight(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u64), Arc<Fill>>> {
+        self.inflight.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A reader of bytes `start..=end` of `object`.
+    pub fn reader(self: &Arc<Self>, object: Arc<Object>, start: u64, end: u64) -> RangeReader {
+        RangeReader { cache: self.clone(), object, pos: start, end: end + 1, fill: None, missed: false }
+    }
+
+    /// The fill for slice `index`: an existing one (a collapsed wait), or a new run of fills
+    /// for the missing slices from `index` up to `last`, fetched by one spawned task.
+    fn fill_for(self: &Arc<Self>, object: &Arc<Object>, index: u64, last: u64) -> Arc<Fill> {
+        let mut inflight = self.inflight();
+        if let Some(fill) = inflight.get(&(object.key.clone(), index)) {
+            self.stats.collapsed.fetch_add(1, Relaxed);
+            return fill.clone();
+        }
+        let missing: Vec<u64> = (index..=last)
+            .take_while(|&i| {
+                i == index
+                    || (!inflight.contains_key(&(object.key.clone(), i))
+                        && !self.store.as_ref().is_some_and(|s| s.contains(&object.key, i)))
+            })
+            .collect();
+        let (first, count) = coalesce_missing(&missing, MAX_RUN)[0];
+        let mut fills = Vec::with_capacity(count as usize);
+        for i in first..first + count {
+            let (s, e) = slice_bounds(i, self.slice, object.meta.size);
+            let fill = Arc::new(Fill::new((e - s) as usize));
+            inflight.insert((object.key.clone(), i), fill.clone());
+            fills.push(fill);
+        }
+        let mine = fills[0].clone();
+        drop(inflight);
+        tokio::spawn(self.clone().fetch_run(object.clone(), first, fills));
+        mine
+    }
+
+    /// Fetch slices `first..first + fills.len()` in one ranged request, feeding the fills and
+    /// writing each complete slice to the store.
+    async fn fetch_run(self: Arc<Self>, object: Arc<Object>, first: u64, fills: Vec<Arc<Fill>>) {
+        let size = object.meta.size;
+        let start = first * self.slice;
+        let end = slice_bounds(first + fills.len() as u64 - 1, self.slice, size).1;
+        self.stats.origin_requests.fetch_add(1, Relaxed);
+        let mut current = 0usize;
+        let mut filled = 0u64; // bytes of the current slice
+        let result: Result<(), OriginError> = async {
+            let mut stream =
+                self.remote.read(&object.relative, start, end, object.meta.etag.as_deref()).await?;
+            while let Some(bytes) = stream.next().await {
+                let mut bytes = bytes?;
+                self.stats.origin_bytes.fetch_add(bytes.len() as u64, Relaxed);
+                while !bytes.is_empty() {
+                    let index = first + current as u64;
+                    let (s, e) = slice_bounds(index, self.slice, size);
+                    let want = ((e - s) - filled) as usize;
+                    let part = bytes.split_to(want.min(bytes.len()));
+                    fills[current].append(&part);
+                    filled += part.len() as u64;
+                    if filled == e - s {
+                        self.complete(&object, index, &fills[current]);
+                        current += 1;
+                        filled = 0;
+                    }
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(error) = result {
+            self.stats.origin_error(&error);
+            if error == OriginError::Changed {
+                self.remote.forget(&object.relative);
+            }
+            let mut inflight = self.inflight();
+            for (offset, fill) in fills.iter().enumerate().skip(current) {
+                fill.finish(FillState::Failed(error.clone()));
+                inflight.remove(&(object.key.clone(), first + offset as u64));
+            }
+        }
+    }
+
+    /// A slice is complete: readers see it done; it is written to the store (off the worker
+    /// thread), then leaves the in-flight table (a reader arriving meanwhile still finds it).
+    fn complete(self: &Arc<Self>, object: &Arc<Object>, index: u64, fill: &Arc<Fill>) {
+        fill.finish(FillState::Done);
+        let cache = self.clone();
+        let object = object.clone();
+        let fill = fill.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Some(store) = &cache.store {
+                store.put(&object.key, index, &fill.lock().0);
+            }
+            cache.inflight().remove(&(object.key.clone(), index));
+        });
+    }
+}
+
+/// The bytes of one range, slice by slice, from disk, from a fill, or from a new fetch.
+pub struct RangeReader {
+    cache: Arc<SliceCache>,
+    object: Arc<Object>,
+    pos: u64,
+    /// Exclusive.
+    end: u64,
+    fill: Option<(u64, Arc<Fill>)>,
+    /// Some byte did not come from disk.
+    pub missed: bool,
+}
+
+impl RangeReader {
+    /// The next piece of the range, at most `max` bytes; `None` at its end.
+    pub async fn next(&mut self, max: u64) -> Option<Result<Chunk, OriginError>> {
+        if self.pos >= self.end {
+            return None;
+        }
+        let cache = &self.cache;
+        let slice = cache.slice;
+        let index = self.pos / slice;
+        let (slice_start, slice_end) = slice_bounds(index, slice, self.object.meta.size);
+        let want = (slice_end.min(self.end) - self.pos).min(max);
+        let fill = match &self.fill {
+            Some((i, fill)) if *i == index => fill.clone(),
+            _ => {
+                self.fill = None;
+                if let Some(store) = &cache.store {
+                    if let Some(file) = store.get(&self.object.key, index, slice_end - slice_start) {
+                        let offset = self.pos - slice_start;
+                        self.pos += want;
+                        cache.stats.hit_bytes.fetch_add(want, Relaxed);
+                        return Some(Ok(Chunk::Disk { file, offset, length: want }));
+                    }
+                }
+                let last = *slices_of(self.pos, self.end - 1, slice).end();
+                let fill = cache.fill_for(&self.object, index, last);
+                self.fill = Some((index, fill.clone()));
+                fill
+            }
+        };
+        self.missed = true;
+        match fill.read((self.pos - slice_start) as usize, want as usize).await {
+            Ok(bytes) => {
+                self.pos += bytes.len() as u64;
+                cache.stats.miss_bytes.fetch_add(bytes.len() as u64, Relaxed);
+                Some(Ok(Chunk::Memory(bytes)))
+            }
+            Err(e) => {
+                self.pos = self.end;
+                Some(Err(e))
+            }
+        }
+    }
+}

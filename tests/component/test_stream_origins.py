@@ -1,0 +1,489 @@
+"""Remote origins and the slice cache: a real vod-stream (file origin) as the HTTP origin, a real
+vod-stream in front of it with VOD_ORIGIN=http and a slice cache, and the fault-injecting proxy
+between the two (tests/faultproxy.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from localcluster.s3server import S3Server, running_s3_server
+from tests.component.conftest import ServerProcess
+from tests.faultproxy import FaultProxy
+
+SLICE = 64 * 1024
+
+
+def payload(size: int, seed: int = 1) -> bytes:
+    """Bytes whose every 4-byte word names its offset (a splice or shift shows)."""
+    words = (((i * 4) ^ (seed << 24)).to_bytes(4, "big") for i in range(size // 4 + 1))
+    return b"".join(words)[:size]
+
+
+def metric(server: ServerProcess, name: str, **labels: str) -> float:
+    text = httpx.get(server.url + "/metrics", timeout=10).text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("#") or not line.startswith(name):
+            continue
+        key, value = line.rsplit(" ", 1)
+        series = key.split("{", 1)[0]
+        if series != name or any(f'{k}="{v}"' not in key for k, v in labels.items()):
+            continue
+        total += float(value)
+    return total
+
+
+class Setup:
+    def __init__(
+        self, origin: ServerProcess, proxy: FaultProxy, start: Callable[..., ServerProcess]
+    ):
+        self.origin = origin
+        self.proxy = proxy
+        self._start = start
+
+    def put(self, name: str, data: bytes) -> None:
+        path = self.origin.media_root / name
+        temp = path.with_suffix(".part")
+        temp.write_bytes(data)
+        os.replace(temp, path)
+
+    def edge(self, cache_dir: Path | None, **env: str) -> ServerProcess:
+        settings = {
+            "VOD_ORIGIN": "http",
+            "VOD_HTTP_ORIGIN_URL": self.proxy.url,
+            "VOD_CACHE_SLICE_BYTES": str(SLICE),
+            "VOD_ORIGIN_TIMEOUT_SECONDS": "2",
+            "VOD_ORIGIN_CONNECT_TIMEOUT_SECONDS": "1",
+            **env,
+        }
+        if cache_dir is not None:
+            settings["VOD_CACHE_DIR"] = str(cache_dir)
+        return self._start(env=settings)
+
+
+@pytest.fixture
+def setup(start_server: Callable[..., ServerProcess], tmp_path: Path) -> Iterator[Setup]:
+    origin_root = tmp_path / "origin"
+    origin_root.mkdir()
+    origin = start_server(media_root=origin_root)
+    with FaultProxy(origin.port) as proxy:
+        yield Setup(origin, proxy, start_server)
+
+
+def get(server: ServerProcess, path: str, **headers: str) -> httpx.Response:
+    return httpx.get(server.url + path, headers=headers, timeout=30)
+
+
+def test_ranges_and_validators_come_from_the_origin(setup: Setup, tmp_path: Path) -> None:
+    data = payload(5 * SLICE + 123)
+    setup.put("v.mp4", data)
+    edge = setup.edge(tmp_path / "cache")
+    at_origin = get(setup.origin, "/v.mp4")
+    whole = get(edge, "/v.mp4")
+    assert whole.status_code == 200
+    assert whole.content == data
+    assert whole.headers["etag"] == at_origin.headers["etag"]
+    assert whole.headers["last-modified"] == at_origin.headers["last-modified"]
+    part = get(edge, "/v.mp4", Range="bytes=70000-200000")
+    assert part.status_code == 206
+    assert part.content == data[70000:200001]
+    assert part.headers["content-range"] == f"bytes 70000-200000/{len(data)}"
+    assert get(edge, "/v.mp4", Range="bytes=-10").content == data[-10:]
+    assert get(edge, "/v.mp4", **{"If-None-Match": whole.headers["etag"]}).status_code == 304
+    stale = get(edge, "/v.mp4", Range="bytes=0-9", **{"If-Range": '"other"'})
+    assert stale.status_code == 200
+    assert stale.content == data
+    fresh = get(edge, "/v.mp4", Range="bytes=0-9", **{"If-Range": whole.headers["etag"]})
+    assert fresh.status_code == 206
+    assert fresh.content == data[:10]
+    assert get(edge, "/v.mp4", **{"If-Match": '"other"'}).status_code == 412
+    unsatisfiable = get(edge, "/v.mp4", Range=f"bytes={len(data)}-")
+    assert unsatisfiable.status_code == 416
+    assert unsatisfiable.headers["content-range"] == f"bytes */{len(data)}"
+    multi = get(edge, "/v.mp4", Range="bytes=0-1,300000-300001")
+    assert multi.status_code == 206
+    assert multi.headers["content-type"].startswith("multipart/byteranges")
+    assert data[300000:300002] in multi.content
+    head = httpx.head(edge.url + "/v.mp4", timeout=10)
+    assert head.status_code == 200
+    assert head.headers["content-length"] == str(len(data))
+
+
+def test_origin_404_is_404(setup: Setup, tmp_path: Path) -> None:
+    edge = setup.edge(tmp_path / "cache")
+    response = get(edge, "/missing.mp4")
+    assert response.status_code == 404
+    assert response.json()["error"]["status"] == 404
+
+
+def test_origin_down_is_502_fast(setup: Setup, tmp_path: Path) -> None:
+    setup.put("v.mp4", payload(1000))
+    edge = setup.edge(tmp_path / "cache")
+    setup.proxy.refuse()
+    started = time.monotonic()
+    response = get(edge, "/v.mp4")
+    assert response.status_code == 502
+    assert response.json()["error"]["status"] == 502
+    assert time.monotonic() - started < 1.5
+    assert metric(edge, "vod_origin_errors_total", cause="unreachable") >= 1
+
+
+def test_origin_hanging_is_504_within_the_timeout(setup: Setup, tmp_path: Path) -> None:
+    setup.put("v.mp4", payload(1000))
+    edge = setup.edge(tmp_path / "cache", VOD_ORIGIN_TIMEOUT_SECONDS="1")
+    setup.proxy.mode = "hang"
+    started = time.monotonic()
+    response = get(edge, "/v.mp4")
+    elapsed = time.monotonic() - started
+    assert response.status_code == 504
+    assert response.json()["error"]["status"] == 504
+    assert 0.9 < elapsed < 3
+    assert metric(edge, "vod_origin_errors_total", cause="timeout") >= 1
+
+
+def test_cached_slices_are_served_while_the_origin_is_down(setup: Setup, tmp_path: Path) -> None:
+    data = payload(4 * SLICE)
+    setup.put("v.mp4", data)
+    edge = setup.edge(tmp_path / "cache", VOD_ORIGIN_STAT_TTL_SECONDS="0.2")
+    assert get(edge, "/v.mp4", Range=f"bytes=0-{2 * SLICE - 1}").status_code == 206
+    setup.proxy.refuse()
+    time.sleep(0.3)  # the stat is stale: the origin is asked, fails, the last answer is used
+    cached = get(edge, "/v.mp4", Range="bytes=1000-90000")
+    assert cached.status_code == 206
+    assert cached.content == data[1000:90001]
+    missing = get(edge, "/v.mp4", Range=f"bytes={3 * SLICE}-{3 * SLICE + 9}")
+    assert missing.status_code == 502
+
+
+def read_raw(port: int, request: bytes, timeout: float = 10) -> tuple[bytes, bytes]:
+    """The response head and whatever body arrived before the server closed."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(request)
+        received = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    return head, body
+
+
+def test_object_replaced_mid_request_cuts_the_response(setup: Setup, tmp_path: Path) -> None:
+    old = payload(8 * SLICE, seed=1)
+    setup.put("v.mp4", old)
+    edge = setup.edge(tmp_path / "cache", VOD_ORIGIN_STAT_TTL_SECONDS="60")
+    assert get(edge, "/v.mp4", Range=f"bytes=0-{2 * SLICE - 1}").content == old[: 2 * SLICE]
+    setup.put("v.mp4", payload(8 * SLICE, seed=2))  # same size, new ETag at the origin
+    head, body = read_raw(edge.port, b"GET /v.mp4 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert f"content-length: {len(old)}".encode() in head.lower()
+    assert len(body) < len(old)  # cut, not completed with the new object's bytes
+    assert body == old[: len(body)]  # and never spliced
+    assert metric(edge, "vod_origin_errors_total", cause="changed") == 1
+    # the next request sees the new object whole
+    assert get(edge, "/v.mp4").content == payload(8 * SLICE, seed=2)
+
+
+def slice_files(cache_dir: Path) -> list[Path]:
+    return sorted(p for p in cache_dir.iterdir() if not p.name.startswith("."))
+
+
+def test_corrupted_and_truncated_slices_are_fetched_again(setup: Setup, tmp_path: Path) -> None:
+    data = payload(2 * SLICE)
+    setup.put("v.mp4", data)
+    cache_dir = tmp_path / "cache"
+    edge = setup.edge(cache_dir)
+    assert get(edge, "/v.mp4").content == data
+    time.sleep(0.2)
+    files = slice_files(cache_dir)
+    assert len(files) == 2
+    with open(files[0], "r+b") as f:  # same length, one byte flipped
+        f.seek(100)
+        byte = f.read(1)
+        f.seek(100)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    os.truncate(files[1], SLICE // 2)
+    before = metric(edge, "vod_origin_bytes_total")
+    assert get(edge, "/v.mp4").content == data
+    assert metric(edge, "vod_cache_corrupt_slices_total") == 2
+    assert metric(edge, "vod_origin_bytes_total") - before == 2 * SLICE
+
+
+def test_unwritable_cache_disk_still_serves(setup: Setup, tmp_path: Path) -> None:
+    data = payload(3 * SLICE)
+    setup.put("v.mp4", data)
+    cache_dir = tmp_path / "cache"
+    edge = setup.edge(cache_dir)
+    cache_dir.rmdir()  # the cache folder is gone: every write fails
+    assert get(edge, "/v.mp4").content == data
+    response = get(edge, "/v.mp4", Range="bytes=10-20")
+    assert response.status_code == 206
+    assert response.content == data[10:21]
+    assert metric(edge, "vod_cache_write_errors_total") >= 3
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 128 KiB tmpfs (root is needed to mount it; the component tier runs as root here)."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_full_cache_disk_still_serves(setup: Setup, tiny_tmpfs: Path) -> None:
+    data = payload(6 * SLICE)
+    setup.put("v.mp4", data)
+    filler = tiny_tmpfs / "filler"
+    filler.write_bytes(b"\0" * (100 * 1024))  # leaves less than one slice free
+    edge = setup.edge(tiny_tmpfs / "cache", VOD_CACHE_MAX_BYTES=str(64 * SLICE))
+    for _ in range(2):
+        response = get(edge, "/v.mp4")
+        assert response.status_code == 200
+        assert response.content == data
+    part = get(edge, "/v.mp4", Range=f"bytes={SLICE}-{3 * SLICE}")
+    assert part.status_code == 206
+    assert part.content == data[SLICE : 3 * SLICE + 1]
+    assert metric(edge, "vod_cache_write_errors_total") >= 1
+
+
+def folder_bytes(folder: Path) -> int:
+    total = 0
+    for entry in os.scandir(folder):
+        with contextlib.suppress(FileNotFoundError):  # evicted while listed
+            total += entry.stat().st_size
+    return total
+
+
+def test_eviction_keeps_the_bound(setup: Setup, tmp_path: Path) -> None:
+    data = payload(16 * SLICE)
+    setup.put("v.mp4", data)
+    cache_dir = tmp_path / "cache"
+    bound = 4 * SLICE
+    edge = setup.edge(cache_dir, VOD_CACHE_MAX_BYTES=str(bound))
+    sizes: list[int] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            sizes.append(folder_bytes(cache_dir))
+            time.sleep(0.001)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        for _ in range(2):
+            assert get(edge, "/v.mp4").content == data
+    finally:
+        stop.set()
+        watcher.join()
+    time.sleep(0.2)
+    assert max(sizes) <= bound
+    assert folder_bytes(cache_dir) <= bound
+    assert metric(edge, "vod_cache_evictions_total") >= 12
+    assert metric(edge, "vod_cache_bytes_used") <= bound
+
+
+def test_restart_keeps_the_index(setup: Setup, tmp_path: Path) -> None:
+    data = payload(4 * SLICE)
+    setup.put("v.mp4", data)
+    cache_dir = tmp_path / "cache"
+    edge = setup.edge(cache_dir)
+    assert get(edge, "/v.mp4").content == data
+    time.sleep(0.2)
+    assert edge.terminate() == 0
+    (cache_dir / ".tmp-leftover").write_bytes(b"partial")
+    again = setup.edge(cache_dir)
+    assert get(again, "/v.mp4").content == data
+    assert metric(again, "vod_origin_bytes_total") == 0
+    assert metric(again, "vod_cache_requests_total", result="hit") == 1
+    assert not (cache_dir / ".tmp-leftover").exists()
+
+
+def test_concurrent_cold_clients_fetch_each_slice_once(setup: Setup, tmp_path: Path) -> None:
+    data = payload(32 * SLICE)
+    setup.put("v.mp4", data)
+    edge = setup.edge(tmp_path / "cache", VOD_WORKERS="2")
+    setup.proxy.mode = "delay"  # a slow origin: the clients overlap for sure
+    setup.proxy.delay_chunk = 256 * 1024
+    setup.proxy.delay_seconds = 0.02
+    barrier = threading.Barrier(32)
+    results: list[bytes] = []
+
+    def client() -> None:
+        barrier.wait()
+        results.append(httpx.get(edge.url + "/v.mp4", timeout=60).content)
+
+    threads = [threading.Thread(target=client) for _ in range(32)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 32
+    assert all(r == data for r in results)
+    assert metric(edge, "vod_origin_bytes_total") == len(data)
+    assert metric(edge, "vod_cache_collapsed_waits_total") > 0
+    # what crossed the proxy: the object once, plus heads
+    assert len(data) <= setup.proxy.response_bytes <= len(data) + 64 * 1024
+
+
+def test_first_byte_of_a_far_cold_range_does_not_wait_for_the_slice(
+    setup: Setup, tmp_path: Path
+) -> None:
+    slice_bytes = 1024 * 1024
+    data = payload(8 * slice_bytes)
+    setup.put("v.mp4", data)
+    edge = setup.edge(tmp_path / "cache", VOD_CACHE_SLICE_BYTES=str(slice_bytes))
+    get(edge, "/v.mp4", Range="bytes=0-0")  # the stat is made; the far slice stays cold
+    setup.proxy.mode = "delay"  # 16 KiB per 50 ms: one slice takes about 3.2 s
+    start = 6 * slice_bytes
+    began = time.monotonic()
+    with httpx.stream(
+        "GET",
+        edge.url + "/v.mp4",
+        headers={"Range": f"bytes={start}-{start + slice_bytes - 1}"},
+        timeout=30,
+    ) as response:
+        assert response.status_code == 206
+        chunks = response.iter_raw()
+        first = next(chunks)
+        first_byte = time.monotonic() - began
+        rest = first + b"".join(chunks)
+        whole = time.monotonic() - began
+    assert rest == data[start : start + slice_bytes]
+    assert first_byte < 1.0
+    assert whole > 2.0
+
+
+# -- the S3 origin: a real SeaweedFS (the s3_server session fixture) ---------------------------
+
+
+def s3_edge(
+    start_server: Callable[..., ServerProcess],
+    s3_server: S3Server,
+    bucket: str,
+    tmp_path: Path,
+    endpoint: str | None = None,
+    credentials: bool = True,
+    **env: str,
+) -> ServerProcess:
+    settings = {
+        "VOD_ORIGIN": "s3",
+        "VOD_S3_ENDPOINT": endpoint or s3_server.endpoint,
+        "VOD_S3_BUCKET": bucket,
+        "VOD_S3_PREFIX": "media/",
+        "VOD_S3_REGION": s3_server.region,
+        "VOD_CACHE_DIR": str(tmp_path / "cache"),
+        "VOD_CACHE_SLICE_BYTES": str(SLICE),
+        "VOD_ORIGIN_TIMEOUT_SECONDS": "2",
+        **env,
+    }
+    if credentials:
+        key_file, secret_file = s3_server.write_credentials(tmp_path / "s3-credentials")
+        settings["VOD_S3_ACCESS_KEY_ID_FILE"] = str(key_file)
+        settings["VOD_S3_SECRET_ACCESS_KEY_FILE"] = str(secret_file)
+    return start_server(env=settings)
+
+
+def s3_put(s3_server: S3Server, bucket: str, key: str, data: bytes) -> None:
+    response = s3_server.request("PUT", f"/{bucket}/{key}", body=data)
+    assert response.status == 200, response
+
+
+def test_s3_origin_serves_ranges_with_the_objects_validators(
+    start_server: Callable[..., ServerProcess], s3_server: S3Server, tmp_path: Path
+) -> None:
+    bucket = s3_server.make_bucket("origins-private")
+    data = payload(5 * SLICE + 7)
+    s3_put(s3_server, bucket, "media/a/v.mp4", data)
+    edge = s3_edge(start_server, s3_server, bucket, tmp_path)
+    whole = get(edge, "/a/v.mp4")
+    assert whole.status_code == 200
+    assert whole.content == data
+    at_s3 = httpx.Headers(s3_server.request("HEAD", f"/{bucket}/media/a/v.mp4").headers)
+    assert whole.headers["etag"] == at_s3["etag"]
+    assert whole.headers["last-modified"] == at_s3["last-modified"]
+    part = get(edge, "/a/v.mp4", Range="bytes=100000-200000")
+    assert part.status_code == 206
+    assert part.content == data[100000:200001]
+    ranged = get(edge, "/a/v.mp4", Range="bytes=0-9", **{"If-Range": whole.headers["etag"]})
+    assert ranged.status_code == 206
+    assert get(edge, "/a/v.mp4", **{"If-None-Match": whole.headers["etag"]}).status_code == 304
+    assert get(edge, "/a/missing.mp4").status_code == 404
+    assert metric(edge, "vod_cache_requests_total", result="hit") >= 1
+
+
+def test_s3_collapsed_cold_clients(
+    start_server: Callable[..., ServerProcess], s3_server: S3Server, tmp_path: Path
+) -> None:
+    bucket = s3_server.make_bucket("origins-crowd")
+    data = payload(16 * SLICE)
+    s3_put(s3_server, bucket, "media/crowd.mp4", data)
+    port = int(s3_server.endpoint.rsplit(":", 1)[1])
+    with FaultProxy(port) as proxy:
+        edge = s3_edge(
+            start_server, s3_server, bucket, tmp_path, endpoint=proxy.url, VOD_WORKERS="2"
+        )
+        barrier = threading.Barrier(32)
+        results: list[bytes] = []
+
+        def client() -> None:
+            barrier.wait()
+            results.append(httpx.get(edge.url + "/crowd.mp4", timeout=60).content)
+
+        threads = [threading.Thread(target=client) for _ in range(32)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(results) == 32
+        assert all(r == data for r in results)
+        assert metric(edge, "vod_origin_bytes_total") == len(data)
+        assert len(data) <= proxy.response_bytes <= len(data) + 64 * 1024
+
+
+def test_s3_object_replaced_mid_request_is_cut(
+    start_server: Callable[..., ServerProcess], s3_server: S3Server, tmp_path: Path
+) -> None:
+    bucket = s3_server.make_bucket("origins-replace")
+    old, new = payload(8 * SLICE, seed=1), payload(8 * SLICE, seed=2)
+    s3_put(s3_server, bucket, "media/v.mp4", old)
+    edge = s3_edge(start_server, s3_server, bucket, tmp_path, VOD_ORIGIN_STAT_TTL_SECONDS="60")
+    assert get(edge, "/v.mp4", Range=f"bytes=0-{2 * SLICE - 1}").content == old[: 2 * SLICE]
+    s3_put(s3_server, bucket, "media/v.mp4", new)
+    head, body = read_raw(edge.port, b"GET /v.mp4 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert len(body) < len(old)
+    assert body == old[: len(body)]
+    assert metric(edge, "vod_origin_errors_total", cause="changed") == 1
+    assert get(edge, "/v.mp4").content == new
+
+
+def test_s3_anonymous_reads_of_a_public_bucket(
+    start_server: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    """No credential files: unsigned requests, as to a public bucket (its own SeaweedFS, whose
+    anonymous identity may read the bucket: the session server's buckets are private)."""
+    with running_s3_server(tmp_path / "seaweedfs", public_buckets=["anon"]) as s3:
+        data = payload(3 * SLICE + 5)
+        s3_put(s3, "anon", "media/v.mp4", data)
+        edge = s3_edge(start_server, s3, "anon", tmp_path, credentials=False)
+        part = get(edge, "/v.mp4", Range=f"bytes={SLICE - 3}-{2 * SLICE + 3}")
+        assert part.status_code == 206
+        assert part.content == data[SLICE - 3 : 2 * SLICE + 4]
+        assert get(edge, "/v.mp4").content == data
+        assert get(edge, "/nothing.mp4").status_code == 404
