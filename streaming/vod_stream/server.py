@@ -54,8 +54,14 @@ class StreamApp:
         self.origin = origin or open_origin(settings)
         self.keys = KeyRing(settings.signing_keys_dir, settings.signing_active_key_id)
         self.jwt = JwtVerifier.from_settings(settings)
-        self.uploads = FileStore(self.root_real)
-        self.tus = tus.TusEndpoint(settings, self.uploads, self.jwt, self.keys)
+        # tus keeps its state in the file origin (tusstore.FileStore); with an s3 or http origin
+        # the endpoint answers 405 (no S3 upload store yet)
+        self.uploads = FileStore(self.root_real) if settings.origin == "file" else None
+        self.tus = (
+            tus.TusEndpoint(settings, self.uploads, self.jwt, self.keys)
+            if self.uploads is not None
+            else None
+        )
         self.draining = False
 
     def begin(self, headers: Mapping[str, str]) -> RequestContext:
@@ -133,6 +139,9 @@ class StreamApp:
         method = request.method
         headers = ctx.headers
         if route == "tus":
+            if self.tus is None:
+                message = "resumable uploads (tus) need the file origin; use PUT with this origin"
+                return json_error(405, message, {**headers, "Allow": ""})
             return await self.tus.handle(request, path, headers)
         if route not in ("media", "admin", "player"):
             if method not in ("GET", "HEAD"):

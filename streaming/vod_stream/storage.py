@@ -47,7 +47,15 @@ NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 class NotWritable(Exception):
-    """The path cannot be written in this origin (a folder, outside the root, read-only)."""
+    """The path cannot be written in this origin (a folder, outside the root: 409)."""
+
+    status = 409
+
+
+class ReadOnly(NotWritable):
+    """The origin takes no writes at all (HTTP): 405, only GET and HEAD are allowed."""
+
+    status = 405
 
 
 class OriginError(Exception):
@@ -388,19 +396,19 @@ class ReadOnlyOrigin:
         return True
 
     def check_writable(self, relative: str) -> None:
-        raise NotWritable("the HTTP origin is read-only")
+        raise ReadOnly("the HTTP origin is read-only")
 
     async def exists(self, relative: str) -> bool:
         return False
 
     async def write(self, relative: str, chunks: AsyncIterator[bytes]) -> Stored:
-        raise NotWritable("the HTTP origin is read-only")
+        raise ReadOnly("the HTTP origin is read-only")
 
     async def read(self, relative: str, start: int, end: int) -> bytes:
-        raise NotWritable("the HTTP origin is read-only")
+        raise ReadOnly("the HTTP origin is read-only")
 
     def stream(self, relative: str, start: int, end: int) -> AsyncIterator[bytes]:
-        raise NotWritable("the HTTP origin is read-only")
+        raise ReadOnly("the HTTP origin is read-only")
 
     async def delete(self, relative: str) -> bool:
-        raise NotWritable("the HTTP origin is read-only")
+        raise ReadOnly("the HTTP origin is read-only")

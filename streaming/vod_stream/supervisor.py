@@ -128,7 +128,11 @@ class Supervisor:
         listener = listening_socket(settings.host, settings.port)
         port = listener.getsockname()[1]
         code = 0
-        cleanup = asyncio.ensure_future(tus.expire_periodically(app.uploads, settings))
+        cleanup = (
+            asyncio.ensure_future(tus.expire_periodically(app.uploads, settings))
+            if app.uploads is not None
+            else None
+        )
         try:
             process = await self._start_dataplane(listener, upstream)
             if process is None:
@@ -161,7 +165,8 @@ class Supervisor:
             app.draining = True
             await self._stop_dataplane(process)
         finally:
-            cleanup.cancel()
+            if cleanup is not None:
+                cleanup.cancel()
             listener.close()
             await server.shutdown(1.0)
             unix.close()
@@ -190,13 +195,14 @@ class Supervisor:
 
 def run(settings: Settings) -> int:
     logs.setup_logging(settings.log_level)
-    if not settings.media_root.is_dir():
-        logs.event("media root is not a folder", path=str(settings.media_root))
-        return 2
-    removed = remove_stale_uploads(settings.tmp_dir, 2 * settings.body_timeout_seconds + 60)
-    if removed:
-        logs.event("removed stale uploads", count=removed)
-    tus.remove_expired(FileStore(os.path.realpath(settings.media_root)), settings)
+    if settings.origin == "file":  # a remote origin needs no media folder
+        if not settings.media_root.is_dir():
+            logs.event("media root is not a folder", path=str(settings.media_root))
+            return 2
+        removed = remove_stale_uploads(settings.tmp_dir, 2 * settings.body_timeout_seconds + 60)
+        if removed:
+            logs.event("removed stale uploads", count=removed)
+        tus.remove_expired(FileStore(os.path.realpath(settings.media_root)), settings)
     try:
         origin = open_origin(settings)  # reads the S3 credential files: a bad one stops here
     except ConfigError as exc:

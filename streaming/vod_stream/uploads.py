@@ -88,7 +88,7 @@ async def put(
     try:
         origin.check_writable(relative)
     except NotWritable as exc:
-        return json_error(409, str(exc), headers)
+        return _not_writable(exc, headers)
     if request.headers.get("Expect", "").lower() == "100-continue":
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     try:
@@ -126,11 +126,16 @@ async def put(
     return json_response(body, status, {**headers, "Location": "/" + relative})
 
 
+def _not_writable(exc: NotWritable, headers: Mapping[str, str]) -> web.StreamResponse:
+    extra = {"Allow": "GET, HEAD"} if exc.status == 405 else {}
+    return json_error(exc.status, str(exc), {**headers, **extra})
+
+
 async def delete(relative: str, origin: Origin, headers: Mapping[str, str]) -> web.StreamResponse:
     try:
         removed = await origin.delete(relative)
     except NotWritable as exc:
-        return json_error(409, str(exc), headers)
+        return _not_writable(exc, headers)
     except OriginError as exc:
         return json_error(exc.status, exc.message, headers)
     if not removed:

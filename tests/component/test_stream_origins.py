@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from localcluster.s3server import S3Server, running_s3_server
-from tests.component.conftest import ServerProcess
+from tests.component.conftest import JWT_SECRET, ServerProcess, make_token
 from tests.faultproxy import FaultProxy
 
 SLICE = 64 * 1024
@@ -487,3 +487,26 @@ def test_s3_anonymous_reads_of_a_public_bucket(
         assert part.content == data[SLICE - 3 : 2 * SLICE + 4]
         assert get(edge, "/v.mp4").content == data
         assert get(edge, "/nothing.mp4").status_code == 404
+
+
+def test_a_remote_origin_needs_no_media_folder_and_refuses_writes(
+    setup: Setup, tmp_path: Path
+) -> None:
+    """As the operator renders it: no /media volume. Media still comes from the origin; PUT
+    and DELETE get 405 (an HTTP origin is read-only), tus 405 (its state needs the file origin)."""
+    data = payload(3 * SLICE)
+    setup.put("v.mp4", data)
+    edge = setup.edge(
+        tmp_path / "cache", VOD_MEDIA_ROOT=str(tmp_path / "absent"), VOD_JWT_SECRET=JWT_SECRET
+    )
+    assert get(edge, "/v.mp4", Range="bytes=10-19").content == data[10:20]
+    auth = {"Authorization": f"Bearer {make_token()}"}
+    put = httpx.put(edge.url + "/new.mp4", content=b"x", headers=auth, timeout=10)
+    assert put.status_code == 405
+    assert put.headers["allow"] == "GET, HEAD"
+    assert httpx.delete(edge.url + "/v.mp4", headers=auth, timeout=10).status_code == 405
+    tus_headers = {"Tus-Resumable": "1.0.0", "Upload-Length": "1", **auth}
+    tus = httpx.post(edge.url + "/tus/", headers=tus_headers, timeout=10)
+    assert tus.status_code == 405
+    assert "file origin" in tus.json()["error"]["message"]
+    assert not (tmp_path / "absent").exists()
