@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import tempfile
 import textwrap
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -514,3 +515,48 @@ def test_the_player_plays_a_signed_asset_through_port_forward(
     assert session.after[1] != session.before[1]
     assert all("403" in message for message in refused.values()), refused
     print(f"\nplayer on the real node via port-forward: {session.summary()}; refused: {refused}")
+
+
+@pytest.mark.real_node
+def test_upload_with_tus_then_watch_as_the_readme_says(
+    namespace: Namespace, origin: Path, port_forward: Any, tmp_path: Path
+) -> None:
+    """README "Upload a video and watch it": a VideoAsset with an upload source gets a tus URL
+    in its status; any tus client uploads through `kubectl port-forward`; the asset becomes
+    Uploaded, is packaged, and its signed player page plays."""
+    from tusclient.client import TusClient
+
+    from tests.component.playerdriver import chromium, play_seek_switch
+
+    ns = namespace
+    ns.apply(platform_on_pvc("web", "videos", "security: {signedUrls: {enabled: true}}\n"))
+    ns.kubectl("wait", "--for=condition=Ready", "vp/web", "--timeout=180s")
+    ns.apply(asset("lecture", "source: {upload: {path: uploads/lecture.mp4}}"))
+    waiting = wait_phase(ns, "lecture", "Uploading")
+    assert condition(waiting, "Uploaded")["reason"] == "AwaitingUpload"
+    url = urllib.parse.urlsplit(waiting["status"]["upload"]["url"])
+    assert url.netloc == f"web-stream.{ns.name}.svc:8080"
+    base = port_forward("web-stream")
+    upload_url = base + url.path + "?" + url.query  # the same URL through the port-forward
+    video = tmp_path / "lecture.mp4"
+    make_video(video, seconds=12)
+    uploader = TusClient(upload_url).uploader(str(video), chunk_size=256 * 1024)
+    uploader.upload(stop_at=video.stat().st_size // 2)  # half, then the rest (resumed)
+    assert 0 < uploader.offset < video.stat().st_size
+    uploader.upload()
+    assert (origin / "uploads" / "lecture.mp4").read_bytes() == video.read_bytes()
+    ready = wait_phase(ns, "lecture", "Ready")
+    assert condition(ready, "Uploaded")["status"] == "True"
+    prefix = f"/assets/{ns.name}/lecture/"
+    assert ready["status"]["playback"]["player"] == f"/play{prefix}master.m3u8"
+    signed = ns.kubectl(
+        "exec", "deploy/web-stream", "-c", "stream", "--", "vod-stream", "sign",
+        "--prefix", prefix, "--player", "--ttl", "600", "--base-url", base,
+    ).stdout.strip().splitlines()[-1]  # fmt: skip
+    with chromium(tmp_path / "chromium-profile") as browser:
+        page = browser.new_page()
+        session = play_seek_switch(page, signed)
+        page.close()
+    print(f"\nuploaded with tus, packaged, played: {session.summary()}")
+    assert session.reached >= 3
+    assert session.after_seek > session.landed

@@ -146,7 +146,8 @@ class AssetReconciler:
             )
         now = _epoch(self.now())
         endpoint = naming.endpoint(ref, namespace)
-        if self.probe(upload.probe_url(endpoint, path, int(now) + 300, key)):
+        probe_base = self._service_address(ref, namespace) or endpoint
+        if self.probe(upload.probe_url(probe_base, path, int(now) + 300, key)):
             self.kube.event(asset, "Normal", "Uploaded", f"the upload to {path} completed")
             return kept or None, True, None
         ttl = int(asset["spec"]["source"]["upload"].get("tokenTTLSeconds", 3600))
@@ -160,6 +161,21 @@ class AssetReconciler:
                 f"upload the source with a tus client to status.upload.url (stored at {path})",
             ),
         )
+
+    def _service_address(self, platform_name: str, namespace: str) -> str | None:
+        """``http://<ClusterIP>:<port>`` of the platform's streaming Service: reachable without
+        cluster DNS (an operator run beside the cluster, as `make run`, with routes to Services)."""
+        try:
+            service = self.kube.get(
+                CHILD_KINDS["Service"], namespace, naming.ChildNames.of(platform_name).stream
+            )
+        except KubeError:
+            return None
+        ip = ((service or {}).get("spec") or {}).get("clusterIP")
+        if not ip or ip == "None":
+            return None
+        host = f"[{ip}]" if ":" in ip else ip
+        return f"http://{host}:{naming.PORT}"
 
     # -- observation ----------------------------------------------------------------------
     @staticmethod

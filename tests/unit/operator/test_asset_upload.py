@@ -147,3 +147,19 @@ def test_an_upload_path_and_the_revision() -> None:
     )
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(short, _json_schema(crdschema.asset_schema()))
+
+
+def test_the_completion_probe_goes_to_the_services_cluster_ip_when_known() -> None:
+    fake, reconciler, probed, _, _ = setup()
+    reconciler.reconcile(NS, "intro")
+    assert urlsplit(probed[-1]).netloc == "demo-stream.media.svc:8080"  # no Service yet: DNS
+    service = naming.ChildNames.of("demo").stream
+    fake.add(
+        CHILD_KINDS["Service"],
+        {"metadata": {"name": service, "namespace": NS}, "spec": {"clusterIP": "10.96.3.7"}},
+    )
+    reconciler.reconcile(NS, "intro")
+    assert urlsplit(probed[-1]).netloc == "10.96.3.7:8080"
+    # the user-facing URL keeps the Service's DNS name
+    url = urlsplit(fake.asset(NS, "intro")["status"]["upload"]["url"])
+    assert url.netloc == "demo-stream.media.svc:8080"
