@@ -110,7 +110,7 @@ def test_an_s3_backed_platform_serves_ranges_through_its_slice_cache(
     namespace.apply(s3_platform("lib"))
     wait_ready(namespace, "lib", timeout=180)
     all_pods_ready(namespace, "lib")
-    config = namespace.get("configmap", "lib-stream")["data"]
+    config = namespace.get("configmap", "lib-stream-config")["data"]
     assert config["VOD_ORIGIN"] == "s3"
     assert ACCESS_KEY not in json.dumps(config)  # credentials are files, not ConfigMap values
     service = namespace.get("service", "lib-stream")["spec"]["clusterIP"]
