@@ -28,7 +28,6 @@ podFailurePolicy fails the Job at once); 1 anything else (the Job may retry it).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -359,7 +358,7 @@ def package(request: Request, out: IO[str] = sys.stdout) -> dict[str, Any]:
 def _package_into_store(request: Request, reporter: Reporter, store: ObjectStore) -> dict[str, Any]:
     """The same steps for an object store: package into scratch space, then upload the
     revision's objects, the master last, the extras, and prune (see `vod_stream.publish`)."""
-    from vod_stream.publish import revision_files, stale_revisions
+    from vod_stream.publish import publish_revision, stale_revisions
 
     asset = paths.media_path("/" + request.prefix)
     if not asset:
@@ -379,17 +378,10 @@ def _package_into_store(request: Request, reporter: Reporter, store: ObjectStore
     final.mkdir(parents=True)
     master_text = _transcode(request, reporter, source_file, source, plan, final)
 
-    master = f"{asset}/master.m3u8"
-    previous = previous_revision(store.read_text(master))
+    previous = previous_revision(store.read_text(f"{asset}/master.m3u8"))
+    published = ladder.published_master(master_text, request.revision)
+    publish_revision(store, asset, request.revision, final, published, previous)
     prefix = f"{asset}/{request.revision}"
-    try:
-        store.put_files((f"{prefix}/{name}", path) for name, path in revision_files(final))
-    except BaseException:
-        if request.revision != previous:  # the live master may list these same objects
-            with contextlib.suppress(Exception):
-                store.delete_prefix(prefix)
-        raise
-    store.put_text(master, ladder.published_master(master_text, request.revision))
     reporter.playable = True
     reporter.update("extras", 0.0, force=True)
 

@@ -16,6 +16,7 @@ HTTP reader seeks badly on MP4s whose index sits at the end.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
@@ -132,6 +133,28 @@ async def _put_all(origin: S3Origin, items: list[tuple[str, Path]]) -> None:
         for task in tasks:  # the first failure ends the publish: stop the rest
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def publish_revision(
+    store: ObjectStore,
+    asset: str,
+    revision: str,
+    folder: Path,
+    master_text: str,
+    previous: str | None,
+) -> None:
+    """Upload every file of ``folder`` under ``asset/revision/``, then ``asset/master.m3u8``.
+    When an upload fails, no master is written and the objects of this revision that were put
+    are removed (unless the live master, ``previous``, lists this same revision)."""
+    prefix = f"{asset}/{revision}"
+    try:
+        store.put_files((f"{prefix}/{name}", path) for name, path in revision_files(folder))
+    except BaseException:
+        if revision != previous:
+            with contextlib.suppress(Exception):
+                store.delete_prefix(prefix)
+        raise
+    store.put_text(f"{asset}/master.m3u8", master_text)
 
 
 def revision_files(folder: Path, skip: Iterable[str] = ()) -> list[tuple[str, Path]]:

@@ -252,3 +252,34 @@ def test_store_gone_while_publishing_fails_and_keeps_the_live_master_whole(
     folder = mirror(s3_server, bucket, tmp_path / "mirror")
     assert "aaaaaaaaaaaa/360p/index.m3u8" in (folder / "master.m3u8").read_text()
     assert referenced(folder) <= set(before)
+
+
+def test_an_upload_failing_half_way_writes_no_master_and_removes_what_it_put(
+    s3_server: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    from vod_stream.config import Settings
+    from vod_stream.publish import ObjectStore, publish_revision
+    from vod_stream.storage import S3Origin
+
+    folder = tmp_path / "rev"
+    (folder / "360p").mkdir(parents=True)
+    for n in range(12):
+        (folder / "360p" / f"seg_{n:02}.m4s").write_bytes(os.urandom(50_000))
+    (folder / "360p" / "seg_99.m4s").symlink_to(folder / "gone")  # reading it fails
+    env = s3_env(s3_server, bucket, tmp_path / "creds")
+    store = ObjectStore(S3Origin(Settings.from_env(env)))
+    try:
+        with pytest.raises(FileNotFoundError):
+            publish_revision(store, ASSET, "dddddddddddd", folder, "#EXTM3U\n", None)
+    finally:
+        store.close()
+    assert asset_keys(s3_server, bucket) == []  # no master, no orphaned segment
+    (folder / "360p" / "seg_99.m4s").unlink()
+    store = ObjectStore(S3Origin(Settings.from_env(env)))
+    try:
+        publish_revision(store, ASSET, "dddddddddddd", folder, "#EXTM3U\n", None)
+    finally:
+        store.close()
+    keys = asset_keys(s3_server, bucket)
+    assert len(keys) == 13
+    assert keys[-1] == "master.m3u8"
