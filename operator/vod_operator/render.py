@@ -92,7 +92,7 @@ def render(platform: Mapping[str, Any], inputs: RenderInputs) -> list[Manifest]:
         "resources": spec["resources"],
         "media_read_only": bool(spec["storage"].get("pvc", {}).get("readOnly", False)),
         "media_volume": _media_volume(spec["storage"]),
-        "origin_volumes": _origin_volumes(spec["storage"]),
+        "origin_volumes": origin_volumes(spec["storage"]),
         "cache_volume": _cache_volume(spec["cache"]) if _cache_used(spec) else None,
         "config_hash": _config_hash(server_env, inputs.signing_keys, signing_secret),
         "endpoint_drain_seconds": endpoint_drain_seconds(spec["server"]),
@@ -208,7 +208,7 @@ def _server_env(spec: Mapping[str, Any], inputs: RenderInputs) -> dict[str, str]
         "VOD_HOST": "0.0.0.0",
         "VOD_PORT": naming.PORT,
         "VOD_WORKERS": server["workers"],
-        **_origin_env(spec["storage"]),
+        **origin_env(spec["storage"]),
         "VOD_MAX_UPLOAD_BYTES": server["maxUploadBytes"],
         "VOD_MAX_RANGES": server["maxRanges"],
         "VOD_MAX_CONNECTIONS": server["maxConnections"],
@@ -256,7 +256,7 @@ def origin_kind(storage: Mapping[str, Any]) -> str:
     return "file"
 
 
-def _origin_env(storage: Mapping[str, Any]) -> dict[str, Any]:
+def origin_env(storage: Mapping[str, Any]) -> dict[str, Any]:
     """VOD_ORIGIN and its settings; credentials and CA bundles are only file paths here. The file
     origin is the server's default: leaving VOD_ORIGIN out keeps its pods' config hash as before."""
     kind = origin_kind(storage)
@@ -296,7 +296,7 @@ def _media_volume(storage: Mapping[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def _origin_volumes(storage: Mapping[str, Any]) -> list[dict[str, Any]]:
+def origin_volumes(storage: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Volumes (with their mount paths) for origin credentials and CA bundles: files, so no
     secret value ever lands in the ConfigMap or the pod's environment."""
     kind = origin_kind(storage)

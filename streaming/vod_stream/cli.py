@@ -14,10 +14,14 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 from vod_stream import __version__, signing
 from vod_stream.config import PREFIX, SPECS, ConfigError, Settings, Spec, _bool
 from vod_stream.keys import KeyRing
+
+if TYPE_CHECKING:
+    from vod_stream.storage import S3Origin
 
 
 def flag_of(spec: Spec) -> str:
@@ -117,6 +121,11 @@ def _package(args: argparse.Namespace) -> int:
     except ladder.PlanError as exc:
         print(f"vod-stream package: {exc}", file=sys.stderr)
         return 2
+    try:
+        origin = object_origin()
+    except ConfigError as exc:
+        print(f"vod-stream package: {exc}", file=sys.stderr)
+        return 2
     request = package.Request(
         media_root=args.media_root,
         prefix=args.prefix,
@@ -132,8 +141,32 @@ def _package(args: argparse.Namespace) -> int:
         storyboard_interval=args.storyboard_interval,
         result_file=args.result_file,
         report_seconds=args.report_seconds,
+        origin=origin,
     )
-    return package.run(request)
+    code = package.run(request)
+    return code if origin is None else _leave(code)
+
+
+def _leave(code: int) -> NoReturn:
+    """End a command that used the S3 client at once, its output written: obstore's runtime
+    threads can abort the interpreter's finalization (SIGABRT after the result was written, in
+    about 1 run of 5 here), which would turn a finished Job into a failed one."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def object_origin() -> S3Origin | None:
+    """The S3 origin when the environment says VOD_ORIGIN=s3 (the packaging Job of an S3
+    platform gets the streaming pods' settings); None for the file origin (--media-root)."""
+    settings = Settings.from_env()
+    if settings.origin == "http":
+        raise ConfigError("VOD_ORIGIN=http: the HTTP origin is read-only, package into file or s3")
+    if settings.origin != "s3":
+        return None
+    from vod_stream.storage import S3Origin
+
+    return S3Origin(settings)
 
 
 def _sign(settings: Settings, args: argparse.Namespace) -> int:
@@ -175,7 +208,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "unpublish":
         from vod_stream.package import remove
 
-        return remove(args.media_root, args.prefix)
+        try:
+            origin = object_origin()
+        except ConfigError as exc:
+            print(f"vod-stream unpublish: {exc}", file=sys.stderr)
+            return 2
+        code = remove(args.media_root, args.prefix, origin)
+        return code if origin is None else _leave(code)
     flags = {
         PREFIX + spec.name: value
         for spec in SPECS

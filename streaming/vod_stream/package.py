@@ -10,8 +10,13 @@ are never served), renamed to `PREFIX/REV/` when complete, and only then is `PRE
 replaced (write to a dot file, rename: atomic). So the master always lists a complete ladder,
 the playback URL stays the same across re-packaging, and the previous ladder stays playable
 until the new master replaces it. Of older revisions, only the one the new master replaced is
-kept (players that loaded it moments ago can finish); earlier ones are removed. An object store
-origin follows the same order: every object of REV first, the master last.
+kept (players that loaded it moments ago can finish); earlier ones are removed.
+
+Publishing (S3 origin, `VOD_ORIGIN=s3` and the streaming pods' `VOD_S3_*` settings): a
+`--source-path` object is streamed into scratch space, ffmpeg writes there, then every object of
+`PREFIX/REV/` is uploaded, the master last, the poster and storyboard after it, and older
+revisions are pruned by the same rule (`vod_stream.publish`). A failed upload leaves the
+published master as it was and removes the partial revision.
 
 Reporting: a JSON line on stdout (`{"vodPackage": "progress", ...}`) at least every
 `report_seconds`, a snapshot of the stage, the overall percentage, the probed media and whether
@@ -36,12 +41,17 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from vod_stream import ladder, paths
 from vod_stream.ladder import Ladder, Rendition, Source
 from vod_stream.probe import ProbeError, probe
 from vod_stream.signing import player_path
+from vod_stream.storage import OriginError
+
+if TYPE_CHECKING:
+    from vod_stream.publish import ObjectStore
+    from vod_stream.storage import S3Origin
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -83,6 +93,8 @@ class Request:
     storyboard_interval: float | None = None
     result_file: Path | None = None
     report_seconds: float = 2.0
+    #: an object store origin (VOD_ORIGIN=s3); None: the file origin at `media_root`
+    origin: S3Origin | None = None
 
 
 def media_json(source: Source) -> dict[str, Any]:
@@ -231,11 +243,9 @@ def run_ffmpeg(
         raise PackageFailure("TranscodeFailed", message, permanent=code > 0)
 
 
-def previous_revision(master: Path) -> str | None:
-    """The revision folder the currently published master points into, if any."""
-    try:
-        text = master.read_text()
-    except OSError:
+def previous_revision(text: str | None) -> str | None:
+    """The revision folder a published master playlist (its text) points into, if any."""
+    if text is None:
         return None
     for line in text.splitlines():
         if line and not line.startswith("#"):
@@ -296,27 +306,139 @@ def package(request: Request, out: IO[str] = sys.stdout) -> dict[str, Any]:
     if not REVISION.match(request.revision):
         raise PackageFailure("InvalidRevision", f"revision {request.revision!r}", permanent=True)
     extras = request.poster_at is not None or request.storyboard_interval is not None
-    reporter = Reporter(
-        out,
-        request.report_seconds,
-        weights=ladder.Weights.of(request.source_url is not None, extras),
-    )
-    asset_dir = asset_dir_of(request.media_root, request.prefix)
+    fetched = request.source_url is not None or request.origin is not None
+    reporter = Reporter(out, request.report_seconds, weights=ladder.Weights.of(fetched, extras))
     request.work_dir.mkdir(parents=True, exist_ok=True)
+    if request.origin is not None:
+        from vod_stream.publish import ObjectStore
+
+        store = ObjectStore(request.origin)
+        try:
+            return _package_into_store(request, reporter, store)
+        except OriginError as exc:
+            raise PackageFailure("OriginWriteFailed", exc.message, permanent=False) from exc
+        finally:
+            store.close()
+    asset_dir = asset_dir_of(request.media_root, request.prefix)
     if request.source_url is not None:
-        reporter.update("downloading", 0.0, force=True)
-        source_file = request.work_dir / "source"
-        download(
-            request.source_url,
-            source_file,
-            read_headers(request.headers_dir),
-            lambda f: reporter.update("downloading", f),
-        )
+        source_file = _download_url(request, reporter)
     elif request.source_path is not None:
         source_file = resolve_path(request.media_root, request.source_path)
     else:
         raise PackageFailure("NoSource", "neither a source path nor a URL", permanent=True)
+    source, plan = _probe_and_plan(request, reporter, source_file)
 
+    asset_dir.mkdir(parents=True, exist_ok=True)
+    staging = asset_dir / f".staging-{request.revision}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        master_text = _transcode(request, reporter, source_file, source, plan, staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+    # Publish: the complete revision folder first, the master playlist last.
+    final = asset_dir / request.revision
+    master = asset_dir / "master.m3u8"
+    previous = previous_revision(master.read_text() if master.is_file() else None)
+    shutil.rmtree(final, ignore_errors=True)
+    os.rename(staging, final)
+    published = ladder.published_master(master_text, request.revision)
+    _replace_file(master, lambda p: p.write_text(published))
+    reporter.playable = True
+    reporter.update("extras", 0.0, force=True)
+
+    base = "/" + asset_dir.relative_to(Path(os.path.realpath(request.media_root))).as_posix()
+    playback = _make_extras(request, reporter, source_file, source, plan, final, base)
+    prune(asset_dir, {request.revision} | ({previous} if previous else set()))
+    return _result(request, reporter, plan, playback)
+
+
+def _package_into_store(request: Request, reporter: Reporter, store: ObjectStore) -> dict[str, Any]:
+    """The same steps for an object store: package into scratch space, then upload the
+    revision's objects, the master last, the extras, and prune (see `vod_stream.publish`)."""
+    from vod_stream.publish import publish_revision, stale_revisions
+
+    asset = paths.media_path("/" + request.prefix)
+    if not asset:
+        raise PackageFailure(
+            "InvalidPrefix", f"prefix {request.prefix!r} is not inside the origin", permanent=True
+        )
+    if request.source_url is not None:
+        source_file = _download_url(request, reporter)
+    elif request.source_path is not None:
+        source_file = _fetch_source(request, reporter, store)
+    else:
+        raise PackageFailure("NoSource", "neither a source path nor a URL", permanent=True)
+    source, plan = _probe_and_plan(request, reporter, source_file)
+
+    final = request.work_dir / "out" / request.revision
+    shutil.rmtree(final, ignore_errors=True)
+    final.mkdir(parents=True)
+    master_text = _transcode(request, reporter, source_file, source, plan, final)
+
+    previous = previous_revision(store.read_text(f"{asset}/master.m3u8"))
+    published = ladder.published_master(master_text, request.revision)
+    publish_revision(store, asset, request.revision, final, published, previous)
+    prefix = f"{asset}/{request.revision}"
+    reporter.playable = True
+    reporter.update("extras", 0.0, force=True)
+
+    made = _make_extras(request, reporter, source_file, source, plan, final, "/" + asset)
+    extras = ("poster.jpg", "storyboard.jpg", "storyboard.vtt")
+    store.put_files((f"{prefix}/{n}", final / n) for n in extras if (final / n).is_file())
+    keep = {request.revision} | ({previous} if previous else set())
+    for revision in stale_revisions(asset, store.list(asset), keep):
+        store.delete_prefix(f"{asset}/{revision}")
+    return _result(request, reporter, plan, made)
+
+
+def _download_url(request: Request, reporter: Reporter) -> Path:
+    assert request.source_url is not None
+    reporter.update("downloading", 0.0, force=True)
+    source_file = request.work_dir / "source"
+    download(
+        request.source_url,
+        source_file,
+        read_headers(request.headers_dir),
+        lambda f: reporter.update("downloading", f),
+    )
+    return source_file
+
+
+def _fetch_source(request: Request, reporter: Reporter, store: ObjectStore) -> Path:
+    """The source object, streamed into scratch space (checked as the file origin checks)."""
+    assert request.source_path is not None
+    relative = paths.media_path("/" + request.source_path)
+    if not relative:
+        raise PackageFailure(
+            "SourceOutsideOrigin",
+            f"spec.source.path {request.source_path!r} is not a path inside the origin",
+            permanent=True,
+        )
+    try:
+        found = store.exists(relative)
+    except OriginError as exc:
+        raise PackageFailure("SourceDownloadFailed", exc.message, permanent=False) from exc
+    if not found:
+        raise PackageFailure(
+            "SourceNotFound",
+            f"spec.source.path {request.source_path!r} does not exist",
+            permanent=True,
+        )
+    reporter.update("downloading", 0.0, force=True)
+    source_file = request.work_dir / "source"
+    try:
+        store.fetch(relative, source_file, lambda f: reporter.update("downloading", f))
+    except OriginError as exc:
+        raise PackageFailure("SourceDownloadFailed", exc.message, permanent=False) from exc
+    return source_file
+
+
+def _probe_and_plan(
+    request: Request, reporter: Reporter, source_file: Path
+) -> tuple[Source, Ladder]:
     reporter.update("probing", 0.0, force=True)
     try:
         source = probe(str(source_file))
@@ -330,40 +452,43 @@ def package(request: Request, out: IO[str] = sys.stdout) -> dict[str, Any]:
     except ladder.PlanError as exc:
         raise PackageFailure("PlanFailed", str(exc), permanent=True) from exc
     reporter.update("transcoding", 0.0, force=True)
+    return source, plan
 
-    asset_dir.mkdir(parents=True, exist_ok=True)
-    staging = asset_dir / f".staging-{request.revision}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
-        run_ffmpeg(
-            ladder.ladder_command(plan, str(source_file), str(staging), request.preset),
-            source.duration,
-            lambda f: reporter.update("transcoding", f),
-            request.work_dir / "ffmpeg.stderr",
-        )
-        master_text = (staging / "master.m3u8").read_text()
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+
+def _transcode(
+    request: Request,
+    reporter: Reporter,
+    source_file: Path,
+    source: Source,
+    plan: Ladder,
+    folder: Path,
+) -> str:
+    """One ffmpeg run writes the ladder into `folder`; its master playlist's text."""
+    run_ffmpeg(
+        ladder.ladder_command(plan, str(source_file), str(folder), request.preset),
+        source.duration,
+        lambda f: reporter.update("transcoding", f),
+        request.work_dir / "ffmpeg.stderr",
+    )
+    master_text = (folder / "master.m3u8").read_text()
     codecs = ladder.master_codecs(master_text)
     if len(codecs) != len(plan.rungs) or not all(codecs):
         raise PackageFailure(
             "TranscodeFailed", f"ffmpeg's master playlist lacks CODECS: {codecs}", permanent=True
         )
+    return master_text
 
-    # Publish: the complete revision folder first, the master playlist last.
-    final = asset_dir / request.revision
-    master = asset_dir / "master.m3u8"
-    previous = previous_revision(master)
-    shutil.rmtree(final, ignore_errors=True)
-    os.rename(staging, final)
-    published = ladder.published_master(master_text, request.revision)
-    _replace_file(master, lambda p: p.write_text(published))
-    reporter.playable = True
-    reporter.update("extras", 0.0, force=True)
 
-    base = "/" + asset_dir.relative_to(Path(os.path.realpath(request.media_root))).as_posix()
+def _make_extras(
+    request: Request,
+    reporter: Reporter,
+    source_file: Path,
+    source: Source,
+    plan: Ladder,
+    final: Path,
+    base: str,
+) -> dict[str, str]:
+    """Poster and storyboard into the revision folder `final`; the playback paths."""
     # the player page plays the master (on a signed platform: /play/t/<token>/..., see README)
     playback = {"master": f"{base}/master.m3u8", "player": player_path(f"{base}/master.m3u8")}
     if request.poster_at is not None:
@@ -390,7 +515,12 @@ def package(request: Request, out: IO[str] = sys.stdout) -> dict[str, Any]:
         vtt = ladder.storyboard_vtt(board, source.duration, "storyboard.jpg")
         _replace_file(final / "storyboard.vtt", lambda p: p.write_text(vtt))
         playback["storyboard"] = f"{base}/{request.revision}/storyboard.vtt"
-    prune(asset_dir, {request.revision} | ({previous} if previous else set()))
+    return playback
+
+
+def _result(
+    request: Request, reporter: Reporter, plan: Ladder, playback: dict[str, str]
+) -> dict[str, Any]:
     reporter.update("done", 1.0, force=True)
     return {
         "vodPackage": "result",
@@ -451,8 +581,11 @@ def run(request: Request, out: IO[str] = sys.stdout) -> int:
     return code
 
 
-def remove(media_root: Path, prefix: str) -> int:
-    """`vod-stream unpublish`: delete an asset's outputs (idempotent)."""
+def remove(media_root: Path, prefix: str, origin: S3Origin | None = None) -> int:
+    """`vod-stream unpublish`: delete an asset's outputs (idempotent); from the object store
+    `origin` when given (every object under the prefix)."""
+    if origin is not None:
+        return _remove_objects(origin, prefix)
     try:
         asset_dir = asset_dir_of(media_root, prefix)
     except PackageFailure as failure:
@@ -464,3 +597,27 @@ def remove(media_root: Path, prefix: str) -> int:
         shutil.rmtree(asset_dir, ignore_errors=True)
     print(json.dumps({"vodPackage": "removed", "prefix": prefix, "gone": not asset_dir.exists()}))
     return EXIT_OK if not asset_dir.exists() else EXIT_FAILED
+
+
+def _remove_objects(origin: S3Origin, prefix: str) -> int:
+    from vod_stream.publish import ObjectStore
+    from vod_stream.storage import NotWritable
+
+    store = ObjectStore(origin)
+    try:
+        removed = store.delete_prefix(prefix)
+        left = store.list(prefix)
+    except NotWritable as exc:
+        print(f"vod-stream unpublish: {exc}", file=sys.stderr)
+        return EXIT_REJECTED
+    except OriginError as exc:
+        print(f"vod-stream unpublish: {exc.message}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        store.close()
+    print(
+        json.dumps(
+            {"vodPackage": "removed", "prefix": prefix, "gone": not left, "objects": removed}
+        )
+    )
+    return EXIT_OK if not left else EXIT_FAILED

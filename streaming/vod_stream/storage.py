@@ -2,7 +2,9 @@
 
 ``Origin`` is what uploads (PUT/DELETE, and resumable uploads later) need: resolve a media path
 to a key, ask whether it exists, write a whole object from a stream of chunks (all or nothing),
-read a range, delete. ``open_origin(settings)`` picks the implementation from ``VOD_ORIGIN``:
+read a range, delete; list and delete every object under a folder (what packaging's prune and
+``vod-stream unpublish`` need). ``open_origin(settings)`` picks the implementation from
+``VOD_ORIGIN``:
 
 - ``FileOrigin``: the media root; a write is staged in ``<root>/.vod-tmp/``, fsynced and renamed
   over the target (readers see the old file or the new one, never a part).
@@ -20,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -29,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from vod_stream._dataplane import make_etag
 from vod_stream.config import ConfigError, Settings
-from vod_stream.paths import open_regular_file, writable_target
+from vod_stream.paths import media_path, open_regular_file, writable_target
 
 if TYPE_CHECKING:
     from obstore import AsyncWritableFile
@@ -43,6 +46,8 @@ S3_PARTS_IN_FLIGHT = 2
 S3_WRITE_BYTES = 1024 * 1024
 #: Chunk size of ``Origin.stream``.
 STREAM_CHUNK_BYTES = 1024 * 1024
+#: Keys per ListObjectsV2 page and per DeleteObjects call (S3's limit for both).
+S3_LIST_CHUNK = 1000
 NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
@@ -106,6 +111,14 @@ class Origin(Protocol):
 
     async def delete(self, relative: str) -> bool:
         """Remove the object; False when there was nothing to remove."""
+        ...
+
+    async def list(self, folder: str) -> list[str]:
+        """Media paths of every object under the folder ``folder`` (sorted; [] when none)."""
+        ...
+
+    async def delete_prefix(self, folder: str) -> int:
+        """Remove every object under the folder ``folder``; how many were removed."""
         ...
 
 
@@ -196,6 +209,35 @@ class FileOrigin:
         except FileNotFoundError:
             return False
         return True
+
+    def _folder(self, folder: str) -> str | None:
+        """The real folder inside the root, or None (absent, a symlink, not a folder)."""
+        inside = media_path("/" + folder.strip("/"))
+        if not inside:
+            raise NotWritable(f"{folder!r} is not a folder inside the origin")
+        path = os.path.join(self.root_real, inside)
+        if os.path.islink(path) or not os.path.isdir(path):
+            return None
+        return path
+
+    async def list(self, folder: str) -> list[str]:
+        path = self._folder(folder)
+        return [] if path is None else _files_under(path, self.root_real)
+
+    async def delete_prefix(self, folder: str) -> int:
+        found = await self.list(folder)
+        path = self._folder(folder)
+        if path is not None:
+            shutil.rmtree(path)
+        return len(found)
+
+
+def _files_under(folder: str, root: str) -> list[str]:
+    """Paths (relative to ``root``) of the files under ``folder``, sorted."""
+    found: list[str] = []
+    for parent, _dirs, files in os.walk(folder):
+        found.extend(os.path.relpath(os.path.join(parent, name), root) for name in files)
+    return sorted(found)
 
 
 def _fsync_dir(path: str) -> None:
@@ -369,6 +411,39 @@ class S3Origin:
             raise origin_failure(exc) from None
         return True
 
+    def _folder_key(self, folder: str) -> str:
+        inside = media_path("/" + folder.strip("/"))
+        if not inside:
+            raise NotWritable(f"{folder!r} is not a folder inside the origin")
+        return s3_key(self.prefix, inside)
+
+    async def _keys(self, folder: str) -> list[str]:
+        import obstore
+
+        key = self._folder_key(folder)  # object_store lists whole path segments: a/b, not a/bc
+        keys: list[str] = []
+        try:
+            async for batch in obstore.list(self.store, prefix=key, chunk_size=S3_LIST_CHUNK):
+                keys.extend(meta["path"] for meta in batch)
+        except Exception as exc:
+            raise origin_failure(exc) from None
+        return sorted(keys)
+
+    async def list(self, folder: str) -> list[str]:
+        skip = len(s3_key(self.prefix, "x")) - 1
+        return [key[skip:] for key in await self._keys(folder)]
+
+    async def delete_prefix(self, folder: str) -> int:
+        import obstore
+
+        keys = await self._keys(folder)
+        try:
+            for start in range(0, len(keys), S3_LIST_CHUNK):  # DeleteObjects: 1000 keys a call
+                await obstore.delete_async(self.store, keys[start : start + S3_LIST_CHUNK])
+        except Exception as exc:
+            raise origin_failure(exc) from None
+        return len(keys)
+
 
 async def _send(writer: AsyncWritableFile, data: bytes) -> None:
     """One write into obstore's buffered writer; its failures become OriginError."""
@@ -411,4 +486,10 @@ class ReadOnlyOrigin:
         raise ReadOnly("the HTTP origin is read-only")
 
     async def delete(self, relative: str) -> bool:
+        raise ReadOnly("the HTTP origin is read-only")
+
+    async def list(self, folder: str) -> list[str]:
+        raise ReadOnly("the HTTP origin cannot be listed")
+
+    async def delete_prefix(self, folder: str) -> int:
         raise ReadOnly("the HTTP origin is read-only")

@@ -62,13 +62,16 @@ def bucket(endpoint: str) -> S3Store:
     )
 
 
-def s3_platform(name: str) -> str:
-    spec = f"""
-    replicas: 2
+def s3_platform(name: str, replicas: int = 2, extra: str = "") -> str:
+    spec = (
+        f"""
+    replicas: {replicas}
     cache: {{enabled: true, size: 256Mi, sliceSize: 1Mi}}
     security:
       jwt: {{secretName: {name}-jwt, secretKey: key, keyType: SharedSecret}}
     """
+        + extra
+    )
     origin = (
         "    s3:\n"
         "      endpoint: http://seaweedfs:8333\n"
@@ -170,3 +173,67 @@ def test_uploads_through_an_s3_backed_platform_land_in_the_bucket(
     status, _, tail = get(service, "/uploads/big.bin", {"Range": "bytes=-4096"})
     assert status == 206
     assert tail == body[-4096:]
+
+
+#: A small, quick ladder for packaging on the real node (as tests/cluster/test_assets.py uses).
+TRANSCODING = """
+    transcoding:
+      preset: ultrafast
+      segmentSeconds: 2
+      renditions:
+        - {name: 360p, height: 360, videoBitrate: 800k, audioBitrate: 96k}
+        - {name: 240p, height: 240, videoBitrate: 400k, audioBitrate: 64k}
+      resources:
+        requests: {cpu: 100m, memory: 256Mi}
+        limits: {memory: 1Gi}
+      scratchSize: 1Gi
+      backoffLimit: 1
+      activeDeadlineSeconds: 600
+"""
+
+
+def test_a_videoasset_on_an_s3_platform_is_packaged_into_the_bucket_and_served(
+    operator: OperatorProcess, namespace: Namespace, seaweedfs: str, tmp_path: Path
+) -> None:
+    import m3u8
+
+    from tests.cluster.conftest import eventually
+    from tests.cluster.test_assets import asset, make_video, wait_phase
+
+    ns = namespace
+    make_video(tmp_path / "pattern.mp4")
+    store = bucket(seaweedfs)
+    obstore.put(store, PREFIX + "uploads/pattern.mp4", (tmp_path / "pattern.mp4").read_bytes())
+    ns.kubectl("create", "secret", "generic", "vs-jwt", f"--from-literal=key={JWT_KEY}")
+    ns.apply(s3_platform("vs", replicas=1, extra=TRANSCODING))
+    wait_ready(ns, "vs", timeout=180)
+    ns.apply(asset("intro", "source: {path: uploads/pattern.mp4}", platform="vs"))
+    st = wait_phase(ns, "intro", "Ready", timeout=400)["status"]
+    job = ns.get("job", st["job"])
+    assert job["status"].get("succeeded") == 1
+    assert "persistentVolumeClaim" not in json.dumps(job["spec"]["template"]["spec"]["volumes"])
+    assert st["playback"]["master"] == f"/assets/{ns.name}/intro/master.m3u8"
+
+    asset_prefix = f"{PREFIX}assets/{ns.name}/intro/"
+    keys = [m["path"] for batch in obstore.list(store, prefix=asset_prefix) for m in batch]
+    print(f"objects the Job published: {len(keys)}")
+    assert asset_prefix + "master.m3u8" in keys
+
+    # the platform serves the master from the bucket through its cache, and what it lists
+    service = ns.get("service", "vs-stream")["spec"]["clusterIP"]
+    status, headers, body = get(service, st["playback"]["master"])
+    print(f"master via the Service: {status} {headers.get('Content-Type')}")
+    assert status == 200
+    master = m3u8.M3U8(body.decode(), strict=True)
+    assert [v.stream_info.resolution for v in master.playlists] == [(640, 360), (426, 240)]
+    base = st["playback"]["master"].rsplit("/", 1)[0]
+    variant = m3u8.M3U8(get(service, f"{base}/{master.playlists[0].uri}")[2].decode())
+    folder = f"{base}/{master.playlists[0].uri.rsplit('/', 1)[0]}"
+    status, _, segment = get(service, f"{folder}/{variant.segments[0].uri}")
+    assert (status, len(segment) > 0) == (200, True)
+
+    # deleting the asset runs the clean-up Job: no object of it is left in the bucket
+    ns.kubectl("delete", "va", "intro", "--wait=true", "--timeout=180s", timeout=200)
+    left = [m["path"] for batch in obstore.list(store, prefix=asset_prefix) for m in batch]
+    assert left == []
+    eventually(lambda: "OutputsRemoved" in ns.kubectl("get", "events").stdout, timeout=30)

@@ -46,14 +46,10 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def package(
-    media: Path,
-    work: Path,
-    *source: str,
-    revision: str = "0123456789ab",
-    extra: tuple[str, ...] = (),
-) -> tuple[int, dict[str, Any], list[dict[str, Any]]]:
-    """Run the packager as the Job does; (exit code, result file, progress lines)."""
+def package_command(
+    media: Path, work: Path, *source: str, revision: str, extra: tuple[str, ...] = ()
+) -> tuple[list[str], Path]:
+    """The packager's command line as the Job runs it, and its result file."""
     result_file = work / f"result-{revision}.json"
     args = [
         sys.executable, "-m", "vod_stream", "package", *source,
@@ -63,7 +59,24 @@ def package(
         "--work-dir", str(work / revision), "--result-file", str(result_file),
         "--report-seconds", "0.2", *extra,
     ]  # fmt: skip
-    done = subprocess.run(args, capture_output=True, text=True, timeout=300, check=False)
+    return args, result_file
+
+
+def package(
+    media: Path,
+    work: Path,
+    *source: str,
+    revision: str = "0123456789ab",
+    extra: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+) -> tuple[int, dict[str, Any], list[dict[str, Any]]]:
+    """Run the packager as the Job does (`env`: VOD_* settings added to the environment, e.g.
+    an S3 origin's); (exit code, result file, progress lines)."""
+    args, result_file = package_command(media, work, *source, revision=revision, extra=extra)
+    environ = {**os.environ, **(env or {})}
+    done = subprocess.run(
+        args, capture_output=True, text=True, timeout=300, check=False, env=environ
+    )
     lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     result = json.loads(result_file.read_text())
     assert lines[-1] == result  # the same result on stdout and in the termination message

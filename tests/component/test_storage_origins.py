@@ -13,7 +13,7 @@ import pytest
 from localcluster.s3server import S3Server
 from tests.component.test_s3_uploads import pattern, s3_env
 from vod_stream.config import Settings
-from vod_stream.storage import S3_PART_BYTES, Origin, open_origin
+from vod_stream.storage import S3_PART_BYTES, NotWritable, Origin, open_origin
 
 pytestmark = pytest.mark.component
 
@@ -73,3 +73,18 @@ async def test_a_failing_stream_leaves_nothing(origin: Origin) -> None:
     with pytest.raises(ConnectionResetError):
         await origin.write("broken.mp4", broken())
     assert not await origin.exists("broken.mp4")
+
+
+async def test_list_and_delete_prefix_take_whole_folders_only(origin: Origin) -> None:
+    names = ["a/b/master.m3u8", "a/b/r1/360p/index.m3u8", "a/b/r1/360p/seg_1.m4s", "a/bc/x"]
+    for name in names:
+        await origin.write(name, chunks(name.encode()))
+    assert await origin.list("a/b") == names[:3]  # a/b, not a/bc
+    assert await origin.list("a/b/") == names[:3]
+    assert await origin.list("a/none") == []
+    assert await origin.delete_prefix("a/b") == 3
+    assert await origin.list("a/b") == []
+    assert await origin.list("a") == ["a/bc/x"]
+    assert await origin.delete_prefix("a/b") == 0  # idempotent
+    with pytest.raises(NotWritable):
+        await origin.list("../etc")

@@ -1,7 +1,9 @@
 """Pure rendering of a VideoAsset's Jobs: the packaging Job of one revision, the clean-up Job.
 
 Same conventions as the platform's children (`vod_operator.render`): canonical manifests from
-templates/, the applied-hash annotation, an ownerReference to the VideoAsset.
+templates/, the applied-hash annotation, an ownerReference to the VideoAsset. A pvc platform's
+Jobs mount its claim at /media; an s3 platform's Jobs get the streaming pods' origin settings
+and credential/CA volumes (`render.origin_env`, `render.origin_volumes`) and no media volume.
 """
 
 from __future__ import annotations
@@ -13,7 +15,15 @@ import yaml
 
 from vod_operator import naming
 from vod_operator.assets.plan import Package, rendition_argument
-from vod_operator.render import canonical, environment, owner_reference, stamp
+from vod_operator.render import (
+    canonical,
+    environment,
+    origin_env,
+    origin_kind,
+    origin_volumes,
+    owner_reference,
+    stamp,
+)
 
 HEADERS_MOUNT = "/etc/vod/source-headers"
 RESULT_FILE = "/dev/termination-log"
@@ -40,8 +50,14 @@ def job_labels(
     return labels
 
 
-def package_args(asset: Mapping[str, Any], plan: Package) -> list[str]:
-    """The `vod-stream package` command line for one revision."""
+def _origin_args(storage: Mapping[str, Any]) -> list[str]:
+    """`--media-root` for a mounted origin; an s3 origin comes from the Job's environment."""
+    return ["--media-root", naming.MEDIA_MOUNT] if origin_kind(storage) == "file" else []
+
+
+def package_args(asset: Mapping[str, Any], plan: Package, storage: Mapping[str, Any]) -> list[str]:
+    """The `vod-stream package` command line for one revision (`storage`: the platform's
+    spec.storage)."""
     meta = asset["metadata"]
     source = plan.source
     args = ["package"]
@@ -51,8 +67,8 @@ def package_args(asset: Mapping[str, Any], plan: Package) -> list[str]:
             args += ["--headers-dir", HEADERS_MOUNT]
     else:
         args += ["--source-path", str(source["path"])]
+    args += _origin_args(storage)
     args += [
-        "--media-root", naming.MEDIA_MOUNT,
         "--prefix", naming.asset_prefix(meta["namespace"], meta["name"]),
         "--revision", plan.revision,
     ]  # fmt: skip
@@ -67,9 +83,9 @@ def package_args(asset: Mapping[str, Any], plan: Package) -> list[str]:
     return args
 
 
-def unpublish_args(namespace: str, name: str) -> list[str]:
+def unpublish_args(namespace: str, name: str, storage: Mapping[str, Any]) -> list[str]:
     prefix = naming.asset_prefix(namespace, name)
-    return ["unpublish", "--media-root", naming.MEDIA_MOUNT, "--prefix", prefix]
+    return ["unpublish", *_origin_args(storage), "--prefix", prefix]
 
 
 def _render(context: Mapping[str, Any]) -> dict[str, Any]:
@@ -79,19 +95,23 @@ def _render(context: Mapping[str, Any]) -> dict[str, Any]:
 
 def _common(asset: Mapping[str, Any], platform: Mapping[str, Any]) -> dict[str, Any]:
     spec = platform["spec"]
+    storage = spec["storage"]
+    mounted = origin_kind(storage) == "file"
     return {
         "namespace": asset["metadata"]["namespace"],
         "owner_references": [owner_reference(asset, naming.ASSET_KIND)],
         "image": spec.get("image") or naming.DEFAULT_IMAGE,
         "image_pull_policy": spec.get("imagePullPolicy", "IfNotPresent"),
-        "claim_name": spec["storage"]["pvc"]["claimName"],
+        "claim_name": storage["pvc"]["claimName"] if mounted else None,
+        "origin_env": {} if mounted else origin_env(storage),
+        "origin_volumes": origin_volumes(storage),
     }
 
 
 def package_job(
     asset: Mapping[str, Any], platform: Mapping[str, Any], plan: Package
 ) -> dict[str, Any]:
-    """The packaging Job of `plan.revision` (the platform must have a pvc origin)."""
+    """The packaging Job of `plan.revision` (the platform has a pvc or an s3 origin)."""
     transcoding = platform["spec"]["transcoding"]
     source = plan.source
     return _render(
@@ -100,7 +120,7 @@ def package_job(
             "job_name": naming.package_job(asset["metadata"]["name"], plan.revision),
             "labels": job_labels(asset, platform, "packaging", plan.revision),
             "container": "package",
-            "args": package_args(asset, plan),
+            "args": package_args(asset, plan, platform["spec"]["storage"]),
             "resources": transcoding["resources"],
             "backoff_limit": transcoding.get("backoffLimit", 2),
             "active_deadline_seconds": transcoding.get("activeDeadlineSeconds", 21600),
@@ -120,7 +140,7 @@ def unpublish_job(asset: Mapping[str, Any], platform: Mapping[str, Any]) -> dict
             "job_name": naming.unpublish_job(meta["name"]),
             "labels": job_labels(asset, platform, "cleanup", None),
             "container": "unpublish",
-            "args": unpublish_args(meta["namespace"], meta["name"]),
+            "args": unpublish_args(meta["namespace"], meta["name"], platform["spec"]["storage"]),
             "resources": UNPUBLISH_RESOURCES,
             "backoff_limit": 2,
             "active_deadline_seconds": 600,

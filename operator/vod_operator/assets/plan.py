@@ -101,6 +101,12 @@ def package(asset: Mapping[str, Any], platform: Mapping[str, Any]) -> Package:
     )
 
 
+def writable_origin(storage: Mapping[str, Any]) -> bool:
+    """Whether packaging and clean-up Jobs can write the platform's origin: a shared volume
+    (pvc) or an S3 bucket (an http origin is read-only, an emptyDir is per pod)."""
+    return bool(storage.get("pvc") or storage.get("s3"))
+
+
 def blocked(asset: Mapping[str, Any], platform: Mapping[str, Any] | None) -> Wait | None:
     """Why the asset cannot get a packaging Job from this platform, or None when it can."""
     namespace = asset["metadata"]["namespace"]
@@ -125,10 +131,10 @@ def blocked(asset: Mapping[str, Any], platform: Mapping[str, Any] | None) -> Wai
             f"VideoPlatform {ref} stores videos in a per-pod emptyDir, which a packaging Job "
             "cannot reach: give it spec.storage.pvc",
         )
-    if not spec["storage"].get("pvc"):
+    if not writable_origin(spec["storage"]):
         return Wait(
             "OriginNotSupported",
-            f"VideoPlatform {ref} reads videos from an s3 or http origin; packaging Jobs write "
-            "into a pvc origin only so far: give the assets a platform with spec.storage.pvc",
+            f"VideoPlatform {ref} reads videos from an http origin, which is read-only: packaging "
+            "Jobs write into a pvc or s3 origin, give the assets such a platform",
         )
     return None

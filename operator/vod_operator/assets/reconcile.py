@@ -317,7 +317,7 @@ class AssetReconciler:
         if asset["spec"].get("retainOutputs", False):
             self._set_finalizers(asset, remaining, result)
             return
-        if platform is None or not platform["spec"]["storage"].get("pvc"):
+        if platform is None or not plan.writable_origin(platform["spec"]["storage"]):
             self.kube.event(
                 asset,
                 "Warning",

@@ -140,7 +140,7 @@ def test_an_upload_path_and_the_revision() -> None:
     platform = crdschema.platform(SIGNED, name="demo", namespace=NS)
     wanted = plan.package(asset, platform)
     assert wanted.source == {"path": "in/a.mov"}
-    assert "--source-path" in job.package_args(asset, wanted)
+    assert "--source-path" in job.package_args(asset, wanted, platform["spec"]["storage"])
     assert asset["spec"]["source"]["upload"]["tokenTTLSeconds"] == 3600  # the CRD default
     short = crdschema.asset(
         {"platformRef": {"name": "demo"}, "source": {"upload": {"tokenTTLSeconds": 5}}}

@@ -21,6 +21,17 @@ pytestmark = pytest.mark.unit
 NS = "media"
 NOW = "2026-01-01T00:00:00Z"
 PVC = {"storage": {"pvc": {"claimName": "videos"}}}
+S3 = {
+    "storage": {
+        "s3": {
+            "endpoint": "https://s3.test:8333",
+            "bucket": "videos",
+            "prefix": "lib/",
+            "credentialsSecret": {"name": "s3-keys"},
+            "caConfigMap": {"name": "s3-ca"},
+        }
+    }
+}
 URL = {"platformRef": {"name": "demo"}, "source": {"url": "http://videos.test/a.mp4"}}
 
 
@@ -86,10 +97,7 @@ def test_durations() -> None:
     [
         (None, "PlatformNotFound"),
         ({"storage": {"emptyDir": {}}}, "OriginNotShared"),
-        (
-            {"storage": {"s3": {"endpoint": "http://s3:8333", "bucket": "videos"}}},
-            "OriginNotSupported",
-        ),
+        ({"storage": {"http": {"url": "http://origin.test:8080"}}}, "OriginNotSupported"),
         ({**PVC, "transcoding": {"enabled": False}}, "TranscodingDisabled"),
         ({**PVC, "suspend": True}, "PlatformSuspended"),
     ],
@@ -99,6 +107,14 @@ def test_why_an_asset_waits(spec: dict[str, Any] | None, reason: str) -> None:
     assert wait is not None
     assert wait.reason == reason
     assert plan.blocked(asset(), platform()) is None
+    assert plan.blocked(asset(), platform(S3)) is None  # Jobs publish into the bucket
+
+
+def test_http_platform_is_refused_with_a_message_naming_what_works() -> None:
+    wait = plan.blocked(asset(), platform({"storage": {"http": {"url": "http://o.test"}}}))
+    assert wait is not None
+    assert "read-only" in wait.message
+    assert "pvc or s3" in wait.message
 
 
 # -- Job rendering ---------------------------------------------------------------------------
@@ -146,6 +162,31 @@ def test_job_runs_the_streaming_image_restricted_bounded_and_kueue_ready() -> No
     secret = next(v for v in pod["volumes"] if v["name"] == "source-headers")
     assert secret["secret"]["secretName"] == "cdn-token"
     assert "cdn-token" not in json.dumps(container["args"])
+
+
+def test_s3_platform_jobs_get_the_pods_origin_settings_and_files_and_no_media_volume() -> None:
+    from vod_operator import render
+
+    p = platform(S3)
+    a = asset({"platformRef": {"name": "demo"}, "source": {"path": "uploads/a.mp4"}})
+    for manifest in (job.package_job(a, p, plan.package(a, p)), job.unpublish_job(a, p)):
+        pod = manifest["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        env = {e["name"]: e["value"] for e in container["env"]}
+        assert env == render.origin_env(p["spec"]["storage"])  # the streaming pods' settings
+        assert env["VOD_ORIGIN"] == "s3"
+        assert "--media-root" not in container["args"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert "media" not in volumes
+        assert volumes["origin-credentials"]["secret"]["secretName"] == "s3-keys"
+        assert volumes["origin-ca"]["configMap"]["name"] == "s3-ca"
+        mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+        assert env["VOD_S3_ACCESS_KEY_ID_FILE"].startswith(mounts["origin-credentials"] + "/")
+        assert env["VOD_S3_CA_FILE"].startswith(mounts["origin-ca"] + "/")
+        assert mounts["tmp"] == "/tmp"
+        assert volumes["tmp"]["emptyDir"]["sizeLimit"]  # the scratch space ffmpeg writes into
+        assert not any("secret" in json.dumps(e).lower() for e in container["env"]
+                       if "FILE" not in e["name"])  # fmt: skip
 
 
 # -- what the pod says -----------------------------------------------------------------------
@@ -418,6 +459,23 @@ def test_deletion_runs_the_cleanup_job_then_releases_the_asset() -> None:
     fake.child("Job", NS, "intro-unpublish")["status"] = {
         "conditions": [{"type": "Complete", "status": "True"}]
     }
+    reconciler.reconcile(NS, "intro")
+    assert ("videoassets", NS, "intro") not in fake.objects
+    assert "OutputsRemoved" in fake.reasons()
+
+
+def test_deletion_on_an_s3_platform_runs_the_cleanup_job_too() -> None:
+    fake = FakeKube()
+    fake.add_platform(platform(S3))
+    fake.add(VIDEOASSET, asset())
+    reconciler = AssetReconciler(fake, now=lambda: NOW, poll_seconds=5)
+    reconciler.reconcile(NS, "intro")
+    fake.asset(NS, "intro")["metadata"]["deletionTimestamp"] = NOW
+    reconciler.reconcile(NS, "intro")
+    cleaner = fake.child("Job", NS, naming.unpublish_job("intro"))
+    (container,) = cleaner["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["unpublish", "--prefix", naming.asset_prefix(NS, "intro")]
+    cleaner["status"] = {"conditions": [{"type": "Complete", "status": "True"}]}
     reconciler.reconcile(NS, "intro")
     assert ("videoassets", NS, "intro") not in fake.objects
     assert "OutputsRemoved" in fake.reasons()

@@ -25,7 +25,11 @@ CASES = {
 
 
 #: VideoAsset Jobs: (asset example, platform example) -> packaging Job and clean-up Job.
-ASSET_CASES = {"asset-intro": ("intro", "demo"), "asset-trailer": ("trailer", "showcase")}
+ASSET_CASES = {
+    "asset-intro": ("intro", "demo"),
+    "asset-trailer": ("trailer", "showcase"),
+    "asset-s3": ("intro", "library"),
+}
 
 
 def rendered(case: str) -> str:
