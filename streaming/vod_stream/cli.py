@@ -150,7 +150,8 @@ def _package(args: argparse.Namespace) -> int:
 def _leave(code: int) -> NoReturn:
     """End a command that used the S3 client at once, its output written: obstore's runtime
     threads can abort the interpreter's finalization (SIGABRT after the result was written, in
-    about 1 run of 5 here), which would turn a finished Job into a failed one."""
+    about 1 run of 5 here), which would turn a finished Job into a failed one. The known race of
+    tokio workers and Py_Finalize (pyo3-async-runtimes issue 40: no runtime shutdown hook)."""
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
@@ -229,4 +230,6 @@ def main(argv: list[str] | None = None) -> int:
         return _sign(settings, args)
     from vod_stream.supervisor import run
 
-    return run(settings)
+    code = run(settings)
+    # the server's S3 client (uploads) shares obstore's runtime: same clean ending
+    return code if settings.origin != "s3" else _leave(code)
