@@ -10,10 +10,11 @@
 //! process with worker threads: one in-flight table covers the whole pod). Without
 //! `VOD_CACHE_DIR` the same fills collapse concurrent reads; nothing is kept.
 //!
-//! A request for an object with no known stat does not HEAD it first: `stat` makes one ranged GET
-//! for the slice run that covers the request's first byte, takes size, ETag and Last-Modified from
-//! its response and feeds that run's fills from the same body (one round trip, as nginx's slice
-//! module makes). Concurrent stats of one object share one origin request (`stating`).
+//! A GET whose object has no fresh stat and whose first slice is neither on disk nor in flight
+//! does not HEAD the object first: `stat` makes one ranged GET for the slice run that covers the
+//! request's first byte, takes size, ETag and Last-Modified from its response and feeds that
+//! run's fills from the same body (one round trip, as nginx's slice module makes). Concurrent
+//! stats of one object share one origin request (`stating`).
 
 pub mod plan;
 pub mod store;
@@ -185,9 +186,10 @@ impl SliceCache {
     /// The stat of `relative` for a request whose body starts at byte `first` and ends at `last`
     /// (inclusive) when those are known without the object's size (`Speculation`): from the stat
     /// cache while fresh; else from the one origin request in flight for it; else a new one:
-    /// with no stat known and `first` given, a GET of the slice run covering `first` (its fills
-    /// fed by that response: the returned slice index is then this request's own fill), otherwise
-    /// (a stale stat to revalidate, a HEAD request, a suffix range) a HEAD.
+    /// with `first` given and its slice neither cached nor in flight, a GET of the slice run
+    /// covering `first` (its fills fed by that response: the returned slice index is then this
+    /// request's own fill), otherwise (a stale stat whose slice is here, a HEAD request, a
+    /// suffix range) a HEAD.
     pub async fn stat(
         self: &Arc<Self>,
         relative: &str,
@@ -197,7 +199,12 @@ impl SliceCache {
         if let Some((meta, true)) = known {
             return Ok((meta, None));
         }
-        let speculate = want.filter(|_| known.is_none());
+        // a stale stat is revalidated by a HEAD when the first slice is here (no bytes needed);
+        // when it is not, the GET that fetches it revalidates too
+        let speculate = want.filter(|w| match &known {
+            None => true,
+            Some((meta, _)) => !self.has_slice(&meta.key, w.first / self.slice),
+        });
         let mut own = None;
         let mut receiver = {
             let mut stating = self.stating.lock().unwrap_or_else(|e| e.into_inner());
@@ -240,6 +247,12 @@ impl SliceCache {
         };
         sender.send_replace(Some(result));
         self.stating.lock().unwrap_or_else(|e| e.into_inner()).remove(&relative);
+    }
+
+    /// Slice `index` of the object version `key` is on disk or being fetched.
+    fn has_slice(&self, key: &str, index: u64) -> bool {
+        self.store.as_ref().is_some_and(|s| s.contains(key, index))
+            || self.inflight().contains_key(&(key.to_string(), index))
     }
 
     async fn head(&self, relative: &str) -> Result<Arc<Meta>, OriginError> {
