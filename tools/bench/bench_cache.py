@@ -226,7 +226,11 @@ def main() -> int:
         "whole-vod.mp4": size // 4,
         "whole-nginx.mp4": size // 4,
     }
-    objects |= {f"far-{i}.mp4": size for i in range(args.cold_objects)}
+    # one object per server and sample: one cache reading it must not warm S3 for the other
+    far_size = 32 * SLICE
+    objects |= {
+        f"far-{s}-{i}.mp4": far_size for s in ("vod", "nginx") for i in range(args.cold_objects)
+    }
     objects |= {"crowd-vod.mp4": 32 * SLICE, "crowd-nginx.mp4": 32 * SLICE, "warmup.mp4": SLICE}
     for name, length in objects.items():
         path = media / name
@@ -266,11 +270,11 @@ def main() -> int:
                 ttfb(cache_port, "/warmup.mp4", 0, 1)
                 ttfb(nginx_port, "/warmup.mp4", 0, 1)
                 # cold: a far offset of a cold object
-                far = size - 3 * SLICE - SLICE // 2  # mid-slice, as a seek lands
+                far = far_size - 3 * SLICE - SLICE // 2  # mid-slice, as a seek lands
                 samples: dict[str, list[tuple[float, float]]] = {"vod": [], "nginx": []}
-                for i in range(args.cold_objects):  # each object cold for both, interleaved
-                    samples["vod"].append(ttfb(cache_port, f"/far-{i}.mp4", far, SLICE))
-                    samples["nginx"].append(ttfb(nginx_port, f"/far-{i}.mp4", far, SLICE))
+                for i in range(args.cold_objects):  # interleaved, each object cold
+                    samples["vod"].append(ttfb(cache_port, f"/far-vod-{i}.mp4", far, SLICE))
+                    samples["nginx"].append(ttfb(nginx_port, f"/far-nginx-{i}.mp4", far, SLICE))
                 vod_first, vod_last = (
                     statistics.median(s[k] for s in samples["vod"]) for k in (0, 1)
                 )
