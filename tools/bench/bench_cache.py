@@ -5,13 +5,15 @@ SeaweedFS (an anonymous-read bucket), on loopback, every figure from the same ru
 Rows:
   hit path: 64 KiB and 2 MiB random ranges of a warm object, vod-stream's cache vs its file
       origin (target >= 0.95x) and vs nginx's warm cache (wrk, bounded by --seconds);
-  cold: time to first byte of a far-offset range of a cold object; one client reading a cold
-      object whole (MB/s); 32 clients starting together on one cold object: origin bytes per
-      object byte (counted by a pass-through proxy in front of SeaweedFS; target <= 1.0 + one
-      slice);
+  cold: time to first byte of a far-offset range (mid-slice) of a cold object, the median over
+      --cold-objects objects (each cache reads its own: a read warms the S3 server); one client
+      reading a cold object whole (MB/s); 32 clients starting together on one cold object:
+      origin bytes per object byte (counted by a pass-through proxy in front of SeaweedFS;
+      target <= 1.0 + one slice);
   RSS: peak of vod-stream's processes (Python side + data plane) and of nginx's workers.
 
 Usage: python tools/bench/bench_cache.py [--seconds 4] [--rounds 3] [--object-mib 128]
+       [--cold-objects 5]
 Needs `weed` (make cluster-build), nginx and wrk (Debian packages). Files live in .bench/cache/.
 """
 
