@@ -686,3 +686,22 @@ def test_s3_cold_range_is_one_get(
             f"HEAD /{bucket}/media/w.mp4",
         ]
         assert get(edge, "/none.mp4", Range="bytes=0-9").status_code == 404
+
+
+def test_a_stale_stat_is_revalidated_by_the_get_of_a_missing_slice(
+    setup: Setup, tmp_path: Path
+) -> None:
+    old, new = payload(8 * SLICE, seed=1), payload(8 * SLICE, seed=2)
+    setup.put("v.mp4", old)
+    edge = setup.edge(tmp_path / "cache", VOD_ORIGIN_STAT_TTL_SECONDS="0.2")
+    assert get(edge, "/v.mp4", Range="bytes=0-9").content == old[:10]
+    time.sleep(0.3)  # stale; slice 0 is on disk: a HEAD revalidates, no bytes move
+    assert get(edge, "/v.mp4", Range="bytes=10-19").content == old[10:20]
+    setup.put("v.mp4", new)
+    time.sleep(0.3)  # stale again; slice 5 is not here: its GET revalidates and fetches at once
+    start = 5 * SLICE
+    fresh = get(edge, "/v.mp4", Range=f"bytes={start}-{start + 9}")
+    assert fresh.content == new[start : start + 10]
+    assert fresh.headers["etag"] == get(setup.origin, "/v.mp4", Range="bytes=0-0").headers["etag"]
+    assert origin_requests(setup.proxy) == ["GET /v.mp4", "HEAD /v.mp4", "GET /v.mp4"]
+    assert get(edge, "/v.mp4", Range="bytes=0-9").content == new[:10]  # never the old slice
