@@ -4,7 +4,10 @@ Modes (``proxy.mode = ...``; ``hang`` applies to new connections, the others at 
 ``pass`` forwards both ways; ``refuse()`` stops listening and closes open connections;
 ``hang`` accepts and reads but never answers; ``cut`` forwards ``cut_after`` bytes of the
 server's answer, then closes both sides; ``delay`` forwards the answer ``delay_chunk`` bytes at
-a time, ``delay_seconds`` apart. ``response_bytes`` counts what the server sent through it.
+a time, ``delay_seconds`` apart. ``response_bytes`` counts what the server sent through it;
+``requests`` lists the request lines clients sent (``"GET /b/v.mp4 HTTP/1.1"``), read from the
+start of each chunk a client sends (exact for clients that send bodiless requests one at a time
+per connection, as HTTP clients of an origin do).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ class FaultProxy:
         self.delay_seconds = 0.05
         self.delay_chunk = 16 * 1024
         self.response_bytes = 0
+        self.requests: list[str] = []
         self.connections = 0
         self._lock = threading.Lock()
         self._closing = threading.Event()
@@ -132,13 +136,16 @@ class FaultProxy:
         with self._lock:
             self.response_bytes += n
 
-    @staticmethod
-    def _pump_requests(client: socket.socket, upstream: socket.socket) -> None:
+    def _pump_requests(self, client: socket.socket, upstream: socket.socket) -> None:
         try:
             while True:
                 data = client.recv(65536)
                 if not data:
                     break
+                line = data.split(b"\r\n", 1)[0].decode("latin-1")
+                if line.split(" ", 1)[0] in ("GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS"):
+                    with self._lock:
+                        self.requests.append(line)
                 upstream.sendall(data)
         except OSError:
             pass

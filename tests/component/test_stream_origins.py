@@ -510,3 +510,198 @@ def test_a_remote_origin_needs_no_media_folder_and_refuses_writes(
     assert tus.status_code == 405
     assert "file origin" in tus.json()["error"]["message"]
     assert not (tmp_path / "absent").exists()
+
+
+# -- a cold object's first request: the stat from the first GET, one request per object --------
+
+
+def origin_requests(proxy: FaultProxy) -> list[str]:
+    """The request lines that reached the origin (method and path; the rest is the client's)."""
+    return [" ".join(line.split(" ")[:2]) for line in proxy.requests]
+
+
+def test_a_cold_range_makes_one_origin_request(setup: Setup, tmp_path: Path) -> None:
+    data = payload(16 * SLICE + 5)
+    setup.put("v.mp4", data)
+    edge = setup.edge(tmp_path / "cache")
+    start = 11 * SLICE + SLICE // 2  # mid-slice, far from the start
+    part = get(edge, "/v.mp4", Range=f"bytes={start}-{start + 999}")
+    assert part.status_code == 206
+    assert part.content == data[start : start + 1000]
+    assert part.headers["content-range"] == f"bytes {start}-{start + 999}/{len(data)}"
+    assert part.headers["etag"] == get(setup.origin, "/v.mp4", Range="bytes=0-0").headers["etag"]
+    assert origin_requests(setup.proxy) == ["GET /v.mp4"]  # no HEAD before it
+    assert metric(edge, "vod_origin_requests_total") == 1
+    assert metric(edge, "vod_origin_bytes_total") == SLICE  # the slice holding the range
+    # the stat and the slice are both known now: the same slice costs no origin request
+    again = get(edge, "/v.mp4", Range=f"bytes={start + 1000}-{start + 1999}")
+    assert again.content == data[start + 1000 : start + 2000]
+    assert metric(edge, "vod_origin_requests_total") == 1
+    # a cold open-ended request: one GET for the stat and the first run of 8 slices, one more
+    # for the rest (made conditional on the ETag the first one gave)
+    other = payload(12 * SLICE, seed=3)
+    setup.put("w.mp4", other)
+    assert get(edge, "/w.mp4").content == other
+    assert origin_requests(setup.proxy)[1:] == ["GET /w.mp4", "GET /w.mp4"]
+
+
+def test_a_cold_stat_is_one_request_however_many_clients_wait(setup: Setup, tmp_path: Path) -> None:
+    data = payload(4 * SLICE)
+    setup.put("v.mp4", data)
+    edge = setup.edge(tmp_path / "cache", VOD_WORKERS="2")
+    setup.proxy.mode = "delay"  # the first answer takes 50 ms: every client arrives before it
+    barrier = threading.Barrier(16)
+    heads: list[httpx.Response] = []
+
+    def client() -> None:
+        barrier.wait()
+        heads.append(httpx.head(edge.url + "/v.mp4", timeout=30))
+
+    threads = [threading.Thread(target=client) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [h.status_code for h in heads] == [200] * 16
+    assert {h.headers["content-length"] for h in heads} == {str(len(data))}
+    assert origin_requests(setup.proxy) == ["HEAD /v.mp4"]  # HEADs stat by a HEAD: no bytes
+    assert metric(edge, "vod_origin_requests_total") == 1
+
+    # GETs of one cold object's slice: one GET gives every client the stat and the bytes
+    setup.put("w.mp4", data)
+    barrier = threading.Barrier(16)
+    bodies: list[bytes] = []
+
+    def reader() -> None:
+        barrier.wait()
+        bodies.append(get(edge, "/w.mp4", Range="bytes=100-199").content)
+
+    threads = [threading.Thread(target=reader) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert bodies == [data[100:200]] * 16
+    assert origin_requests(setup.proxy)[1:] == ["GET /w.mp4"]
+    assert metric(edge, "vod_origin_requests_total") == 2
+
+
+def test_cold_416_404_and_preconditions_follow_the_origin(setup: Setup, tmp_path: Path) -> None:
+    data = payload(3 * SLICE + 10)
+    edge = setup.edge(tmp_path / "cache")
+    for name in ("a.mp4", "b.mp4", "c.mp4", "d.mp4", "e.mp4"):
+        setup.put(name, data)
+
+    def etag(path: str) -> str:
+        return get(setup.origin, path, Range="bytes=0-0").headers["etag"]
+
+    # past the end but in the last slice: its GET (206 from the slice's start) gives the size
+    past = get(edge, "/a.mp4", Range=f"bytes={len(data) + 5}-")
+    assert past.status_code == 416
+    assert past.headers["content-range"] == f"bytes */{len(data)}"
+    assert past.headers["etag"] == etag("/a.mp4")
+    assert origin_requests(setup.proxy) == ["GET /a.mp4"]
+    # past the last slice: the origin's 416, then a HEAD for the validators (a 416 has none)
+    setup.put("z.mp4", data)
+    beyond = get(edge, "/z.mp4", Range=f"bytes={9 * SLICE}-{9 * SLICE + 9}")
+    assert beyond.status_code == 416
+    assert beyond.headers["content-range"] == f"bytes */{len(data)}"
+    assert beyond.headers["etag"] == etag("/z.mp4")
+    assert origin_requests(setup.proxy)[1:] == ["GET /z.mp4", "HEAD /z.mp4"]
+    # If-Match against the origin's ETag, taken from the GET's response
+    assert get(edge, "/b.mp4", Range="bytes=0-9", **{"If-Match": '"other"'}).status_code == 412
+    matched = get(edge, "/c.mp4", Range="bytes=0-9", **{"If-Match": etag("/c.mp4")})
+    assert matched.status_code == 206
+    assert matched.content == data[:10]
+    # If-Range with the origin's ETag: 206; with another one: the whole object (200)
+    stale = get(edge, "/d.mp4", Range="bytes=5-9", **{"If-Range": '"other"'})
+    assert stale.status_code == 200
+    assert stale.content == data
+    # a revalidation stats by a HEAD (it usually ends as a 304 without bytes)
+    assert get(edge, "/e.mp4", **{"If-None-Match": etag("/e.mp4")}).status_code == 304
+    # a suffix range needs the size first: HEAD, then the GET of its slices
+    setup.put("f.mp4", data)
+    assert get(edge, "/f.mp4", Range="bytes=-100").content == data[-100:]
+    assert origin_requests(setup.proxy)[3:] == [
+        "GET /b.mp4",
+        "GET /c.mp4",
+        "GET /d.mp4",  # slice 0 for the range, as the request asked,
+        "GET /d.mp4",  # then the rest of the whole object If-Range chose
+        "HEAD /e.mp4",
+        "HEAD /f.mp4",
+        "GET /f.mp4",
+    ]
+    # not at the origin: one GET, 404
+    gone = get(edge, "/missing.mp4", Range="bytes=0-9")
+    assert gone.status_code == 404
+    assert origin_requests(setup.proxy)[-1] == "GET /missing.mp4"
+    assert metric(edge, "vod_origin_errors_total", cause="not_found") == 1
+
+
+def test_an_object_replaced_after_the_cold_get_is_cut(setup: Setup, tmp_path: Path) -> None:
+    """The first run (8 slices) comes from the GET that gave the stat; the object is replaced
+    while the client reads it, so the next run's GET (If-Match: the first ETag) fails: cut."""
+    old, new = payload(16 * SLICE, seed=1), payload(16 * SLICE, seed=2)
+    setup.put("v.mp4", old)
+    edge = setup.edge(tmp_path / "cache")
+    setup.proxy.mode = "delay"  # 16 KiB per 50 ms: the first run takes about 1.6 s
+    received = b""
+    with httpx.stream("GET", edge.url + "/v.mp4", timeout=30) as response:
+        assert response.status_code == 200
+        assert response.headers["content-length"] == str(len(old))
+        setup.put("v.mp4", new)
+        setup.proxy.mode = "pass"
+        with contextlib.suppress(httpx.HTTPError):
+            for chunk in response.iter_raw():
+                received += chunk
+    assert SLICE <= len(received) < len(old)  # cut, not completed with the new bytes
+    assert received == old[: len(received)]  # and never spliced
+    assert metric(edge, "vod_origin_errors_total", cause="changed") == 1
+    assert get(edge, "/v.mp4").content == new
+
+
+def test_s3_cold_range_is_one_get(
+    start_server: Callable[..., ServerProcess], s3_server: S3Server, tmp_path: Path
+) -> None:
+    bucket = s3_server.make_bucket("origins-cold")
+    data = payload(10 * SLICE + 3)
+    s3_put(s3_server, bucket, "media/v.mp4", data)
+    port = int(s3_server.endpoint.rsplit(":", 1)[1])
+    with FaultProxy(port) as proxy:
+        edge = s3_edge(start_server, s3_server, bucket, tmp_path, endpoint=proxy.url)
+        start = 7 * SLICE + 100
+        part = get(edge, "/v.mp4", Range=f"bytes={start}-{start + 9}")
+        assert part.status_code == 206
+        assert part.content == data[start : start + 10]
+        at_s3 = httpx.Headers(s3_server.request("HEAD", f"/{bucket}/media/v.mp4").headers)
+        assert part.headers["etag"] == at_s3["etag"]
+        assert part.headers["last-modified"] == at_s3["last-modified"]
+        assert origin_requests(proxy) == [f"GET /{bucket}/media/v.mp4"]
+        s3_put(s3_server, bucket, "media/w.mp4", data)
+        past = get(edge, "/w.mp4", Range=f"bytes={11 * SLICE}-")
+        assert past.status_code == 416
+        assert past.headers["content-range"] == f"bytes */{len(data)}"
+        assert origin_requests(proxy)[1:] == [
+            f"GET /{bucket}/media/w.mp4",
+            f"HEAD /{bucket}/media/w.mp4",
+        ]
+        assert get(edge, "/none.mp4", Range="bytes=0-9").status_code == 404
+
+
+def test_a_stale_stat_is_revalidated_by_the_get_of_a_missing_slice(
+    setup: Setup, tmp_path: Path
+) -> None:
+    old, new = payload(8 * SLICE, seed=1), payload(8 * SLICE, seed=2)
+    setup.put("v.mp4", old)
+    edge = setup.edge(tmp_path / "cache", VOD_ORIGIN_STAT_TTL_SECONDS="0.2")
+    assert get(edge, "/v.mp4", Range="bytes=0-9").content == old[:10]
+    time.sleep(0.3)  # stale; slice 0 is on disk: a HEAD revalidates, no bytes move
+    assert get(edge, "/v.mp4", Range="bytes=10-19").content == old[10:20]
+    setup.put("v.mp4", new)
+    time.sleep(0.3)  # stale again; slice 5 is not here: its GET revalidates and fetches at once
+    start = 5 * SLICE
+    fresh = get(edge, "/v.mp4", Range=f"bytes={start}-{start + 9}")
+    assert fresh.content == new[start : start + 10]
+    assert fresh.headers["etag"] == get(setup.origin, "/v.mp4", Range="bytes=0-0").headers["etag"]
+    assert origin_requests(setup.proxy) == ["GET /v.mp4", "HEAD /v.mp4", "GET /v.mp4"]
+    assert get(edge, "/v.mp4", Range="bytes=0-9").content == new[:10]  # never the old slice

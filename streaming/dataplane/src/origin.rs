@@ -1,8 +1,10 @@
 //! Remote origins: an S3-compatible object store or a plain HTTP(S) server that answers Range,
 //! both through the `object_store` crate (one client family with the Python side's `obstore`).
 //!
-//! One interface: `stat(path)` (size, ETag, Last-Modified; cached for `VOD_ORIGIN_STAT_TTL_SECONDS`,
-//! and reused past that while the origin is unreachable, so cached slices stay servable) and
+//! One interface: `stat(path)` (size, ETag, Last-Modified by a HEAD; cached for
+//! `VOD_ORIGIN_STAT_TTL_SECONDS`, and reused past that while the origin is unreachable, so cached
+//! slices stay servable), `open(path, range)`, an unconditional ranged GET whose response gives
+//! the stat and the bytes at once (a cold object's first request: one round trip, not two), and
 //! `read(path, range, etag)`, a byte stream of one ranged GET made conditional on the ETag. The
 //! filesystem origin (`VOD_ORIGIN=file`) is not here: it keeps the server's own sendfile path.
 //!
@@ -209,14 +211,29 @@ impl Remote {
         self.stats.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The stat cache's answer for `relative`: `Some((meta, fresh))` when any stat is known.
+    pub fn known(&self, relative: &str) -> Option<(Arc<Meta>, bool)> {
+        let stats = self.stats();
+        let (meta, at) = stats.get(relative)?;
+        Some((meta.clone(), at.elapsed() < self.stat_ttl))
+    }
+
+    fn remember(&self, relative: &str, meta: object_store::ObjectMeta) -> Arc<Meta> {
+        let meta = Arc::new(Meta::new(relative, meta.size, meta.e_tag, meta.last_modified.timestamp()));
+        let mut stats = self.stats();
+        if stats.len() >= 65_536 {
+            stats.clear(); // a bound, not a policy: stats are cheap to make again
+        }
+        stats.insert(relative.to_string(), (meta.clone(), Instant::now()));
+        meta
+    }
+
     /// Size, ETag and Last-Modified of `relative`: from the stat cache while fresh, else a HEAD;
     /// when the origin cannot be reached, the last known answer (so cached slices stay servable).
     pub async fn stat(&self, relative: &str) -> Result<Arc<Meta>, OriginError> {
-        let known = self.stats().get(relative).cloned();
-        if let Some((meta, at)) = &known {
-            if at.elapsed() < self.stat_ttl {
-                return Ok(meta.clone());
-            }
+        let known = self.known(relative);
+        if let Some((meta, true)) = &known {
+            return Ok(meta.clone());
         }
         let location = self.location(relative);
         let answer = match tokio::time::timeout(self.timeout, self.store.head(&location)).await {
@@ -224,22 +241,42 @@ impl Remote {
             Ok(result) => result.map_err(OriginError::from_store),
         };
         match answer {
-            Ok(meta) => {
-                let meta =
-                    Arc::new(Meta::new(relative, meta.size, meta.e_tag, meta.last_modified.timestamp()));
-                let mut stats = self.stats();
-                if stats.len() >= 65_536 {
-                    stats.clear(); // a bound, not a policy: stats are cheap to make again
-                }
-                stats.insert(relative.to_string(), (meta.clone(), Instant::now()));
-                Ok(meta)
-            }
+            Ok(meta) => Ok(self.remember(relative, meta)),
             Err(OriginError::NotFound) => {
-                self.stats().remove(relative);
+                self.forget(relative);
                 Err(OriginError::NotFound)
             }
             Err(e) => known.map(|(meta, _)| meta).ok_or(e),
         }
+    }
+
+    /// One unconditional GET of bytes `start..end` of `relative` (the origin clamps `end` to the
+    /// object's size): the object's stat (remembered, as `stat` does) and the bytes actually sent
+    /// (`start..` up to the clamped end). `Ok(None)` when the origin answers 416 (`start` is past
+    /// the object's end): the caller then stats it, since a 416 carries no validators.
+    pub async fn open(
+        &self,
+        relative: &str,
+        start: u64,
+        end: u64,
+    ) -> Result<Option<(Arc<Meta>, ByteStream)>, OriginError> {
+        let options = GetOptions { range: Some(GetRange::Bounded(start..end)), ..GetOptions::default() };
+        let location = self.location(relative);
+        let result = match tokio::time::timeout(self.timeout, self.store.get_opts(&location, options)).await {
+            Err(_) => return Err(OriginError::Timeout),
+            Ok(Err(e)) if e.to_string().contains("416 Range Not Satisfiable") => return Ok(None),
+            Ok(result) => result.map_err(OriginError::from_store),
+        };
+        let result = match result {
+            Err(OriginError::NotFound) => {
+                self.forget(relative);
+                return Err(OriginError::NotFound);
+            }
+            other => other?,
+        };
+        let left = result.range.end - result.range.start;
+        let meta = self.remember(relative, result.meta.clone());
+        Ok(Some((meta, ByteStream { inner: result.into_stream(), wait: self.timeout, left })))
     }
 
     /// Forget what `stat` knows of `relative` (the object changed).
@@ -280,6 +317,12 @@ pub struct ByteStream {
 }
 
 impl ByteStream {
+    /// At most the next `bytes` bytes (the rest of the response is never read).
+    pub fn limit(mut self, bytes: u64) -> ByteStream {
+        self.left = self.left.min(bytes);
+        self
+    }
+
     /// The next bytes; `None` after the last one.
     pub async fn next(&mut self) -> Option<Result<Bytes, OriginError>> {
         if self.left == 0 {

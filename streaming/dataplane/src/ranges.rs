@@ -162,6 +162,25 @@ pub fn parse_range(value: &str, size: u64, max_ranges: usize) -> RangeSet {
     RangeSet { kind, ranges: merged }
 }
 
+/// The bytes `(first, last)` a GET's body will start with, known before the representation's
+/// size: `(0, None)` without a Range header (or with one that is ignored), else the first range
+/// sent (`last`: `None` when open-ended). `None` when a suffix range makes it depend on the size.
+pub fn first_bytes(range: Option<&str>, max_ranges: usize) -> Option<(u64, Option<u64>)> {
+    let Some(value) = range else { return Some((0, None)) };
+    let specs = value.split_once('=').map_or("", |(_, specs)| specs);
+    if specs.split(',').any(|spec| spec.trim_matches([' ', '\t']).starts_with('-')) {
+        return None;
+    }
+    let parsed = parse_range(value, HUGE, max_ranges);
+    match parsed.kind {
+        RangeKind::Single | RangeKind::Multi => {
+            let first = parsed.ranges[0];
+            Some((first.start, (first.end < HUGE - 1).then_some(first.end)))
+        }
+        _ => Some((0, None)),
+    }
+}
+
 fn trim_ows(mut s: &[u8]) -> &[u8] {
     while let [b' ' | b'\t', rest @ ..] = s {
         s = rest;
@@ -203,5 +222,18 @@ mod tests {
         assert_eq!(r.ranges, vec![ByteRange { start: 9999, end: 9999 }, ByteRange { start: 0, end: 0 }]);
         assert_eq!(parse_range("bytes=-0", 10000, 16).kind, RangeKind::Unsatisfiable);
         assert_eq!(parse_range("items=0-1", 10000, 16).kind, RangeKind::Ignored);
+    }
+
+    #[test]
+    fn first_bytes_before_the_size_is_known() {
+        assert_eq!(first_bytes(None, 16), Some((0, None)));
+        assert_eq!(first_bytes(Some("bytes=100-199"), 16), Some((100, Some(199))));
+        assert_eq!(first_bytes(Some("bytes=100-"), 16), Some((100, None)));
+        assert_eq!(first_bytes(Some("bytes=500-600, 0-10"), 16), Some((500, Some(600))));
+        assert_eq!(first_bytes(Some("bytes=10-20,5-15"), 16), Some((5, Some(20))));
+        assert_eq!(first_bytes(Some("bytes=-500"), 16), None);
+        assert_eq!(first_bytes(Some("bytes=0-1, -500"), 16), None);
+        assert_eq!(first_bytes(Some("items=5-9"), 16), Some((0, None)));
+        assert_eq!(first_bytes(Some("bytes=9-5"), 16), Some((0, None)));
     }
 }

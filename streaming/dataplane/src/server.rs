@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 use tokio::time::timeout;
 
 use crate::cache::store::Store;
-use crate::cache::{Chunk, Object, SliceCache};
+use crate::cache::{Chunk, Object, SliceCache, Speculation};
 use crate::config::Config;
 use crate::http::{self, error_body, parse_head, reason, ChunkedDecoder, Framing, Refusal, Request};
 use crate::logs;
@@ -656,20 +656,20 @@ impl Conn {
         Ok(plan)
     }
 
-    /// A media GET/HEAD against a remote origin: stat (cached), plan, then the body through the
-    /// slice cache. The head waits for the body's first bytes, so an origin that fails before
-    /// any byte gets a JSON 502/504 (404 when the object is gone); after that, a failure (or an
-    /// object that changed) cuts the connection: a client never gets a spliced body.
+    /// A media GET/HEAD against a remote origin: stat (cached; for a cold object, taken from the
+    /// GET of the slices this request starts with), plan, then the body through the slice cache.
+    /// The head waits for the body's first bytes, so an origin that fails before any byte gets a
+    /// JSON 502/504 (404 when the object is gone); after that, a failure (or an object that
+    /// changed) cuts the connection: a client never gets a spliced body.
     async fn remote_plan(
         &self,
         request: &Request,
-        cache: &SliceCache,
+        cache: &Arc<SliceCache>,
     ) -> Result<(Plan, Arc<Object>), Refused> {
         let (relative, signed) = self.authorize(request)?;
-        let meta = match cache.remote.stat(&relative).await {
-            Ok(meta) => meta,
+        let (meta, own) = match cache.stat(&relative, speculation(request, self.state.cfg.max_ranges)).await {
+            Ok(stat) => stat,
             Err(e) => {
-                cache.stats.origin_error(&e);
                 let (status, message) = e.status();
                 return Err((status, message, Vec::new()));
             }
@@ -685,7 +685,7 @@ impl Conn {
             content_type: self.state.cfg.content_type(&relative).to_string(),
         };
         let plan = self.plan_for(request, &rep, &relative, signed)?;
-        Ok((plan, Arc::new(Object::new(&relative, meta))))
+        Ok((plan, Arc::new(Object::new(&relative, meta).owning(own))))
     }
 
     async fn send_remote(
@@ -1224,6 +1224,20 @@ impl Conn {
         self.write_all(&out, false).await?;
         Ok(Next::Close)
     }
+}
+
+/// What a media request reads first, when that is known before the object's size: a GET's first
+/// range (or byte 0). `None` (the stat is then a HEAD) for HEAD requests, suffix ranges, and
+/// revalidations (If-None-Match, If-Modified-Since), which usually end as a 304 without bytes.
+fn speculation(request: &Request, max_ranges: usize) -> Option<Speculation> {
+    if request.method != "GET"
+        || request.header("if-none-match").is_some()
+        || request.header("if-modified-since").is_some()
+    {
+        return None;
+    }
+    let (first, last) = crate::ranges::first_bytes(request.header("range"), max_ranges)?;
+    Some(Speculation { first, last })
 }
 
 pub fn route_of(path: &str) -> &'static str {

@@ -9,6 +9,12 @@
 //! from the same fill, so concurrent misses make one origin request (the data plane is one
 //! process with worker threads: one in-flight table covers the whole pod). Without
 //! `VOD_CACHE_DIR` the same fills collapse concurrent reads; nothing is kept.
+//!
+//! A GET whose object has no fresh stat and whose first slice is neither on disk nor in flight
+//! does not HEAD the object first: `stat` makes one ranged GET for the slice run that covers the
+//! request's first byte, takes size, ETag and Last-Modified from its response and feeds that
+//! run's fills from the same body (one round trip, as nginx's slice module makes). Concurrent
+//! stats of one object share one origin request (`stating`).
 
 pub mod plan;
 pub mod store;
@@ -20,8 +26,8 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use tokio::sync::watch;
 
-use crate::origin::{Meta, OriginError, Remote};
-use plan::{coalesce_missing, slice_bounds, slices_of};
+use crate::origin::{ByteStream, Meta, OriginError, Remote};
+use plan::{coalesce_missing, slice_bounds, slices_of, speculative_run};
 use store::{SliceFile, Store};
 
 /// Most slices one origin request fetches: bounds the memory a run holds for a slow client.
@@ -34,11 +40,19 @@ pub struct Object {
     pub meta: Arc<Meta>,
     /// The slice cache's key for this version of the object (`Meta::key`).
     pub key: String,
+    /// The slice whose fill this response's own stat started (reading it is not a collapsed
+    /// wait).
+    pub own: Option<u64>,
 }
 
 impl Object {
     pub fn new(relative: &str, meta: Arc<Meta>) -> Object {
-        Object { relative: relative.to_string(), key: meta.key.clone(), meta }
+        Object { relative: relative.to_string(), key: meta.key.clone(), meta, own: None }
+    }
+
+    pub fn owning(mut self, index: Option<u64>) -> Object {
+        self.own = index;
+        self
     }
 }
 
@@ -119,11 +133,24 @@ impl CacheStats {
     }
 }
 
+/// The outcome of one object's stat, shared by every request waiting for it.
+type StatResult = Option<Result<Arc<Meta>, OriginError>>;
+
+/// What a request will read first, known before the object's size: bytes `first..=last`
+/// (`last`: `None` for "to the end").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Speculation {
+    pub first: u64,
+    pub last: Option<u64>,
+}
+
 pub struct SliceCache {
     pub remote: Remote,
     pub store: Option<Store>,
     slice: u64,
     inflight: Mutex<HashMap<(String, u64), Arc<Fill>>>,
+    /// The stat in flight per object path: one origin request however many requests wait.
+    stating: Mutex<HashMap<String, watch::Receiver<StatResult>>>,
     pub stats: CacheStats,
 }
 
@@ -142,6 +169,7 @@ impl SliceCache {
             store,
             slice: slice.max(4096),
             inflight: Mutex::new(HashMap::new()),
+            stating: Mutex::new(HashMap::new()),
             stats: CacheStats::default(),
         }
     }
@@ -155,12 +183,138 @@ impl SliceCache {
         RangeReader { cache: self.clone(), object, pos: start, end: end + 1, fill: None, missed: false }
     }
 
-    /// The fill for slice `index`: an existing one (a collapsed wait), or a new run of fills
-    /// for the missing slices from `index` up to `last`, fetched by one spawned task.
-    fn fill_for(self: &Arc<Self>, object: &Arc<Object>, index: u64, last: u64) -> Arc<Fill> {
+    /// The stat of `relative` for a request whose body starts at byte `first` and ends at `last`
+    /// (inclusive) when those are known without the object's size (`Speculation`): from the stat
+    /// cache while fresh; else from the one origin request in flight for it; else a new one:
+    /// with `first` given and its slice neither cached nor in flight, a GET of the slice run
+    /// covering `first` (its fills fed by that response: the returned slice index is then this
+    /// request's own fill), otherwise (a stale stat whose slice is here, a HEAD request, a
+    /// suffix range) a HEAD.
+    pub async fn stat(
+        self: &Arc<Self>,
+        relative: &str,
+        want: Option<Speculation>,
+    ) -> Result<(Arc<Meta>, Option<u64>), OriginError> {
+        let known = self.remote.known(relative);
+        if let Some((meta, true)) = known {
+            return Ok((meta, None));
+        }
+        // a stale stat is revalidated by a HEAD when the first slice is here (no bytes needed);
+        // when it is not, the GET that fetches it revalidates too
+        let speculate = want.filter(|w| match &known {
+            None => true,
+            Some((meta, _)) => !self.has_slice(&meta.key, w.first / self.slice),
+        });
+        let mut own = None;
+        let mut receiver = {
+            let mut stating = self.stating.lock().unwrap_or_else(|e| e.into_inner());
+            match stating.get(relative) {
+                Some(receiver) => {
+                    self.stats.collapsed.fetch_add(1, Relaxed);
+                    receiver.clone()
+                }
+                None => {
+                    let (sender, receiver) = watch::channel(None);
+                    stating.insert(relative.to_string(), receiver.clone());
+                    own = speculate.map(|w| w.first / self.slice);
+                    tokio::spawn(self.clone().stat_task(relative.to_string(), speculate, sender));
+                    receiver
+                }
+            }
+        };
+        let result = match receiver.wait_for(Option::is_some).await {
+            Ok(value) => value.clone().unwrap_or(Err(OriginError::Truncated)),
+            Err(_) => Err(OriginError::Truncated), // the task ended without an answer
+        };
+        result.map(|meta| (meta, own))
+    }
+
+    /// One object's stat, in its own task (it completes even when the request that started it
+    /// leaves): the answer is published to every waiter, then the entry leaves `stating`.
+    async fn stat_task(
+        self: Arc<Self>,
+        relative: String,
+        speculate: Option<Speculation>,
+        sender: watch::Sender<StatResult>,
+    ) {
+        let result = match speculate {
+            Some(want) => match self.open_run(&relative, want).await {
+                Ok(Some(meta)) => Ok(meta),
+                Ok(None) => self.head(&relative).await, // 416: the stat says why, with validators
+                Err(e) => Err(e),
+            },
+            None => self.head(&relative).await,
+        };
+        sender.send_replace(Some(result));
+        self.stating.lock().unwrap_or_else(|e| e.into_inner()).remove(&relative);
+    }
+
+    /// Slice `index` of the object version `key` is on disk or being fetched.
+    fn has_slice(&self, key: &str, index: u64) -> bool {
+        self.store.as_ref().is_some_and(|s| s.contains(key, index))
+            || self.inflight().contains_key(&(key.to_string(), index))
+    }
+
+    async fn head(&self, relative: &str) -> Result<Arc<Meta>, OriginError> {
+        self.stats.origin_requests.fetch_add(1, Relaxed);
+        let result = self.remote.stat(relative).await;
+        if let Err(e) = &result {
+            self.stats.origin_error(e);
+        }
+        result
+    }
+
+    /// The speculative GET: slices `first..=last` of `want` (at most `MAX_RUN`), the object's
+    /// stat from its response, and the run's fills fed from its body. Slices already cached or
+    /// in flight (a restart's warm disk, another request's run) are not fetched twice: the run
+    /// stops before the first of them, and the response is dropped when that is the first.
+    async fn open_run(
+        self: &Arc<Self>,
+        relative: &str,
+        want: Speculation,
+    ) -> Result<Option<Arc<Meta>>, OriginError> {
+        let (first, last) = speculative_run(want, self.slice, MAX_RUN);
+        self.stats.origin_requests.fetch_add(1, Relaxed);
+        let opened = self.remote.open(relative, first * self.slice, (last + 1) * self.slice).await;
+        let (meta, stream) = match opened {
+            Ok(Some(opened)) => opened,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                self.stats.origin_error(&e);
+                return Err(e);
+            }
+        };
+        let object = Arc::new(Object::new(relative, meta.clone()));
+        let last = last.min(meta.size.saturating_sub(1) / self.slice);
+        let mut fills = Vec::new();
+        {
+            let mut inflight = self.inflight();
+            for i in first..=last {
+                let cached = self.store.as_ref().is_some_and(|s| s.contains(&object.key, i));
+                if cached || inflight.contains_key(&(object.key.clone(), i)) {
+                    break;
+                }
+                let (s, e) = slice_bounds(i, self.slice, meta.size);
+                let fill = Arc::new(Fill::new((e - s) as usize));
+                inflight.insert((object.key.clone(), i), fill.clone());
+                fills.push(fill);
+            }
+        }
+        if !fills.is_empty() {
+            tokio::spawn(self.clone().fetch_run(object, first, fills, Some(stream)));
+        }
+        Ok(Some(meta))
+    }
+
+    /// The fill for slice `index`: an existing one (a collapsed wait unless `mine`: the run this
+    /// request's own stat started), or a new run of fills for the missing slices from `index` up
+    /// to `last`, fetched by one spawned task.
+    fn fill_for(self: &Arc<Self>, object: &Arc<Object>, index: u64, last: u64, mine: bool) -> Arc<Fill> {
         let mut inflight = self.inflight();
         if let Some(fill) = inflight.get(&(object.key.clone(), index)) {
-            self.stats.collapsed.fetch_add(1, Relaxed);
+            if !mine {
+                self.stats.collapsed.fetch_add(1, Relaxed);
+            }
             return fill.clone();
         }
         let missing: Vec<u64> = (index..=last)
@@ -180,22 +334,34 @@ impl SliceCache {
         }
         let mine = fills[0].clone();
         drop(inflight);
-        tokio::spawn(self.clone().fetch_run(object.clone(), first, fills));
+        tokio::spawn(self.clone().fetch_run(object.clone(), first, fills, None));
         mine
     }
 
-    /// Fetch slices `first..first + fills.len()` in one ranged request, feeding the fills and
-    /// writing each complete slice to the store.
-    async fn fetch_run(self: Arc<Self>, object: Arc<Object>, first: u64, fills: Vec<Arc<Fill>>) {
+    /// Fetch slices `first..first + fills.len()` in one ranged request (or from `opened`, the
+    /// body of the speculative GET that starts at slice `first`), feeding the fills and writing
+    /// each complete slice to the store. Bytes past the run are not read (the response is
+    /// dropped).
+    async fn fetch_run(
+        self: Arc<Self>,
+        object: Arc<Object>,
+        first: u64,
+        fills: Vec<Arc<Fill>>,
+        opened: Option<ByteStream>,
+    ) {
         let size = object.meta.size;
         let start = first * self.slice;
         let end = slice_bounds(first + fills.len() as u64 - 1, self.slice, size).1;
-        self.stats.origin_requests.fetch_add(1, Relaxed);
         let mut current = 0usize;
         let mut filled = 0u64; // bytes of the current slice
         let result: Result<(), OriginError> = async {
-            let mut stream =
-                self.remote.read(&object.relative, start, end, object.meta.etag.as_deref()).await?;
+            let mut stream = match opened {
+                Some(stream) => stream.limit(end - start),
+                None => {
+                    self.stats.origin_requests.fetch_add(1, Relaxed);
+                    self.remote.read(&object.relative, start, end, object.meta.etag.as_deref()).await?
+                }
+            };
             while let Some(bytes) = stream.next().await {
                 let mut bytes = bytes?;
                 self.stats.origin_bytes.fetch_add(bytes.len() as u64, Relaxed);
@@ -281,7 +447,7 @@ impl RangeReader {
                     }
                 }
                 let last = *slices_of(self.pos, self.end - 1, slice).end();
-                let fill = cache.fill_for(&self.object, index, last);
+                let fill = cache.fill_for(&self.object, index, last, self.object.own == Some(index));
                 self.fill = Some((index, fill.clone()));
                 fill
             }

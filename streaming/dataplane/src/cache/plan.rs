@@ -25,6 +25,15 @@ pub fn coalesce_missing(missing: &[u64], max_run: u64) -> Vec<(u64, u64)> {
     runs
 }
 
+/// The slices (first, last index) the speculative GET of a cold request asks for: from the slice
+/// holding byte `first` to the one holding `last` (inclusive; `None`: open-ended), at most
+/// `max_run` slices. The origin clamps the run to the object's size.
+pub fn speculative_run(want: super::Speculation, slice: u64, max_run: u64) -> (u64, u64) {
+    let first = want.first / slice;
+    let cap = first + max_run.max(1) - 1;
+    (first, want.last.map_or(cap, |last| (last / slice).min(cap)))
+}
+
 /// Least recently used first: the entries to evict so that `used - evicted + need <= max`.
 /// `entries` are (key, bytes, last use); `None` when even an empty cache cannot hold `need`.
 pub fn lru_victims<K: Clone>(entries: &[(K, u64, u64)], used: u64, need: u64, max: u64) -> Option<Vec<K>> {
@@ -82,6 +91,18 @@ mod tests {
         assert_eq!(coalesce_missing(&[], 8), vec![]);
         assert_eq!(coalesce_missing(&[1, 2, 3, 5, 6, 9], 8), vec![(1, 3), (5, 2), (9, 1)]);
         assert_eq!(coalesce_missing(&[0, 1, 2, 3, 4], 2), vec![(0, 2), (2, 2), (4, 1)]);
+    }
+
+    #[test]
+    fn speculative_runs_cover_the_first_byte() {
+        use crate::cache::Speculation;
+        let mib = 1 << 20;
+        let want = |first, last| Speculation { first, last };
+        assert_eq!(speculative_run(want(0, None), mib, 8), (0, 7));
+        assert_eq!(speculative_run(want(5 * mib + 3, Some(5 * mib + 10)), mib, 8), (5, 5));
+        assert_eq!(speculative_run(want(5 * mib + 3, Some(6 * mib)), mib, 8), (5, 6));
+        assert_eq!(speculative_run(want(mib - 1, Some(100 * mib)), mib, 8), (0, 7));
+        assert_eq!(speculative_run(want(3 * mib, None), mib, 0), (3, 3));
     }
 
     #[test]
