@@ -58,3 +58,12 @@ def writable_target(root_real: str, relative: str) -> str | None:
     if stat.S_ISREG(existing.st_mode) or stat.S_ISLNK(existing.st_mode):
         return target
     return None
+
+
+def fsync_dir(path: str) -> None:
+    """Make a rename or create inside the folder ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from vod_stream._dataplane import make_etag
 from vod_stream.config import ConfigError, Settings
-from vod_stream.paths import media_path, open_regular_file, writable_target
+from vod_stream.paths import fsync_dir, media_path, open_regular_file, writable_target
 
 if TYPE_CHECKING:
     from obstore import AsyncWritableFile
@@ -172,7 +172,7 @@ class FileOrigin:
             os.fchmod(fd, 0o644)
             os.replace(tmp_path, key)
             stored = True
-            await loop.run_in_executor(None, _fsync_dir, os.path.dirname(key))
+            await loop.run_in_executor(None, fsync_dir, os.path.dirname(key))
         finally:
             os.close(fd)
             if not stored:
@@ -238,14 +238,6 @@ def _files_under(folder: str, root: str) -> list[str]:
     for parent, _dirs, files in os.walk(folder):
         found.extend(os.path.relpath(os.path.join(parent, name), root) for name in files)
     return sorted(found)
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def s3_key(prefix: str, relative: str) -> str:

@@ -34,7 +34,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Protocol
 
-from vod_stream.paths import writable_target
+from vod_stream.paths import fsync_dir, writable_target
 
 UPLOADS_DIR = ".vod-uploads"
 ID_PATTERN = re.compile(r"[0-9a-f]{32}")
@@ -118,14 +118,6 @@ def new_id() -> str:
     return secrets.token_hex(16)
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_atomically(path: str, text: str) -> None:
     tmp = f"{path}.{secrets.token_hex(4)}.tmp"
     with open(tmp, "w") as out:
@@ -133,7 +125,7 @@ def _write_atomically(path: str, text: str) -> None:
         out.flush()
         os.fsync(out.fileno())
     os.replace(tmp, path)
-    _fsync_dir(os.path.dirname(path))
+    fsync_dir(os.path.dirname(path))
 
 
 def try_lock(fd: int) -> bool:
@@ -209,7 +201,7 @@ class FileSession:
         os.fsync(self._fd)
         os.fchmod(self._fd, 0o644)
         os.replace(os.path.join(store.folder(self._info.id), "data"), target)
-        _fsync_dir(os.path.dirname(target))
+        fsync_dir(os.path.dirname(target))
         store.write_info(replace(self._info, completed=True))
 
 
@@ -244,7 +236,7 @@ class FileStore:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        _fsync_dir(self.base)
+        fsync_dir(self.base)
 
     def load(self, upload_id: str) -> UploadInfo | None:
         if not ID_PATTERN.fullmatch(upload_id):

@@ -698,16 +698,9 @@ impl Conn {
         keep_alive: bool,
     ) -> Result<Next, Cut> {
         let cache = self.state.cache.clone().expect("a remote origin");
-        let mut all = plan.headers.clone();
-        all.append(&mut headers);
-        let mut out = self.head_bytes(request, plan.status, &all, keep_alive);
-        record.status = plan.status;
-        let body_len = plan.content_length();
-        if plan.head || plan.status == 304 || body_len == 0 {
-            self.write_all(&out, false).await.map_err(|c| self.cut(record, c))?;
-            record.done = true;
+        let Some(mut out) = self.head_or_done(request, record, &plan, &mut headers, keep_alive).await? else {
             return Ok(if keep_alive { Next::KeepAlive } else { Next::Close });
-        }
+        };
         let mut head_sent = false;
         let mut missed = false;
         for segment in &plan.body {
@@ -891,6 +884,28 @@ impl Conn {
         cut
     }
 
+    /// The response head of `plan` (with `headers`), ready to be sent with the body; `None` when
+    /// the response has no body (HEAD, 304, empty) and the head was sent already.
+    async fn head_or_done(
+        &mut self,
+        request: &Request,
+        record: &mut Record,
+        plan: &Plan,
+        headers: &mut Vec<(&'static str, String)>,
+        keep_alive: bool,
+    ) -> Result<Option<Vec<u8>>, Cut> {
+        let mut all = plan.headers.clone();
+        all.append(headers);
+        let out = self.head_bytes(request, plan.status, &all, keep_alive);
+        record.status = plan.status;
+        if plan.head || plan.status == 304 || plan.content_length() == 0 {
+            self.write_all(&out, false).await.map_err(|c| self.cut(record, c))?;
+            record.done = true;
+            return Ok(None);
+        }
+        Ok(Some(out))
+    }
+
     async fn send_plan(
         &mut self,
         request: &Request,
@@ -900,16 +915,10 @@ impl Conn {
         mut headers: Vec<(&'static str, String)>,
         keep_alive: bool,
     ) -> Result<Next, Cut> {
-        let mut all = plan.headers.clone();
-        all.append(&mut headers);
-        let mut out = self.head_bytes(request, plan.status, &all, keep_alive);
-        record.status = plan.status;
-        let body_len = plan.content_length();
-        if plan.head || plan.status == 304 || body_len == 0 {
-            self.write_all(&out, false).await.map_err(|c| self.cut(record, c))?;
-            record.done = true;
+        let Some(mut out) = self.head_or_done(request, record, &plan, &mut headers, keep_alive).await? else {
             return Ok(if keep_alive { Next::KeepAlive } else { Next::Close });
-        }
+        };
+        let body_len = plan.content_length();
         if body_len <= INLINE_BODY {
             for segment in &plan.body {
                 match segment {
