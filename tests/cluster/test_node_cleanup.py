@@ -5,7 +5,9 @@ namespace, interface, route, cgroup, iptables chain, changed sysctl or file of i
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,9 +34,18 @@ def probed_sysctls() -> Iterator[None]:
         Path("/proc/sys", name.replace(".", "/")).write_text(original[name])
 
 
-def test_a_real_node_leaves_nothing_behind(tmp_path: Path, probed_sysctls: None) -> None:
+@pytest.fixture
+def short_folder() -> Iterator[Path]:
+    """A cluster folder right under /tmp: pytest's own (`/tmp/pytest-of-root/pytest-NNN/<test
+    name>0`) leaves the kubelet's sockets too little of a unix socket path's 107 bytes."""
+    folder = Path(tempfile.mkdtemp(prefix="lc-", dir="/tmp"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_real_node_leaves_nothing_behind(short_folder: Path, probed_sysctls: None) -> None:
     before = hoststate.snapshot()
-    root = tmp_path / "cleanup"
+    root = short_folder / "cleanup"
     pause = images.ensure_pause()
     up = cluster.start(
         root, "cleanup", die_with_parent=True, node_images=(images.PAUSE_IMAGE, [pause.archive])

@@ -278,3 +278,13 @@ def test_clear_removes_only_localclusters_own_entries(tmp_path: Path) -> None:
 def test_build_refuses_unknown_binaries(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["build", "kubeadm"]) == 2
     assert "unknown binaries: kubeadm" in capsys.readouterr().out
+
+
+def test_a_cluster_folder_too_deep_for_the_kubelets_sockets_is_refused_by_name() -> None:
+    from localcluster import realnode
+    from localcluster.node import NodeLayout
+
+    realnode.check_socket_room(NodeLayout(Path("/tmp/pytest-of-root/pytest-9/kube0")))
+    deep = Path("/tmp/pytest-of-root/pytest-195/test_a_real_node_leaves_nothin0/cleanup")
+    with pytest.raises(RuntimeError, match="too deep for a real node"):
+        realnode.check_socket_room(NodeLayout(deep))

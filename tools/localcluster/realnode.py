@@ -142,6 +142,24 @@ def _apply_objects(api: Api, objects: list[dict[str, Any]]) -> None:
             raise RuntimeError(f"creating {obj['kind']} {obj['metadata']['name']}: {status} {text}")
 
 
+#: The kubelet binds `<root-dir>/pod-resources/<10 digits>` (and device-plugin sockets there):
+#: a cluster folder deep enough to push that over a unix socket's 107 bytes fails the kubelet.
+KUBELET_SOCKET = Path("pod-resources") / "0123456789"
+
+
+def check_socket_room(layout: NodeLayout) -> None:
+    """Refuse, naming the folder, a cluster folder too deep for the kubelet's own sockets."""
+    from localcluster.engine import MAX_SOCKET_PATH
+
+    longest = layout.kubelet_root / KUBELET_SOCKET
+    if len(str(longest)) > MAX_SOCKET_PATH:
+        raise RuntimeError(
+            f"the cluster folder {layout.root} is too deep for a real node: the kubelet's socket "
+            f"{longest} would be {len(str(longest))} bytes (unix sockets: {MAX_SOCKET_PATH}); "
+            "use a shorter folder"
+        )
+
+
 def start(
     starter: Starter,
     root: Path,
@@ -155,6 +173,7 @@ def start(
     """containerd (images loaded), kubelet (node Ready), kube-proxy, CoreDNS, metrics-server."""
     began = time.monotonic()
     layout = NodeLayout(root)
+    check_socket_room(layout)
     write_configs(layout, net, sandbox_image)
     _write_kubeconfigs(layout, net, ports, cluster_name)
     _make_cgroup_root(net)
