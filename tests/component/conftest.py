@@ -122,17 +122,22 @@ def raw_request(port: int, data: bytes, timeout: float = 5) -> bytes:
     return b"".join(chunks)
 
 
+def read_head(sock: socket.socket) -> bytes:
+    """Read from `sock` up to the end of a response's headers (or until it closes)."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        received += chunk
+    return received
+
+
 def raw_response_head(port: int, data: bytes, timeout: float = 5) -> bytes:
     """Send bytes as they are and read only up to the end of the response headers."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(data)
-        received = b""
-        while b"\r\n\r\n" not in received:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            received += chunk
-    return received
+        return read_head(sock)
 
 
 def status_of(response: bytes) -> int:

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -21,6 +22,7 @@ from tests.component.conftest import JWT_SECRET, ServerProcess, make_token
 from tests.faultproxy import FaultProxy
 
 SLICE = 64 * 1024
+T = TypeVar("T")
 
 
 def payload(size: int, seed: int = 1) -> bytes:
@@ -82,6 +84,23 @@ def setup(start_server: Callable[..., ServerProcess], tmp_path: Path) -> Iterato
 
 def get(server: ServerProcess, path: str, **headers: str) -> httpx.Response:
     return httpx.get(server.url + path, headers=headers, timeout=30)
+
+
+def together(count: int, request: Callable[[], T]) -> list[T]:
+    """`count` threads make `request` at the same moment (a barrier); their answers."""
+    barrier = threading.Barrier(count)
+    answers: list[T] = []
+
+    def client() -> None:
+        barrier.wait()
+        answers.append(request())
+
+    threads = [threading.Thread(target=client) for _ in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return answers
 
 
 def test_ranges_and_validators_come_from_the_origin(setup: Setup, tmp_path: Path) -> None:
@@ -321,18 +340,7 @@ def test_concurrent_cold_clients_fetch_each_slice_once(setup: Setup, tmp_path: P
     setup.proxy.mode = "delay"  # a slow origin: the clients overlap for sure
     setup.proxy.delay_chunk = 256 * 1024
     setup.proxy.delay_seconds = 0.02
-    barrier = threading.Barrier(32)
-    results: list[bytes] = []
-
-    def client() -> None:
-        barrier.wait()
-        results.append(httpx.get(edge.url + "/v.mp4", timeout=60).content)
-
-    threads = [threading.Thread(target=client) for _ in range(32)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = together(32, lambda: httpx.get(edge.url + "/v.mp4", timeout=60).content)
     assert len(results) == 32
     assert all(r == data for r in results)
     assert metric(edge, "vod_origin_bytes_total") == len(data)
@@ -438,18 +446,7 @@ def test_s3_collapsed_cold_clients(
         edge = s3_edge(
             start_server, s3_server, bucket, tmp_path, endpoint=proxy.url, VOD_WORKERS="2"
         )
-        barrier = threading.Barrier(32)
-        results: list[bytes] = []
-
-        def client() -> None:
-            barrier.wait()
-            results.append(httpx.get(edge.url + "/crowd.mp4", timeout=60).content)
-
-        threads = [threading.Thread(target=client) for _ in range(32)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        results = together(32, lambda: httpx.get(edge.url + "/crowd.mp4", timeout=60).content)
         assert len(results) == 32
         assert all(r == data for r in results)
         assert metric(edge, "vod_origin_bytes_total") == len(data)
@@ -550,18 +547,7 @@ def test_a_cold_stat_is_one_request_however_many_clients_wait(setup: Setup, tmp_
     setup.put("v.mp4", data)
     edge = setup.edge(tmp_path / "cache", VOD_WORKERS="2")
     setup.proxy.mode = "delay"  # the first answer takes 50 ms: every client arrives before it
-    barrier = threading.Barrier(16)
-    heads: list[httpx.Response] = []
-
-    def client() -> None:
-        barrier.wait()
-        heads.append(httpx.head(edge.url + "/v.mp4", timeout=30))
-
-    threads = [threading.Thread(target=client) for _ in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    heads = together(16, lambda: httpx.head(edge.url + "/v.mp4", timeout=30))
     assert [h.status_code for h in heads] == [200] * 16
     assert {h.headers["content-length"] for h in heads} == {str(len(data))}
     assert origin_requests(setup.proxy) == ["HEAD /v.mp4"]  # HEADs stat by a HEAD: no bytes
@@ -569,18 +555,7 @@ def test_a_cold_stat_is_one_request_however_many_clients_wait(setup: Setup, tmp_
 
     # GETs of one cold object's slice: one GET gives every client the stat and the bytes
     setup.put("w.mp4", data)
-    barrier = threading.Barrier(16)
-    bodies: list[bytes] = []
-
-    def reader() -> None:
-        barrier.wait()
-        bodies.append(get(edge, "/w.mp4", Range="bytes=100-199").content)
-
-    threads = [threading.Thread(target=reader) for _ in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    bodies = together(16, lambda: get(edge, "/w.mp4", Range="bytes=100-199").content)
     assert bodies == [data[100:200]] * 16
     assert origin_requests(setup.proxy)[1:] == ["GET /w.mp4"]
     assert metric(edge, "vod_origin_requests_total") == 2

@@ -21,7 +21,7 @@ import httpx
 import pytest
 from tusclient.client import TusClient
 
-from tests.component.conftest import JWT_SECRET, ServerProcess, make_token
+from tests.component.conftest import JWT_SECRET, ServerProcess, make_token, read_head
 from vod_stream import signing, uploadtokens
 from vod_stream.tusstore import FileStore, UploadInfo, new_id
 
@@ -108,16 +108,6 @@ def patch_head(port: int, location: str, offset: int, length: int) -> bytes:
         f"Content-Type: application/offset+octet-stream\r\nUpload-Offset: {offset}\r\n"
         f"Content-Length: {length}\r\n\r\n"
     ).encode()
-
-
-def read_response(sock: socket.socket) -> bytes:
-    received = b""
-    while b"\r\n\r\n" not in received:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        received += chunk
-    return received
 
 
 def status_and_offset(response: bytes) -> tuple[int, int | None]:
@@ -210,9 +200,9 @@ def test_expect_100_continue_is_answered_once_the_patch_may_write(start_server: 
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         head_bytes = patch_head(server.port, location, 0, 5)
         sock.sendall(head_bytes.replace(b"\r\n\r\n", b"\r\nExpect: 100-continue\r\n\r\n"))
-        assert read_response(sock).startswith(b"HTTP/1.1 100")
+        assert read_head(sock).startswith(b"HTTP/1.1 100")
         sock.sendall(b"hello")
-        assert status_and_offset(read_response(sock)) == (204, 5)
+        assert status_and_offset(read_head(sock)) == (204, 5)
     assert (server.media_root / "uploads/continued.bin").read_bytes() == b"hello"
 
 
@@ -256,7 +246,7 @@ def test_concurrent_patches_are_serialized_across_replicas(
         waiter.start()
         time.sleep(0.2)
         slow.sendall(body_a[1000:])
-        status, offset = status_and_offset(read_response(slow))
+        status, offset = status_and_offset(read_head(slow))
         waiter.join(10)
     assert (status, offset) == (204, len(body_a))
     assert outcome["b"].status_code == 409
