@@ -24,6 +24,7 @@ import m3u8
 import pytest
 
 from tests.cluster.conftest import Namespace, eventually
+from tests.component.hlsladder import make_source
 from vod_operator import naming
 
 pytestmark = pytest.mark.cluster
@@ -260,17 +261,9 @@ def origin(real_node: str, namespace: Namespace) -> Iterator[Path]:
 
 
 def make_video(target: Path, seconds: int = 6) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
+    """A test-pattern video the pods (uid 10001) can read, in a folder they can write."""
+    make_source(target, seconds)
     target.parent.chmod(0o777)
-    subprocess.run(
-        [
-            "ffmpeg", "-v", "error", "-y",
-            "-f", "lavfi", "-i", f"testsrc2=size=640x360:rate=30:duration={seconds}",
-            "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}",
-            "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-shortest", str(target),
-        ],
-        check=True,
-    )  # fmt: skip
     target.chmod(0o644)
 
 
