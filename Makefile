@@ -45,7 +45,7 @@ lint: $(STAMP) ## ruff (lint + format check), mypy, cargo fmt --check and clippy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
-	cd $(DATAPLANE) && cargo fmt --check && cargo clippy --release --features extension-module -- -D warnings
+	cd $(DATAPLANE) && cargo fmt --check && cargo clippy --release --all-targets --features extension-module -- -D warnings
 
 .PHONY: fmt
 fmt: $(STAMP) ## Format the code and apply safe ruff fixes (and cargo fmt)
@@ -54,8 +54,12 @@ fmt: $(STAMP) ## Format the code and apply safe ruff fixes (and cargo fmt)
 	cd $(DATAPLANE) && cargo fmt
 
 .PHONY: test
-test: $(STAMP) lint cluster-build images-local ## Install if needed, lint, then run every test tier (unit, component, cluster)
+test: $(STAMP) lint test-rust cluster-build images-local ## Install if needed, lint, then run every test tier (Rust units, unit, component, cluster)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+.PHONY: test-rust
+test-rust: $(STAMP) ## The data plane's own unit tests (cargo test: ranges, conditionals, tokens, slice plans)
+	cd $(DATAPLANE) && cargo test --release
 
 .PHONY: test-unit
 test-unit: $(STAMP) ## Run the unit tier only

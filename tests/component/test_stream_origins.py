@@ -32,7 +32,9 @@ def payload(size: int, seed: int = 1) -> bytes:
 
 
 def metric(server: ServerProcess, name: str, **labels: str) -> float:
-    text = httpx.get(server.url + "/metrics", timeout=10).text
+    response = httpx.get(server.url + "/metrics", timeout=10)
+    assert response.status_code == 200, (response.status_code, response.text[:2000])
+    text = response.text
     total = 0.0
     for line in text.splitlines():
         if line.startswith("#") or not line.startswith(name):

@@ -98,7 +98,7 @@ impl OriginError {
             other => {
                 // the HTTP store reports a refused If-Match as a generic request error
                 let text = other.to_string();
-                if text.contains("412") || text.contains("Precondition Failed") {
+                if http_status(&text) == Some(412) {
                     OriginError::Changed
                 } else {
                     crate::logs::event(
@@ -110,6 +110,19 @@ impl OriginError {
                 }
             }
         }
+    }
+}
+
+/// The HTTP status an origin answered, from the text of an `object_store` error (its HTTP store
+/// wraps the status in a private type; only its message says "non-2xx status code: 412 ...").
+/// Only that phrase counts: a URL in the same message (a port such as 41234) is not a status.
+fn http_status(error: &str) -> Option<u16> {
+    let (_, after) = error.split_once("non-2xx status code: ")?;
+    let code = after.get(..3)?;
+    let next = after[3..].chars().next();
+    match next {
+        None | Some(' ') | Some(':') => code.parse().ok(),
+        _ => None,
     }
 }
 
@@ -264,7 +277,7 @@ impl Remote {
         let location = self.location(relative);
         let result = match tokio::time::timeout(self.timeout, self.store.get_opts(&location, options)).await {
             Err(_) => return Err(OriginError::Timeout),
-            Ok(Err(e)) if e.to_string().contains("416 Range Not Satisfiable") => return Ok(None),
+            Ok(Err(e)) if http_status(&e.to_string()) == Some(416) => return Ok(None),
             Ok(result) => result.map_err(OriginError::from_store),
         };
         let result = match result {
@@ -340,5 +353,24 @@ impl ByteStream {
                 Some(Ok(bytes))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::http_status;
+
+    #[test]
+    fn the_status_comes_from_the_status_phrase_only() {
+        let refused = "Generic HTTP error: Request error: Error performing GET \
+            http://127.0.0.1:41234/v.mp4 in 1ms - error sending request: Connection refused";
+        assert_eq!(http_status(refused), None);
+        let precondition = "Generic HTTP error: Request error: Error performing GET \
+            http://127.0.0.1:41600/v.mp4 in 2ms - Server returned non-2xx status code: \
+            412 Precondition Failed: ";
+        assert_eq!(http_status(precondition), Some(412));
+        let range = "Server returned non-2xx status code: 416 Range Not Satisfiable: {}";
+        assert_eq!(http_status(range), Some(416));
+        assert_eq!(http_status("Server returned non-2xx status code: 4125"), None);
     }
 }

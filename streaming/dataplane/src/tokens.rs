@@ -209,7 +209,9 @@ mod tests {
         let bound = token("k1", PREFIX, exp, Some("10.0.0.1"));
         let unbound_flag = bound.replacen("~ip~", "~a~", 1);
         let m = "/assets/media/intro/master.m3u8";
-        let cases: Vec<(&str, String, &str, Option<&str>, bool, &str)> = vec![
+        // (case, token, path, client address, accepted, reason)
+        type Case<'a> = (&'a str, String, &'a str, Option<&'a str>, bool, &'a str);
+        let cases: Vec<Case> = vec![
             ("tampered signature", tampered, m, None, false, "invalid signature"),
             ("expiry moved", later, m, None, false, "invalid signature"),
             ("prefix widened", widened, "/assets/media/other/master.m3u8", None, false, "invalid signature"),
