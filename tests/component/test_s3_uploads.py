@@ -236,6 +236,15 @@ def test_https_endpoint_is_trusted_through_the_ca_file_only(
     with trusted.client() as c:
         assert c.put("/tls.mp4", content=b"over tls", headers=auth()).status_code == 201
     assert ranged_get(s3_server, bucket, "media/tls.mp4", 0, 7) == b"over tls"
+    # reads go through the data plane's own client: the same CA file, the same refusal without it
+    with trusted.client() as c:
+        part = c.get("/tls.mp4", headers={"Range": "bytes=5-7"})
+        assert part.status_code == 206, part.text
+        assert part.content == b"tls"
+    with untrusted.client() as c:
+        unverified = c.get("/tls.mp4")
+        assert unverified.status_code == 502, unverified.text
+        assert unverified.json()["error"]["status"] == 502
 
 
 @pytest.mark.parametrize(
