@@ -288,6 +288,8 @@ class S3Session:
 
     @property
     def offset(self) -> int:
+        if self._record.info.completed:
+            return self._record.info.length
         state = self._record.state
         parts = (len(state.parts) + len(self._uploaded)) * PART_BYTES
         return parts + (len(self._buffer) if self._loaded else state.tail_size)
