@@ -276,3 +276,11 @@ def test_an_upload_ending_in_a_tail_completes_across_patches(
         assert (answer.status_code, answer.headers["upload-offset"]) == (204, str(end))
     assert stored(s3_server, bucket, "uploads/tailed.bin") == body
     assert not s3_server.list_multipart_uploads(bucket)
+
+
+def test_the_read_only_http_origin_refuses_tus(start_server: Callable[..., ServerProcess]) -> None:
+    server = start_server(env={"VOD_ORIGIN": "http", "VOD_HTTP_ORIGIN_URL": "http://127.0.0.1:9/"})
+    with server.client() as c:
+        refused = c.post("/tus/", headers={**TUS, **auth(), "Upload-Length": "1"})
+    assert refused.status_code == 405
+    assert "read-only" in refused.json()["error"]["message"]
