@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, TypeVar
 
 from vod_stream._dataplane import S3Multipart
-from vod_stream.config import Settings, _origin_config
+from vod_stream.config import Settings, origin_config
 from vod_stream.s3lock import LeaseLock, LostLock
 from vod_stream.storage import OriginError, origin_failure, s3_key, s3_store
 from vod_stream.tusstore import (
@@ -107,7 +107,8 @@ class S3Store:
     def __init__(self, settings: Settings) -> None:
         self.store: ObjectStore = s3_store(settings)
         self.prefix = settings.s3_prefix
-        self.multipart = S3Multipart(json.dumps(_origin_config(settings)))
+        self.multipart = S3Multipart(json.dumps(origin_config(settings)))
+        self.lease = settings.tus_lock_lease_seconds
 
     def key(self, upload_id: str, name: str) -> str:
         return s3_key(self.prefix, f"{UPLOADS_DIR}/{upload_id}/{name}")
@@ -188,7 +189,8 @@ class S3Store:
 
     @contextlib.asynccontextmanager
     async def session(self, upload_id: str, wait_seconds: float) -> AsyncIterator[UploadSession]:
-        lock = await LeaseLock.acquire(self.store, self.key(upload_id, "lock"), wait_seconds)
+        key = self.key(upload_id, "lock")
+        lock = await LeaseLock.acquire(self.store, key, self.lease, wait_seconds)
         try:
             record = await self.read(upload_id)
             if record is None:
@@ -240,7 +242,8 @@ class S3Store:
             if record.state.activity + expiry_seconds >= now:
                 continue
             try:
-                lock = await LeaseLock.acquire(self.store, self.key(upload_id, "lock"), 0)
+                key = self.key(upload_id, "lock")
+                lock = await LeaseLock.acquire(self.store, key, self.lease, 0)
             except Locked:
                 continue
             try:
@@ -317,8 +320,8 @@ class S3Session:
         self._unverified = True
 
     async def append(self, chunk: bytes) -> None:
+        self._lock.check()
         await self._load_tail()
-        await self._lock.renew()
         self._buffer += chunk
         self._dirty = True
         while len(self._buffer) >= PART_BYTES:
@@ -381,6 +384,7 @@ class S3Session:
         no whole part), then the completed marker."""
         import obstore
 
+        self._lock.check()
         await self._load_tail()
         store, record = self._store, self._record
         target, multipart = store.target_key(record.info), record.state.multipart

@@ -284,3 +284,33 @@ def test_the_read_only_http_origin_refuses_tus(start_server: Callable[..., Serve
         refused = c.post("/tus/", headers={**TUS, **auth(), "Upload-Length": "1"})
     assert refused.status_code == 405
     assert "read-only" in refused.json()["error"]["message"]
+
+
+def test_the_lock_of_a_crashed_replica_is_taken_over_after_its_lease(
+    s3_replica: Any, s3_server: S3Server, bucket: str
+) -> None:
+    lease = {"VOD_TUS_LOCK_LEASE_SECONDS": "2"}
+    replica_a: ServerProcess = s3_replica(**lease)
+    replica_b: ServerProcess = s3_replica(**lease)
+    body = pattern(200_000, 9)
+    location = create(replica_a, len(body), "uploads/orphaned-lock.bin")
+    with socket.create_connection(("127.0.0.1", replica_a.port)) as slow:
+        slow.sendall(patch_head(replica_a.port, location, 0, len(body)))
+        slow.sendall(body[:1000])
+        time.sleep(1.5)  # A holds the lock and has renewed its lease
+        replica_a.kill()  # the lock object stays behind in the bucket
+    killed = time.monotonic()
+    lock = f"{UPLOADS}{upload_id(location)}/lock"
+    assert lock in upload_objects(s3_server, bucket)
+    assert patch(replica_b, location, 0, body).status_code == 423  # the lease is not over
+    answers = []
+    while time.monotonic() - killed < 10:
+        answer = patch(replica_b, location, 0, body)
+        answers.append(answer.status_code)
+        if answer.status_code != 423:
+            break
+    print(f"\nafter the holder was killed, replica B got {answers} within the lease and after")
+    assert answers[-1] == 204, answers
+    assert time.monotonic() - killed >= 1.0
+    assert stored(s3_server, bucket, "uploads/orphaned-lock.bin") == body
+    assert lock not in upload_objects(s3_server, bucket)

@@ -105,3 +105,24 @@ impl Multipart {
         self.run(self.store.abort_multipart(&StorePath::from(key), &id.to_string()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Multipart;
+    use crate::config::OriginConfig;
+
+    #[test]
+    fn only_the_s3_origin_has_multipart_uploads() {
+        let file = OriginConfig::default();
+        assert!(Multipart::from_config(&file).is_err());
+        let s3 = OriginConfig {
+            origin: "s3".into(),
+            s3_endpoint: Some("http://127.0.0.1:9".into()),
+            s3_bucket: Some("media".into()),
+            ..OriginConfig::default()
+        };
+        assert!(Multipart::from_config(&s3).is_ok());
+        let no_bucket = OriginConfig { s3_bucket: None, ..s3 };
+        assert!(Multipart::from_config(&no_bucket).is_err());
+    }
+}
