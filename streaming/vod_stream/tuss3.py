@@ -88,12 +88,12 @@ class Record:
     etag: str
 
 
-def _encode(info: UploadInfo, state: State) -> bytes:
+def encode_record(info: UploadInfo, state: State) -> bytes:
     payload = {"info": json.loads(info.to_json()), "state": asdict(state)}
     return json.dumps(payload, sort_keys=True).encode()
 
 
-def _decode(data: bytes, etag: str) -> Record:
+def decode_record(data: bytes, etag: str) -> Record:
     payload = json.loads(data)
     state = payload["state"]
     return Record(
@@ -137,7 +137,7 @@ class S3Store:
             return None
         except Exception as exc:
             raise origin_failure(exc) from None
-        return _decode(data, result.meta["e_tag"] or "")
+        return decode_record(data, result.meta["e_tag"] or "")
 
     async def replace(self, record: Record, info: UploadInfo, state: State) -> Record:
         """Write the new state only over the one read (``StorageError`` when it changed)."""
@@ -148,7 +148,7 @@ class S3Store:
             done = await obstore.put_async(
                 self.store,
                 self.key(info.id, "info.json"),
-                _encode(info, state),
+                encode_record(info, state),
                 mode={"e_tag": record.etag},
             )
         except PreconditionError:
@@ -165,7 +165,7 @@ class S3Store:
         multipart = await self.call(self.multipart.create, self.target_key(info))
         try:
             await obstore.put_async(
-                self.store, self.key(info.id, "info.json"), _encode(info, State(multipart)),
+                self.store, self.key(info.id, "info.json"), encode_record(info, State(multipart)),
                 mode="create",
             )  # fmt: skip
         except Exception as exc:

@@ -130,3 +130,14 @@ async def test_expiry_removes_idle_uploads_and_leftovers_but_not_locked_ones(
     assert await store.load(fresh.id) is not None
     assert not leftover.exists()
     assert await store.remove_expired(100) == 1  # busy, now released
+
+
+def test_the_s3_state_round_trips_and_counts_whole_parts_and_the_tail() -> None:
+    from vod_stream.tuss3 import PART_BYTES, State, decode_record, encode_record
+
+    info = UploadInfo(new_id(), 3 * PART_BYTES, "uploads/out.bin", {"a": "b"}, "a Yg==", 1.0)
+    state = State("mpu-1", ("etag-1", "etag-2"), "tail-x", 1234, 5.0)
+    assert state.offset == 2 * PART_BYTES + 1234
+    record = decode_record(encode_record(info, state), '"v1"')
+    assert (record.info, record.state, record.etag) == (info, state, '"v1"')
+    assert State("mpu-2").offset == 0
