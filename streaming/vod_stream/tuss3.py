@@ -162,7 +162,10 @@ class S3Store:
     async def create(self, info: UploadInfo) -> None:
         import obstore
 
-        multipart = await self.call(self.multipart.create, self.target_key(info))
+        try:
+            multipart = await self.call(self.multipart.create, self.target_key(info))
+        except FileNotFoundError as exc:  # no such bucket
+            raise OriginError(502, f"the S3 origin refused the upload: {exc}") from None
         try:
             await obstore.put_async(
                 self.store, self.key(info.id, "info.json"), encode_record(info, State(multipart)),
