@@ -40,6 +40,7 @@ from vod_stream.tusstore import (
     StorageError,
     UploadInfo,
     UploadSession,
+    UploadStatus,
     UploadStore,
     new_id,
 )
@@ -132,8 +133,11 @@ class TusEndpoint:
         return {**headers, "Tus-Resumable": VERSION, "Cache-Control": "no-store"}
 
     async def _expires(self, upload_id: str) -> str:
-        last = await self.store.last_activity(upload_id)
-        return format_http_date(int(last + self.settings.tus_expiry_seconds))
+        return self._expiry(await self.store.last_activity(upload_id))
+
+    def _expiry(self, last_activity: float) -> str:
+        """``Upload-Expires`` of an upload last active at ``last_activity``."""
+        return format_http_date(int(last_activity + self.settings.tus_expiry_seconds))
 
     async def handle(
         self, request: BaseRequest, path: str, base_headers: Mapping[str, str]
@@ -154,16 +158,17 @@ class TusEndpoint:
                 return await self._create(request, headers)
             if method not in ("HEAD", "PATCH", "DELETE"):
                 return _not_allowed(method, "HEAD, PATCH, DELETE, OPTIONS", headers)
-            info = await self.store.load(upload_id)
-            if info is None:
+            found = await self.store.status(upload_id)
+            if found is None:
                 return json_error(404, "no such upload", headers)
+            info = found.info
             refused = self._authorize(request, info.target, headers, valid_at=info.created)
             if refused is not None:
                 return refused
-            if await self._expired(upload_id):
+            if found.last_activity + self.settings.tus_expiry_seconds < time.time():
                 return json_error(410, "the upload expired", headers)
             if method == "HEAD":
-                return await self._head(info, headers)
+                return self._head(found, headers)
             if method == "DELETE":
                 await self.store.terminate(upload_id)
                 logs.event("upload terminated", upload=upload_id, path="/" + info.target)
@@ -184,10 +189,6 @@ class TusEndpoint:
                 "Tus-Checksum-Algorithm": ",".join(CHECKSUMS),
             },
         )
-
-    async def _expired(self, upload_id: str) -> bool:
-        expiry = self.settings.tus_expiry_seconds
-        return await self.store.last_activity(upload_id) + expiry < time.time()
 
     def _authorize(
         self,
@@ -262,12 +263,12 @@ class TusEndpoint:
         headers["Upload-Expires"] = await self._expires(upload_id)
         return web.Response(status=201, headers=headers)
 
-    async def _head(self, info: UploadInfo, headers: dict[str, str]) -> web.StreamResponse:
-        offset = info.length if info.completed else await self.store.offset(info.id)
+    def _head(self, found: UploadStatus, headers: dict[str, str]) -> web.StreamResponse:
+        info = found.info
         extra = {
-            "Upload-Offset": str(offset),
+            "Upload-Offset": str(found.offset),
             "Upload-Length": str(info.length),
-            "Upload-Expires": await self._expires(info.id),
+            "Upload-Expires": self._expiry(found.last_activity),
         }
         if info.raw_metadata:
             extra["Upload-Metadata"] = info.raw_metadata

@@ -54,6 +54,7 @@ from vod_stream.tusstore import (
     StorageError,
     UploadInfo,
     UploadSession,
+    UploadStatus,
 )
 
 if TYPE_CHECKING:
@@ -179,6 +180,14 @@ class S3Store:
     async def load(self, upload_id: str) -> UploadInfo | None:
         record = await self.read(upload_id)
         return None if record is None else record.info
+
+    async def status(self, upload_id: str) -> UploadStatus | None:
+        record = await self.read(upload_id)
+        if record is None:
+            return None
+        info = record.info
+        offset = info.length if info.completed else record.state.offset
+        return UploadStatus(info, offset, record.state.activity)
 
     async def offset(self, upload_id: str) -> int:
         record = await self.read(upload_id)

@@ -66,6 +66,15 @@ class UploadInfo:
         return cls(**json.loads(text))
 
 
+@dataclass(frozen=True)
+class UploadStatus:
+    """An upload as HEAD (and the checks before a PATCH) see it, read at once."""
+
+    info: UploadInfo
+    offset: int  # the length once completed
+    last_activity: float
+
+
 class Locked(Exception):
     """Another request holds the upload's lock."""
 
@@ -111,6 +120,10 @@ class UploadStore(Protocol):
 
     async def load(self, upload_id: str) -> UploadInfo | None:
         """The upload, None when there is none (or ``upload_id`` is not an id)."""
+        ...
+
+    async def status(self, upload_id: str) -> UploadStatus | None:
+        """The upload, its offset and its last activity in one read (None as ``load``)."""
         ...
 
     async def offset(self, upload_id: str) -> int: ...
@@ -270,6 +283,13 @@ class FileStore:
                 return UploadInfo.from_json(source.read())
         except (FileNotFoundError, NotADirectoryError):
             return None
+
+    async def status(self, upload_id: str) -> UploadStatus | None:
+        info = self._load(upload_id)
+        if info is None:
+            return None
+        offset = info.length if info.completed else await self.offset(upload_id)
+        return UploadStatus(info, offset, self._last_activity(upload_id))
 
     async def offset(self, upload_id: str) -> int:
         try:
