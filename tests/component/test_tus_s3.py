@@ -134,6 +134,8 @@ def test_cut_upload_resumes_on_another_replica_byte_identical(
     assert upload_objects(s3_server, bucket) == [f"{UPLOADS}{upload_id(location)}/info.json"]
     with replica_b.client() as c:
         assert c.get("/" + target).content == data  # served by the data plane
+        marker = f"/.vod-uploads/{upload_id(location)}/info.json"
+        assert c.get(marker).status_code == 404  # the upload's state is never served
     completed = head(replica_b, location)
     assert (completed.status_code, completed.headers["upload-offset"]) == (200, str(size))
     assert patch(replica_b, location, size, b"").status_code == 204  # a lost answer, retried
