@@ -252,6 +252,7 @@ def test_a_videoasset_uploaded_with_tus_on_an_s3_platform_becomes_ready(
     from tusclient.client import TusClient
 
     from tests.cluster.test_assets import asset, condition, make_video, wait_phase
+    from vod_stream.tuss3 import PART_BYTES
 
     ns = namespace
     ns.kubectl("create", "secret", "generic", "tu-jwt", f"--from-literal=key={JWT_KEY}")
@@ -263,8 +264,9 @@ def test_a_videoasset_uploaded_with_tus_on_an_s3_platform_becomes_ready(
     url = urlsplit(waiting["status"]["upload"]["url"])
     service = ns.get("service", "tu-stream")["spec"]["clusterIP"]
     video = tmp_path / "lecture.mp4"
-    make_video(video, seconds=12)
+    make_video(video, seconds=30)
     size = video.stat().st_size
+    assert size > PART_BYTES  # whole 5 MiB parts of a multipart upload, then the tail
     uploader = TusClient(f"http://{service}:8080{url.path}?{url.query}").uploader(
         str(video), chunk_size=512 * 1024, upload_checksum=True
     )
