@@ -118,6 +118,7 @@ SPECS: tuple[Spec, ...] = (
     Spec("TUS_EXPIRY_SECONDS", "86400", _positive_int, "a tus upload idle this long expires"),
     Spec("TUS_CLEANUP_SECONDS", "300", _positive_int, "how often expired tus uploads are removed"),
     Spec("TUS_LOCK_WAIT_SECONDS", "5", _seconds, "a PATCH waits this long for the upload (423)"),
+    Spec("TUS_LOCK_LEASE_SECONDS", "30", _seconds, "S3: a dead replica's tus lock lasts this"),
     Spec("MAX_RANGES", "16", _positive_int, "most ranges in one request (more: whole file)"),
     Spec("MAX_CONNECTIONS", "1024", _positive_int, "concurrent connections (more: 503)"),
     Spec("HEADER_TIMEOUT_SECONDS", "10", _seconds, "time to receive a request's headers"),
@@ -176,6 +177,7 @@ class Settings:
     tus_expiry_seconds: int
     tus_cleanup_seconds: int
     tus_lock_wait_seconds: float
+    tus_lock_lease_seconds: float
     max_ranges: int
     max_connections: int
     header_timeout_seconds: float
@@ -268,12 +270,12 @@ def dataplane_config(settings: Settings, upstream_socket: str) -> str:
             "content_types": content_type_table(),
             "default_content_type": DEFAULT_TYPE,
             "parent_pid": os.getpid(),  # the data plane stops when this process dies
-            **_origin_config(settings),
+            **origin_config(settings),
         }
     )
 
 
-def _origin_config(settings: Settings) -> dict[str, Any]:
+def origin_config(settings: Settings) -> dict[str, Any]:
     """The origin and slice-cache settings, as the data plane's ``OriginConfig`` names them."""
 
     def path(value: Path | None) -> str | None:

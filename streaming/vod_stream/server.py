@@ -27,7 +27,8 @@ from vod_stream.errors import json_error, json_response
 from vod_stream.keys import KeyRing
 from vod_stream.paths import media_path
 from vod_stream.storage import Origin, open_origin
-from vod_stream.tusstore import FileStore
+from vod_stream.tuss3 import S3Store
+from vod_stream.tusstore import FileStore, UploadStore
 
 ROUTES = {"/ping": "ping", "/healthz": "healthz", "/readyz": "readyz", "/metrics": "metrics"}
 ADMIN_SIGN = "/admin/sign"
@@ -54,9 +55,7 @@ class StreamApp:
         self.origin = origin or open_origin(settings)
         self.keys = KeyRing(settings.signing_keys_dir, settings.signing_active_key_id)
         self.jwt = JwtVerifier.from_settings(settings)
-        # tus keeps its state in the file origin (tusstore.FileStore); with an s3 or http origin
-        # the endpoint answers 405 (no S3 upload store yet)
-        self.uploads = FileStore(self.root_real) if settings.origin == "file" else None
+        self.uploads = open_upload_store(settings, self.root_real)
         self.tus = (
             tus.TusEndpoint(settings, self.uploads, self.jwt, self.keys)
             if self.uploads is not None
@@ -140,7 +139,7 @@ class StreamApp:
         headers = ctx.headers
         if route == "tus":
             if self.tus is None:
-                message = "resumable uploads (tus) need the file origin; use PUT with this origin"
+                message = "the HTTP origin is read-only: no resumable uploads (tus)"
                 return json_error(405, message, {**headers, "Allow": ""})
             return await self.tus.handle(request, path, headers)
         if route not in ("media", "admin", "player"):
@@ -238,6 +237,15 @@ def _prefix_grant(
         "exp": exp,
         "kid": active[0],
     }
+
+
+def open_upload_store(settings: Settings, root_real: str) -> UploadStore | None:
+    """Where tus keeps its uploads: the origin itself (None for the read-only HTTP origin)."""
+    if settings.origin == "file":
+        return FileStore(root_real)
+    if settings.origin == "s3":
+        return S3Store(settings)
+    return None
 
 
 def route_of(path: str) -> str:

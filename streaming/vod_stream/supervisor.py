@@ -28,7 +28,6 @@ from vod_stream.config import ConfigError, Settings, dataplane_config
 from vod_stream.dataplane import CONFIG_ENV, LISTEN_FD_ENV, READY_FD_ENV
 from vod_stream.server import StreamApp
 from vod_stream.storage import Origin, open_origin
-from vod_stream.tusstore import FileStore
 from vod_stream.uploads import remove_stale_uploads
 
 READY_TIMEOUT_SECONDS = 60
@@ -202,7 +201,6 @@ def run(settings: Settings) -> int:
         removed = remove_stale_uploads(settings.tmp_dir, 2 * settings.body_timeout_seconds + 60)
         if removed:
             logs.event("removed stale uploads", count=removed)
-        tus.remove_expired(FileStore(os.path.realpath(settings.media_root)), settings)
     try:
         origin = open_origin(settings)  # reads the S3 credential files: a bad one stops here
     except ConfigError as exc:

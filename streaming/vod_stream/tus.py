@@ -7,7 +7,8 @@ off from one pod continues on another with its next HEAD and PATCH. A PATCH hold
 lock in the store while it writes; one that finds it held waits up to
 ``VOD_TUS_LOCK_WAIT_SECONDS``, then gets 423. A PATCH whose body is cut keeps the bytes that
 arrived (the client asks HEAD for the offset and goes on), unless it carried a checksum: then
-nothing of it is kept. Requests need a JWT (``Authorization: Bearer``) or an upload token
+nothing of it is kept: its digest is computed while the body streams into the store (nothing
+is read back). Requests need a JWT (``Authorization: Bearer``) or an upload token
 (``vod_stream.uploadtokens``) in the query string; the Location of an upload created with a
 token carries the token, which must have been valid when the upload was created (a long upload
 outlives its token; an idle one expires after ``VOD_TUS_EXPIRY_SECONDS``).
@@ -21,6 +22,7 @@ import binascii
 import hashlib
 import time
 from collections.abc import Mapping
+from typing import Protocol
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -32,15 +34,17 @@ from vod_stream.auth import AuthError, JwtVerifier
 from vod_stream.config import Settings
 from vod_stream.errors import json_error
 from vod_stream.keys import KeyRing
+from vod_stream.storage import OriginError
 from vod_stream.tusstore import (
     Locked,
     StorageError,
     UploadInfo,
     UploadSession,
+    UploadStatus,
     UploadStore,
     new_id,
 )
-from vod_stream.uploads import NO_SPACE, UploadFailed, _receive
+from vod_stream.uploads import NO_SPACE, UploadFailed, body_chunks
 
 VERSION = "1.0.0"
 BASE = "/tus"
@@ -48,9 +52,16 @@ EXTENSIONS = "creation,creation-with-upload,termination,expiration,checksum"
 CHECKSUMS = {"sha1": hashlib.sha1, "md5": hashlib.md5, "sha256": hashlib.sha256}
 PATCH_TYPE = "application/offset+octet-stream"
 CHECKSUM_MISMATCH = 460
-READ_BACK = 1024 * 1024
 NO_CREDENTIALS = "a bearer token (JWT) or an upload token (path, exp, kid, sig) is required"
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="vod-stream"'}
+
+
+class Hasher(Protocol):
+    """What ``hashlib`` hands out: fed chunk by chunk, read once."""
+
+    def update(self, data: bytes, /) -> None: ...
+
+    def digest(self) -> bytes: ...
 
 
 class BadRequest(Exception):
@@ -121,10 +132,12 @@ class TusEndpoint:
     def _headers(self, headers: Mapping[str, str]) -> dict[str, str]:
         return {**headers, "Tus-Resumable": VERSION, "Cache-Control": "no-store"}
 
-    def _expires(self, upload_id: str) -> str:
-        return format_http_date(
-            int(self.store.last_activity(upload_id) + self.settings.tus_expiry_seconds)
-        )
+    async def _expires(self, upload_id: str) -> str:
+        return self._expiry(await self.store.last_activity(upload_id))
+
+    def _expiry(self, last_activity: float) -> str:
+        """``Upload-Expires`` of an upload last active at ``last_activity``."""
+        return format_http_date(int(last_activity + self.settings.tus_expiry_seconds))
 
     async def handle(
         self, request: BaseRequest, path: str, base_headers: Mapping[str, str]
@@ -145,23 +158,26 @@ class TusEndpoint:
                 return await self._create(request, headers)
             if method not in ("HEAD", "PATCH", "DELETE"):
                 return _not_allowed(method, "HEAD, PATCH, DELETE, OPTIONS", headers)
-            info = self.store.load(upload_id)
-            if info is None:
+            found = await self.store.status(upload_id)
+            if found is None:
                 return json_error(404, "no such upload", headers)
+            info = found.info
             refused = self._authorize(request, info.target, headers, valid_at=info.created)
             if refused is not None:
                 return refused
-            if self._expired(upload_id):
+            if found.last_activity + self.settings.tus_expiry_seconds < time.time():
                 return json_error(410, "the upload expired", headers)
             if method == "HEAD":
-                return self._head(info, headers)
+                return self._head(found, headers)
             if method == "DELETE":
-                self.store.terminate(upload_id)
+                await self.store.terminate(upload_id)
                 logs.event("upload terminated", upload=upload_id, path="/" + info.target)
                 return web.Response(status=204, headers=headers)
             return await self._patch(request, info, headers)
         except BadRequest as exc:
             return json_error(400, str(exc), headers)
+        except OriginError as exc:  # the S3 store failed or refused
+            return json_error(exc.status, exc.message, headers)
 
     def _options(self, headers: dict[str, str]) -> web.StreamResponse:
         return web.Response(
@@ -173,10 +189,6 @@ class TusEndpoint:
                 "Tus-Checksum-Algorithm": ",".join(CHECKSUMS),
             },
         )
-
-    def _expired(self, upload_id: str) -> bool:
-        expiry = self.settings.tus_expiry_seconds
-        return self.store.last_activity(upload_id) + expiry < time.time()
 
     def _authorize(
         self,
@@ -233,7 +245,7 @@ class TusEndpoint:
         upload_id = new_id()
         info = UploadInfo(upload_id, length, target, metadata, raw, time.time(), scoped)
         try:
-            self.store.create(info)
+            await self.store.create(info)
         except OSError as exc:
             status = 507 if exc.errno in NO_SPACE else 500
             return json_error(status, f"cannot create the upload: {exc.strerror}", headers)
@@ -248,15 +260,15 @@ class TusEndpoint:
             if response.status != 204:
                 return response
             headers = {**headers, "Upload-Offset": response.headers["Upload-Offset"]}
-        headers["Upload-Expires"] = self._expires(upload_id)
+        headers["Upload-Expires"] = await self._expires(upload_id)
         return web.Response(status=201, headers=headers)
 
-    def _head(self, info: UploadInfo, headers: dict[str, str]) -> web.StreamResponse:
-        offset = info.length if info.completed else self.store.offset(info.id)
+    def _head(self, found: UploadStatus, headers: dict[str, str]) -> web.StreamResponse:
+        info = found.info
         extra = {
-            "Upload-Offset": str(offset),
+            "Upload-Offset": str(found.offset),
             "Upload-Length": str(info.length),
-            "Upload-Expires": self._expires(info.id),
+            "Upload-Expires": self._expiry(found.last_activity),
         }
         if info.raw_metadata:
             extra["Upload-Metadata"] = info.raw_metadata
@@ -295,7 +307,7 @@ class TusEndpoint:
                 else:  # complete already, or its completion failed before: try it again
                     status, message = 204, ""
                 if status == 204 and session.offset == info.length and not session.completed:
-                    session.complete()
+                    await session.complete()
                     metrics.UPLOAD_BYTES.inc(info.length)
                     logs.event("upload completed", upload=info.id, path="/" + info.target)
                 done = {**headers, "Upload-Offset": str(session.offset)}
@@ -304,7 +316,7 @@ class TusEndpoint:
         except FileNotFoundError:
             return json_error(404, "no such upload", headers)
         except StorageError as exc:  # the target cannot be replaced: an empty PATCH retries
-            offset_now = {"Upload-Offset": str(self.store.offset(info.id))}
+            offset_now = {"Upload-Offset": str(await self.store.offset(info.id))}
             return json_error(409, str(exc), {**headers, **offset_now})
         except OSError as exc:
             metrics.UPLOAD_FAILURES.labels("no_space" if exc.errno in NO_SPACE else "error").inc()
@@ -315,7 +327,7 @@ class TusEndpoint:
             if status in (408, 413):
                 response.force_close()  # the rest of the body is not read
             return response
-        done["Upload-Expires"] = self._expires(info.id)
+        done["Upload-Expires"] = await self._expires(info.id)
         return web.Response(status=204, headers=done)
 
     async def _append(
@@ -325,16 +337,17 @@ class TusEndpoint:
         info: UploadInfo,
         checksum: tuple[str, bytes] | None,
     ) -> tuple[int, str]:
-        """Receive the body into the session: (204, "") or the status and why not."""
+        """Receive the body into the session: (204, "") or the status and why not. With a
+        checksum the body is hashed as it streams in and kept only when the digest matches."""
         start = session.offset
-        loop = asyncio.get_running_loop()
+        hasher = CHECKSUMS[checksum[0]]() if checksum is not None else None
         if checksum is not None:
             session.begin_unverified()
         if request.headers.get("Expect", "").lower() == "100-continue":  # curl, above 1 MiB
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         try:
             await _receive(
-                request, session.fd, info.length - start, self.settings.body_timeout_seconds
+                request, session, hasher, info.length - start, self.settings.body_timeout_seconds
             )
         except UploadFailed as failure:
             metrics.UPLOAD_FAILURES.labels(failure.reason).inc()
@@ -342,34 +355,42 @@ class TusEndpoint:
                 "upload patch cut", upload=info.id, reason=failure.reason, offset=session.offset
             )
             if checksum is not None or failure.reason in ("too_large", "no_space"):
-                session.rollback(start)
+                await session.rollback(start)
             else:
-                await loop.run_in_executor(None, session.commit)
+                await session.commit()
             return failure.status, failure.message
         except BaseException:  # cancelled: keep what arrived, unless it must be verified
             if checksum is not None:
-                session.rollback(start)
+                await session.rollback(start)
             else:
-                session.commit()
+                await session.commit()
             raise
-        if checksum is not None:
-            digest = await loop.run_in_executor(
-                None, _digest, self.store, info.id, checksum[0], start, session.offset
-            )
-            if digest != checksum[1]:
-                session.rollback(start)
-                metrics.UPLOAD_FAILURES.labels("checksum").inc()
-                return CHECKSUM_MISMATCH, f"the {checksum[0]} checksum does not match"
-        await loop.run_in_executor(None, session.commit)
+        if checksum is not None and hasher is not None and hasher.digest() != checksum[1]:
+            await session.rollback(start)
+            metrics.UPLOAD_FAILURES.labels("checksum").inc()
+            return CHECKSUM_MISMATCH, f"the {checksum[0]} checksum does not match"
+        await session.commit()
         return 204, ""
 
 
-def _digest(store: UploadStore, upload_id: str, algorithm: str, start: int, end: int) -> bytes:
-    """The digest of the bytes ``start:end`` the upload received (read back from the store)."""
-    hasher = CHECKSUMS[algorithm]()
-    for chunk in store.read(upload_id, start, end, READ_BACK):
-        hasher.update(chunk)
-    return hasher.digest()
+async def _receive(
+    request: BaseRequest,
+    session: UploadSession,
+    hasher: Hasher | None,
+    limit: int,
+    stall_seconds: float,
+) -> None:
+    """Append the body to the session as it arrives, hashing it on the way. UploadFailed as
+    ``body_chunks`` says, and 507 ``no_space`` when the store is full."""
+    async for chunk in body_chunks(request, limit, stall_seconds):
+        if hasher is not None:
+            hasher.update(chunk)
+        try:
+            await session.append(chunk)
+        except OSError as exc:
+            if exc.errno in NO_SPACE:
+                raise UploadFailed(507, "no_space", "no space left to store the file") from None
+            raise
 
 
 def _version(headers: Mapping[str, str]) -> dict[str, str]:
@@ -380,20 +401,20 @@ def _not_allowed(method: str, allow: str, headers: dict[str, str]) -> web.Stream
     return json_error(405, f"{method} is not allowed here", {**headers, "Allow": allow})
 
 
-def remove_expired(store: UploadStore, settings: Settings) -> int:
+async def remove_expired(store: UploadStore, settings: Settings) -> int:
     """One cleanup round: remove the uploads idle longer than ``VOD_TUS_EXPIRY_SECONDS``."""
-    removed = store.remove_expired(settings.tus_expiry_seconds)
+    removed = await store.remove_expired(settings.tus_expiry_seconds)
     if removed:
         logs.event("removed expired uploads", count=removed)
     return removed
 
 
 async def expire_periodically(store: UploadStore, settings: Settings) -> None:
-    """The cleanup, every ``VOD_TUS_CLEANUP_SECONDS`` (each replica; they do not conflict)."""
-    loop = asyncio.get_running_loop()
+    """The cleanup, at start and then every ``VOD_TUS_CLEANUP_SECONDS`` (each replica; they do
+    not conflict: an upload is removed only with its lock held)."""
     while True:
-        await asyncio.sleep(settings.tus_cleanup_seconds)
         try:
-            await loop.run_in_executor(None, remove_expired, store, settings)
-        except OSError as exc:
+            await remove_expired(store, settings)
+        except (OSError, OriginError) as exc:
             logs.event("upload cleanup failed", error=str(exc))
+        await asyncio.sleep(settings.tus_cleanup_seconds)

@@ -15,7 +15,10 @@ leaves it behind. ``pending`` is the journal of a PATCH whose bytes are not yet 
 lock holder truncates ``data`` back to it. A completed upload's data is renamed over its target
 (same filesystem: atomic) and only ``info.json`` stays, marked complete, until it expires.
 
-An S3 implementation would keep the same interface with multipart parts as ``data``.
+The S3 origin's implementation is ``vod_stream.tuss3.S3Store`` (multipart parts as ``data``).
+Every call of the interface is async: on S3 each one is a request to the bucket. A session's
+bytes go in through ``append`` as they arrive; the protocol hashes them on the way (a checksum
+is verified without reading anything back, which an S3 multipart upload could not do).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import secrets
 import shutil
 import struct
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Protocol
 
@@ -63,6 +66,15 @@ class UploadInfo:
         return cls(**json.loads(text))
 
 
+@dataclass(frozen=True)
+class UploadStatus:
+    """An upload as HEAD (and the checks before a PATCH) see it, read at once."""
+
+    info: UploadInfo
+    offset: int  # the length once completed
+    last_activity: float
+
+
 class Locked(Exception):
     """Another request holds the upload's lock."""
 
@@ -78,40 +90,56 @@ class UploadSession(Protocol):
     def offset(self) -> int: ...
 
     @property
-    def fd(self) -> int: ...
-
-    @property
     def completed(self) -> bool: ...
 
-    def begin_unverified(self) -> None: ...
+    def begin_unverified(self) -> None:
+        """Bytes appended from here may be undone (``rollback``) until ``commit``."""
+        ...
 
-    def rollback(self, offset: int) -> None: ...
+    async def append(self, chunk: bytes) -> None:
+        """Add bytes at the offset (OSError with a NO_SPACE errno when the store is full)."""
+        ...
 
-    def commit(self) -> int: ...
+    async def rollback(self, offset: int) -> None:
+        """Forget the bytes appended since ``begin_unverified`` (``offset``: the offset then)."""
+        ...
 
-    def complete(self) -> None: ...
+    async def commit(self) -> int:
+        """Make the bytes appended durable; the new offset."""
+        ...
+
+    async def complete(self) -> None:
+        """Put the whole upload at its target (atomically) and mark the upload complete."""
+        ...
 
 
 class UploadStore(Protocol):
     """The state of every upload, shared by every replica."""
 
-    def create(self, info: UploadInfo) -> None: ...
+    async def create(self, info: UploadInfo) -> None: ...
 
-    def load(self, upload_id: str) -> UploadInfo | None: ...
+    async def load(self, upload_id: str) -> UploadInfo | None:
+        """The upload, None when there is none (or ``upload_id`` is not an id)."""
+        ...
 
-    def offset(self, upload_id: str) -> int: ...
+    async def status(self, upload_id: str) -> UploadStatus | None:
+        """The upload, its offset and its last activity in one read (None as ``load``)."""
+        ...
 
-    def last_activity(self, upload_id: str) -> float: ...
+    async def offset(self, upload_id: str) -> int: ...
 
-    def read(self, upload_id: str, start: int, end: int, chunk: int) -> Iterator[bytes]: ...
+    async def last_activity(self, upload_id: str) -> float: ...
 
     def session(
         self, upload_id: str, wait_seconds: float
-    ) -> contextlib.AbstractAsyncContextManager[UploadSession]: ...
+    ) -> contextlib.AbstractAsyncContextManager[UploadSession]:
+        """The upload with its lock held (waiting up to ``wait_seconds``), else ``Locked``;
+        FileNotFoundError when it is gone."""
+        ...
 
-    def terminate(self, upload_id: str) -> bool: ...
+    async def terminate(self, upload_id: str) -> bool: ...
 
-    def remove_expired(self, expiry_seconds: float, now: float | None = None) -> int: ...
+    async def remove_expired(self, expiry_seconds: float, now: float | None = None) -> int: ...
 
 
 def new_id() -> str:
@@ -154,12 +182,13 @@ class FileSession:
         return os.fstat(self._fd).st_size
 
     @property
-    def fd(self) -> int:
-        return self._fd
-
-    @property
     def completed(self) -> bool:
         return False
+
+    async def append(self, chunk: bytes) -> None:
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(self._fd, view) :]
 
     def recover(self) -> None:
         """Undo the unverified bytes a dead lock holder left."""
@@ -179,20 +208,22 @@ class FileSession:
         """Bytes written from here may be undone (a checksum not yet compared)."""
         _write_atomically(self._pending, str(self.offset))
 
-    def rollback(self, offset: int) -> None:
+    async def rollback(self, offset: int) -> None:
         os.ftruncate(self._fd, offset)
         os.fsync(self._fd)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._pending)
 
-    def commit(self) -> int:
-        """Make the bytes received durable; the new offset."""
+    async def commit(self) -> int:
+        await asyncio.get_running_loop().run_in_executor(None, self._sync)
+        return self.offset
+
+    def _sync(self) -> None:
         os.fsync(self._fd)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._pending)
-        return self.offset
 
-    def complete(self) -> None:
+    async def complete(self) -> None:
         """Move the object into place atomically; only a completed marker stays."""
         store = self._store
         target = writable_target(store.root_real, self._info.target)
@@ -220,7 +251,10 @@ class FileStore:
     def write_info(self, info: UploadInfo) -> None:
         _write_atomically(os.path.join(self.folder(info.id), "info.json"), info.to_json())
 
-    def create(self, info: UploadInfo) -> None:
+    async def create(self, info: UploadInfo) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self._create, info)
+
+    def _create(self, info: UploadInfo) -> None:
         """The upload's folder appears complete (info, empty data) or not at all."""
         os.makedirs(self.base, exist_ok=True)
         staging = os.path.join(self.base, f".new-{info.id}")
@@ -238,7 +272,10 @@ class FileStore:
             raise
         fsync_dir(self.base)
 
-    def load(self, upload_id: str) -> UploadInfo | None:
+    async def load(self, upload_id: str) -> UploadInfo | None:
+        return self._load(upload_id)
+
+    def _load(self, upload_id: str) -> UploadInfo | None:
         if not ID_PATTERN.fullmatch(upload_id):
             return None
         try:
@@ -247,13 +284,23 @@ class FileStore:
         except (FileNotFoundError, NotADirectoryError):
             return None
 
-    def offset(self, upload_id: str) -> int:
+    async def status(self, upload_id: str) -> UploadStatus | None:
+        info = self._load(upload_id)
+        if info is None:
+            return None
+        offset = info.length if info.completed else await self.offset(upload_id)
+        return UploadStatus(info, offset, self._last_activity(upload_id))
+
+    async def offset(self, upload_id: str) -> int:
         try:
             return os.stat(os.path.join(self.folder(upload_id), "data")).st_size
         except FileNotFoundError:
             return 0
 
-    def last_activity(self, upload_id: str) -> float:
+    async def last_activity(self, upload_id: str) -> float:
+        return self._last_activity(upload_id)
+
+    def _last_activity(self, upload_id: str) -> float:
         """When the upload last received bytes (or was created, or completed)."""
         folder = self.folder(upload_id)
         times = []
@@ -261,17 +308,6 @@ class FileStore:
             with contextlib.suppress(FileNotFoundError):
                 times.append(os.stat(os.path.join(folder, name)).st_mtime)
         return max(times, default=0.0)
-
-    def read(self, upload_id: str, start: int, end: int, chunk: int) -> Iterator[bytes]:
-        """The bytes ``start:end`` received so far, ``chunk`` at a time."""
-        with open(os.path.join(self.folder(upload_id), "data"), "rb") as source:
-            source.seek(start)
-            while start < end:
-                block = source.read(min(chunk, end - start))
-                if not block:
-                    return
-                start += len(block)
-                yield block
 
     @contextlib.asynccontextmanager
     async def session(self, upload_id: str, wait_seconds: float) -> AsyncIterator[UploadSession]:
@@ -287,7 +323,7 @@ class FileStore:
                 if time.monotonic() >= deadline:
                     raise Locked(upload_id)
                 await asyncio.sleep(LOCK_POLL_SECONDS)
-            info = self.load(upload_id)
+            info = self._load(upload_id)
             if info is None:
                 raise FileNotFoundError(upload_id)  # terminated while we waited
             if info.completed:
@@ -304,7 +340,10 @@ class FileStore:
                 os.close(data_fd)
             os.close(lock_fd)  # releases the lock
 
-    def terminate(self, upload_id: str) -> bool:
+    async def terminate(self, upload_id: str) -> bool:
+        return self._terminate(upload_id)
+
+    def _terminate(self, upload_id: str) -> bool:
         """Remove the upload's state; False when there was none. A rename first, so every
         replica sees it gone at once, even while the files are being removed."""
         folder = self.folder(upload_id)
@@ -316,7 +355,11 @@ class FileStore:
         shutil.rmtree(doomed, ignore_errors=True)
         return True
 
-    def remove_expired(self, expiry_seconds: float, now: float | None = None) -> int:
+    async def remove_expired(self, expiry_seconds: float, now: float | None = None) -> int:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, self._remove_expired, expiry_seconds, now)
+
+    def _remove_expired(self, expiry_seconds: float, now: float | None = None) -> int:
         """Remove uploads idle for ``expiry_seconds`` (unless a PATCH holds them) and any
         half-created or half-removed folder as old; the count of uploads removed."""
         now = time.time() if now is None else now
@@ -333,7 +376,7 @@ class FileStore:
                     continue
                 if not ID_PATTERN.fullmatch(entry.name):
                     continue
-                if self.last_activity(entry.name) + expiry_seconds >= now:
+                if self._last_activity(entry.name) + expiry_seconds >= now:
                     continue
                 removed += self._remove_if_idle(entry.name)
             except OSError:
@@ -345,9 +388,9 @@ class FileStore:
         try:
             fd = os.open(os.path.join(self.folder(upload_id), "lock"), os.O_RDWR | os.O_CLOEXEC)
         except FileNotFoundError:
-            return int(self.terminate(upload_id))
+            return int(self._terminate(upload_id))
         try:
-            return int(try_lock(fd) and self.terminate(upload_id))
+            return int(try_lock(fd) and self._terminate(upload_id))
         finally:
             os.close(fd)
 
@@ -363,21 +406,20 @@ class CompletedSession:
         return self._info.length
 
     @property
-    def fd(self) -> int:
-        raise StorageError("the upload is complete")
-
-    @property
     def completed(self) -> bool:
         return True
 
     def begin_unverified(self) -> None:
         raise StorageError("the upload is complete")
 
-    def rollback(self, offset: int) -> None:
+    async def append(self, chunk: bytes) -> None:
         raise StorageError("the upload is complete")
 
-    def commit(self) -> int:
+    async def rollback(self, offset: int) -> None:
+        raise StorageError("the upload is complete")
+
+    async def commit(self) -> int:
         return self._info.length
 
-    def complete(self) -> None:
+    async def complete(self) -> None:
         return None

@@ -55,23 +55,6 @@ async def body_chunks(
         yield chunk
 
 
-async def _receive(request: BaseRequest, fd: int, limit: int, stall_seconds: float) -> int:
-    """Copy the body into ``fd`` (a tus PATCH); the received size. UploadFailed as
-    ``body_chunks`` says, and 507 ``no_space`` on a full disk."""
-    received = 0
-    async for chunk in body_chunks(request, limit, stall_seconds):
-        received += len(chunk)
-        view = memoryview(chunk)
-        try:
-            while view:
-                view = view[os.write(fd, view) :]
-        except OSError as exc:
-            if exc.errno in NO_SPACE:
-                raise UploadFailed(507, "no_space", "no space left to store the file") from None
-            raise
-    return received
-
-
 async def put(
     request: BaseRequest,
     relative: str,

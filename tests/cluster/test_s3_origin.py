@@ -62,13 +62,14 @@ def bucket(endpoint: str) -> S3Store:
     )
 
 
-def s3_platform(name: str, replicas: int = 2, extra: str = "") -> str:
+def s3_platform(name: str, replicas: int = 2, extra: str = "", signed: bool = False) -> str:
+    signed_urls = "\n      signedUrls: {enabled: true}" if signed else ""
     spec = (
         f"""
     replicas: {replicas}
     cache: {{enabled: true, size: 256Mi, sliceSize: 1Mi}}
     security:
-      jwt: {{secretName: {name}-jwt, secretKey: key, keyType: SharedSecret}}
+      jwt: {{secretName: {name}-jwt, secretKey: key, keyType: SharedSecret}}{signed_urls}
     """
         + extra
     )
@@ -238,3 +239,47 @@ def test_a_videoasset_on_an_s3_platform_is_packaged_into_the_bucket_and_served(
     left = [m["path"] for batch in obstore.list(store, prefix=asset_prefix) for m in batch]
     assert left == []
     eventually(lambda: "OutputsRemoved" in ns.kubectl("get", "events").stdout, timeout=30)
+
+
+def test_a_videoasset_uploaded_with_tus_on_an_s3_platform_becomes_ready(
+    operator: OperatorProcess, namespace: Namespace, seaweedfs: str, tmp_path: Path
+) -> None:
+    """spec.source.upload on an S3 platform: tuspy uploads through status.upload (the Service
+    spreads its PATCHes over both replicas), the object appears in the bucket, the asset is
+    Uploaded, packaged from the bucket and Ready; only the completed upload's marker is left."""
+    from urllib.parse import urlsplit
+
+    from tusclient.client import TusClient
+
+    from tests.cluster.test_assets import asset, condition, make_video, wait_phase
+    from vod_stream.tuss3 import PART_BYTES
+
+    ns = namespace
+    ns.kubectl("create", "secret", "generic", "tu-jwt", f"--from-literal=key={JWT_KEY}")
+    ns.apply(s3_platform("tu", replicas=2, extra=TRANSCODING, signed=True))
+    wait_ready(ns, "tu", timeout=180)
+    ns.apply(asset("lecture", "source: {upload: {path: uploads/lecture.mp4}}", platform="tu"))
+    waiting = wait_phase(ns, "lecture", "Uploading")
+    assert condition(waiting, "Uploaded")["reason"] == "AwaitingUpload"
+    url = urlsplit(waiting["status"]["upload"]["url"])
+    service = ns.get("service", "tu-stream")["spec"]["clusterIP"]
+    video = tmp_path / "lecture.mp4"
+    make_video(video, seconds=30)
+    size = video.stat().st_size
+    assert size > PART_BYTES  # whole 5 MiB parts of a multipart upload, then the tail
+    uploader = TusClient(f"http://{service}:8080{url.path}?{url.query}").uploader(
+        str(video), chunk_size=512 * 1024, upload_checksum=True
+    )
+    uploader.upload(stop_at=size // 2)  # half, then the rest (resumed)
+    assert 0 < uploader.offset < size
+    uploader.upload()
+    store = bucket(seaweedfs)
+    stored = bytes(obstore.get(store, PREFIX + "uploads/lecture.mp4").bytes())
+    print(f"\ntus upload through the S3 platform: {len(stored)} bytes in the bucket")
+    assert stored == video.read_bytes()
+    ready = wait_phase(ns, "lecture", "Ready", timeout=400)
+    assert condition(ready, "Uploaded")["status"] == "True"
+    state = PREFIX + ".vod-uploads/"
+    left = [m["path"] for batch in obstore.list(store, prefix=state) for m in batch]
+    assert len(left) == 1
+    assert left[0].endswith("/info.json")  # the completed marker, until it expires

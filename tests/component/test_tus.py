@@ -6,6 +6,7 @@ raw sockets so the bytes on the wire are exactly the ones described.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import os
@@ -411,9 +412,9 @@ def test_uploads_left_expired_are_removed_when_a_replica_starts(
     root.mkdir()
     store = FileStore(str(root))
     stale = UploadInfo(new_id(), 10, "uploads/stale.bin", created=time.time() - 7200)
-    store.create(stale)
+    asyncio.run(store.create(stale))
     live = UploadInfo(new_id(), 10, "uploads/live.bin", created=time.time())
-    store.create(live)
+    asyncio.run(store.create(live))
     old = time.time() - 7200
     for name in ("data", "info.json"):
         os.utime(root / ".vod-uploads" / stale.id / name, (old, old))
@@ -421,5 +422,5 @@ def test_uploads_left_expired_are_removed_when_a_replica_starts(
         media_root=root, env={**JWT_ENV, "VOD_TUS_EXPIRY_SECONDS": "3600"}
     )
     assert server.wait_for_event("removed expired uploads")["count"] == 1
-    assert store.load(stale.id) is None
-    assert store.load(live.id) is not None
+    assert asyncio.run(store.load(stale.id)) is None
+    assert asyncio.run(store.load(live.id)) is not None

@@ -9,7 +9,8 @@ signed-URL HMAC-SHA256 of the path ``/.upload/<target>`` (a unit test checks bot
 the operator does not import the streaming core).
 
 Completion is read from the platform: the object appears at its target only when the last byte
-arrived (vod-stream renames it into place), so a HEAD of the target through the streaming
+arrived (vod-stream renames it into place on the file origin and completes its multipart upload
+on S3: either way it appears whole, at once), so a HEAD of the target through the streaming
 Service answering 200 means Uploaded. That HEAD is signed the same way when signed URLs are on.
 """
 

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyConnectionError, PyFileNotFoundError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
 
@@ -458,6 +458,60 @@ fn serve(py: Python<'_>, config_json: &str, listen_fd: i32, ready_fd: i32) -> Py
     Ok(py.allow_threads(|| crate::run(cfg, listen_fd, ready_fd)))
 }
 
+/// The S3 multipart calls of resumable uploads (`vod_stream.tusstore.S3Store`), built from the
+/// origin settings (`VOD_S3_*`, as JSON); each call releases the GIL while it waits.
+#[pyclass(frozen, module = "vod_stream._dataplane")]
+pub struct S3Multipart {
+    inner: crate::multipart::Multipart,
+}
+
+fn multipart_error(error: crate::multipart::MultipartError) -> PyErr {
+    match error {
+        crate::multipart::MultipartError::NotFound(text) => PyFileNotFoundError::new_err(text),
+        crate::multipart::MultipartError::Failed(text) => PyConnectionError::new_err(text),
+    }
+}
+
+#[pymethods]
+impl S3Multipart {
+    #[new]
+    fn new(config_json: &str) -> PyResult<Self> {
+        let cfg: crate::config::OriginConfig = serde_json::from_str(config_json)
+            .map_err(|e| PyValueError::new_err(format!("origin config: {e}")))?;
+        let inner = crate::multipart::Multipart::from_config(&cfg).map_err(PyValueError::new_err)?;
+        Ok(S3Multipart { inner })
+    }
+
+    fn create(&self, py: Python<'_>, key: &str) -> PyResult<String> {
+        py.allow_threads(|| self.inner.create(key)).map_err(multipart_error)
+    }
+
+    fn put_part(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        upload_id: &str,
+        index: usize,
+        data: &[u8],
+    ) -> PyResult<String> {
+        py.allow_threads(|| self.inner.put_part(key, upload_id, index, data)).map_err(multipart_error)
+    }
+
+    fn complete(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        upload_id: &str,
+        etags: Vec<String>,
+    ) -> PyResult<Option<String>> {
+        py.allow_threads(|| self.inner.complete(key, upload_id, etags)).map_err(multipart_error)
+    }
+
+    fn abort(&self, py: Python<'_>, key: &str, upload_id: &str) -> PyResult<()> {
+        py.allow_threads(|| self.inner.abort(key, upload_id)).map_err(multipart_error)
+    }
+}
+
 #[pymodule]
 fn _dataplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ByteRange>()?;
@@ -467,6 +521,7 @@ fn _dataplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Representation>()?;
     m.add_class::<Conditions>()?;
     m.add_class::<Plan>()?;
+    m.add_class::<S3Multipart>()?;
     m.add_function(wrap_pyfunction!(parse_range, m)?)?;
     m.add_function(wrap_pyfunction!(coalesce, m)?)?;
     m.add_function(wrap_pyfunction!(make_etag, m)?)?;

@@ -11,6 +11,7 @@ pub mod hls;
 pub mod http;
 pub mod logs;
 pub mod metrics;
+pub mod multipart;
 pub mod origin;
 pub mod paths;
 pub mod plan;

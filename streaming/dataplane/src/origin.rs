@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::stream::{BoxStream, StreamExt};
+use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as StorePath;
 use object_store::{
     BackoffConfig, ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, RetryConfig,
@@ -163,32 +164,35 @@ fn no_retries() -> RetryConfig {
     RetryConfig { backoff: BackoffConfig::default(), max_retries: 0, retry_timeout: Duration::from_secs(1) }
 }
 
+/// The S3 client of the `VOD_S3_*` settings (`retry`: none for reads, which are answered
+/// quickly and retried by the client; a few for the uploads' multipart calls, `multipart`).
+pub fn s3_store(cfg: &OriginConfig, retry: RetryConfig) -> Result<AmazonS3, String> {
+    let endpoint = cfg.s3_endpoint.clone().ok_or("VOD_S3_ENDPOINT is required")?;
+    let bucket = cfg.s3_bucket.clone().ok_or("VOD_S3_BUCKET is required")?;
+    let mut builder = AmazonS3Builder::new()
+        .with_endpoint(endpoint)
+        .with_bucket_name(bucket)
+        .with_region(cfg.s3_region.clone())
+        .with_virtual_hosted_style_request(!cfg.s3_path_style)
+        .with_allow_http(true)
+        .with_retry(retry)
+        .with_client_options(client_options(cfg, cfg.s3_ca_file.as_deref())?);
+    match (&cfg.s3_access_key_id_file, &cfg.s3_secret_access_key_file) {
+        (Some(key), Some(secret)) => {
+            builder =
+                builder.with_access_key_id(read_secret(key)?).with_secret_access_key(read_secret(secret)?);
+        }
+        _ => builder = builder.with_skip_signature(true),
+    }
+    builder.build().map_err(|e| e.to_string())
+}
+
 impl Remote {
     /// The configured remote origin; `Ok(None)` for the filesystem origin.
     pub fn from_config(cfg: &OriginConfig) -> Result<Option<Remote>, String> {
         let store: Arc<dyn ObjectStore> = match cfg.origin.as_str() {
             "file" => return Ok(None),
-            "s3" => {
-                let endpoint = cfg.s3_endpoint.clone().ok_or("VOD_S3_ENDPOINT is required")?;
-                let bucket = cfg.s3_bucket.clone().ok_or("VOD_S3_BUCKET is required")?;
-                let mut builder = object_store::aws::AmazonS3Builder::new()
-                    .with_endpoint(endpoint)
-                    .with_bucket_name(bucket)
-                    .with_region(cfg.s3_region.clone())
-                    .with_virtual_hosted_style_request(!cfg.s3_path_style)
-                    .with_allow_http(true)
-                    .with_retry(no_retries())
-                    .with_client_options(client_options(cfg, cfg.s3_ca_file.as_deref())?);
-                match (&cfg.s3_access_key_id_file, &cfg.s3_secret_access_key_file) {
-                    (Some(key), Some(secret)) => {
-                        builder = builder
-                            .with_access_key_id(read_secret(key)?)
-                            .with_secret_access_key(read_secret(secret)?);
-                    }
-                    _ => builder = builder.with_skip_signature(true),
-                }
-                Arc::new(builder.build().map_err(|e| e.to_string())?)
-            }
+            "s3" => Arc::new(s3_store(cfg, no_retries())?),
             "http" => {
                 let url = cfg.http_origin_url.clone().ok_or("VOD_HTTP_ORIGIN_URL is required")?;
                 let store = object_store::http::HttpBuilder::new()

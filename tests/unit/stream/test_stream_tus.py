@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import os
@@ -65,15 +64,15 @@ def test_upload_token_is_scoped_to_one_target_and_never_a_playback_signature() -
     assert uploadtokens.check({"path": "uploads/a.mp4", **root}, {"k": KEY}.get, now)[0] is None
 
 
-def make_upload(store: FileStore, length: int = 10) -> UploadInfo:
+async def make_upload(store: FileStore, length: int = 10) -> UploadInfo:
     info = UploadInfo(new_id(), length, "uploads/out.bin", {}, "", time.time())
-    store.create(info)
+    await store.create(info)
     return info
 
 
 async def test_the_lock_is_exclusive_between_two_requests_of_one_process(tmp_path: Path) -> None:
     store = FileStore(str(tmp_path))
-    info = make_upload(store)
+    info = await make_upload(store)
     async with store.session(info.id, 0) as held:
         assert held.offset == 0
         with pytest.raises(Locked):
@@ -85,13 +84,13 @@ async def test_the_lock_is_exclusive_between_two_requests_of_one_process(tmp_pat
 
 async def test_unverified_bytes_of_a_dead_holder_are_undone(tmp_path: Path) -> None:
     store = FileStore(str(tmp_path))
-    info = make_upload(store)
+    info = await make_upload(store)
     async with store.session(info.id, 0) as session:
-        os.write(session.fd, b"abc")
-        session.commit()
+        await session.append(b"abc")
+        await session.commit()
         session.begin_unverified()
-        os.write(session.fd, b"unchecked")  # the process dies here: no rollback, no commit
-    assert store.offset(info.id) == 12
+        await session.append(b"unchecked")  # the process dies here: no rollback, no commit
+    assert await store.offset(info.id) == 12
     async with store.session(info.id, 0) as session:
         assert session.offset == 3
     assert not (tmp_path / ".vod-uploads" / info.id / "pending").exists()
@@ -99,21 +98,23 @@ async def test_unverified_bytes_of_a_dead_holder_are_undone(tmp_path: Path) -> N
 
 async def test_completion_moves_the_object_and_keeps_a_marker(tmp_path: Path) -> None:
     store = FileStore(str(tmp_path))
-    info = make_upload(store, 4)
+    info = await make_upload(store, 4)
     async with store.session(info.id, 0) as session:
-        os.write(session.fd, b"done")
-        session.complete()
+        await session.append(b"done")
+        await session.complete()
     assert (tmp_path / "uploads/out.bin").read_bytes() == b"done"
-    marker = store.load(info.id)
+    marker = await store.load(info.id)
     assert marker is not None
     assert marker.completed
     async with store.session(info.id, 0) as finished:
         assert finished.offset == 4
 
 
-def test_expiry_removes_idle_uploads_and_leftovers_but_not_locked_ones(tmp_path: Path) -> None:
+async def test_expiry_removes_idle_uploads_and_leftovers_but_not_locked_ones(
+    tmp_path: Path,
+) -> None:
     store = FileStore(str(tmp_path))
-    idle, busy, fresh = make_upload(store), make_upload(store), make_upload(store)
+    idle, busy, fresh = [await make_upload(store) for _ in range(3)]
     leftover = tmp_path / ".vod-uploads" / f".new-{new_id()}"
     leftover.mkdir()
     old = time.time() - 1000
@@ -122,13 +123,21 @@ def test_expiry_removes_idle_uploads_and_leftovers_but_not_locked_ones(tmp_path:
             os.utime(tmp_path / ".vod-uploads" / upload_id / name, (old, old))
     os.utime(leftover, (old, old))
 
-    async def hold_and_expire() -> int:
-        async with store.session(busy.id, 0):
-            return store.remove_expired(100)
-
-    assert asyncio.run(hold_and_expire()) == 1
-    assert store.load(idle.id) is None
-    assert store.load(busy.id) is not None
-    assert store.load(fresh.id) is not None
+    async with store.session(busy.id, 0):
+        assert await store.remove_expired(100) == 1
+    assert await store.load(idle.id) is None
+    assert await store.load(busy.id) is not None
+    assert await store.load(fresh.id) is not None
     assert not leftover.exists()
-    assert store.remove_expired(100) == 1  # busy, now released
+    assert await store.remove_expired(100) == 1  # busy, now released
+
+
+def test_the_s3_state_round_trips_and_counts_whole_parts_and_the_tail() -> None:
+    from vod_stream.tuss3 import PART_BYTES, State, decode_record, encode_record
+
+    info = UploadInfo(new_id(), 3 * PART_BYTES, "uploads/out.bin", {"a": "b"}, "a Yg==", 1.0)
+    state = State("mpu-1", ("etag-1", "etag-2"), "tail-x", 1234, 5.0)
+    assert state.offset == 2 * PART_BYTES + 1234
+    record = decode_record(encode_record(info, state), '"v1"')
+    assert (record.info, record.state, record.etag) == (info, state, '"v1"')
+    assert State("mpu-2").offset == 0
