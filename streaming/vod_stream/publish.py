@@ -121,17 +121,23 @@ async def _size(origin: S3Origin, relative: str) -> int:
 
 async def _put_all(origin: S3Origin, items: list[tuple[str, Path]]) -> None:
     gate = asyncio.Semaphore(UPLOADS_IN_FLIGHT)
+    started: set[asyncio.Task[None] | None] = set()
 
     async def put(relative: str, source: Path) -> None:
         async with gate:
+            started.add(asyncio.current_task())
             await origin.write(relative, file_chunks(source))
 
     tasks = [asyncio.ensure_future(put(relative, source)) for relative, source in items]
     try:
         await asyncio.gather(*tasks)
     finally:
-        for task in tasks:  # the first failure ends the publish: stop the rest
-            task.cancel()
+        # The first failure ends the publish: uploads not started never start, and those under
+        # way run to their end. Cancelling one would not stop an S3 request already sent (it
+        # runs on obstore's own runtime), so its object could land after the caller's cleanup.
+        for task in tasks:
+            if task not in started:
+                task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
