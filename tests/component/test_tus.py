@@ -14,6 +14,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -219,12 +220,12 @@ def test_a_completion_that_failed_is_retried_by_an_empty_patch(start_server: Any
     assert (server.media_root / "uploads/folder.bin").read_bytes() == b"abcd"
 
 
-def test_concurrent_patches_are_serialized_across_replicas(
-    start_server: Any, tmp_path: Path
+def check_patches_serialized(
+    replica_a: ServerProcess, replica_b: ServerProcess, stored: Callable[[], bytes], settle: float
 ) -> None:
-    root = tmp_path / "media"
-    replica_a: ServerProcess = start_server(media_root=root, env=JWT_ENV)
-    replica_b: ServerProcess = start_server(media_root=root, env=JWT_ENV)
+    """A PATCH on replica A holds the upload while its body trickles in (``settle`` s before B
+    tries): B's PATCH gets 423 after the lock wait, B's retry waits and gets 409 at A's offset,
+    and ``stored()`` (the completed object) holds A's bytes only."""
     body_a = bytes(range(256)) * 4096  # 1 MiB
     body_b = b"\xff" * len(body_a)
     location = create(replica_a, len(body_a), "uploads/race.bin")
@@ -233,7 +234,7 @@ def test_concurrent_patches_are_serialized_across_replicas(
     with socket.create_connection(("127.0.0.1", replica_a.port)) as slow:
         slow.sendall(patch_head(replica_a.port, location, 0, len(body_a)))
         slow.sendall(body_a[:1000])
-        time.sleep(0.3)
+        time.sleep(settle)
         started = time.monotonic()
         refused = patch(replica_b, location, 0, body_b)
         waited = time.monotonic() - started
@@ -252,7 +253,18 @@ def test_concurrent_patches_are_serialized_across_replicas(
     assert (status, offset) == (204, len(body_a))
     assert outcome["b"].status_code == 409
     assert outcome["b"].headers["upload-offset"] == str(len(body_a))
-    assert (root / "uploads/race.bin").read_bytes() == body_a  # nothing of B's bytes
+    assert stored() == body_a  # nothing of B's bytes
+
+
+def test_concurrent_patches_are_serialized_across_replicas(
+    start_server: Any, tmp_path: Path
+) -> None:
+    root = tmp_path / "media"
+    replica_a: ServerProcess = start_server(media_root=root, env=JWT_ENV)
+    replica_b: ServerProcess = start_server(media_root=root, env=JWT_ENV)
+    check_patches_serialized(
+        replica_a, replica_b, lambda: (root / "uploads/race.bin").read_bytes(), settle=0.3
+    )
 
 
 def test_checksums(start_server: Any, tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ import base64
 import hashlib
 import itertools
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -18,21 +17,20 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
 import pytest
 from tusclient.client import TusClient
 
 from localcluster.s3server import S3Server
-from tests.component.conftest import ServerProcess, read_head
+from tests.component.conftest import ServerProcess
 from tests.component.test_s3_uploads import PREFIX, pattern, s3_env
 from tests.component.test_tus import (
     TUS,
     auth,
+    check_patches_serialized,
     create,
     head,
     patch,
     patch_head,
-    status_and_offset,
     wait_until,
 )
 from vod_stream.tuss3 import PART_BYTES
@@ -163,34 +161,9 @@ def test_concurrent_patches_are_serialized_across_replicas(
 ) -> None:
     replica_a: ServerProcess = s3_replica()
     replica_b: ServerProcess = s3_replica()
-    body_a = bytes(range(256)) * 4096  # 1 MiB
-    body_b = b"\xff" * len(body_a)
-    location = create(replica_a, len(body_a), "uploads/race.bin")
-
-    # A holds the lock while its body trickles in; B, on the other replica, waits 1 s: 423
-    with socket.create_connection(("127.0.0.1", replica_a.port)) as slow:
-        slow.sendall(patch_head(replica_a.port, location, 0, len(body_a)))
-        slow.sendall(body_a[:1000])
-        time.sleep(0.5)
-        started = time.monotonic()
-        refused = patch(replica_b, location, 0, body_b)
-        waited = time.monotonic() - started
-        assert refused.status_code == 423, refused.text
-        assert 0.9 <= waited < 5
-        # B tries again and waits; A finishes within the wait: B then gets 409 at offset 0
-        outcome: dict[str, httpx.Response] = {}
-        waiter = threading.Thread(
-            target=lambda: outcome.update(b=patch(replica_b, location, 0, body_b))
-        )
-        waiter.start()
-        time.sleep(0.2)
-        slow.sendall(body_a[1000:])
-        status, offset = status_and_offset(read_head(slow))
-        waiter.join(10)
-    assert (status, offset) == (204, len(body_a))
-    assert outcome["b"].status_code == 409
-    assert outcome["b"].headers["upload-offset"] == str(len(body_a))
-    assert stored(s3_server, bucket, "uploads/race.bin") == body_a  # nothing of B's bytes
+    check_patches_serialized(
+        replica_a, replica_b, lambda: stored(s3_server, bucket, "uploads/race.bin"), settle=0.5
+    )
 
 
 def test_an_expired_upload_leaves_nothing(
