@@ -4,6 +4,8 @@
 # node containerd, runc, iptables, conntrack, the CNI plugins, and what builds its images offline
 # (mmdebstrap, docker.io's dockerd on a private socket, gcc and static libc for the pause image);
 # Chromium for the player's browser test (driven by the playwright package, no browser download);
+# Prometheus 2.42 (`prometheus`, with promtool): `promtool test rules` in the unit tier and the
+# in-cluster Prometheus of the monitoring stack;
 # and checks for cargo. Extra package names may be passed as arguments (e.g. nginx wrk).
 set -euo pipefail
 
@@ -15,7 +17,7 @@ if ! command -v cargo >/dev/null && [ ! -x "$HOME/.cargo/bin/cargo" ]; then
 fi
 
 want=(python3-venv ffmpeg containerd runc iptables conntrack containernetworking-plugins
-      mmdebstrap docker.io gcc libc6-dev chromium "$@")
+      mmdebstrap docker.io gcc libc6-dev chromium prometheus "$@")
 missing=()
 for pkg in "${want[@]}"; do
   case "$pkg" in
@@ -24,6 +26,7 @@ for pkg in "${want[@]}"; do
     nginx) command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx) ;;
     containernetworking-plugins) [ -x /usr/lib/cni/bridge ] || [ -x /opt/cni/bin/bridge ] || missing+=("$pkg") ;;
     chromium) [ -x /usr/lib/chromium/chromium ] || missing+=(chromium) ;;
+    prometheus) command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=(prometheus) ;;
     docker.io) command -v dockerd >/dev/null || missing+=(docker.io) ;;
     libc6-dev) [ -f /usr/lib/x86_64-linux-gnu/libc.a ] || [ -n "$(find /usr/lib -maxdepth 2 -name libc.a -print -quit 2>/dev/null)" ] || missing+=(libc6-dev) ;;
     *) command -v "$pkg" >/dev/null || missing+=("$pkg") ;;
