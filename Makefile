@@ -189,6 +189,11 @@ demo-down: $(STAMP) ## Stop what `make demo` started (port-forward, cluster) and
 crd-reference: $(STAMP) ## Regenerate docs/reference.md from crds/ (a test fails when it is stale)
 	$(PY) -m vod_delivery crd-reference
 
+.PHONY: dashboards
+dashboards: $(STAMP) ## Regenerate monitoring/dashboards/*.json from tools/vod_delivery/dashboards.py, then copy them into the chart and kustomize
+	$(PY) -m vod_delivery dashboards
+	$(PY) -m vod_delivery sync
+
 .PHONY: sync-chart-crds
 sync-chart-crds: $(STAMP) ## Copy crds/ into the chart; write the version into Chart.yaml and kustomize
 	$(PY) -m vod_delivery sync

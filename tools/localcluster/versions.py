@@ -13,6 +13,10 @@ COREDNS_VERSION = "v1.14.7"
 METRICS_SERVER_VERSION = "v0.8.0"
 #: SeaweedFS publishes no tagged Go module: this is the pseudo-version the module proxy serves.
 SEAWEEDFS_VERSION = "v0.0.0-20261109003541-7506e5f91cd6"
+#: grafana's dashboard-linter (Apache-2.0), the pseudo-version kubernetes-mixin pins in its
+#: scripts/go.mod: the module proxy serves it, its go.mod has no replace directives and needs only
+#: Prometheus' PromQL parser (its later tags pull Loki and Grafana's app SDK, and a replace).
+DASHBOARD_LINTER_VERSION = "v0.0.0-20231114210226-c458893a5731"
 
 _SEMVER = re.compile(r"v?(\d+)\.(\d+)\.(\d+)")
 
@@ -135,6 +139,14 @@ COMPONENTS: tuple[Component, ...] = (
         binaries={"weed": "github.com/seaweedfs/seaweedfs/weed"},
         version_args=("version",),
     ),
+    Component(
+        name="dashboard-linter",
+        module="github.com/grafana/dashboard-linter",
+        version=DASHBOARD_LINTER_VERSION,
+        binaries={"dashboard-linter": "github.com/grafana/dashboard-linter"},
+        # It has no version command: a dashboard-linter on PATH never "fits", the cached one is used.
+        version_args=("rules",),
+    ),
 )
 
 
@@ -151,7 +163,11 @@ ALL_BINARIES: tuple[str, ...] = tuple(b for c in COMPONENTS for b in c.binaries)
 NODE_BINARIES: tuple[str, ...] = ("kubelet", "kube-proxy", "coredns", "metrics-server")
 #: What the tests start beside the cluster: SeaweedFS, the S3-compatible server (s3server.py).
 TEST_BINARIES: tuple[str, ...] = ("weed",)
-#: What `up` runs without a real node (helm is built for delivery, not for the cluster).
+#: What `make lint` and delivery use, never the cluster: helm, the dashboards' linter.
+DELIVERY_BINARIES: tuple[str, ...] = ("helm", "dashboard-linter")
+#: What `up` runs without a real node.
 CONTROL_PLANE_BINARIES: tuple[str, ...] = tuple(
-    b for b in ALL_BINARIES if b != "helm" and b not in NODE_BINARIES and b not in TEST_BINARIES
+    b
+    for b in ALL_BINARIES
+    if b not in DELIVERY_BINARIES and b not in NODE_BINARIES and b not in TEST_BINARIES
 )

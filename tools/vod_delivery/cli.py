@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vod_delivery import project, reference, sync
+from vod_delivery import dashboards, project, reference, sync
 
 
 def _crd_reference(args: argparse.Namespace) -> int:
@@ -16,6 +16,19 @@ def _crd_reference(args: argparse.Namespace) -> int:
         return 1
     reference.write()
     print(f"wrote {project.REFERENCE_DOC.relative_to(project.ROOT)}")
+    return 0
+
+
+def _dashboards(args: argparse.Namespace) -> int:
+    if args.check:
+        stale = dashboards.stale()
+        for path in stale:
+            print(
+                f"{path.relative_to(project.ROOT)} is stale: run `make dashboards`", file=sys.stderr
+            )
+        return 1 if stale else 0
+    for path in dashboards.write():
+        print(f"wrote {path.relative_to(project.ROOT)}")
     return 0
 
 
@@ -43,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     ref = sub.add_parser("crd-reference", help="generate docs/reference.md from crds/")
     ref.add_argument("--check", action="store_true", help="fail when the committed doc is stale")
     ref.set_defaults(func=_crd_reference)
+    dash = sub.add_parser("dashboards", help="generate monitoring/dashboards/*.json")
+    dash.add_argument("--check", action="store_true", help="fail when a dashboard is stale")
+    dash.set_defaults(func=_dashboards)
     syn = sub.add_parser(
         "sync", help="copy crds/ into the chart, the version into Chart.yaml/kustomize"
     )

@@ -5,6 +5,9 @@
 - `manifests/crds/` is another byte-for-byte copy with a `kustomization.yaml` listing every CRD,
   so kustomize installs them (kustomize loads no file from outside its folder tree). `crds/`
   itself holds CRDs only, so `kubectl apply --server-side -f crds/` works;
+- the Grafana dashboards of `monitoring/dashboards/` are copied byte for byte into the chart's
+  `files/dashboards/` (read with .Files.Glob) and into the kustomize component
+  `manifests/components/monitoring/dashboards/` (its configMapGenerator reads them there);
 - the chart's `version`/`appVersion` and the kustomize image tag equal the version in
   pyproject.toml.
 
@@ -56,6 +59,18 @@ def set_image_tag(text: str, value: str) -> str:
     return pattern.sub(lambda m: f'{m.group(1)}"{value}"', text, count=1)
 
 
+def copies(source: Path, target: Path, pattern: str) -> list[Wanted]:
+    """`target` holds exactly the `pattern` files of `source`, byte for byte."""
+    files = sorted(source.glob(pattern))
+    wanted = [Wanted(target / f.name, f.read_text()) for f in files]
+    names = {f.name for f in files}
+    if target.is_dir():
+        wanted += [
+            Wanted(extra, None) for extra in sorted(target.glob(pattern)) if extra.name not in names
+        ]
+    return wanted
+
+
 def plan(root: Path = project.ROOT) -> list[Wanted]:
     """Every generated file and the text it should have now."""
     version = project.version(root)
@@ -82,6 +97,10 @@ def plan(root: Path = project.ROOT) -> list[Wanted]:
     wanted += [
         Wanted(root / "crds" / name, None) for name in ("kustomization.yaml", "kustomization.yml")
     ]
+    dashboards = root / "monitoring" / "dashboards"
+    wanted += copies(dashboards, chart / "files" / "dashboards", "*.json")
+    monitoring = root / "manifests" / "components" / "monitoring"
+    wanted += copies(dashboards, monitoring / "dashboards", "*.json")
     chart_yaml = chart / "Chart.yaml"
     text = set_yaml_scalar(chart_yaml.read_text(), "version", version)
     wanted.append(Wanted(chart_yaml, set_yaml_scalar(text, "appVersion", version)))

@@ -22,6 +22,7 @@ def fake_repo(tmp_path: Path) -> Path:
     shutil.copytree(project.CRDS_DIR, root / "crds")
     shutil.copytree(project.CHART_DIR, root / "charts" / "vod-operator")
     shutil.copytree(project.MANIFESTS_DIR, root / "manifests")
+    shutil.copytree(project.ROOT / "monitoring", root / "monitoring")
     return root
 
 
