@@ -41,11 +41,21 @@ $(STAMP): pyproject.toml tools/install-system-deps.sh $(DATAPLANE)/Cargo.toml $(
 ##@ Quality
 
 .PHONY: lint
-lint: $(STAMP) ## ruff (lint + format check), mypy, cargo fmt --check and clippy (-D warnings)
+lint: $(STAMP) ## ruff (lint + format check), mypy, dashboard-linter, cargo fmt --check and clippy (-D warnings)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	@$(MAKE) --no-print-directory lint-dashboards
 	cd $(DATAPLANE) && cargo fmt --check && cargo clippy --release --all-targets --features extension-module -- -D warnings
+
+.PHONY: lint-dashboards
+lint-dashboards: $(STAMP) ## grafana's dashboard-linter --strict on monitoring/dashboards/*.json (built once from its Go module; exclusions, with reasons, in monitoring/dashboards/.lint)
+	@$(PY) -m localcluster build dashboard-linter
+	@linter=$$($(PY) -m localcluster which dashboard-linter); \
+	for dashboard in monitoring/dashboards/*.json; do \
+	  echo "dashboard-linter lint --strict $$dashboard"; \
+	  "$$linter" lint --strict "$$dashboard"; \
+	done
 
 .PHONY: fmt
 fmt: $(STAMP) ## Format the code and apply safe ruff fixes (and cargo fmt)

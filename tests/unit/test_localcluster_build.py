@@ -135,6 +135,7 @@ def test_every_binary_belongs_to_exactly_one_pinned_component() -> None:
             "coredns",
             "metrics-server",
             "weed",
+            "dashboard-linter",
         ]
     )
     assert component_of("kubelet").version == KUBERNETES_VERSION
@@ -143,6 +144,8 @@ def test_every_binary_belongs_to_exactly_one_pinned_component() -> None:
     assert component_of("etcd").module == "go.etcd.io/etcd/server/v3"
     assert "helm" not in CONTROL_PLANE_BINARIES
     assert "weed" not in CONTROL_PLANE_BINARIES  # a test server, not part of the cluster
+    assert "dashboard-linter" not in CONTROL_PLANE_BINARIES  # `make lint` uses it
+    assert component_of("dashboard-linter").module == "github.com/grafana/dashboard-linter"
     assert component_of("weed").module == "github.com/seaweedfs/seaweedfs"
     assert len({c.name for c in COMPONENTS}) == len(COMPONENTS)
     with pytest.raises(KeyError):
