@@ -144,7 +144,7 @@ COMPONENTS: tuple[Component, ...] = (
         module="github.com/grafana/dashboard-linter",
         version=DASHBOARD_LINTER_VERSION,
         binaries={"dashboard-linter": "github.com/grafana/dashboard-linter"},
-        # It has no version command: a dashboard-linter on PATH never "fits", the cached one is used.
+        # No version command: one on PATH never "fits", the one built here is used.
         version_args=("rules",),
     ),
 )

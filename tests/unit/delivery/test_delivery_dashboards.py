@@ -86,7 +86,8 @@ def test_every_panel_has_a_title_description_unit_and_the_templated_datasource()
             if panel["type"] == "row":
                 continue
             assert panel["type"] in {"timeseries", "stat"}
-            assert panel["title"] and panel["description"].endswith("."), panel["title"]
+            assert panel["title"]
+            assert panel["description"].endswith("."), panel["title"]
             assert panel["fieldConfig"]["defaults"]["unit"], panel["title"]
             assert panel["datasource"] == dashboards.DATASOURCE
             assert panel["targets"], panel["title"]
@@ -240,7 +241,8 @@ def test_every_platform_query_selects_one_platform() -> None:
         selectors = SELECTOR.findall(query.expr)
         assert selectors, query.expr
         for _, matchers in selectors:
-            assert 'namespace="media"' in matchers and 'platform="demo"' in matchers, query.expr
+            assert 'namespace="media"' in matchers, query.expr
+            assert 'platform="demo"' in matchers, query.expr
         for grouping in GROUPING.findall(query.expr):
             assert set(grouping.replace(" ", "").split(",")) <= {
                 "le", "route", "method", "status_class", "kind", "result", "cause", "reason",
@@ -252,7 +254,8 @@ def test_operator_queries_select_the_operator_by_job_and_instance() -> None:
     model = MODELS["vod-operator.json"]
     for query in dashboards.panel_queries(model, PICKED):
         for _, matchers in SELECTOR.findall(query.expr):
-            assert 'job=~"vod-operator-metrics"' in matchers and 'instance=~".+"' in matchers
+            assert 'job=~"vod-operator-metrics"' in matchers, query.expr
+            assert 'instance=~".+"' in matchers, query.expr
     job = next(v for v in model["templating"]["list"] if v["name"] == "job")
     assert job["includeAll"] is False  # `.+` would take in any controller-runtime operator
     assert job["definition"] == "label_values(vod_operator_build_info, job)"
@@ -294,7 +297,8 @@ def test_an_unknown_variable_is_named() -> None:
 
 def test_every_variable_of_every_query_has_a_value_once_picked() -> None:
     for query in all_queries():
-        assert "$" not in query.expr and "[[" not in query.expr, query.expr
+        assert "$" not in query.expr, query.expr
+        assert "[[" not in query.expr, query.expr
 
 
 # -- shipped by kustomize (the chart: tests/cluster/test_install_chart.py, it needs helm) ----
