@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -18,6 +19,11 @@ import yaml
 from localcluster.binaries import helm_path
 from localcluster.versions import KUBERNETES_VERSION
 from tests.unit.delivery.rendered import granted, kustomize, needed, one
+from tests.unit.delivery.test_delivery_dashboards import (
+    dashboard_configmaps,
+    expected_dashboard_files,
+    kustomize_with_monitoring,
+)
 from vod_delivery import project
 
 pytestmark = pytest.mark.cluster
@@ -93,8 +99,25 @@ def test_values_are_applied() -> None:
     assert container["imagePullPolicy"] == "Never"
 
 
+def test_dashboards_ship_unchanged_as_kustomize_ships_them(tmp_path: Path) -> None:
+    """metrics.dashboards.enabled: one ConfigMap per monitoring/dashboards/*.json for the Grafana
+    sidecar, the file byte for byte, named and placed as the kustomize component does."""
+    assert dashboard_configmaps(list(template())) == {}  # off by default
+    chart = dashboard_configmaps(list(template("--set", "metrics.dashboards.enabled=true")))
+    assert {name: cm["data"][name] for name, cm in chart.items()} == expected_dashboard_files()
+    ours = dashboard_configmaps(kustomize_with_monitoring(tmp_path))
+    for name, cm in chart.items():
+        assert cm["metadata"]["name"] == ours[name]["metadata"]["name"]
+        assert cm["metadata"]["namespace"] == ours[name]["metadata"]["namespace"]
+        assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+
+
 def test_schema_refuses_bad_values() -> None:
-    for bad in (["--set", "image.pullPolicy=Sometimes"], ["--set", "replicas=3"]):
+    for bad in (
+        ["--set", "image.pullPolicy=Sometimes"],
+        ["--set", "replicas=3"],
+        ["--set", "metrics.dashboards.enabled=yes"],
+    ):
         result = helm(
             "template", "x", str(project.CHART_DIR), "--kube-version", KUBE_VERSION, *bad,
             check=False,
