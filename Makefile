@@ -205,7 +205,7 @@ dashboards: $(STAMP) ## Regenerate monitoring/dashboards/*.json from tools/vod_d
 	$(PY) -m vod_delivery sync
 
 .PHONY: sync-chart-crds
-sync-chart-crds: $(STAMP) ## Copy crds/ into the chart; write the version into Chart.yaml and kustomize
+sync-chart-crds: $(STAMP) ## Copy crds/ and monitoring/dashboards/ into the chart and kustomize; write the version into Chart.yaml and kustomize
 	$(PY) -m vod_delivery sync
 
 .PHONY: helm-lint
