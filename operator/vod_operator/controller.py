@@ -8,15 +8,19 @@ arrive meanwhile coalesce into one more pass. A failed pass is retried with expo
 backoff (1 s doubling up to `max_backoff`), never in a tight loop; a pass whose only errors
 were 422 Invalid refusals is not retried (the same spec would be refused again; a spec change
 or a child event brings the next pass).
+
+What happens in the queue is told to a `QueueObserver` (metrics.QueueMetrics in the operator):
+the queue itself knows nothing of Prometheus.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, Protocol
 
 from vod_operator.reconcile import Result
 
@@ -24,6 +28,46 @@ log = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # (namespace, name)
 ReconcileFn = Callable[[str, str], Result]
+#: How a pass ended: clean, failed (crashed or `Result.error`), or asking to come back later.
+Outcome = Literal["success", "error", "requeue_after"]
+
+
+class QueueObserver(Protocol):
+    """What a Controller tells about its queue; every call comes from the event loop."""
+
+    def added(self) -> None:
+        """A trigger that brings one more pass (triggers coalesced into a pending one do not)."""
+
+    def retried(self) -> None:
+        """A failed pass is retried after a backoff."""
+
+    def waiting(self, key: Key) -> None:
+        """A pass of `key` waits for a worker."""
+
+    def started(self, key: Key, queued_seconds: float) -> None:
+        """It got one, `queued_seconds` after the trigger that asked for it."""
+
+    def finished(self, key: Key, seconds: float, outcome: Outcome) -> None:
+        """The pass of `key` ended after `seconds`."""
+
+
+class Unobserved:
+    """A QueueObserver that ignores everything (unit tests, tools)."""
+
+    def added(self) -> None:
+        pass
+
+    def retried(self) -> None:
+        pass
+
+    def waiting(self, key: Key) -> None:
+        pass
+
+    def started(self, key: Key, queued_seconds: float) -> None:
+        pass
+
+    def finished(self, key: Key, seconds: float, outcome: Outcome) -> None:
+        pass
 
 
 @dataclass
@@ -35,6 +79,8 @@ class _KeyState:
     status_version: str | None = None
     #: The platform was deleted while a pass ran: drop this state when the pass ends.
     forgotten: bool = False
+    #: When the trigger behind the pending pass came (time.monotonic()).
+    added_at: float = 0.0
 
 
 @dataclass
@@ -47,6 +93,7 @@ class Controller:
     resync_seconds: float = 600.0
     monitoring_probe: Callable[[], bool] | None = None
     monitoring_probe_seconds: float = 60.0
+    observer: QueueObserver = field(default_factory=Unobserved)
     _states: dict[Key, _KeyState] = field(default_factory=dict)
     _slots: asyncio.Semaphore | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -70,10 +117,17 @@ class Controller:
         state = self._states.setdefault(key, _KeyState())
         state.forgotten = False  # e.g. deleted and created again with the same name
         if state.running:
-            state.dirty = True
+            if not state.dirty:
+                state.dirty = True
+                self._added(state)
             return
         state.running = True
+        self._added(state)
         self._spawn(self._run(key, state))
+
+    def _added(self, state: _KeyState) -> None:
+        state.added_at = time.monotonic()
+        self.observer.added()
 
     def is_own_write(self, key: Key, resource_version: str | None) -> bool:
         """Whether an event merely echoes the status this controller just wrote."""
@@ -113,11 +167,16 @@ class Controller:
         try:
             while True:
                 state.dirty = False
+                added_at = state.added_at
                 if state.retry is not None:
                     state.retry.cancel()
                     state.retry = None
+                self.observer.waiting(key)
                 async with self._slots:
+                    started = time.monotonic()
+                    self.observer.started(key, started - added_at)
                     result = await self._attempt(key)
+                    self.observer.finished(key, time.monotonic() - started, _outcome(result))
                 if result is not None and result.status_version:
                     state.status_version = result.status_version
                 failed = result is None or result.error is not None
@@ -152,6 +211,7 @@ class Controller:
     def _schedule_retry(self, key: Key, state: _KeyState) -> None:
         delay = min(self.max_backoff, 2.0**state.failures)
         state.failures += 1
+        self.observer.retried()
         log.info("retrying %s/%s in %.0fs", key[0], key[1], delay)
         self._schedule(key, state, delay)
 
@@ -186,3 +246,9 @@ class Controller:
                         self.enqueue(key)
                 last = available
             await asyncio.sleep(self.monitoring_probe_seconds)
+
+
+def _outcome(result: Result | None) -> Outcome:
+    if result is None or result.error is not None:
+        return "error"
+    return "success" if result.requeue_after is None else "requeue_after"

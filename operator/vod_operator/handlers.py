@@ -14,14 +14,16 @@ from typing import Any
 
 import kopf
 
-from vod_operator import naming
+from vod_operator import __version__, naming
 from vod_operator.assets.reconcile import AssetReconciler
 from vod_operator.controller import Controller
 from vod_operator.kube import ASSET_CHILD_KINDS, CHILD_KINDS, Kind, Kube, load_client
+from vod_operator.metrics import MetricsServer, OperatorMetrics
 from vod_operator.options import Options
 from vod_operator.reconcile import Reconciler
 
 OWNED = {naming.MANAGED_BY: naming.FIELD_MANAGER}
+log = logging.getLogger(__name__)
 
 
 @kopf.on.startup()
@@ -36,34 +38,62 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     for kind in (*CHILD_KINDS.values(), *ASSET_CHILD_KINDS.values()):  # only our children
         plural = f"{kind.plural}.{kind.group}" if kind.group else kind.plural
         settings.watching.label_selectors[plural] = f"{naming.MANAGED_BY}={naming.FIELD_MANAGER}"
-    kube = Kube(load_client(), discovery_ttl=options.monitoring_probe_seconds / 2)
+    metrics = OperatorMetrics(__version__)
+    memo.metrics = metrics
+    kube = Kube(
+        load_client(),
+        discovery_ttl=options.monitoring_probe_seconds / 2,
+        on_request=metrics.api_request,
+    )
     controller = Controller(
-        Reconciler(kube).reconcile,
+        Reconciler(kube, view=metrics.platforms).reconcile,
         workers=options.workers,
         max_backoff=options.max_backoff_seconds,
         resync_seconds=options.resync_seconds,
         monitoring_probe=kube.monitoring_available,
         monitoring_probe_seconds=options.monitoring_probe_seconds,
+        observer=metrics.queue("videoplatform", options.workers),
     )
     controller.start()
     memo.controller = controller
     assets = Controller(
-        AssetReconciler(kube).reconcile,
+        AssetReconciler(kube, view=metrics.platforms).reconcile,
         workers=options.workers,
         max_backoff=options.max_backoff_seconds,
         resync_seconds=options.resync_seconds,
+        observer=metrics.queue("videoasset", options.workers),
     )
     assets.start()
     memo.assets = assets
     #: (namespace, asset) -> (platform name, phase) last seen: platform counts follow phases.
     memo.asset_phases = {}
-    logging.getLogger(__name__).info("vod-operator started: %s", options)
+    memo.metrics_server = _serve_metrics(metrics, options)  # last: nothing after it can fail
+    log.info("vod-operator started: %s", options)
+
+
+def _serve_metrics(metrics: OperatorMetrics, options: Options) -> MetricsServer | None:
+    """The /metrics server on its own port (none with VOD_OPERATOR_METRICS_PORT=0)."""
+    if options.metrics_port == 0:
+        log.info("metrics server off (VOD_OPERATOR_METRICS_PORT=0)")
+        return None
+    try:
+        server = MetricsServer(metrics.registry, options.metrics_bind_address, options.metrics_port)
+    except OSError as exc:  # a port taken stays taken: stop rather than retry forever
+        raise kopf.PermanentError(
+            f"cannot serve metrics on {options.metrics_bind_address}:{options.metrics_port} "
+            f"(VOD_OPERATOR_METRICS_BIND_ADDRESS, VOD_OPERATOR_METRICS_PORT): {exc}"
+        ) from exc
+    log.info("serving metrics on %s", server.url)
+    return server
 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
     await memo.controller.stop()
     await memo.assets.stop()
+    server: MetricsServer | None = getattr(memo, "metrics_server", None)
+    if server is not None:
+        server.close()
 
 
 @kopf.on.event(naming.GROUP, naming.VERSION, naming.PLURAL)
@@ -75,6 +105,7 @@ async def videoplatform_event(
     key = (body.metadata.namespace or "", body.metadata.name or "")
     if event.get("type") == "DELETED":
         controller.forget(key)  # the children go through garbage collection
+        memo.metrics.platforms.forget_platform(*key, body.metadata.get("uid"))
     elif not controller.is_own_write(key, body.metadata.get("resourceVersion")):
         controller.enqueue(key)
     # Assets waiting for this platform (or using its ladder) look again.
@@ -98,6 +129,7 @@ async def videoasset_event(
     if event.get("type") == "DELETED":
         assets.forget(key)
         phases.pop(key, None)
+        memo.metrics.platforms.asset_settled(*key)
     else:
         phases[key] = (platform, phase)
         if not assets.is_own_write(key, body.metadata.get("resourceVersion")):

@@ -1,6 +1,7 @@
 """The one place that talks to the Kubernetes API (official `kubernetes` client, sync).
 
-Everything goes through `Kube._request`, a thin layer over the client's REST transport:
+Everything goes through `Kube._call`, a thin layer over the client's REST transport (each
+request is told to an optional `RequestHook`: the operator's rest_client_requests_total):
 plain dicts in and out, server-side apply with one field manager, label-selected lists,
 uid-guarded deletes, Events, and a cached discovery probe for the monitoring API.
 Callers run it in a worker thread (`asyncio.to_thread`).
@@ -14,10 +15,11 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
+from urllib.parse import urlparse
 
 import urllib3
 from kubernetes import client, config
@@ -111,6 +113,10 @@ PERMISSIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 )
 
 
+#: Told about every API request: (method, HTTP status or None when no answer came, host).
+RequestHook = Callable[[str, int | None, str], None]
+
+
 class KubeError(Exception):
     """An API request failed; `message` is the API server's own explanation."""
 
@@ -186,8 +192,15 @@ def load_client() -> client.ApiClient:
 class Kube:
     """Thin, thread-safe wrapper over the API for the operator's few needs."""
 
-    def __init__(self, api_client: client.ApiClient, discovery_ttl: float = 60.0) -> None:
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        discovery_ttl: float = 60.0,
+        on_request: RequestHook | None = None,
+    ) -> None:
         self._client = api_client
+        self._on_request = on_request
+        self._host = urlparse(str(api_client.configuration.host)).netloc
         self._discovery_ttl = discovery_ttl
         self._discovery: tuple[float, bool] | None = None
         self._lock = threading.Lock()
@@ -226,10 +239,16 @@ class Kube:
             body=body,
             auth_settings=["BearerToken"],
         )
+        status: int | None = None
         try:
             response = self._client.call_api(*serialized, _request_timeout=(10, read_timeout))
+            status = response.status
         except ApiException as exc:
+            status = exc.status or None
             raise KubeError.from_api(exc) from exc
+        finally:
+            if self._on_request is not None:
+                self._on_request(method, status, self._host)
         data = response.read()
         if not 200 <= response.status <= 299:
             raise KubeError.from_api(ApiException(http_resp=response))

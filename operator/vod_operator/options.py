@@ -20,6 +20,16 @@ class Options:
     max_backoff_seconds: float = 300.0
     #: Server-side watch timeout; kopf reconnects after it (no hung watches).
     watch_timeout_seconds: int = 300
+    #: Port of the operator's own /metrics (Prometheus text format); 0 turns it off.
+    metrics_port: int = 8080
+    #: Address the metrics server listens on.
+    metrics_bind_address: str = "0.0.0.0"
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.metrics_port <= 65535:
+            raise ValueError(
+                f"VOD_OPERATOR_METRICS_PORT must be 0 (off) to 65535, not {self.metrics_port}"
+            )
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Options:
@@ -38,5 +48,9 @@ class Options:
             max_backoff_seconds=read("MAX_BACKOFF_SECONDS", defaults.max_backoff_seconds),
             watch_timeout_seconds=int(
                 read("WATCH_TIMEOUT_SECONDS", defaults.watch_timeout_seconds)
+            ),
+            metrics_port=int(env.get("VOD_OPERATOR_METRICS_PORT", defaults.metrics_port)),
+            metrics_bind_address=env.get(
+                "VOD_OPERATOR_METRICS_BIND_ADDRESS", defaults.metrics_bind_address
             ),
         )

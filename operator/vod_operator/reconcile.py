@@ -1,7 +1,8 @@
 """One reconcile pass for one VideoPlatform: desired = render(spec); apply; prune; status.
 
 Synchronous (runs in a worker thread). Writes happen only where the live state differs from
-the desired state, so a platform at rest costs reads only.
+the desired state, so a platform at rest costs reads only. What a pass saw (phase, replicas,
+VideoAssets) also goes to the metrics' `PlatformView`, when one is given.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from vod_operator import compare, naming, render, status
+from vod_operator import compare, metrics, naming, render, status
 from vod_operator.kube import (
     CHILD_KINDS,
     MONITORING_KINDS,
@@ -75,9 +76,15 @@ def utc_now() -> str:
 class Reconciler:
     """Brings the children of one VideoPlatform in line with its spec."""
 
-    def __init__(self, kube: KubeApi, now: Callable[[], str] = utc_now) -> None:
+    def __init__(
+        self,
+        kube: KubeApi,
+        now: Callable[[], str] = utc_now,
+        view: metrics.PlatformView | None = None,
+    ) -> None:
         self.kube = kube
         self.now = now
+        self.view = view
         #: Per platform (namespace, name): children refused as invalid (422), keyed by child,
         #: with the request that was refused (applied hash, live resourceVersion) and why.
         #: The same request against the same object is refused again: it is not re-sent.
@@ -87,6 +94,9 @@ class Reconciler:
         platform = self.kube.get(VIDEOPLATFORM, namespace, name)
         if platform is None or platform["metadata"].get("deletionTimestamp"):
             self._invalid.pop((namespace, name), None)
+            if self.view is not None:
+                uid = None if platform is None else platform["metadata"].get("uid")
+                self.view.forget_platform(namespace, name, uid)
             return Result(found=False)
         spec = platform["spec"]
         previous = platform.get("status", {})
@@ -102,20 +112,32 @@ class Reconciler:
             result.fail("ListFailed", f"listing the children failed: {exc}")
         if live is not None and not spec.get("suspend", False):
             self._change(platform, live, monitoring_api, result)
+        deployment = (live or {}).get(("Deployment", names.stream))
+        assets = self._assets(namespace)
         observed = status.Observed(
             name=name,
             namespace=namespace,
             generation=int(platform["metadata"].get("generation", 1)),
             suspended=bool(spec.get("suspend", False)),
-            deployment=(live or {}).get(("Deployment", names.stream)),
+            deployment=deployment,
             monitoring=monitoring,
             previous=previous,
             now=self.now(),
             failure=result.failure,
             deployment_observed=live is not None,
-            assets=self._asset_counts(namespace, name, previous),
+            assets=previous.get("assets") if assets is None else status.asset_counts(assets, name),
         )
-        self._write_status(platform, status.compute(observed), result)
+        desired = status.compute(observed)
+        self._write_status(platform, desired, result)
+        if self.view is not None:
+            seen = metrics.platform_state(
+                platform,
+                desired["phase"],
+                deployment,
+                deployment_observed=live is not None,
+                assets=assets,
+            )
+            self.view.observe_platform(namespace, name, seen)
         return result
 
     def _change(
@@ -145,16 +167,14 @@ class Reconciler:
             )
 
     # -- observation ----------------------------------------------------------------------
-    def _asset_counts(
-        self, namespace: str, name: str, previous: Mapping[str, Any]
-    ) -> Mapping[str, int] | None:
-        """VideoAssets of this platform by phase; when they cannot be listed, the last counts."""
+    def _assets(self, namespace: str) -> list[dict[str, Any]] | None:
+        """The VideoAssets of the namespace (None when they cannot be listed: the status then
+        keeps its last counts)."""
         try:
-            found = self.kube.list(VIDEOASSET, namespace, "")
+            return self.kube.list(VIDEOASSET, namespace, "")
         except KubeError as exc:
             log.warning("listing VideoAssets in %s failed: %s", namespace, exc)
-            return previous.get("assets")
-        return status.asset_counts(found, name)
+            return None
 
     def _monitoring(
         self, platform: Mapping[str, Any], result: Result

@@ -90,21 +90,43 @@ class OperatorProcess:
     env: dict[str, str]
     log_path: Path
     port: int = field(default_factory=free_port)
+    metrics_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
 
     @property
     def liveness_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/healthz"
 
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
     def start(self) -> None:
         log = self.log_path.open("ab")
+        env = {
+            **self.env,
+            "VOD_OPERATOR_METRICS_PORT": str(self.metrics_port),
+            "VOD_OPERATOR_METRICS_BIND_ADDRESS": "127.0.0.1",
+        }
         self.process = subprocess.Popen(
             [sys.executable, "-m", "vod_operator", "--liveness", self.liveness_url],
-            env=self.env,
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
         eventually(self.alive, timeout=60)
+
+    def metrics(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        """Every sample the operator's /metrics serves, keyed by (name, labels)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        with urllib.request.urlopen(self.metrics_url, timeout=5) as response:
+            text = response.read().decode()
+        return {
+            (sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
 
     def alive(self) -> bool:
         if self.process is None or self.process.poll() is not None:

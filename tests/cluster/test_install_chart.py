@@ -57,7 +57,7 @@ def test_lint_strict_is_clean() -> None:
 
 def test_template_renders_the_install() -> None:
     kinds = sorted(d["kind"] for d in template())
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "ServiceAccount"]
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount"]
     crds = [d for d in template("--include-crds") if d["kind"] == "CustomResourceDefinition"]
     assert crds == [yaml.safe_load(p.read_text()) for p in project.crd_files()]
 
@@ -93,7 +93,7 @@ def test_values_are_applied() -> None:
     docs = template(
         "--set", "image.tag=9.9.9", "--set", "image.pullPolicy=Never", "--set", "rbac.create=false"
     )
-    assert {d["kind"] for d in docs} == {"Deployment", "ServiceAccount"}
+    assert {d["kind"] for d in docs} == {"Deployment", "Service", "ServiceAccount"}
     container = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "ghcr.io/vod-operator/vod-operator:9.9.9"
     assert container["imagePullPolicy"] == "Never"
@@ -112,11 +112,55 @@ def test_dashboards_ship_unchanged_as_kustomize_ships_them(tmp_path: Path) -> No
         assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
 
 
+def test_metrics_service_and_service_monitor_match_kustomize() -> None:
+    """The chart's defaults serve metrics behind a Service; the ServiceMonitor is a value away.
+    Both are the objects of manifests/components/monitoring."""
+    chart = template("--set", "metrics.serviceMonitor.enabled=true")
+    ours = kustomize("monitoring")
+    for kind in ("Service", "ServiceMonitor"):
+        mine, theirs = one(chart, kind), one(ours, kind)
+        assert mine["spec"] == theirs["spec"], kind
+        assert mine["metadata"]["name"] == theirs["metadata"]["name"], kind
+        assert mine["metadata"]["namespace"] == theirs["metadata"]["namespace"], kind
+        assert theirs["metadata"]["labels"].items() <= mine["metadata"]["labels"].items(), kind
+    assert "ServiceMonitor" not in {d["kind"] for d in template()}  # off by default
+
+
+def test_metrics_values_are_applied() -> None:
+    docs = template(
+        "--set", "metrics.port=9100", "--set", "metrics.serviceMonitor.enabled=true",
+        "--set", "metrics.serviceMonitor.interval=10s",
+        "--set", "metrics.serviceMonitor.labels.release=kube-prometheus-stack",
+    )  # fmt: skip
+    container = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "metrics", "containerPort": 9100, "protocol": "TCP"} in container["ports"]
+    assert {"name": "VOD_OPERATOR_METRICS_PORT", "value": "9100"} in container["env"]
+    assert one(docs, "Service")["spec"]["ports"][0]["port"] == 9100
+    monitor = one(docs, "ServiceMonitor")
+    assert monitor["spec"]["endpoints"][0]["interval"] == "10s"
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+
+
+def test_metrics_can_be_turned_off() -> None:
+    docs = template(
+        "--set", "metrics.enabled=false", "--set", "metrics.serviceMonitor.enabled=true"
+    )
+    assert {d["kind"] for d in docs} == {
+        "ClusterRole", "ClusterRoleBinding", "Deployment", "ServiceAccount"
+    }  # fmt: skip
+    container = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert [p["name"] for p in container["ports"]] == ["healthz"]
+    assert {"name": "VOD_OPERATOR_METRICS_PORT", "value": "0"} in container["env"]
+
+
 def test_schema_refuses_bad_values() -> None:
     for bad in (
         ["--set", "image.pullPolicy=Sometimes"],
         ["--set", "replicas=3"],
         ["--set", "metrics.dashboards.enabled=yes"],
+        ["--set", "metrics.port=0"],
+        ["--set", "metrics.serviceMonitor.interval=soon"],
+        ["--set", "metrics.serviceMonitor.scrape=true"],
     ):
         result = helm(
             "template", "x", str(project.CHART_DIR), "--kube-version", KUBE_VERSION, *bad,

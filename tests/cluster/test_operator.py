@@ -22,6 +22,7 @@ from tests.cluster.conftest import (
     image_alias,
     write_counts,
 )
+from vod_operator import __version__
 
 pytestmark = pytest.mark.cluster
 
@@ -410,10 +411,52 @@ def test_deleted_and_edited_children_come_back(namespace: Namespace) -> None:
     )
 
 
-def test_deleting_the_platform_garbage_collects_children(namespace: Namespace) -> None:
+def test_deleting_the_platform_garbage_collects_children(
+    namespace: Namespace, operator: OperatorProcess
+) -> None:
+    """... and its series leave the operator's /metrics, where they were while it lived."""
     ns = namespace
     ns.apply(platform("gone"))
     wait_ready(ns, "gone")
+    mine = {("namespace", ns.name), ("platform", "gone")}
+
+    def platform_series() -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        return {k: v for k, v in operator.metrics().items() if mine <= k[1]}
+
+    def ready_series() -> bool:
+        found = platform_series()
+        key = frozenset(mine)
+        return (
+            found.get(("vod_platform_phase", key | {("phase", "Ready")})) == 1
+            and found.get(("vod_platform_replicas_ready", key)) == 2
+        )
+
+    eventually(ready_series, timeout=10)
+    found = platform_series()
+    key = frozenset(mine)
+    assert found[("vod_platform_replicas_desired", key)] == 2
+    assert found[("vod_platform_phase", key | {("phase", "Progressing")})] == 0
+    assert found[("vod_assets", key | {("phase", "Ready")})] == 0
+    assert found[("vod_assets_processing_oldest_seconds", key)] == 0
+    assert ("vod_platform_autoscaling_max_replicas", key) not in found  # autoscaling is off
+    samples = operator.metrics()
+    reconciles = {
+        dict(labels)["result"]: value
+        for (name, labels), value in samples.items()
+        if name == "controller_runtime_reconcile_total"
+        and dict(labels)["controller"] == "videoplatform"
+    }
+    assert reconciles["success"] > 0
+    assert set(reconciles) == {"success", "error", "requeue", "requeue_after"}
+    requests = {
+        dict(labels)["method"]: value
+        for (name, labels), value in samples.items()
+        if name == "rest_client_requests_total" and dict(labels)["code"] == "200"
+    }
+    assert requests["GET"] > 0
+    assert requests["PATCH"] > 0  # server-side applies of the children and the status
+    assert samples[("vod_operator_build_info", frozenset({("version", __version__)}))] == 1
+
     ns.kubectl("delete", "vp", "gone")
 
     def children() -> list[str]:
@@ -424,6 +467,7 @@ def test_deleting_the_platform_garbage_collects_children(namespace: Namespace) -
         return list(out.split())
 
     eventually(lambda: children() == [], timeout=60)
+    eventually(lambda: platform_series() == {}, timeout=10)
 
 
 # -- pause, failure, restart ---------------------------------------------------------------

@@ -210,7 +210,8 @@ def real_node() -> str | None:
 
 @contextmanager
 def operator(log: Path) -> Iterator[None]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # No metrics server: its fixed default port could be taken on this host.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "VOD_OPERATOR_METRICS_PORT": "0"}
     with log.open("ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "vod_operator", "--liveness", ""],

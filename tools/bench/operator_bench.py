@@ -63,8 +63,12 @@ class Bench:
     def operator(self) -> Iterator[subprocess.Popen[bytes]]:
         log = (self.workdir / "operator.log").open("wb")
         # A resync every RESYNC_SECONDS makes the idle minute include full read-only passes.
+        # No metrics server: its fixed default port could be taken on this host.
         env = dict(
-            self.cluster.env, PYTHONUNBUFFERED="1", VOD_OPERATOR_RESYNC_SECONDS=str(RESYNC_SECONDS)
+            self.cluster.env,
+            PYTHONUNBUFFERED="1",
+            VOD_OPERATOR_RESYNC_SECONDS=str(RESYNC_SECONDS),
+            VOD_OPERATOR_METRICS_PORT="0",
         )
         proc = subprocess.Popen(
             [sys.executable, "-m", "vod_operator", "--liveness", "http://127.0.0.1:18081/healthz"],

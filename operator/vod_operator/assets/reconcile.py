@@ -3,7 +3,8 @@
 Synchronous (runs in a worker thread), like `vod_operator.reconcile`. While a packaging Job runs
 the pass asks to be repeated every `poll_seconds` (the Controller's requeue): each pass reads
 the newest progress line from the Job's pod log, so progress reaches the status at least every
-`poll_seconds` plus one API round trip. Status is written only when it changed.
+`poll_seconds` plus one API round trip. Status is written only when it changed. When an asset
+is in Processing, or becomes Ready, the metrics' `PlatformView` hears of it (given one).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from vod_operator import naming
+from vod_operator import metrics, naming
 from vod_operator.assets import job as jobs
 from vod_operator.assets import plan, report, status, upload
 from vod_operator.kube import CHILD_KINDS, JOB, POD, VIDEOASSET, VIDEOPLATFORM, KubeApi, KubeError
@@ -35,15 +36,19 @@ class AssetReconciler:
         now: Callable[[], str] = utc_now,
         poll_seconds: float = 5.0,
         probe: Callable[[str], bool | None] = upload.probe,
+        view: metrics.PlatformView | None = None,
     ) -> None:
         self.kube = kube
         self.now = now
         self.poll_seconds = poll_seconds
         self.probe = probe
+        self.view = view
 
     def reconcile(self, namespace: str, name: str) -> Result:
         asset = self.kube.get(VIDEOASSET, namespace, name)
         if asset is None:
+            if self.view is not None:
+                self.view.asset_settled(namespace, name)
             return Result(found=False)
         result = Result()
         meta = asset["metadata"]
@@ -58,6 +63,8 @@ class AssetReconciler:
             result.fail("ListFailed", f"listing the asset's Jobs failed: {exc.message}")
             return result
         if meta.get("deletionTimestamp"):
+            if self.view is not None:
+                self.view.asset_settled(namespace, name)
             self._delete(asset, platform, owned, result)
             return result
         self._finalizer(asset, result)
@@ -72,6 +79,7 @@ class AssetReconciler:
             if wait is None and platform is not None:
                 upload_status, uploaded, wait = self._upload(asset, platform, previous)
         target = job_name = state = None
+        current: dict[str, Any] | None = None
         found: report.Report | None = None
         requested: tuple[str, ...] = ()
         if platform is not None:
@@ -102,7 +110,9 @@ class AssetReconciler:
             uploaded=uploaded,
         )
         desired = status.compute(observed)
-        self._write_status(asset, desired, result)
+        written = self._write_status(asset, desired, result)
+        if self.view is not None:
+            self._observe(asset, previous, desired, current, written)
         if desired["phase"] == "Processing" and state == "Active":
             result.requeue_after = self.poll_seconds
         if desired["phase"] == "Uploading":
@@ -233,6 +243,33 @@ class AssetReconciler:
             return report.Report(result="Failed", reason=failure[0], message=failure[1])
         return None
 
+    def _observe(
+        self,
+        asset: Mapping[str, Any],
+        previous: Mapping[str, Any],
+        desired: Mapping[str, Any],
+        job: Mapping[str, Any] | None,
+        written: bool,
+    ) -> None:
+        """Tell the metrics view since when the asset is processing, or how long its
+        packaging took when it just became Ready (once: with the status write saying so)."""
+        assert self.view is not None
+        meta = asset["metadata"]
+        started = _job_started(job)
+        if desired["phase"] == "Processing":
+            # A Job just created has no start yet: it starts now.
+            self.view.asset_processing(meta["namespace"], meta["name"], started)
+            return
+        self.view.asset_settled(meta["namespace"], meta["name"])
+        became_ready = desired["phase"] == "Ready" and previous.get("phase") != "Ready"
+        if not (written and became_ready and started is not None):
+            return
+        assert job is not None
+        completed = (job.get("status") or {}).get("completionTime")
+        ended = _epoch(completed) if completed else _epoch(self.now())
+        platform = asset["spec"]["platformRef"]["name"]
+        self.view.packaging_observed(meta["namespace"], platform, ended - started)
+
     # -- changes --------------------------------------------------------------------------
     def _create(
         self, manifest: dict[str, Any], asset: Mapping[str, Any], result: Result
@@ -362,10 +399,11 @@ class AssetReconciler:
 
     def _write_status(
         self, asset: Mapping[str, Any], desired: dict[str, Any], result: Result
-    ) -> None:
+    ) -> bool:
+        """Write the status if it changed; whether it was written."""
         previous = asset.get("status", {})
         if not status.changed(previous, desired) and set(previous) <= set(desired):
-            return
+            return False
         meta = asset["metadata"]
         try:
             written = self.kube.apply_status(
@@ -373,10 +411,11 @@ class AssetReconciler:
             )
         except KubeError as exc:
             result.fail("StatusUpdateFailed", f"status update failed: {exc.message}")
-            return
+            return False
         result.status_version = written.get("metadata", {}).get("resourceVersion")
         for kind, reason, message in transition_events(previous, desired):
             self.kube.event(asset, kind, reason, message)
+        return True
 
 
 def transition_events(
@@ -401,6 +440,14 @@ def transition_events(
 def _epoch(rfc3339: str) -> float:
     """Seconds since the epoch of the reconciler's clock (``2026-01-01T00:00:00Z``)."""
     return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
+
+
+def _job_started(job: Mapping[str, Any] | None) -> float | None:
+    """When a Job started (status.startTime, else its creation), in epoch seconds."""
+    if job is None:
+        return None
+    stamp = (job.get("status") or {}).get("startTime") or job["metadata"].get("creationTimestamp")
+    return _epoch(stamp) if stamp else None
 
 
 def _owned_by(obj: Mapping[str, Any], uid: str) -> bool:
