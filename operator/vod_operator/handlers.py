@@ -38,7 +38,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         settings.watching.label_selectors[plural] = f"{naming.MANAGED_BY}={naming.FIELD_MANAGER}"
     kube = Kube(load_client(), discovery_ttl=options.monitoring_probe_seconds / 2)
     controller = Controller(
-        Reconciler(kube).reconcile,
+        Reconciler(kube, runbook_base_url=options.runbook_base_url).reconcile,
         workers=options.workers,
         max_backoff=options.max_backoff_seconds,
         resync_seconds=options.resync_seconds,

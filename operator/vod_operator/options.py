@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from vod_operator.monitoring import DEFAULT_RUNBOOK_BASE_URL
+
 
 @dataclass(frozen=True)
 class Options:
@@ -20,6 +22,8 @@ class Options:
     max_backoff_seconds: float = 300.0
     #: Server-side watch timeout; kopf reconnects after it (no hung watches).
     watch_timeout_seconds: int = 300
+    #: Where the platforms' alerts link their runbooks (monitoring/runbooks/ of a repository).
+    runbook_base_url: str = DEFAULT_RUNBOOK_BASE_URL
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Options:
@@ -39,4 +43,6 @@ class Options:
             watch_timeout_seconds=int(
                 read("WATCH_TIMEOUT_SECONDS", defaults.watch_timeout_seconds)
             ),
+            runbook_base_url=env.get("VOD_OPERATOR_RUNBOOK_BASE_URL")
+            or defaults.runbook_base_url,
         )
