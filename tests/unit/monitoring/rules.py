@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from tests.unit.operator import crdschema
+from tests.unit.operator.update_golden import KEYS
 from vod_operator.render import RenderInputs, render
 
 ROOT = crdschema.ROOT
@@ -35,7 +36,8 @@ def sample_platform() -> dict[str, Any]:
 
 def platform_rule(platform: dict[str, Any] | None = None) -> dict[str, Any]:
     """The PrometheusRule render() writes for `platform` (default: the sample)."""
-    docs = render(platform or sample_platform(), RenderInputs(monitoring_available=True))
+    inputs = RenderInputs(signing_keys=KEYS, monitoring_available=True)
+    docs = render(platform or sample_platform(), inputs)
     return next(d for d in docs if d["kind"] == "PrometheusRule")
 
 
