@@ -43,6 +43,5 @@ class Options:
             watch_timeout_seconds=int(
                 read("WATCH_TIMEOUT_SECONDS", defaults.watch_timeout_seconds)
             ),
-            runbook_base_url=env.get("VOD_OPERATOR_RUNBOOK_BASE_URL")
-            or defaults.runbook_base_url,
+            runbook_base_url=env.get("VOD_OPERATOR_RUNBOOK_BASE_URL") or defaults.runbook_base_url,
         )

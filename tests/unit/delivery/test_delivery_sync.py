@@ -22,6 +22,9 @@ def fake_repo(tmp_path: Path) -> Path:
     shutil.copytree(project.CRDS_DIR, root / "crds")
     shutil.copytree(project.CHART_DIR, root / "charts" / "vod-operator")
     shutil.copytree(project.MANIFESTS_DIR, root / "manifests")
+    rules = root / project.OPERATOR_RULES.relative_to(project.ROOT)
+    rules.parent.mkdir(parents=True)
+    shutil.copy(project.OPERATOR_RULES, rules)
     return root
 
 

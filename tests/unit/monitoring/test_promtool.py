@@ -78,22 +78,16 @@ def test_promtool_unit_tests_pass(test_file: str, tmp_path: Path) -> None:
     assert "SUCCESS" in out.stdout
 
 
-def test_a_wrong_expectation_fails() -> None:
+def test_a_wrong_expectation_fails(tmp_path: Path) -> None:
     """The harness can fail: the same tests against rules whose threshold moved do not pass."""
     rule = rules.platform_rule()
     for group in rule["spec"]["groups"]:
         for item in group["rules"]:
             if item.get("alert") == "VideoPlatformHigh5xxRatio":
                 item["expr"] = item["expr"].replace("> 0.05", "> 0.5")
-    folder = Path(rules.PROMTOOL_TESTS.parent / ".promtool-negative")
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir()
-    try:
-        (folder / "platform.rules.yaml").write_text(rules.rules_file(rule))
-        shutil.copy(rules.PROMTOOL_TESTS / "platform.test.yaml", folder)
-        out = rules.promtool("test", "rules", "platform.test.yaml", cwd=folder)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    (tmp_path / "platform.rules.yaml").write_text(rules.rules_file(rule))
+    shutil.copy(rules.PROMTOOL_TESTS / "platform.test.yaml", tmp_path)
+    out = rules.promtool("test", "rules", "platform.test.yaml", cwd=tmp_path)
     assert out.returncode != 0
     assert "VideoPlatformHigh5xxRatio: fires" in out.stdout + out.stderr
 

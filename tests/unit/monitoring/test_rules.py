@@ -49,7 +49,8 @@ def test_every_alert_has_severity_summary_description_and_runbook() -> None:
         assert alert["labels"]["severity"] in SEVERITIES, alert["alert"]
         annotations = alert["annotations"]
         assert set(annotations) == {"summary", "description", "runbook_url"}, alert["alert"]
-        assert annotations["summary"].strip() and annotations["description"].strip()
+        assert annotations["summary"].strip()
+        assert annotations["description"].strip()
 
 
 def test_every_platform_alert_carries_namespace_and_platform() -> None:
@@ -92,7 +93,8 @@ def test_runbook_base_url_is_a_setting() -> None:
     docs = render(platform, RenderInputs(monitoring_available=True, runbook_base_url=base))
     rule = next(d for d in docs if d["kind"] == "PrometheusRule")
     urls = {a["annotations"]["runbook_url"] for a in rules.alerts(rule["spec"]["groups"])}
-    assert urls and all(u.startswith(base) and u.endswith(".md") for u in urls)
+    assert urls
+    assert all(u.startswith(base) and u.endswith(".md") for u in urls)
 
 
 def _metric_names(expr: str) -> set[str]:
@@ -116,7 +118,16 @@ def test_rules_use_only_the_contracts_metric_names() -> None:
     series = {re.sub(r"_(bucket|count|sum)$", "", n) for n in used - recorded}
     assert series - documented == set()
     assert {"vod_operator_build_info", "vod_assets", "workqueue_depth"} <= series
-    assert recorded and all(re.fullmatch(r"namespace_platform:[a-z0-9_]+:ratio_rate\w+", r) for r in recorded)
+    assert recorded
+    assert all(re.fullmatch(r"namespace_platform:[a-z0-9_]+:ratio_rate\w+", r) for r in recorded)
+
+
+FEATURE_ALERTS = {
+    "VideoPlatformOriginUnavailable",
+    "VideoPlatformOriginObjectsChanged",
+    "VideoPlatformCacheHitRatioCollapse",
+    "VideoPlatformAutoscalingAtMax",
+}
 
 
 def _alert_names(platform: dict[str, Any]) -> set[str]:
@@ -126,29 +137,25 @@ def _alert_names(platform: dict[str, Any]) -> set[str]:
 def test_feature_alerts_follow_the_features() -> None:
     """Origin alerts need a remote origin, the cache alert a cache, the HPA alert autoscaling."""
     local = _alert_names(crdschema.example_platform("demo"))
-    assert not local & {
-        "VideoPlatformOriginUnavailable",
-        "VideoPlatformOriginObjectsChanged",
-        "VideoPlatformCacheHitRatioCollapse",
-        "VideoPlatformAutoscalingAtMax",
-    }
+    assert not local & FEATURE_ALERTS
     sample = _alert_names(rules.sample_platform())
-    assert local | {
-        "VideoPlatformOriginUnavailable",
-        "VideoPlatformOriginObjectsChanged",
-        "VideoPlatformCacheHitRatioCollapse",
-        "VideoPlatformAutoscalingAtMax",
-    } == sample
+    assert local | FEATURE_ALERTS == sample
     uncached = rules.sample_platform()
     uncached["spec"]["cache"]["enabled"] = False
     assert _alert_names(uncached) == sample - {"VideoPlatformCacheHitRatioCollapse"}
 
 
+def _fors(platform: dict[str, Any]) -> dict[str, str]:
+    """Alert (with its burn window) -> its rendered `for`."""
+    alerts = (r for r in _platform_rules(platform) if "alert" in r)
+    return {r["alert"] + str(r["labels"].get("long")): r["for"] for r in alerts}
+
+
 def test_for_scale_multiplies_every_for() -> None:
-    base = {r["alert"] + str(r["labels"].get("long")): r["for"] for r in _platform_rules() if "alert" in r}
+    base = _fors(rules.sample_platform())
     platform = rules.sample_platform()
     platform["spec"]["monitoring"]["alerts"]["forScale"] = 0.1
-    scaled = {r["alert"] + str(r["labels"].get("long")): r["for"] for r in _platform_rules(platform) if "alert" in r}
+    scaled = _fors(platform)
     assert scaled.keys() == base.keys()
     for key, duration in base.items():
         expected = max(1, round(monitoring.parse_duration(duration) * 0.1))
@@ -164,7 +171,9 @@ def test_slo_settings_reach_the_burn_rate_rules() -> None:
         "latency": {"thresholdSeconds": 1, "targetPercent": 95},
     }
     rendered = _platform_rules(platform)
-    exprs = {r.get("record") or f"{r['alert']}/{r['labels'].get('long')}": r["expr"] for r in rendered}
+    exprs = {
+        r.get("record") or f"{r['alert']}/{r['labels'].get('long')}": r["expr"] for r in rendered
+    }
     assert "(14.4 * 0.001)" in exprs["VideoPlatformAvailabilityBudgetBurn/1h"]
     assert "(6 * 0.05)" in exprs["VideoPlatformLatencyBudgetBurn/6h"]
     assert 'le="1.0"' in exprs["namespace_platform:vod_http_media_requests_slow:ratio_rate5m"]
