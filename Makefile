@@ -41,10 +41,11 @@ $(STAMP): pyproject.toml tools/install-system-deps.sh $(DATAPLANE)/Cargo.toml $(
 ##@ Quality
 
 .PHONY: lint
-lint: $(STAMP) ## ruff (lint + format check), mypy, dashboard-linter, cargo fmt --check and clippy (-D warnings)
+lint: $(STAMP) ## ruff (lint + format check), mypy, promtool check rules (operator alerts), dashboard-linter, cargo fmt --check and clippy (-D warnings)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	promtool check rules monitoring/rules/operator.rules.yaml
 	@$(MAKE) --no-print-directory lint-dashboards
 	cd $(DATAPLANE) && cargo fmt --check && cargo clippy --release --all-targets --features extension-module -- -D warnings
 

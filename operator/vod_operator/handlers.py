@@ -46,7 +46,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         on_request=metrics.api_request,
     )
     controller = Controller(
-        Reconciler(kube, view=metrics.platforms).reconcile,
+        Reconciler(
+            kube, view=metrics.platforms, runbook_base_url=options.runbook_base_url
+        ).reconcile,
         workers=options.workers,
         max_backoff=options.max_backoff_seconds,
         resync_seconds=options.resync_seconds,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from vod_operator.monitoring import DEFAULT_RUNBOOK_BASE_URL
+
 
 @dataclass(frozen=True)
 class Options:
@@ -20,6 +22,9 @@ class Options:
     max_backoff_seconds: float = 300.0
     #: Server-side watch timeout; kopf reconnects after it (no hung watches).
     watch_timeout_seconds: int = 300
+    #: Where the platforms' alerts link their runbooks (monitoring/runbooks/ of a repository).
+    runbook_base_url: str = DEFAULT_RUNBOOK_BASE_URL
+
     #: Port of the operator's own /metrics (Prometheus text format); 0 turns it off.
     metrics_port: int = 8080
     #: Address the metrics server listens on.
@@ -53,4 +58,5 @@ class Options:
             metrics_bind_address=env.get(
                 "VOD_OPERATOR_METRICS_BIND_ADDRESS", defaults.metrics_bind_address
             ),
+            runbook_base_url=env.get("VOD_OPERATOR_RUNBOOK_BASE_URL") or defaults.runbook_base_url,
         )

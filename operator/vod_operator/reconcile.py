@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from vod_operator import compare, metrics, naming, render, status
+from vod_operator import compare, metrics, monitoring, naming, render, status
 from vod_operator.kube import (
     CHILD_KINDS,
     MONITORING_KINDS,
@@ -81,10 +81,13 @@ class Reconciler:
         kube: KubeApi,
         now: Callable[[], str] = utc_now,
         view: metrics.PlatformView | None = None,
+        runbook_base_url: str = monitoring.DEFAULT_RUNBOOK_BASE_URL,
     ) -> None:
         self.kube = kube
         self.now = now
         self.view = view
+        #: Where the alerts of the rendered PrometheusRules link their runbooks.
+        self.runbook_base_url = runbook_base_url
         #: Per platform (namespace, name): children refused as invalid (422), keyed by child,
         #: with the request that was refused (applied hash, live resourceVersion) and why.
         #: The same request against the same object is refused again: it is not re-sent.
@@ -150,7 +153,11 @@ class Reconciler:
         """Render, apply what differs, prune what is no longer wanted."""
         try:
             keys, generated = self._signing_keys(platform, live)
-            inputs = render.RenderInputs(signing_keys=keys, monitoring_available=monitoring_api)
+            inputs = render.RenderInputs(
+                signing_keys=keys,
+                monitoring_available=monitoring_api,
+                runbook_base_url=self.runbook_base_url,
+            )
             desired = render.render(platform, inputs)
         except render.RenderError as exc:
             result.fail("RenderFailed", str(exc))

@@ -17,7 +17,7 @@ import jinja2
 import yaml
 from kubernetes.utils import parse_quantity
 
-from vod_operator import naming
+from vod_operator import monitoring, naming
 
 #: Template file of each child kind, in apply order (configuration before its consumers).
 TEMPLATES: dict[str, str] = {
@@ -52,6 +52,8 @@ class RenderInputs:
     signing_keys: Mapping[str, str] = field(default_factory=dict)
     #: Whether discovery shows monitoring.coreos.com/v1 (ServiceMonitor, PrometheusRule).
     monitoring_available: bool = False
+    #: Base URL of the runbooks the alerts link to (an operator setting).
+    runbook_base_url: str = monitoring.DEFAULT_RUNBOOK_BASE_URL
 
 
 class RenderError(ValueError):
@@ -96,6 +98,10 @@ def render(platform: Mapping[str, Any], inputs: RenderInputs) -> list[Manifest]:
         "cache_volume": _cache_volume(spec["cache"]) if _cache_used(spec) else None,
         "config_hash": _config_hash(server_env, inputs.signing_keys, signing_secret),
         "endpoint_drain_seconds": endpoint_drain_seconds(spec["server"]),
+        "monitoring": monitoring.context(name, namespace, spec, inputs.runbook_base_url),
+        "remote_origin": origin_kind(spec["storage"]) != "file",
+        "cache_used": _cache_used(spec),
+        "autoscaling": bool(spec["autoscaling"]["enabled"]),
     }
     env = environment()
     return [

@@ -11,6 +11,8 @@ CHART_DIR = ROOT / "charts" / "vod-operator"
 MANIFESTS_DIR = ROOT / "manifests"
 EXAMPLES_DIR = ROOT / "examples"
 REFERENCE_DOC = ROOT / "docs" / "reference.md"
+#: The operator's own alert rules (a plain rules file), and where packaging copies it.
+OPERATOR_RULES = ROOT / "monitoring" / "rules" / "operator.rules.yaml"
 DEMO_DIR = ROOT / ".demo"
 
 

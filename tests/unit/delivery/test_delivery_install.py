@@ -35,7 +35,7 @@ INSTALL = [
     "ServiceAccount",
 ]
 #: What components/monitoring adds (overlays/monitoring has it).
-MONITORING = ["Service", "ServiceMonitor", "ConfigMap", "ConfigMap"]
+MONITORING = ["Service", "ServiceMonitor", "PrometheusRule", "ConfigMap", "ConfigMap"]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
