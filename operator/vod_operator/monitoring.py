@@ -1,5 +1,6 @@
 """Pure helpers behind a platform's ServiceMonitor and PrometheusRule: Prometheus durations,
-the `for` scale, the SLO's error budgets and burn-rate windows, runbook links.
+the time scale (`for` durations and threshold windows), the SLO's error budgets and burn-rate
+windows, runbook links.
 
 The templates (servicemonitor.yaml.j2, prometheusrule.yaml.j2) lay the objects out; every
 number they print comes from `context()`, so the rules are the same for every platform apart
@@ -34,7 +35,7 @@ class BurnWindow:
     short: str
     factor: float
     severity: str
-    #: The alert's `for` before spec.monitoring.alerts.forScale.
+    #: The alert's `for` before spec.monitoring.alerts.timeScale.
     for_: str
 
 
@@ -75,6 +76,18 @@ def format_duration(seconds: int) -> str:
 def scaled(base: str, scale: float) -> str:
     """`base` multiplied by `scale`, rounded to whole seconds, never below 1s."""
     return format_duration(max(1, round(parse_duration(base) * scale)))
+
+
+#: A rate window holds at least this many scrapes, however small spec.monitoring.alerts.timeScale.
+MIN_SCRAPES_PER_WINDOW = 4
+
+
+def rate_window(base: str, scale: float, scrape_interval: str) -> str:
+    """The rate window of a threshold alert: `base` scaled like the `for` durations, never
+    shorter than MIN_SCRAPES_PER_WINDOW scrape intervals (rate() needs two samples, and a
+    window of a few keeps one missed scrape from hiding a spike)."""
+    floor = MIN_SCRAPES_PER_WINDOW * parse_duration(scrape_interval)
+    return format_duration(max(floor, round(parse_duration(base) * scale)))
 
 
 def scrape_timeout(interval: str) -> str:
@@ -120,7 +133,7 @@ def context(
     """What the monitoring templates print, from the platform's (defaulted) spec."""
     monitoring = spec["monitoring"]
     deadline = int(spec["transcoding"].get("activeDeadlineSeconds", 21600))
-    scale = float(monitoring["alerts"]["forScale"])
+    scale = float(monitoring["alerts"]["timeScale"])
     slo = monitoring["slo"]
     latency = slo["latency"]
     return {
@@ -128,6 +141,7 @@ def context(
         "scrape_timeout": scrape_timeout(monitoring["scrapeInterval"]),
         "select": partial(selector, namespace, name),
         "alert_for": partial(scaled, scale=scale),
+        "window": partial(rate_window, scale=scale, scrape_interval=monitoring["scrapeInterval"]),
         "runbook": partial(runbook_url, runbook_base_url),
         "burn_windows": BURN_WINDOWS,
         "ratio_windows": RATIO_WINDOWS,

@@ -25,7 +25,7 @@ NAMESPACE, NAME = "media", "tv"
 
 def sample_platform() -> dict[str, Any]:
     """A VideoPlatform using every monitored feature (S3 origin, slice cache, autoscaling up to
-    6 pods), CRD defaults elsewhere: forScale 1, the default SLO, a 6-hour Job deadline."""
+    6 pods), CRD defaults elsewhere: timeScale 1, the default SLO, a 6-hour Job deadline."""
     spec = {
         "storage": {"s3": {"endpoint": "http://s3.media.svc:8333", "bucket": "media"}},
         "cache": {"enabled": True, "size": "2Gi"},

@@ -151,10 +151,10 @@ def _fors(platform: dict[str, Any]) -> dict[str, str]:
     return {r["alert"] + str(r["labels"].get("long")): r["for"] for r in alerts}
 
 
-def test_for_scale_multiplies_every_for() -> None:
+def test_time_scale_multiplies_every_for() -> None:
     base = _fors(rules.sample_platform())
     platform = rules.sample_platform()
-    platform["spec"]["monitoring"]["alerts"]["forScale"] = 0.1
+    platform["spec"]["monitoring"]["alerts"]["timeScale"] = 0.1
     scaled = _fors(platform)
     assert scaled.keys() == base.keys()
     for key, duration in base.items():

@@ -27,7 +27,7 @@ def test_defaults() -> None:
     assert spec["monitoring"] == {
         "enabled": True,
         "scrapeInterval": "30s",
-        "alerts": {"forScale": 1},
+        "alerts": {"timeScale": 1},
         "slo": {
             "availability": {"targetPercent": 99.5},
             "latency": {"thresholdSeconds": 2.5, "targetPercent": 99},
@@ -40,8 +40,8 @@ def test_defaults() -> None:
     [
         (("scrapeInterval",), "30"),
         (("scrapeInterval",), "1h"),
-        (("alerts", "forScale"), 0),
-        (("alerts", "forScale"), 11),
+        (("alerts", "timeScale"), 0),
+        (("alerts", "timeScale"), 11),
         (("slo", "availability", "targetPercent"), 100),
         (("slo", "latency", "targetPercent"), 90),
     ],
@@ -132,6 +132,34 @@ def test_parse_duration_refuses(bad: str) -> None:
 )
 def test_scaled_for(base: str, scale: float, expected: str) -> None:
     assert monitoring.scaled(base, scale) == expected
+
+
+@pytest.mark.parametrize(
+    ("base", "scale", "interval", "expected"),
+    [
+        ("5m", 1, "30s", "5m"),  # the documented window
+        ("5m", 0.1, "5s", "30s"),  # scaled like the `for`
+        ("5m", 0.01, "5s", "20s"),  # never below four scrapes
+        ("15m", 2, "1m", "30m"),
+    ],
+)
+def test_threshold_windows_scale_with_time_but_hold_four_scrapes(
+    base: str, scale: float, interval: str, expected: str
+) -> None:
+    assert monitoring.rate_window(base, scale, interval) == expected
+
+
+def test_scaled_time_reaches_the_rendered_windows() -> None:
+    from tests.unit.monitoring.rules import alerts, platform_rule, sample_platform
+
+    platform = sample_platform()
+    platform["spec"]["monitoring"]["alerts"]["timeScale"] = 0.1
+    platform["spec"]["monitoring"]["scrapeInterval"] = "5s"
+    rules = {r["alert"]: r for r in alerts(platform_rule(platform)["spec"]["groups"])}
+    assert "[30s]" in rules["VideoPlatformHigh5xxRatio"]["expr"]
+    assert "[30s]" in rules["VideoPlatformOriginUnavailable"]["expr"]
+    assert "[1m30s]" in rules["VideoPlatformOriginObjectsChanged"]["expr"]
+    assert "[5m]" not in rules["VideoPlatformUploadsFailing"]["expr"]
 
 
 def test_budgets_and_bucket_labels_print_like_prometheus_reads_them() -> None:
