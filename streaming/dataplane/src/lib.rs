@@ -15,6 +15,7 @@ pub mod multipart;
 pub mod origin;
 pub mod paths;
 pub mod plan;
+pub mod random;
 pub mod ranges;
 pub mod server;
 pub mod signing;
