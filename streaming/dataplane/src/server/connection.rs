@@ -7,7 +7,6 @@ use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -113,19 +112,20 @@ impl Conn {
         let mut out = head.into_bytes();
         out.extend_from_slice(&body);
         if self.write_all(&out, false).await.is_ok() {
-            logs::access(vec![
-                ("method", Value::Null),
-                ("path", Value::Null),
-                ("status", Value::from(refusal.status)),
-                ("bytes", Value::from(body.len())),
-                ("remote", self.peer.map(|p| Value::String(unmap(p).to_string())).unwrap_or(Value::Null)),
-                ("duration_ms", Value::from(0.0)),
-                ("range", Value::Null),
-                ("user_agent", Value::Null),
-                ("request_id", Value::String(request_id_for(None))),
-                ("traceparent", Value::String(traceparent_for(None))),
-                ("error", Value::String(refusal.message.into())),
-            ]);
+            let remote = self.peer.map(|p| unmap(p).to_string());
+            logs::access(&logs::Access {
+                method: None,
+                path: None,
+                status: refusal.status,
+                bytes: body.len() as u64,
+                duration_us: 0,
+                range: None,
+                remote: remote.as_deref(),
+                user_agent: None,
+                request_id: &request_id_for(None),
+                traceparent: &traceparent_for(None),
+                error: Some(refusal.message),
+            });
             self.linger().await;
         }
     }

@@ -28,7 +28,7 @@ mod send;
 mod slice;
 mod static_file;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,6 +38,7 @@ use tokio::sync::Notify;
 use crate::cache::store::Store;
 use crate::cache::SliceCache;
 use crate::config::Config;
+use crate::descriptors;
 use crate::logs;
 use crate::metrics::Metrics;
 use crate::origin::Remote;
@@ -54,8 +55,16 @@ const INLINE_BODY: u64 = 96 * 1024;
 /// Bytes handed to one sendfile(2) call; each chunk's residency in the page cache is probed.
 const SENDFILE_CHUNK: u64 = 512 * 1024;
 
+/// The answer when no descriptor is left for a file or the application's socket.
+pub(super) const EXHAUSTED_MESSAGE: &str = "the server is out of file descriptors, retry shortly";
+
 /// A media request answered with an error: status, message, extra headers.
 type Refused = (u16, &'static str, Vec<(&'static str, String)>);
+
+/// The refusal of a request that found no descriptor left: 503, retry in a second, not stored.
+fn exhausted_refusal() -> Refused {
+    (503, EXHAUSTED_MESSAGE, vec![("Retry-After", "1".into()), ("Cache-Control", "no-store".into())])
+}
 
 pub struct State {
     pub cfg: Config,
@@ -71,6 +80,8 @@ pub struct State {
     nowait_unsupported: AtomicBool,
     /// Set for a remote origin (s3, http): every media read goes through it.
     pub cache: Option<Arc<SliceCache>>,
+    /// When "file descriptors exhausted" was last logged (seconds since the epoch).
+    exhausted_logged_at: AtomicU64,
 }
 
 /// The slice cache in front of the configured remote origin (`None`: the filesystem origin).
@@ -98,16 +109,22 @@ pub(super) fn remote_cache(cfg: &Config) -> Result<Option<Arc<SliceCache>>, Stri
 }
 
 impl State {
-    pub fn new(cfg: Config) -> Result<State, String> {
+    /// `soft_limit`: the process's descriptor limit, which sizes the open-file cache unless
+    /// VOD_OPEN_FILE_CACHE_SIZE does.
+    pub fn new(cfg: Config, soft_limit: u64) -> Result<State, String> {
         let cache = remote_cache(&cfg)?;
         let root_real = std::fs::canonicalize(&cfg.media_root).unwrap_or_else(|_| cfg.media_root.clone());
         let cors_any = cfg.cors_allowed_origins.iter().any(|o| o == "*");
         let cors_origins =
             cfg.cors_allowed_origins.iter().map(|o| o.trim_end_matches('/').to_string()).collect();
         Ok(State {
-            files: FileCache::new(root_real, 1024, Duration::from_secs(30)),
+            files: FileCache::new(
+                root_real,
+                descriptors::cache_capacity(cfg.open_file_cache_size, soft_limit),
+                Duration::from_secs(30),
+            ),
             keys: KeyRing::new(cfg.signing_keys_dir.clone()),
-
+            exhausted_logged_at: AtomicU64::new(0),
             metrics: Metrics::default(),
             cors_any,
             cors_origins,
@@ -118,6 +135,29 @@ impl State {
             cache,
             cfg,
         })
+    }
+
+    /// The open-file cache's capacity (logged at start).
+    pub fn open_file_cache_capacity(&self) -> usize {
+        self.files.capacity()
+    }
+
+    /// A descriptor could not be had (`where_`: accept, open, upstream): counted, and logged at
+    /// most once a second.
+    pub(super) fn descriptors_exhausted(&self, where_: &str) {
+        self.metrics.fd_exhausted.fetch_add(1, Relaxed);
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+        if self.exhausted_logged_at.swap(now, Relaxed) != now {
+            logs::event(
+                "warning",
+                "file descriptors exhausted",
+                vec![
+                    ("where", Value::String(where_.into())),
+                    ("total", Value::from(self.metrics.fd_exhausted.load(Relaxed))),
+                ],
+            );
+        }
     }
 
     pub(super) fn seconds(value: f64) -> Option<Duration> {

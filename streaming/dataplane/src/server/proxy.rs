@@ -2,6 +2,7 @@
 //! its Unix socket and back: request head and body out, 1xx and final response in (hop-by-hop
 //! fields replaced, CORS added, the data plane's series merged into `/metrics`).
 
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
@@ -12,8 +13,9 @@ use tokio::time::timeout;
 use super::access::unmap;
 use super::connection::{Conn, Next};
 use super::record::{request_id_for, traceparent_for};
-use super::send::Cut;
-use super::State;
+use super::send::{until_stalled, Cut};
+use super::{exhausted_refusal, State};
+use crate::descriptors;
 use crate::http::{error_body, reason, ChunkedDecoder, Framing, Request};
 use crate::metrics;
 
@@ -25,6 +27,13 @@ impl Conn {
         let upstream =
             match timeout(Duration::from_secs(5), UnixStream::connect(&state.cfg.upstream_socket)).await {
                 Ok(Ok(s)) => s,
+                Ok(Err(e)) if descriptors::exhausted(&e) => {
+                    state.descriptors_exhausted("upstream");
+                    let (status, message, extra) = exhausted_refusal();
+                    return self
+                        .plain_with(request, status, &request_id, error_body(status, message), extra)
+                        .await;
+                }
                 _ => {
                     let body = error_body(502, "the application behind the data plane is unavailable");
                     return self.plain(request, 502, &request_id, body).await;
@@ -213,7 +222,10 @@ pub(super) async fn write_client(
     let mut rest = data;
     while !rest.is_empty() {
         let n = match send_timeout {
-            Some(t) => timeout(t, client.write(rest)).await.map_err(|_| ResponseError::Cut)?,
+            Some(t) => {
+                let socket = client.as_ref().as_raw_fd();
+                until_stalled(socket, t, client.write(rest)).await.ok_or(ResponseError::Cut)?
+            }
             None => client.write(rest).await,
         }
         .map_err(|_| ResponseError::Cut)?;

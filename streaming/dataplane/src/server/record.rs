@@ -7,8 +7,6 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde_json::Value;
-
 use super::State;
 use crate::logs;
 use crate::metrics::method_index;
@@ -72,19 +70,19 @@ impl Drop for Record {
         m.in_flight.fetch_sub(1, Relaxed);
         m.request(self.route, method_index(&self.method), status, elapsed, self.sent);
         if self.state.cfg.access_log {
-            let opt = |v: &Option<String>| v.clone().map(Value::String).unwrap_or(Value::Null);
-            logs::access(vec![
-                ("method", Value::String(self.method.clone())),
-                ("path", Value::String(self.path.clone())),
-                ("status", Value::from(status)),
-                ("bytes", Value::from(self.sent)),
-                ("duration_ms", Value::from((elapsed * 1_000_000.0).round() / 1000.0)),
-                ("range", opt(&self.range)),
-                ("remote", opt(&self.remote)),
-                ("user_agent", opt(&self.user_agent)),
-                ("request_id", Value::String(self.request_id.clone())),
-                ("traceparent", Value::String(self.traceparent.clone())),
-            ]);
+            logs::access(&logs::Access {
+                method: Some(&self.method),
+                path: Some(&self.path),
+                status,
+                bytes: self.sent,
+                duration_us: (elapsed * 1_000_000.0).round() as u64,
+                range: self.range.as_deref(),
+                remote: self.remote.as_deref(),
+                user_agent: self.user_agent.as_deref(),
+                request_id: &self.request_id,
+                traceparent: &self.traceparent,
+                error: None,
+            });
         }
     }
 }

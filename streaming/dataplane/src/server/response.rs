@@ -166,11 +166,24 @@ impl Conn {
         request_id: &str,
         body: Vec<u8>,
     ) -> Result<Next, Cut> {
-        let headers = vec![
+        self.plain_with(request, status, request_id, body, Vec::new()).await
+    }
+
+    /// `plain` with extra header fields.
+    pub(super) async fn plain_with(
+        &mut self,
+        request: &Request,
+        status: u16,
+        request_id: &str,
+        body: Vec<u8>,
+        extra: Vec<(&'static str, String)>,
+    ) -> Result<Next, Cut> {
+        let mut headers = vec![
             ("X-Request-Id", request_id.to_string()),
             ("Content-Type", "application/json".to_string()),
             ("Content-Length", body.len().to_string()),
         ];
+        headers.extend(extra);
         let mut out = self.head_bytes(request, status, &headers, false);
         if request.method != "HEAD" {
             out.extend_from_slice(&body);

@@ -1,8 +1,16 @@
 //! Bytes to the client's socket: send(2) and sendfile(2) on the raw socket, waiting for
 //! writability through the runtime, under the send timeout.
+//!
+//! The send timeout counts time without progress, not time between two writes: while a write
+//! waits, the socket's unacknowledged byte count (SIOCOUTQ) is read a few times a second, and
+//! every drop in it (the client took bytes) starts the timeout over. A large send buffer
+//! becomes writable only after the client drained a good part of it, which for a slow but
+//! steady reader can take longer than the timeout; a reader that stopped takes nothing, and is
+//! cut once the timeout has passed since its last progress (plus at most one check interval).
 
+use std::future::Future;
 use std::os::fd::{AsRawFd, RawFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::Interest;
 use tokio::time::timeout;
@@ -53,11 +61,10 @@ impl Conn {
 
     pub(super) async fn wait_writable(&self, send_timeout: Option<Duration>) -> Result<(), Cut> {
         match send_timeout {
-            // the send timeout runs between two successive writes (nginx's send_timeout)
-            Some(t) => match timeout(t, self.stream.writable()).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(_)) => Err(Cut::Closed),
-                Err(_) => Err(Cut::SendTimeout),
+            Some(t) => match until_stalled(self.stream.as_raw_fd(), t, self.stream.writable()).await {
+                Some(Ok(())) => Ok(()),
+                Some(Err(_)) => Err(Cut::Closed),
+                None => Err(Cut::SendTimeout),
             },
             None => self.stream.writable().await.map_err(|_| Cut::Closed),
         }
@@ -88,5 +95,44 @@ impl Conn {
             }
         }
         Ok(())
+    }
+}
+
+/// Bytes sent on `socket` that the peer has not acknowledged yet (or not even been sent).
+fn unacknowledged(socket: RawFd) -> Option<i64> {
+    let mut queued: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ (= TIOCOUTQ) writes one int.
+    let rc = unsafe { libc::ioctl(socket, libc::TIOCOUTQ, &mut queued) };
+    (rc == 0).then_some(i64::from(queued))
+}
+
+/// How often a waiting write looks for progress: a stall is cut at most this much after the
+/// timeout.
+fn check_interval(limit: Duration) -> Duration {
+    (limit / 4).clamp(Duration::from_millis(10), Duration::from_millis(250))
+}
+
+/// Await `ready` (a write, or the socket's writability) unless the client makes no progress
+/// for `limit`: `None` then. Progress is a drop of the socket's unacknowledged bytes.
+pub(super) async fn until_stalled<F: Future>(socket: RawFd, limit: Duration, ready: F) -> Option<F::Output> {
+    tokio::pin!(ready);
+    let interval = check_interval(limit);
+    let mut queued = unacknowledged(socket);
+    let mut progress_at = Instant::now();
+    loop {
+        let left = limit.saturating_sub(progress_at.elapsed());
+        if left.is_zero() {
+            return None;
+        }
+        if let Ok(output) = timeout(left.min(interval), &mut ready).await {
+            return Some(output);
+        }
+        let now = unacknowledged(socket);
+        if let (Some(before), Some(after)) = (queued, now) {
+            if after < before {
+                progress_at = Instant::now();
+            }
+        }
+        queued = now;
     }
 }

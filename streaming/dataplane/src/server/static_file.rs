@@ -9,15 +9,22 @@ use std::sync::Arc;
 use super::connection::{Conn, Next};
 use super::record::Record;
 use super::send::Cut;
-use super::{Refused, INLINE_BODY, SENDFILE_CHUNK};
+use super::{exhausted_refusal, Refused, INLINE_BODY, SENDFILE_CHUNK};
 use crate::http::Request;
-use crate::paths::OpenFile;
+use crate::paths::{OpenError, OpenFile};
 use crate::plan::{Plan, Representation, Segment};
 
 impl Conn {
     pub(super) fn media_plan(&self, request: &Request) -> Result<(Plan, Arc<OpenFile>), Refused> {
         let (relative, signed) = self.authorize(request)?;
-        let file = self.state.files.open(&relative).ok_or((404, "not found", Vec::new()))?;
+        let file = match self.state.files.open(&relative) {
+            Ok(file) => file,
+            Err(OpenError::NotFound) => return Err((404, "not found", Vec::new())),
+            Err(OpenError::Exhausted) => {
+                self.state.descriptors_exhausted("open");
+                return Err(exhausted_refusal());
+            }
+        };
         let rep = Representation {
             size: file.size,
             mtime: file.mtime,
