@@ -241,7 +241,7 @@ run-stream: $(STAMP) ## Serve a local folder with vod-stream (STREAM_MEDIA=media
 	VOD_MEDIA_ROOT=$(abspath $(STREAM_MEDIA)) VOD_PORT=$(STREAM_PORT) $(VENV)/bin/vod-stream serve
 
 .PHONY: bench-stream
-bench-stream: $(STAMP) ## nginx (tuned, stock), Go net/http and vod-stream on loopback with wrk (BENCH_ARGS)
+bench-stream: $(STAMP) ## nginx (tuned, stock, tuned + buffered JSON log), Go net/http and vod-stream (log off, on) on loopback with wrk (BENCH_ARGS)
 	bash tools/install-system-deps.sh nginx wrk
 	$(PY) tools/bench/bench_stream.py $(BENCH_ARGS)
 

@@ -36,6 +36,13 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _count(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError(f"expected an integer >= 0, got {value!r}")
+    return number
+
+
 def _port(value: str) -> int:
     number = int(value)
     if not 0 <= number <= 65535:
@@ -121,6 +128,7 @@ SPECS: tuple[Spec, ...] = (
     Spec("TUS_LOCK_LEASE_SECONDS", "30", _seconds, "S3: a dead replica's tus lock lasts this"),
     Spec("MAX_RANGES", "16", _positive_int, "most ranges in one request (more: whole file)"),
     Spec("MAX_CONNECTIONS", "1024", _positive_int, "concurrent connections (more: 503)"),
+    Spec("OPEN_FILE_CACHE_SIZE", "0", _count, "open media files kept (0: from the fd limit)"),
     Spec("HEADER_TIMEOUT_SECONDS", "10", _seconds, "time to receive a request's headers"),
     Spec("BODY_TIMEOUT_SECONDS", "60", _seconds, "longest pause while receiving a body"),
     Spec("IDLE_TIMEOUT_SECONDS", "75", _seconds, "keep-alive idle time before closing"),
@@ -180,6 +188,7 @@ class Settings:
     tus_lock_lease_seconds: float
     max_ranges: int
     max_connections: int
+    open_file_cache_size: int
     header_timeout_seconds: float
     body_timeout_seconds: float
     idle_timeout_seconds: float
@@ -253,6 +262,7 @@ def dataplane_config(settings: Settings, upstream_socket: str) -> str:
             "workers": settings.worker_count,
             "max_ranges": settings.max_ranges,
             "max_connections": settings.max_connections,
+            "open_file_cache_size": settings.open_file_cache_size,
             "header_timeout_seconds": settings.header_timeout_seconds,
             "body_timeout_seconds": settings.body_timeout_seconds,
             "idle_timeout_seconds": settings.idle_timeout_seconds,

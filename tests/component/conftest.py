@@ -36,6 +36,8 @@ class ServerProcess:
         self.media_root = media_root
         full_env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            # a worktree's sources (and its data plane build) rather than the installed ones
+            **({"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}),
             "HOME": str(workdir),
             "VOD_HOST": "127.0.0.1",
             "VOD_PORT": "0",

@@ -174,6 +174,9 @@ def test_one_metrics_endpoint_merges_both_sides(start_server) -> None:
     assert value("vod_http_requests_in_flight") >= 1  # this /metrics request itself
     assert "vod_upload_bytes_total" in text
     assert text.count("# TYPE vod_http_requests_total ") == 1
+    deadline = time.monotonic() + 5  # the data plane's access log is flushed every second
+    while len({e["pid"] for e in server.events("access")}) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
     pids = {e["pid"] for e in server.events("access")}
     assert len(pids) == 2, "the data plane and the Python side each log their requests"
 

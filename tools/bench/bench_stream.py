@@ -1,21 +1,28 @@
 """Benchmark vod-stream against nginx (tuned and stock) and Go net/http on loopback with wrk.
 
-Servers, same worker/thread count each (--workers, default the CPUs):
-  nginx (tuned)  sendfile on, open_file_cache on, tcp_nopush off, access log off: the baseline
-  nginx (stock)  a common stock config: sendfile on, tcp_nopush on, no open_file_cache, access log
-  Go net/http    http.FileServer from the standard library, GOMAXPROCS = workers (built offline)
-  vod-stream     the data plane (access log off, as tuned nginx)
+Two comparisons, same worker/thread count for every server (--workers, default the CPUs):
+  access logs off:
+    nginx (tuned)     sendfile on, open_file_cache on, tcp_nopush off, access log off: the baseline
+    nginx (stock)     a common stock config: sendfile on, tcp_nopush on, no open_file_cache, log
+    Go net/http       http.FileServer (standard library), GOMAXPROCS = workers (built offline)
+    vod-stream        the data plane, access log off
+  access logs on (both JSON lines to a file, one per request):
+    nginx (tuned+log) tuned nginx with `access_log ... json buffer=64k flush=1s`: the baseline
+    vod-stream (log)  the data plane with its access log on (VOD_ACCESS_LOG=true, stdout to a file)
 Scenarios (each run bounded in time, servers interleaved round by round, medians reported):
   64 KiB random ranges of a 1 GiB file     (requests/s, 32 connections)
   1-byte random ranges                      (requests/s)
   2 MiB random ranges (HLS-segment-sized)   (MB/s)
   one open range (bytes=0-) of the file     (MB/s, one connection)
   cold page cache: 64 KiB random ranges after the file is dropped from the page cache
-Also: server CPU per request / per byte, and the peak RSS of each server under load (for
-vod-stream: the data plane process and the whole server, data plane + Python side).
+Also: server CPU per request and per byte (CPU-s per GB sent, every scenario), and the peak RSS
+of each server under load (for vod-stream: the data plane process and the whole server, data
+plane + Python side).
 
 Usage: python tools/bench/bench_stream.py [--seconds 5] [--rounds 3] [--workers N] [--only TEXT]
-The 1 GiB file lives in .bench/ (git-ignored) and is created once.
+           [--logs off|on|both] [--budget SECONDS]
+The 1 GiB file lives in .bench/ (git-ignored) and is created once. When the time budget runs
+out, or on SIGINT/SIGTERM, the runs stop and the tables are printed with what was measured.
 """
 
 from __future__ import annotations
@@ -70,15 +77,20 @@ class Scenario:
     args: tuple[str, ...]
     threads: int
     connections: int
-    target: float  # required ratio to tuned nginx
+    target: float  # required ratio to tuned nginx, access logs off (0: none)
+    log_target: float  # required ratio to tuned nginx, both logging (0: none)
     cold: bool = False  # the file is dropped from the page cache before each run
 
 
 SCENARIOS = (
-    Scenario("64 KiB random ranges", "req/s", "range.lua", (str(BIG_SIZE), "65536"), 1, 32, 1.0),
-    Scenario("1-byte random ranges", "req/s", "range.lua", (str(BIG_SIZE), "1"), 1, 32, 1.2),
-    Scenario("2 MiB random ranges", "MB/s", "range.lua", (str(BIG_SIZE), "2097152"), 1, 8, 1.0),
-    Scenario("open range of 1 GiB", "MB/s", "open.lua", (), 1, 1, 1.0),
+    Scenario(
+        "64 KiB random ranges", "req/s", "range.lua", (str(BIG_SIZE), "65536"), 1, 32, 1.0, 1.0
+    ),
+    Scenario("1-byte random ranges", "req/s", "range.lua", (str(BIG_SIZE), "1"), 1, 32, 1.2, 1.0),
+    Scenario(
+        "2 MiB random ranges", "MB/s", "range.lua", (str(BIG_SIZE), "2097152"), 1, 8, 1.0, 0.0
+    ),
+    Scenario("open range of 1 GiB", "MB/s", "open.lua", (), 1, 1, 1.0, 0.0),
     Scenario(
         "64 KiB ranges, cold cache",
         "req/s",
@@ -87,10 +99,37 @@ SCENARIOS = (
         1,
         32,
         0.0,
+        0.0,
         True,
     ),
 )
 BASELINE = "nginx (tuned)"
+LOG_BASELINE = "nginx (tuned+log)"
+# the comparisons: (title, baseline, the others, which target applies)
+Comparison = tuple[str, str, tuple[str, ...], str]
+OFF: Comparison = (
+    "access logs off",
+    BASELINE,
+    ("nginx (stock)", "Go net/http", "vod-stream"),
+    "target",
+)
+ON: Comparison = (
+    "access logs on (JSON, buffered)",
+    LOG_BASELINE,
+    ("vod-stream (log)",),
+    "log_target",
+)
+# nginx's JSON access log with the fields of vod-stream's records
+NGINX_JSON_LOG = (
+    'log_format vodjson escape=json \'{"time":"$time_iso8601","method":"$request_method",'
+    '"path":"$uri","status":$status,"bytes":$body_bytes_sent,'
+    '"duration_ms":$request_time,"range":"$http_range","remote":"$remote_addr",'
+    '"user_agent":"$http_user_agent","request_id":"$request_id"}\';'
+)
+
+
+class OutOfTime(Exception):
+    """The time budget ran out, or the run was interrupted: report what was measured."""
 
 
 def free_port() -> int:
@@ -143,13 +182,21 @@ def wait_port(port: int, timeout: float = 30) -> None:
     raise RuntimeError(f"nothing listens on {port}")
 
 
-def start_nginx(workers: int, tuned: bool) -> tuple[subprocess.Popen[bytes], int]:
+def start_nginx(
+    workers: int, tuned: bool, log: bool = False
+) -> tuple[subprocess.Popen[bytes], int]:
+    """nginx tuned (access log off, or `log`: a buffered JSON access log) or stock."""
     port = free_port()
-    prefix = BENCH / ("nginx" if tuned else "nginx-stock")
+    prefix = BENCH / ("nginx-stock" if not tuned else "nginx-log" if log else "nginx")
     prefix.mkdir(exist_ok=True)
     user = "user root;" if os.geteuid() == 0 else ""
     if tuned:
-        http = """access_log off; sendfile on; tcp_nopush off;
+        logging = (
+            f"{NGINX_JSON_LOG}\n  access_log {prefix}/access.log vodjson buffer=64k flush=1s;"
+            if log
+            else "access_log off;"
+        )
+        http = f"""{logging} sendfile on; tcp_nopush off;
   open_file_cache max=1000 inactive=60s; open_file_cache_valid 30s;"""
     else:  # Debian's default http block
         http = f"access_log {prefix}/access.log; sendfile on; tcp_nopush on;"
@@ -201,32 +248,41 @@ def start_go(workers: int) -> tuple[subprocess.Popen[bytes], int]:
 
 
 def start_vod(workers: int, access_log: bool) -> tuple[subprocess.Popen[bytes], int]:
+    """vod-stream with its stdout (the access log, when on) appended to a file, as nginx's."""
+    log_path = BENCH / ("vod-access.log" if access_log else "vod.log")
     env = {
         **os.environ,
         "VOD_HOST": "127.0.0.1",
         "VOD_PORT": "0",
         "VOD_WORKERS": str(workers),
         "VOD_MEDIA_ROOT": str(MEDIA),
-        "VOD_METRICS_DIR": str(BENCH / "metrics"),
+        "VOD_METRICS_DIR": str(BENCH / ("metrics-log" if access_log else "metrics")),
         "VOD_ACCESS_LOG": "true" if access_log else "false",
         "VOD_SHUTDOWN_GRACE_SECONDS": "1",
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vod_stream"], env=env, stdout=subprocess.PIPE, text=False
-    )
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        with contextlib.suppress(ValueError):
-            entry = json.loads(line)
-            if entry.get("event") == "listening":
-                port = int(entry["port"])
-                break
-    else:
-        raise RuntimeError("vod-stream did not start")
-    # keep draining its stdout so access logs never block it
-    subprocess.Popen(["cat"], stdin=proc.stdout, stdout=subprocess.DEVNULL)  # ends with it
-    proc.stdout.close()
-    return proc, port
+    log_path.write_bytes(b"")
+    with open(log_path, "ab") as log:  # O_APPEND: the file can be truncated between runs
+        proc = subprocess.Popen([sys.executable, "-m", "vod_stream"], env=env, stdout=log)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        for line in log_path.read_bytes().splitlines():
+            with contextlib.suppress(ValueError):
+                entry = json.loads(line)
+                if entry.get("event") == "listening":
+                    return proc, int(entry["port"])
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("vod-stream did not start")
+
+
+def truncate_logs() -> None:
+    """Empty the access logs between runs (the servers append to them), so a long benchmark
+    does not fill the disk."""
+    for path in (BENCH / "nginx-log" / "access.log", BENCH / "nginx-stock" / "access.log"):
+        with contextlib.suppress(OSError):
+            os.truncate(path, 0)
+    with contextlib.suppress(OSError):
+        os.truncate(BENCH / "vod-access.log", 0)
 
 
 def check_same_bytes(port: int) -> None:
@@ -240,8 +296,8 @@ def check_same_bytes(port: int) -> None:
         assert body == handle.read(1000), f"wrong bytes from port {port}"
 
 
-def run_wrk(port: int, scenario: Scenario, seconds: float) -> tuple[float, int, int]:
-    """(requests/s or MB/s, error responses, requests completed)."""
+def run_wrk(port: int, scenario: Scenario, seconds: float) -> tuple[float, int, int, float]:
+    """(requests/s or MB/s, error responses, requests completed, MB/s)."""
     command = [
         "wrk",
         f"-t{scenario.threads}",
@@ -263,14 +319,15 @@ def run_wrk(port: int, scenario: Scenario, seconds: float) -> tuple[float, int, 
         errors += int(match.group(1))
     if match := re.search(r"Socket errors: (.*)", out):
         errors += sum(int(n) for n in re.findall(r"\d+", match.group(1)))
+    number, unit = re.search(r"Transfer/sec:\s+([\d.]+)(\w+)", out).groups()  # type: ignore[union-attr]
+    scale = {"B": 1e-6, "KB": 1024 / 1e6, "MB": 1024**2 / 1e6, "GB": 1024**3 / 1e6}[unit]
+    megabytes = float(number) * scale
     if scenario.unit == "req/s":
         value = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     else:
-        number, unit = re.search(r"Transfer/sec:\s+([\d.]+)(\w+)", out).groups()  # type: ignore[union-attr]
-        scale = {"B": 1e-6, "KB": 1024 / 1e6, "MB": 1024**2 / 1e6, "GB": 1024**3 / 1e6}[unit]
-        value = float(number) * scale
+        value = megabytes
     done = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    return value, errors, done
+    return value, errors, done, megabytes
 
 
 def server_pids(name: str, root: int) -> list[int]:
@@ -348,13 +405,83 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(10)
 
 
+Cell = tuple[str, str]  # (scenario, server)
+
+
+@dataclass
+class Measured:
+    """What the runs gave so far, per (scenario, server): one entry per round."""
+
+    value: dict[Cell, list[float]]
+    cpu: dict[Cell, list[float]]  # us per request, or CPU-s per GB (by the scenario's unit)
+    cpu_per_gb: dict[Cell, list[float]]  # CPU-s per GB sent, every scenario
+    errors: dict[str, int]
+
+
+def median(samples: dict[Cell, list[float]], cell: Cell) -> float | None:
+    values = samples.get(cell)
+    return statistics.median(values) if values else None
+
+
+def print_tables(measured: Measured, scenarios: list[Scenario], comparison: Comparison) -> None:
+    """Throughput against the comparison's baseline, then CPU per request (or per GB), then CPU
+    per byte; a cell not measured (out of time) shows as `-`."""
+    title, baseline, others, target_field = comparison
+    print(f"{title}: throughput (median), ratio to {baseline}")
+    print(f"| scenario | {baseline} | " + " | ".join(others) + " | target |")
+    print("|---" * (3 + len(others)) + "|")
+    for scenario in scenarios:
+        base = median(measured.value, (scenario.name, baseline))
+        cells = [scenario.name, "-" if base is None else f"{base:.0f} {scenario.unit}"]
+        for name in others:
+            ours = median(measured.value, (scenario.name, name))
+            cells.append(
+                "-" if ours is None else f"{ours:.0f}" + (f" ({ours / base:.2f}x)" if base else "")
+            )
+        target = float(getattr(scenario, target_field))
+        cells.append(f">= {target:.1f}x" if target else "-")
+        print("| " + " | ".join(cells) + " |")
+    for heading, samples in (
+        (
+            "server CPU (user+system): us per request, or CPU-s per GB for MB/s scenarios",
+            measured.cpu,
+        ),
+        ("server CPU per byte: CPU-s per GB sent", measured.cpu_per_gb),
+    ):
+        print(f"{title}: {heading}")
+        print(f"| scenario | {baseline} | " + " | ".join(others) + " |")
+        print("|---" * (2 + len(others)) + "|")
+        for scenario in scenarios:
+            base = median(samples, (scenario.name, baseline))
+            cells = [scenario.name, "-" if base is None else f"{base:.2f}"]
+            for name in others:
+                ours = median(samples, (scenario.name, name))
+                cells.append(
+                    "-"
+                    if ours is None
+                    else f"{ours:.2f}" + (f" ({ours / base:.2f}x)" if base else "")
+                )
+            print("| " + " | ".join(cells) + " |")
+    print()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument(
-        "--access-log", action="store_true", help="keep vod-stream's JSON access log on"
+        "--logs",
+        choices=("off", "on", "both"),
+        default="both",
+        help="the comparisons to run: access logs off, on (buffered JSON on both sides), or both",
+    )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="stop measuring after this long and print what was measured (0: no limit)",
     )
     parser.add_argument(
         "--only",
@@ -367,92 +494,107 @@ def main() -> int:
     if not scenarios:
         print(f"bench: no scenario matches {args.only!r}", file=sys.stderr)
         return 2
-    for tool in ("wrk",) if args.no_go else ("wrk", "go"):
+    for tool in ("wrk",) if args.no_go or args.logs == "on" else ("wrk", "go"):
         if shutil.which(tool) is None:
             print(f"bench: {tool} is missing", file=sys.stderr)
             return 1
+    comparisons = [
+        c for c, wanted in ((OFF, ("off", "both")), (ON, ("on", "both"))) if args.logs in wanted
+    ]
+    if args.no_go:
+        comparisons = [
+            (t, b, tuple(o for o in others if o != "Go net/http"), f)
+            for t, b, others, f in comparisons
+        ]
+
+    def interrupted(signum: int, _frame: object) -> None:
+        raise OutOfTime(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGINT, interrupted)
+    deadline = time.monotonic() + args.budget if args.budget > 0 else None
     ensure_file()
+    starters = {
+        BASELINE: lambda: start_nginx(args.workers, tuned=True),
+        "nginx (stock)": lambda: start_nginx(args.workers, tuned=False),
+        "Go net/http": lambda: start_go(args.workers),
+        "vod-stream": lambda: start_vod(args.workers, access_log=False),
+        LOG_BASELINE: lambda: start_nginx(args.workers, tuned=True, log=True),
+        "vod-stream (log)": lambda: start_vod(args.workers, access_log=True),
+    }
+    wanted = [name for _, base, others, _ in comparisons for name in (base, *others)]
     procs: dict[str, subprocess.Popen[bytes]] = {}
     servers: dict[str, int] = {}
-    procs[BASELINE], servers[BASELINE] = start_nginx(args.workers, tuned=True)
-    procs["nginx (stock)"], servers["nginx (stock)"] = start_nginx(args.workers, tuned=False)
-    if not args.no_go:
-        procs["Go net/http"], servers["Go net/http"] = start_go(args.workers)
-    procs["vod-stream"], servers["vod-stream"] = start_vod(args.workers, args.access_log)
-    pids = {name: server_pids(name, proc.pid) for name, proc in procs.items()}
-    dataplane = worker_pids(procs["vod-stream"].pid)
-    rss_groups = {**pids, "vod-stream data plane": dataplane}
-    peak_rss: dict[str, int] = dict.fromkeys(rss_groups, 0)
-    results: dict[tuple[str, str], list[float]] = {}
-    cpu: dict[tuple[str, str], list[float]] = {}  # us per request, or CPU-s per GB
-    errors: dict[str, int] = dict.fromkeys(servers, 0)
+    measured = Measured({}, {}, {}, dict.fromkeys(wanted, 0))
+    peak_rss: dict[str, int] = {}
+    stopped_early = ""
     try:
+        for name in wanted:
+            procs[name], servers[name] = starters[name]()
+        pids = {name: server_pids(name, proc.pid) for name, proc in procs.items()}
+        rss_groups = dict(pids)
+        for name in ("vod-stream", "vod-stream (log)"):
+            if name in procs:
+                rss_groups[f"{name} data plane"] = worker_pids(procs[name].pid)
+        peak_rss = dict.fromkeys(rss_groups, 0)
         for port in servers.values():
             check_same_bytes(port)
         for scenario in scenarios:
             if not scenario.cold:
                 for port in servers.values():  # warm-up, not recorded
+                    if deadline is not None and time.monotonic() + 1 > deadline:
+                        raise OutOfTime(f"the {args.budget:g} s budget")
                     run_wrk(port, scenario, 1)
             for _ in range(args.rounds):
                 for name, port in servers.items():
+                    if deadline is not None and time.monotonic() + args.seconds > deadline:
+                        raise OutOfTime(f"the {args.budget:g} s budget")
                     drop_cache() if scenario.cold else warm_cache()
+                    truncate_logs()
                     before = cpu_seconds(pids[name])
                     with RssSampler(rss_groups) as sampler:
-                        value, failed, done = run_wrk(port, scenario, args.seconds)
+                        value, failed, done, megabytes = run_wrk(port, scenario, args.seconds)
                     for group, kib in sampler.peak.items():
                         peak_rss[group] = max(peak_rss[group], kib)
                     used = cpu_seconds(pids[name]) - before
-                    if scenario.unit == "req/s":
-                        per = used / max(done, 1) * 1e6  # us per request
-                    else:
-                        per = used / max(value * args.seconds / 1000, 1e-9)  # CPU-s per GB
-                    results.setdefault((scenario.name, name), []).append(value)
-                    cpu.setdefault((scenario.name, name), []).append(per)
-                    errors[name] += failed
+                    per_gb = used / max(megabytes * args.seconds / 1000, 1e-9)
+                    per = used / max(done, 1) * 1e6 if scenario.unit == "req/s" else per_gb
+                    cell = (scenario.name, name)
+                    measured.value.setdefault(cell, []).append(value)
+                    measured.cpu.setdefault(cell, []).append(per)
+                    measured.cpu_per_gb.setdefault(cell, []).append(per_gb)
+                    measured.errors[name] += failed
                     label = "us CPU/request" if scenario.unit == "req/s" else "CPU-s/GB"
                     print(
-                        f"  {scenario.name:26} {name:14} {value:10.1f} {scenario.unit:5} "
-                        f"{per:8.2f} {label}",
+                        f"  {scenario.name:26} {name:18} {value:10.1f} {scenario.unit:5} "
+                        f"{per:8.2f} {label} {per_gb:8.2f} CPU-s/GB",
                         flush=True,
                     )
+    except OutOfTime as why:
+        stopped_early = str(why)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as why:
+        # e.g. wrk killed with the rest of the process group by `timeout`
+        stopped_early = f"a run failed: {why}"
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         for proc in procs.values():
             stop(proc)
     print()
+    if stopped_early:
+        print(f"STOPPED EARLY ({stopped_early}): partial results, cells not measured show '-'")
     print(
-        f"workers={args.workers}  rounds={args.rounds} x {args.seconds:g}s  "
-        f"vod-stream access log={'on' if args.access_log else 'off'}  cores={os.cpu_count()}"
+        f"workers={args.workers}  rounds={args.rounds} x {args.seconds:g}s  cores={os.cpu_count()}"
     )
-    others = [name for name in servers if name != BASELINE]
-    print(f"| scenario | {BASELINE} | " + " | ".join(others) + " | target (vod-stream) |")
-    print("|---" * (3 + len(others)) + "|")
-    for scenario in scenarios:
-        unit = scenario.unit
-        base = statistics.median(results[(scenario.name, BASELINE)])
-        cells = [scenario.name, f"{base:.0f} {unit}"]
-        for name in others:
-            ours = statistics.median(results[(scenario.name, name)])
-            cells.append(f"{ours:.0f} ({ours / base:.2f}x)")
-        cells.append(f">= {scenario.target:.1f}x" if scenario.target else "-")
-        print("| " + " | ".join(cells) + " |")
     print()
-    print("Server CPU (user+system of the serving processes): us per request, or CPU-s per GB")
-    print(f"| scenario | {BASELINE} | " + " | ".join(others) + " |")
-    print("|---" * (2 + len(others)) + "|")
-    for scenario in scenarios:
-        base = statistics.median(cpu[(scenario.name, BASELINE)])
-        cells = [scenario.name, f"{base:.2f}"]
-        for name in others:
-            ours = statistics.median(cpu[(scenario.name, name)])
-            cells.append(f"{ours:.2f} ({ours / base:.2f}x)")
-        print("| " + " | ".join(cells) + " |")
-    print()
+    for comparison in comparisons:
+        print_tables(measured, scenarios, comparison)
     print(
         "Peak RSS under load (MiB): "
         + ", ".join(f"{n} {k / 1024:.1f}" for n, k in peak_rss.items())
     )
-    print(f"error responses: {errors}")
-    return 0
+    print(f"error responses: {measured.errors}")
+    return 3 if stopped_early else 0
 
 
 if __name__ == "__main__":

@@ -359,7 +359,7 @@ fn media_path(url_path: &str) -> Option<String> {
 #[pyfunction]
 fn open_regular_file(root_real: PathBuf, relative: &str) -> Option<i32> {
     use std::os::fd::IntoRawFd;
-    crate::paths::open_regular_file(&root_real, relative).map(|f| f.fd.into_raw_fd())
+    crate::paths::open_regular_file(&root_real, relative).ok().map(|f| f.fd.into_raw_fd())
 }
 
 #[pyfunction]

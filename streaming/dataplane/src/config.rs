@@ -24,6 +24,9 @@ pub struct Config {
     pub client_ip_header: Option<String>,
     pub cors_allowed_origins: Vec<String>,
     pub access_log: bool,
+    /// Descriptors the open-file cache keeps (0: sized from the descriptor limit).
+    #[serde(default)]
+    pub open_file_cache_size: usize,
     pub log_level: String,
     /// The Python application's Unix socket: everything that is not media goes there.
     pub upstream_socket: PathBuf,

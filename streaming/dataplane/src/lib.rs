@@ -7,6 +7,7 @@
 pub mod cache;
 pub mod conditional;
 pub mod config;
+pub mod descriptors;
 pub mod hls;
 pub mod http;
 pub mod logs;
@@ -15,6 +16,7 @@ pub mod multipart;
 pub mod origin;
 pub mod paths;
 pub mod plan;
+pub mod random;
 pub mod ranges;
 pub mod server;
 pub mod signing;
@@ -41,6 +43,7 @@ pub fn run(cfg: config::Config, listen_fd: i32, ready_fd: i32) -> i32 {
         }
     }
     logs::start();
+    let limits = descriptors::raise_limit();
     let workers = if cfg.workers > 0 {
         cfg.workers
     } else {
@@ -62,7 +65,7 @@ pub fn run(cfg: config::Config, listen_fd: i32, ready_fd: i32) -> i32 {
     };
     let drain_delay = cfg.drain_delay_seconds;
     let grace = cfg.shutdown_grace_seconds;
-    let state = match server::State::new(cfg) {
+    let state = match server::State::new(cfg, limits.soft) {
         Ok(state) => Arc::new(state),
         Err(e) => {
             logs::event("error", "data plane failed to start", vec![("error", Value::String(e))]);
@@ -70,6 +73,16 @@ pub fn run(cfg: config::Config, listen_fd: i32, ready_fd: i32) -> i32 {
             return 1;
         }
     };
+    logs::event(
+        "info",
+        "descriptors",
+        vec![
+            ("soft_limit_at_start", Value::from(limits.initial_soft)),
+            ("soft_limit", Value::from(limits.soft)),
+            ("hard_limit", Value::from(limits.hard)),
+            ("open_file_cache", Value::from(state.open_file_cache_capacity())),
+        ],
+    );
     let outcome = runtime.block_on(async {
         // SAFETY: the supervisor passed us this listening socket; we own it from here on.
         let std_listener = unsafe { std::net::TcpListener::from_raw_fd(listen_fd) };

@@ -31,6 +31,7 @@ pub struct Metrics {
     duration_count: Vec<AtomicU64>,
     pub in_flight: AtomicI64,
     pub send_timeouts: AtomicU64,
+    pub fd_exhausted: AtomicU64,
 }
 
 fn zeros(n: usize) -> Vec<AtomicU64> {
@@ -48,6 +49,7 @@ impl Default for Metrics {
             duration_count: zeros(ROUTES.len()),
             in_flight: AtomicI64::new(0),
             send_timeouts: AtomicU64::new(0),
+            fd_exhausted: AtomicU64::new(0),
         }
     }
 }
@@ -156,6 +158,20 @@ impl Metrics {
         );
         timeouts.add("vod_send_timeouts_total".into(), self.send_timeouts.load(Relaxed) as f64);
         out.push(timeouts);
+        let mut exhausted = Family::new(
+            "vod_fd_exhausted_total",
+            "counter",
+            "Times no file descriptor was left (EMFILE, ENFILE): a 503 with Retry-After, or an accept postponed.",
+        );
+        exhausted.add("vod_fd_exhausted_total".into(), self.fd_exhausted.load(Relaxed) as f64);
+        out.push(exhausted);
+        let mut dropped = Family::new(
+            "vod_access_log_dropped_total",
+            "counter",
+            "Access-log records dropped because the log writer could not keep up (stdout blocked).",
+        );
+        dropped.add("vod_access_log_dropped_total".into(), crate::logs::dropped() as f64);
+        out.push(dropped);
         out
     }
 }

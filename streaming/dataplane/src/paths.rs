@@ -54,27 +54,42 @@ fn real_path_of(fd: i32) -> Option<PathBuf> {
     std::fs::read_link(format!("/proc/self/fd/{fd}")).ok()
 }
 
-/// Open `relative` under the (already resolved) root for reading: `None` unless it is a
+/// Why a file could not be opened for a media request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenError {
+    /// Not a regular file inside the root (missing, a directory, outside, unreadable): 404.
+    NotFound,
+    /// No descriptor left (`EMFILE`, `ENFILE`): the file may well exist, so a 503, never a 404.
+    Exhausted,
+}
+
+/// Open `relative` under the (already resolved) root for reading: an error unless it is a
 /// regular file whose resolved location (after every symlink) is inside the root. O_NONBLOCK
 /// keeps a FIFO from blocking the open.
-pub fn open_regular_file(root_real: &Path, relative: &str) -> Option<OpenFile> {
+pub fn open_regular_file(root_real: &Path, relative: &str) -> Result<OpenFile, OpenError> {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    let full = CString::new(root_real.join(relative).as_os_str().as_bytes()).ok()?;
+    let full =
+        CString::new(root_real.join(relative).as_os_str().as_bytes()).map_err(|_| OpenError::NotFound)?;
     // SAFETY: a NUL-terminated path; the descriptor is owned right away.
     let raw = unsafe { libc::open(full.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NONBLOCK) };
     if raw < 0 {
-        return None;
+        let error = std::io::Error::last_os_error();
+        return Err(if crate::descriptors::exhausted(&error) {
+            OpenError::Exhausted
+        } else {
+            OpenError::NotFound
+        });
     }
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: valid descriptor and out-pointer.
     if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 || (st.st_mode & libc::S_IFMT) != libc::S_IFREG {
-        return None;
+        return Err(OpenError::NotFound);
     }
-    if !inside(root_real, &real_path_of(fd.as_raw_fd())?) {
-        return None;
+    if !real_path_of(fd.as_raw_fd()).is_some_and(|real| inside(root_real, &real)) {
+        return Err(OpenError::NotFound);
     }
-    Some(OpenFile {
+    Ok(OpenFile {
         fd,
         dev: st.st_dev,
         ino: st.st_ino,
@@ -101,11 +116,16 @@ impl FileCache {
         FileCache { root, capacity, valid, entries: Mutex::new(HashMap::new()) }
     }
 
-    pub fn open(&self, relative: &str) -> Option<Arc<OpenFile>> {
-        let full = CString::new(self.root.join(relative).as_os_str().as_bytes()).ok()?;
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub fn open(&self, relative: &str) -> Result<Arc<OpenFile>, OpenError> {
+        let full =
+            CString::new(self.root.join(relative).as_os_str().as_bytes()).map_err(|_| OpenError::NotFound)?;
         let Some(current) = stat_path(&full) else {
             self.lock().remove(relative);
-            return None;
+            return Err(OpenError::NotFound);
         };
         let now = Instant::now();
         {
@@ -117,15 +137,20 @@ impl FileCache {
                     && file.size == current.st_size as u64
                     && file.mtime_ns == mtime_ns(&current)
                 {
-                    return Some(file.clone());
+                    return Ok(file.clone());
                 }
             }
         }
         let opened = open_regular_file(&self.root, relative);
         let mut entries = self.lock();
-        let Some(opened) = opened else {
-            entries.remove(relative);
-            return None;
+        let opened = match opened {
+            Ok(opened) => opened,
+            Err(e) => {
+                if e == OpenError::NotFound {
+                    entries.remove(relative);
+                }
+                return Err(e);
+            }
         };
         let file = Arc::new(opened);
         if entries.len() >= self.capacity && !entries.contains_key(relative) {
@@ -135,7 +160,7 @@ impl FileCache {
             }
         }
         entries.insert(relative.to_string(), (file.clone(), now));
-        Some(file)
+        Ok(file)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Arc<OpenFile>, Instant)>> {

@@ -231,7 +231,7 @@ impl Store {
         self.unlink(victims);
         let crc = crc32c::crc32c(data);
         let path = self.path_of(&key, length, crc);
-        let temp = self.dir.join(format!(".tmp-{:016x}", crate::server::random_u64()));
+        let temp = self.dir.join(format!(".tmp-{:016x}", crate::random::random_u64()));
         let written = (|| -> std::io::Result<()> {
             let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(&temp)?;
             file.write_all(data)?;
