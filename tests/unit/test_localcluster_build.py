@@ -135,6 +135,8 @@ def test_every_binary_belongs_to_exactly_one_pinned_component() -> None:
             "coredns",
             "metrics-server",
             "weed",
+            "prometheus-operator",
+            "prometheus-config-reloader",
         ]
     )
     assert component_of("kubelet").version == KUBERNETES_VERSION

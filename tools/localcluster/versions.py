@@ -13,6 +13,13 @@ COREDNS_VERSION = "v1.14.7"
 METRICS_SERVER_VERSION = "v0.8.0"
 #: SeaweedFS publishes no tagged Go module: this is the pseudo-version the module proxy serves.
 SEAWEEDFS_VERSION = "v0.0.0-20261109003541-7506e5f91cd6"
+#: The newest version the module proxy serves (v0.86.0 and later answer 403 here); it declares
+#: go 1.24.0 and builds with the machine's Go 1.26 in its own wrapper module (its client-go
+#: v0.33 talks to our v1.36 API server within the supported skew of a client).
+PROMETHEUS_OPERATOR_VERSION = "v0.85.0"
+#: Debian bookworm's `prometheus` package (binary, promtool and web UI), not built here: the
+#: in-cluster Prometheus image copies it from the host (stackimages.py).
+PROMETHEUS_VERSION = "v2.42.0"
 
 _SEMVER = re.compile(r"v?(\d+)\.(\d+)\.(\d+)")
 
@@ -58,6 +65,15 @@ def kubernetes_ldflags(version: str) -> list[str]:
     ]
 
 
+def prometheus_ldflags(version: str) -> list[str]:
+    """`-X` flags of Prometheus-style builds (prometheus/common's version package, as promu)."""
+    return [
+        f"-X github.com/prometheus/common/version.Version={version.lstrip('v')}",
+        "-X github.com/prometheus/common/version.Branch=HEAD",
+        "-X github.com/prometheus/common/version.BuildUser=localcluster",
+    ]
+
+
 @dataclass(frozen=True)
 class Component:
     """One Go module built in a throwaway module of its own."""
@@ -67,7 +83,8 @@ class Component:
     version: str
     #: binary name -> Go main package inside `module`
     binaries: dict[str, str]
-    #: the twin version of modules `module` replaces with local paths (None: no replaces needed)
+    #: None: `module` has no replace/exclude directives. Otherwise the wrapper module copies them
+    #: (gomod.wrapper_edits), pointing local replaces at their published twins of this version.
     replace_version: str | None = None
     ldflags: list[str] = field(default_factory=list)
     #: arguments that make the binary print its version
@@ -135,6 +152,24 @@ COMPONENTS: tuple[Component, ...] = (
         binaries={"weed": "github.com/seaweedfs/seaweedfs/weed"},
         version_args=("version",),
     ),
+    Component(
+        name="prometheus-operator",
+        module="github.com/prometheus-operator/prometheus-operator",
+        version=PROMETHEUS_OPERATOR_VERSION,
+        # Named after the project in the cache and on PATH (upstream's image calls it `operator`).
+        binaries={
+            "prometheus-operator": (
+                "github.com/prometheus-operator/prometheus-operator/cmd/operator"
+            ),
+            "prometheus-config-reloader": (
+                "github.com/prometheus-operator/prometheus-operator/cmd/prometheus-config-reloader"
+            ),
+        },
+        # Its local replaces are its own sub-modules (pkg/apis/monitoring, pkg/client), released
+        # with the same version.
+        replace_version=PROMETHEUS_OPERATOR_VERSION,
+        ldflags=prometheus_ldflags(PROMETHEUS_OPERATOR_VERSION),
+    ),
 )
 
 
@@ -151,7 +186,11 @@ ALL_BINARIES: tuple[str, ...] = tuple(b for c in COMPONENTS for b in c.binaries)
 NODE_BINARIES: tuple[str, ...] = ("kubelet", "kube-proxy", "coredns", "metrics-server")
 #: What the tests start beside the cluster: SeaweedFS, the S3-compatible server (s3server.py).
 TEST_BINARIES: tuple[str, ...] = ("weed",)
+#: The monitoring stack, run in-cluster from local images on demand (monitoring.py).
+MONITORING_BINARIES: tuple[str, ...] = ("prometheus-operator", "prometheus-config-reloader")
 #: What `up` runs without a real node (helm is built for delivery, not for the cluster).
 CONTROL_PLANE_BINARIES: tuple[str, ...] = tuple(
-    b for b in ALL_BINARIES if b != "helm" and b not in NODE_BINARIES and b not in TEST_BINARIES
+    b
+    for b in ALL_BINARIES
+    if b != "helm" and b not in (*NODE_BINARIES, *TEST_BINARIES, *MONITORING_BINARIES)
 )
