@@ -137,6 +137,7 @@ def test_every_binary_belongs_to_exactly_one_pinned_component() -> None:
             "weed",
             "prometheus-operator",
             "prometheus-config-reloader",
+            "prometheus",
         ]
     )
     assert component_of("kubelet").version == KUBERNETES_VERSION

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from localcluster import images, ociarchive, stackimages, stackmanifests
+from localcluster import images, monitoring, ociarchive, stackmanifests
+from localcluster.cli import main as cli_main
 from localcluster.gomod import replace_args, wrapper_edits
-from localcluster.promapi import PrometheusError, decode
+from localcluster.promapi import Prometheus, PrometheusError, decode
 from localcluster.versions import (
     CONTROL_PLANE_BINARIES,
     MONITORING_BINARIES,
@@ -145,30 +146,13 @@ def test_a_composed_image_is_the_base_plus_one_layer_with_the_runtime_given(
     assert other.config_digest != made.config_digest
 
 
-def test_tree_files_follow_symlinks_and_leave_out_skipped_folders(tmp_path: Path) -> None:
-    web = tmp_path / "web"
-    (web / "static" / "js").mkdir(parents=True)
-    (web / "static" / "js" / "app.js").write_text("app")
-    library = tmp_path / "javascript" / "moment"
-    (library / "data").mkdir(parents=True)
-    (library / "moment.min.js").write_text("moment")
-    (library / "data" / "zones.json").write_text("huge")
-    (web / "static" / "moment").symlink_to(library)
-    files = stackimages.tree_files(web, "/usr/share/prometheus/web", ("static/moment/data",))
-    assert {f.path: f.data for f in files} == {
-        "usr/share/prometheus/web/static/js/app.js": b"app",
-        "usr/share/prometheus/web/static/moment/moment.min.js": b"moment",
-    }
-    assert {f.mode for f in files} == {0o644}
-
-
 # --- the stack's manifests -------------------------------------------------------------------
 
 SETTINGS = stackmanifests.StackSettings(
     operator_image="localcluster.local/prometheus-operator:v0.85.0",
     reloader_image="localcluster.local/prometheus-config-reloader:v0.85.0",
-    prometheus_image="localcluster.local/prometheus:v2.42.0",
-    prometheus_version="v2.42.0",
+    prometheus_image="localcluster.local/prometheus:v3.5.0",
+    prometheus_version="v3.5.0",
 )
 
 
@@ -220,8 +204,8 @@ def test_the_prometheus_selects_monitors_and_rules_in_every_namespace() -> None:
     ):
         assert spec[field] == {}, field
     assert (spec["version"], spec["image"], spec["replicas"]) == (
-        "v2.42.0",
-        "localcluster.local/prometheus:v2.42.0",
+        "v3.5.0",
+        "localcluster.local/prometheus:v3.5.0",
         1,
     )
     assert spec["evaluationInterval"] == "5s"
@@ -249,3 +233,24 @@ def test_decode_returns_data_or_raises_the_error() -> None:
     bad = {"status": "error", "errorType": "bad_data", "error": "parse error at char 3"}
     with pytest.raises(PrometheusError, match="bad_data: parse error at char 3"):
         decode(json.dumps(bad).encode())
+
+
+def test_the_monitoring_command_needs_a_running_cluster(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert cli_main(["monitoring", "--name", "absent"]) == 1
+    assert "cluster 'absent' is not running" in capsys.readouterr().out
+
+
+def test_the_lines_printed_for_people_name_the_service_and_a_query() -> None:
+    installed = monitoring.Installed(Prometheus("http://10.244.1.5:9090"), "monitoring", 1.0)
+    assert installed.port_forward == (
+        "kubectl -n monitoring port-forward svc/prometheus-k8s 9090:9090"
+    )
+    assert installed.try_query == (
+        "then: curl -s http://127.0.0.1:9090/api/v1/query"
+        " --data-urlencode 'query=sum by (namespace, job) (up)'"
+    )
+    service = next(o for o in _objects("Service"))
+    assert service["metadata"]["name"] == "prometheus-k8s"

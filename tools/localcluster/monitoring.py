@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,11 +116,9 @@ class Installed:
 
     @property
     def try_query(self) -> str:
-        """One query to try once the port-forward runs (Debian's build serves the classic UI)."""
-        expr = urllib.parse.quote(SAMPLE_QUERY)
+        """One query to try once the port-forward runs (the API: the build has no UI assets)."""
         return (
-            f"then open http://127.0.0.1:{PROMETHEUS_PORT}/classic/graph?g0.expr={expr}&g0.tab=1"
-            f" or: curl -s http://127.0.0.1:{PROMETHEUS_PORT}/api/v1/query"
+            f"then: curl -s http://127.0.0.1:{PROMETHEUS_PORT}/api/v1/query"
             f" --data-urlencode 'query={SAMPLE_QUERY}'"
         )
 

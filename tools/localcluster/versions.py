@@ -17,9 +17,12 @@ SEAWEEDFS_VERSION = "v0.0.0-20261109003541-7506e5f91cd6"
 #: go 1.24.0 and builds with the machine's Go 1.26 in its own wrapper module (its client-go
 #: v0.33 talks to our v1.36 API server within the supported skew of a client).
 PROMETHEUS_OPERATOR_VERSION = "v0.85.0"
-#: Debian bookworm's `prometheus` package (binary, promtool and web UI), not built here: the
-#: in-cluster Prometheus image copies it from the host (stackimages.py).
-PROMETHEUS_VERSION = "v2.42.0"
+#: Prometheus in the cluster: v3.5.0 (an LTS, the newest in the operator's compatibility matrix),
+#: built from its Go module, published as github.com/prometheus/prometheus v0.305.0 (v3.X.Y is
+#: v0.3XX.Y). Debian's package (2.42) cannot serve: it is built without Kubernetes service
+#: discovery (`kubernetes_sd_configs` is an unknown field to it and to its promtool).
+PROMETHEUS_VERSION = "v3.5.0"
+PROMETHEUS_MODULE_VERSION = "v0.305.0"
 
 _SEMVER = re.compile(r"v?(\d+)\.(\d+)\.(\d+)")
 
@@ -170,6 +173,16 @@ COMPONENTS: tuple[Component, ...] = (
         replace_version=PROMETHEUS_OPERATOR_VERSION,
         ldflags=prometheus_ldflags(PROMETHEUS_OPERATOR_VERSION),
     ),
+    Component(
+        name="prometheus",
+        module="github.com/prometheus/prometheus",
+        version=PROMETHEUS_MODULE_VERSION,
+        binaries={"prometheus": "github.com/prometheus/prometheus/cmd/prometheus"},
+        # No local replaces; the wrapper copies its fsnotify pin and its excludes. (A Prometheus
+        # on PATH reports 3.x, never the module's v0.305: the cached build is always used.)
+        replace_version=PROMETHEUS_MODULE_VERSION,
+        ldflags=prometheus_ldflags(PROMETHEUS_VERSION),
+    ),
 )
 
 
@@ -187,7 +200,11 @@ NODE_BINARIES: tuple[str, ...] = ("kubelet", "kube-proxy", "coredns", "metrics-s
 #: What the tests start beside the cluster: SeaweedFS, the S3-compatible server (s3server.py).
 TEST_BINARIES: tuple[str, ...] = ("weed",)
 #: The monitoring stack, run in-cluster from local images on demand (monitoring.py).
-MONITORING_BINARIES: tuple[str, ...] = ("prometheus-operator", "prometheus-config-reloader")
+MONITORING_BINARIES: tuple[str, ...] = (
+    "prometheus-operator",
+    "prometheus-config-reloader",
+    "prometheus",
+)
 #: What `up` runs without a real node (helm is built for delivery, not for the cluster).
 CONTROL_PLANE_BINARIES: tuple[str, ...] = tuple(
     b
