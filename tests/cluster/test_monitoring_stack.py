@@ -96,7 +96,10 @@ def wait_for_targets(
     def settled() -> bool:
         pods = {p["metadata"]["name"] for p in stream_pods(ns, name)}
         targets = service_targets(prometheus, ns.name, name)
-        return len(targets) == len(pods) and healthy_pods(prometheus, ns.name, name) == pods
+        seen = {t["labels"].get("pod"): (t["health"], t["lastError"]) for t in targets}
+        assert len(targets) == len(pods), f"pods {sorted(pods)}, targets {seen}"
+        assert healthy_pods(prometheus, ns.name, name) == pods, f"targets {seen}"
+        return True
 
     prometheus.wait_for(settled, timeout=TARGET_TIMEOUT, interval=2)
     return service_targets(prometheus, ns.name, name)

@@ -254,3 +254,18 @@ def test_the_lines_printed_for_people_name_the_service_and_a_query() -> None:
     )
     service = next(o for o in _objects("Service"))
     assert service["metadata"]["name"] == "prometheus-k8s"
+
+
+def test_the_installer_waits_for_a_ready_pod_of_the_wanted_image() -> None:
+    image = "localcluster.local/prometheus:v3.5.0"
+    pod = {
+        "metadata": {"name": "prometheus-k8s-0"},
+        "spec": {"containers": [{"name": "prometheus", "image": image}, {"name": "reloader"}]},
+        "status": {"podIP": "10.244.1.5", "conditions": [{"type": "Ready", "status": "True"}]},
+    }
+    assert monitoring.serving_ip(pod, image) == "10.244.1.5"
+    assert monitoring.serving_ip(pod, "localcluster.local/prometheus:v2.42.0") is None
+    not_ready = {**pod, "status": {"podIP": "10.244.1.5", "conditions": []}}
+    assert monitoring.serving_ip(not_ready, image) is None
+    leaving = {**pod, "metadata": {"deletionTimestamp": "2026-12-06T04:00:00Z"}}
+    assert monitoring.serving_ip(leaving, image) is None

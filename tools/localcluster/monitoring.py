@@ -89,14 +89,28 @@ def apply(cluster: KubeCluster, objects: list[dict[str, Any]]) -> None:
     )
 
 
+def serving_ip(pod: dict[str, Any], image: str) -> str | None:
+    """The pod's IP once it is Ready and runs `image` (not a pod of an earlier spec that the
+    operator has yet to replace), else None."""
+    if pod.get("metadata", {}).get("deletionTimestamp"):
+        return None
+    containers = pod.get("spec", {}).get("containers") or []
+    if not any(c.get("name") == "prometheus" and c.get("image") == image for c in containers):
+        return None
+    status = pod.get("status") or {}
+    conditions = status.get("conditions") or []
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    return str(status["podIP"]) if ready and status.get("podIP") else None
+
+
 def prometheus_pod_ip(cluster: KubeCluster, settings: StackSettings) -> str | None:
     result = cluster.kubectl(
-        "get", "pod", f"prometheus-{PROMETHEUS_NAME}-0", "-n", settings.namespace,
-        "-o", "jsonpath={.status.podIP}", check=False,
+        "get", "pod", f"prometheus-{PROMETHEUS_NAME}-0", "-n", settings.namespace, "-o", "json",
+        check=False,
     )  # fmt: skip
     if result.returncode != 0:
         return None
-    return result.stdout.strip() or None
+    return serving_ip(json.loads(result.stdout), settings.prometheus_image)
 
 
 @dataclass(frozen=True)
