@@ -102,7 +102,7 @@ player-assets: ## Re-fetch hls.js (pinned in streaming/player/package-lock.json)
 ##@ Local cluster (no Docker needed): control plane, kwok, and a real node
 
 .PHONY: cluster-build
-cluster-build: $(STAMP) ## Build (once, cached outside the repo) the control plane, kubelet, kube-proxy, etcd, kwok, CoreDNS, metrics-server, helm
+cluster-build: $(STAMP) ## Build (once, cached outside the repo) the control plane, kubelet, kube-proxy, etcd, kwok, CoreDNS, metrics-server, helm, SeaweedFS, the Prometheus Operator
 	@$(PY) -m localcluster build
 
 .PHONY: images-local
@@ -112,6 +112,10 @@ images-local: $(STAMP) ## Build the base, pause, streaming and operator images o
 .PHONY: cluster-up
 cluster-up: cluster-build images-local ## Start the local cluster (real node, images loaded) and print the `export KUBECONFIG=...` line (eval-able)
 	@$(PY) -m localcluster up
+
+.PHONY: monitoring-up
+monitoring-up: cluster-up ## Install the Prometheus Operator and a Prometheus (local images) into the local cluster; print the port-forward line
+	@$(PY) -m localcluster monitoring
 
 .PHONY: cluster-down
 cluster-down: $(STAMP) ## Stop the local cluster, remove its state and put the host back as it was

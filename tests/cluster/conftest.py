@@ -1,4 +1,5 @@
-"""Operator-process fixtures for the cluster tier (one operator per session).
+"""Operator-process fixtures for the cluster tier (one operator per session), and the
+monitoring stack (`prometheus`, started only for the tests that request it).
 
 The control plane itself comes from the session fixture `kube_cluster` (tests/conftest.py).
 """
@@ -21,6 +22,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from localcluster.promapi import Prometheus
 from vod_operator.kube import WRITTEN_RESOURCES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -185,6 +187,27 @@ def operator(
     proc.stop()
     if os.environ.get("VOD_SHOW_OPERATOR_LOG"):
         print(proc.log_tail(200))
+
+
+@pytest.fixture(scope="session")
+def prometheus(kube_cluster: Any) -> Prometheus:
+    """The monitoring stack in the session's cluster: the Prometheus Operator and one Prometheus
+    selecting ServiceMonitors, PodMonitors and PrometheusRules in every namespace (rules evaluated
+    every 5 s), installed once, on the first request (localcluster.monitoring).
+
+    The object answers through Prometheus' API at its pod IP (the host routes the node's pod
+    range): `.query(expr) -> list[dict]` (`data.result`), `.api(path, **params)` (the `data` of
+    `/api/v1/<path>`: "targets", "rules", "alerts", ...), `.targets(namespace=None)` (active
+    targets), `.wait_for(check, timeout)` (poll until truthy) and `.url`.
+    Needs the local cluster's real node; fails (never skips) without it."""
+    from localcluster import monitoring
+
+    try:
+        installed = monitoring.install(kube_cluster)
+    except (RuntimeError, FileNotFoundError) as exc:
+        pytest.fail(f"the monitoring stack did not come up: {exc}", pytrace=False)
+    print(f"\nmonitoring stack ready in {installed.seconds:.1f} s at {installed.prometheus.url}")
+    return installed.prometheus
 
 
 @dataclass

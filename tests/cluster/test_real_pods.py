@@ -31,14 +31,13 @@ CLIP_SIZE = 8 * 1024 * 1024
 STREAM_UID = 10001
 
 
-@pytest.fixture
-def media(namespace: Namespace, tmp_path: Path) -> Iterator[Path]:
-    """A folder on the node holding clip.bin, offered to the namespace as PVC `videos`."""
-    folder = tmp_path / "media"
+def offer_media(namespace: Namespace, folder: Path) -> str:
+    """`folder` (on the node) holding clip.bin, offered to the namespace as PVC `videos` through
+    a hostPath PersistentVolume; returns the volume's name (cluster-scoped: delete it after)."""
     folder.mkdir()
     (folder / CLIP).write_bytes(pattern(CLIP_SIZE))
     os.chown(folder, STREAM_UID, STREAM_UID)
-    os.chmod(tmp_path, 0o755)
+    os.chmod(folder.parent, 0o755)
     pv = f"vod-e2e-{namespace.name}"
     namespace.cluster.kubectl(
         "apply", "-f", "-",
@@ -59,9 +58,22 @@ def media(namespace: Namespace, tmp_path: Path) -> Iterator[Path]:
                      "resources": {"requests": {"storage": "1Gi"}}},
         })
     )  # fmt: skip
-    yield folder
+    return pv
+
+
+def withdraw_media(namespace: Namespace, pv: str) -> None:
+    """Delete the namespace's platforms (their pods release the volume), then the volume."""
     namespace.kubectl("delete", "vp", "--all", "--wait=true", "--timeout=60s", check=False)
     namespace.cluster.kubectl("delete", "pv", pv, "--wait=false", check=False)
+
+
+@pytest.fixture
+def media(namespace: Namespace, tmp_path: Path) -> Iterator[Path]:
+    """A folder on the node holding clip.bin, offered to the namespace as PVC `videos`."""
+    folder = tmp_path / "media"
+    pv = offer_media(namespace, folder)
+    yield folder
+    withdraw_media(namespace, pv)
 
 
 def stream_pods(ns: Namespace, name: str) -> list[dict[str, Any]]:

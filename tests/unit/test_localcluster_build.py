@@ -136,6 +136,9 @@ def test_every_binary_belongs_to_exactly_one_pinned_component() -> None:
             "metrics-server",
             "weed",
             "dashboard-linter",
+            "prometheus-operator",
+            "prometheus-config-reloader",
+            "prometheus",
         ]
     )
     assert component_of("kubelet").version == KUBERNETES_VERSION

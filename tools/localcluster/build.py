@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from localcluster import binaries
-from localcluster.gomod import local_replacements, replace_args
+from localcluster.gomod import wrapper_edits
 from localcluster.paths import bin_dir, build_dir, cache_root, exclusive, kwok_stages
 from localcluster.versions import COMPONENTS, Component
 
@@ -98,6 +98,13 @@ def download(component: Component, workdir: Path) -> dict[str, str]:
     return info
 
 
+def module_dir(component: Component) -> Path:
+    """The folder of the pinned module's files (Go downloads it once into its module cache)."""
+    workdir = build_dir(component)
+    workdir.mkdir(parents=True, exist_ok=True)
+    return Path(download(component, workdir)["Dir"])
+
+
 def prepare_module(component: Component) -> Path:
     """A throwaway module requiring `component.module` at its pinned version (idempotent)."""
     workdir = build_dir(component)
@@ -110,15 +117,12 @@ def prepare_module(component: Component) -> Path:
     go("mod", "init", f"localcluster.build/{component.name}", cwd=workdir)
     go("mod", "edit", f"-require={component.module}@{component.version}", cwd=workdir)
     if component.replace_version is not None:
-        info = json.loads(
-            go("mod", "download", "-json", f"{component.module}@{component.version}", cwd=workdir)
-        )
+        info = download(component, workdir)
         modfile = json.loads(go("mod", "edit", "-json", info["GoMod"], cwd=workdir))
-        modules = local_replacements(modfile)
-        twin = component.replace_version
-        log(f"{component.name}: replacing {len(modules)} local modules with their @{twin}")
-        if modules:
-            go("mod", "edit", *replace_args(modules, component.replace_version), cwd=workdir)
+        edits = wrapper_edits(modfile, component.replace_version)
+        log(f"{component.name}: {len(edits)} replace/exclude directives from its go.mod")
+        if edits:
+            go("mod", "edit", *edits, cwd=workdir)
     packages = [f"{package}@{component.version}" for package in component.binaries.values()]
     log(f"{component.name}: resolving {', '.join(packages)}")
     go("get", *packages, cwd=workdir, heartbeat=f"{component.name}: resolving")
@@ -156,17 +160,12 @@ def write_kwok_stages(component: Component) -> Path:
     target = kwok_stages()
     if target.is_file():
         return target
-    workdir = build_dir(component)
-    workdir.mkdir(parents=True, exist_ok=True)
-    info = json.loads(
-        go("mod", "download", "-json", f"{component.module}@{component.version}", cwd=workdir)
-    )
-    module_dir = Path(info["Dir"])
+    folder = module_dir(component)
     documents: list[str] = []
     for stage_set in KWOK_STAGE_SETS:
-        kustomization = yaml.safe_load((module_dir / stage_set / "kustomization.yaml").read_text())
+        kustomization = yaml.safe_load((folder / stage_set / "kustomization.yaml").read_text())
         for resource in kustomization["resources"]:
-            documents.append((module_dir / stage_set / resource).read_text().strip() + "\n")
+            documents.append((folder / stage_set / resource).read_text().strip() + "\n")
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text("---\n".join(documents))
     log(f"kwok: {len(documents)} stages -> {target}")

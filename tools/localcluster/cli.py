@@ -1,4 +1,4 @@
-"""Command line: `python -m localcluster build|up|down|status|which|images`."""
+"""Command line: `python -m localcluster build|up|down|status|which|images|monitoring`."""
 
 from __future__ import annotations
 
@@ -31,6 +31,14 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--name", default=DEFAULT_NAME, help=f"cluster name (default {DEFAULT_NAME})"
         )
+    p_mon = sub.add_parser(
+        "monitoring",
+        help="install the Prometheus Operator and a Prometheus into the running cluster (real "
+        "node), print the port-forward line and a query to try",
+    )
+    p_mon.add_argument(
+        "--name", default=DEFAULT_NAME, help=f"cluster name (default {DEFAULT_NAME})"
+    )
     p_which = sub.add_parser("which", help="print the path of a binary (exit 1 if not built)")
     p_which.add_argument("binary", choices=ALL_BINARIES)
     p_images = sub.add_parser(
@@ -122,6 +130,23 @@ def cmd_images(load_into: str | None) -> int:
     return 0
 
 
+def cmd_monitoring(name: str) -> int:
+    from localcluster import monitoring
+    from localcluster.handle import KubeCluster
+
+    up = cluster.running(clusters_dir() / name)
+    if up is None:
+        print(f"localcluster monitoring: cluster {name!r} is not running (`make cluster-up`)")
+        return 1
+    installed = monitoring.install(KubeCluster(kubeconfig=up.kubeconfig, server=up.server))
+    took, url = installed.seconds, installed.prometheus.url
+    print(f"# monitoring stack ready in {took:.1f} s; Prometheus at {url}")
+    print(f"export KUBECONFIG={shlex.quote(str(up.kubeconfig))}")
+    print(installed.port_forward)
+    print(f"# {installed.try_query}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -131,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_which(args.binary)
         if args.command == "images":
             return cmd_images(args.load_into)
+        if args.command == "monitoring":
+            return cmd_monitoring(args.name)
         return {"up": cmd_up, "down": cmd_down, "status": cmd_status}[args.command](args.name)
     except (cluster.ClusterError, FileNotFoundError, RuntimeError, OSError) as err:
         print(f"localcluster {args.command}: {err}", file=sys.stderr)

@@ -306,25 +306,30 @@ def ensure_base() -> Image:
     return _record("python-base", archive, key, began)
 
 
-# --- SeaweedFS (the in-cluster S3 server of the cluster tests) -------------------------------
-
-#: `weed` runs as an unprivileged user; its data folder is a mounted volume (an emptyDir).
-SEAWEEDFS_RUNTIME_USER = "65532:65532"
+# --- images composed without an engine: the base + files + a runtime config ------------------
 
 
-def seaweedfs_runtime(base: ociarchive.ArchiveInfo) -> ociarchive.RuntimeConfig:
-    """The base's environment, `weed` as the entrypoint, `/data` as the working folder."""
-    env = tuple(base.config.get("config", {}).get("Env") or ())
+def runtime_on(
+    base: Image, *, entrypoint: tuple[str, ...], user: str, working_dir: str = ""
+) -> ociarchive.RuntimeConfig:
+    """A runtime config that keeps the base's environment (PATH, the CA settings)."""
+    env = tuple(ociarchive.read_archive(base.archive).config.get("config", {}).get("Env") or ())
     return ociarchive.RuntimeConfig(
-        entrypoint=("/usr/local/bin/weed",),
-        env=env,
-        user=SEAWEEDFS_RUNTIME_USER,
-        working_dir="/data",
+        entrypoint=entrypoint, env=env, user=user, working_dir=working_dir
     )
 
 
-def write_seaweedfs_archive(base_archive: Path, weed: Path, out: Path, ref: str) -> None:
-    """The base's layer plus one holding `/usr/local/bin/weed`, written without an engine."""
+def write_composed_archive(
+    base_archive: Path,
+    files: Sequence[ociarchive.LayerFile],
+    out: Path,
+    ref: str,
+    runtime: ociarchive.RuntimeConfig,
+) -> None:
+    """The base's layers plus one holding `files`, written as an archive without an engine.
+
+    Paths go under real folders of the base: Debian's `/bin` is a symlink to `usr/bin`, and a
+    layer entry `bin/` would replace it with a folder (write `usr/bin/x` for `/bin/x`)."""
     base = ociarchive.read_archive(base_archive)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as scratch:
@@ -338,44 +343,63 @@ def write_seaweedfs_archive(base_archive: Path, weed: Path, out: Path, ref: str)
                 with path.open("wb") as copy:
                     shutil.copyfileobj(member, copy)
                 layers.append(ociarchive.Layer.of(path))
-        weed_layer = Path(scratch) / "weed.tar"
-        weed_layer.write_bytes(
-            ociarchive.layer_tar(
-                [
-                    ociarchive.LayerFile("usr/local/bin/weed", weed.read_bytes()),
-                    ociarchive.LayerFile("data/.keep", b"", mode=0o644),
-                ]
-            )
-        )
-        layers.append(ociarchive.Layer.of(weed_layer))
-        ociarchive.write_archive(out, ref, layers, seaweedfs_runtime(base))
+        top = Path(scratch) / "files.tar"
+        top.write_bytes(ociarchive.layer_tar(files))
+        layers.append(ociarchive.Layer.of(top))
+        ociarchive.write_archive(out, ref, layers, runtime)
+
+
+def files_hash(files: Sequence[ociarchive.LayerFile]) -> str:
+    """A digest of a layer's files: paths, modes and contents."""
+    sha = hashlib.sha256()
+    for item in sorted(files, key=lambda f: f.path):
+        sha.update(f"{item.path} {item.mode:o} {hashlib.sha256(item.data).hexdigest()}\n".encode())
+    return sha.hexdigest()
 
 
 @_locked
+def ensure_composed(
+    name: str,
+    ref: str,
+    base: Image,
+    files: Sequence[ociarchive.LayerFile],
+    runtime: ociarchive.RuntimeConfig,
+) -> Image:
+    """`ref`: the base plus one layer of `files`, with `runtime`; cached by all four (seconds to
+    write: no engine, no package manager)."""
+    began = time.monotonic()
+    key = _hash(
+        base.config_digest,
+        files_hash(files),
+        ref,
+        json.dumps(runtime.as_json(), sort_keys=True),
+    )
+    archive = archive_path(name, key)
+    reused = _reuse(name, archive, began)
+    if reused is not None:
+        return reused
+    log(f"{name}: {len(files)} files on {base.ref}")
+    write_composed_archive(base.archive, files, archive, ref, runtime)
+    return _record(name, archive, key, began)
+
+
 def ensure_seaweedfs(base: Image) -> Image:
     """`localcluster.local/seaweedfs:<version>`: the project's Debian base with `weed` (built
     from its Go module first if the cache lacks it), for an in-cluster S3 server
-    (manifests/dev/seaweedfs). Cached by the base image, the binary and the runtime config."""
+    (manifests/dev/seaweedfs). `weed` runs as an unprivileged user in `/data`, a mounted volume."""
     from localcluster.build import build
     from localcluster.versions import SEAWEEDFS_VERSION
 
-    began = time.monotonic()
     weed = build(["weed"])["weed"]
-    ref = f"{LOCAL_REGISTRY}/seaweedfs:{SEAWEEDFS_VERSION}"
-    base_info = ociarchive.read_archive(base.archive)
-    key = _hash(
-        base.config_digest,
-        hashlib.sha256(weed.read_bytes()).hexdigest(),
-        ref,
-        json.dumps(seaweedfs_runtime(base_info).as_json(), sort_keys=True),
+    files = [
+        ociarchive.LayerFile("usr/local/bin/weed", weed.read_bytes()),
+        ociarchive.LayerFile("data/.keep", b"", mode=0o644),
+    ]
+    runtime = runtime_on(
+        base, entrypoint=("/usr/local/bin/weed",), user="65532:65532", working_dir="/data"
     )
-    archive = archive_path("seaweedfs", key)
-    reused = _reuse("seaweedfs", archive, began)
-    if reused is not None:
-        return reused
-    log(f"seaweedfs: {weed} on {base.ref}")
-    write_seaweedfs_archive(base.archive, weed, archive, ref)
-    return _record("seaweedfs", archive, key, began)
+    ref = f"{LOCAL_REGISTRY}/seaweedfs:{SEAWEEDFS_VERSION}"
+    return ensure_composed("seaweedfs", ref, base, files, runtime)
 
 
 def ensure_base_in_engine(engine: Engine, base: Image) -> None:
@@ -565,6 +589,7 @@ __all__ = [
     "Loaded",
     "ensure_all",
     "ensure_base",
+    "ensure_composed",
     "ensure_images",
     "ensure_pause",
     "ensure_project_images",

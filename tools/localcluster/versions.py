@@ -17,6 +17,16 @@ SEAWEEDFS_VERSION = "v0.0.0-20261109003541-7506e5f91cd6"
 #: scripts/go.mod: the module proxy serves it, its go.mod has no replace directives and needs only
 #: Prometheus' PromQL parser (its later tags pull Loki and Grafana's app SDK, and a replace).
 DASHBOARD_LINTER_VERSION = "v0.0.0-20231114210226-c458893a5731"
+#: The newest version the module proxy serves (v0.86.0 and later answer 403 here); it declares
+#: go 1.24.0 and builds with the machine's Go 1.26 in its own wrapper module (its client-go
+#: v0.33 talks to our v1.36 API server within the supported skew of a client).
+PROMETHEUS_OPERATOR_VERSION = "v0.85.0"
+#: Prometheus in the cluster: v3.5.0 (an LTS, the newest in the operator's compatibility matrix),
+#: built from its Go module, published as github.com/prometheus/prometheus v0.305.0 (v3.X.Y is
+#: v0.3XX.Y). Debian's package (2.42) cannot serve: it is built without Kubernetes service
+#: discovery (`kubernetes_sd_configs` is an unknown field to it and to its promtool).
+PROMETHEUS_VERSION = "v3.5.0"
+PROMETHEUS_MODULE_VERSION = "v0.305.0"
 
 _SEMVER = re.compile(r"v?(\d+)\.(\d+)\.(\d+)")
 
@@ -62,6 +72,15 @@ def kubernetes_ldflags(version: str) -> list[str]:
     ]
 
 
+def prometheus_ldflags(version: str) -> list[str]:
+    """`-X` flags of Prometheus-style builds (prometheus/common's version package, as promu)."""
+    return [
+        f"-X github.com/prometheus/common/version.Version={version.lstrip('v')}",
+        "-X github.com/prometheus/common/version.Branch=HEAD",
+        "-X github.com/prometheus/common/version.BuildUser=localcluster",
+    ]
+
+
 @dataclass(frozen=True)
 class Component:
     """One Go module built in a throwaway module of its own."""
@@ -71,7 +90,8 @@ class Component:
     version: str
     #: binary name -> Go main package inside `module`
     binaries: dict[str, str]
-    #: the twin version of modules `module` replaces with local paths (None: no replaces needed)
+    #: None: `module` has no replace/exclude directives. Otherwise the wrapper module copies them
+    #: (gomod.wrapper_edits), pointing local replaces at their published twins of this version.
     replace_version: str | None = None
     ldflags: list[str] = field(default_factory=list)
     #: arguments that make the binary print its version
@@ -147,6 +167,34 @@ COMPONENTS: tuple[Component, ...] = (
         # No version command: one on PATH never "fits", the one built here is used.
         version_args=("rules",),
     ),
+    Component(
+        name="prometheus-operator",
+        module="github.com/prometheus-operator/prometheus-operator",
+        version=PROMETHEUS_OPERATOR_VERSION,
+        # Named after the project in the cache and on PATH (upstream's image calls it `operator`).
+        binaries={
+            "prometheus-operator": (
+                "github.com/prometheus-operator/prometheus-operator/cmd/operator"
+            ),
+            "prometheus-config-reloader": (
+                "github.com/prometheus-operator/prometheus-operator/cmd/prometheus-config-reloader"
+            ),
+        },
+        # Its local replaces are its own sub-modules (pkg/apis/monitoring, pkg/client), released
+        # with the same version.
+        replace_version=PROMETHEUS_OPERATOR_VERSION,
+        ldflags=prometheus_ldflags(PROMETHEUS_OPERATOR_VERSION),
+    ),
+    Component(
+        name="prometheus",
+        module="github.com/prometheus/prometheus",
+        version=PROMETHEUS_MODULE_VERSION,
+        binaries={"prometheus": "github.com/prometheus/prometheus/cmd/prometheus"},
+        # No local replaces; the wrapper copies its fsnotify pin and its excludes. (A Prometheus
+        # on PATH reports 3.x, never the module's v0.305: the cached build is always used.)
+        replace_version=PROMETHEUS_MODULE_VERSION,
+        ldflags=prometheus_ldflags(PROMETHEUS_VERSION),
+    ),
 )
 
 
@@ -165,9 +213,15 @@ NODE_BINARIES: tuple[str, ...] = ("kubelet", "kube-proxy", "coredns", "metrics-s
 TEST_BINARIES: tuple[str, ...] = ("weed",)
 #: What `make lint` and delivery use, never the cluster: helm, the dashboards' linter.
 DELIVERY_BINARIES: tuple[str, ...] = ("helm", "dashboard-linter")
+#: The monitoring stack, run in-cluster from local images on demand (monitoring.py).
+MONITORING_BINARIES: tuple[str, ...] = (
+    "prometheus-operator",
+    "prometheus-config-reloader",
+    "prometheus",
+)
 #: What `up` runs without a real node.
 CONTROL_PLANE_BINARIES: tuple[str, ...] = tuple(
     b
     for b in ALL_BINARIES
-    if b not in DELIVERY_BINARIES and b not in NODE_BINARIES and b not in TEST_BINARIES
+    if b not in (*DELIVERY_BINARIES, *NODE_BINARIES, *TEST_BINARIES, *MONITORING_BINARIES)
 )
