@@ -93,6 +93,9 @@ class OperatorProcess:
     log_path: Path
     port: int = field(default_factory=free_port)
     metrics_port: int = field(default_factory=free_port)
+    #: Where /metrics listens: 127.0.0.1, or the host's address on the node network so that
+    #: the cluster's Prometheus can scrape it (`operator_monitored`).
+    metrics_address: str = "127.0.0.1"
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -101,14 +104,14 @@ class OperatorProcess:
 
     @property
     def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+        return f"http://{self.metrics_address}:{self.metrics_port}/metrics"
 
     def start(self) -> None:
         log = self.log_path.open("ab")
         env = {
             **self.env,
             "VOD_OPERATOR_METRICS_PORT": str(self.metrics_port),
-            "VOD_OPERATOR_METRICS_BIND_ADDRESS": "127.0.0.1",
+            "VOD_OPERATOR_METRICS_BIND_ADDRESS": self.metrics_address,
         }
         self.process = subprocess.Popen(
             [sys.executable, "-m", "vod_operator", "--liveness", self.liveness_url],
@@ -181,7 +184,11 @@ def operator(
             "PYTHONUNBUFFERED": "1",
         }
     )
-    proc = OperatorProcess(env=env, log_path=tmp_path_factory.mktemp("operator") / "operator.log")
+    proc = OperatorProcess(
+        env=env,
+        log_path=tmp_path_factory.mktemp("operator") / "operator.log",
+        metrics_address=pod_reachable_address(crd_installed),
+    )
     proc.start()
     yield proc
     proc.stop()
@@ -208,6 +215,72 @@ def prometheus(kube_cluster: Any) -> Prometheus:
         pytest.fail(f"the monitoring stack did not come up: {exc}", pytrace=False)
     print(f"\nmonitoring stack ready in {installed.seconds:.1f} s at {installed.prometheus.url}")
     return installed.prometheus
+
+
+def pod_reachable_address(cluster: Any) -> str:
+    """The host's address pods reach (the one the API server advertises on the node network),
+    when it is an address of this machine; 127.0.0.1 otherwise (e.g. kind, where the operator
+    under test is not reachable from pods anyway)."""
+    result = cluster.kubectl(
+        "get", "endpoints", "kubernetes", "-n", "default",
+        "-o", "jsonpath={.subsets[0].addresses[0].ip}", check=False,
+    )  # fmt: skip
+    address = str(result.stdout).strip()
+    if not address or address.startswith("127."):
+        return "127.0.0.1"
+    with socket.socket() as sock:
+        try:
+            sock.bind((address, 0))
+        except OSError:
+            return "127.0.0.1"
+    return address
+
+
+#: Where the session's operator is made a scrape target (a Service without selector).
+OPERATOR_METRICS_NAMESPACE = "vod-test-operator-metrics"
+
+
+@pytest.fixture(scope="session")
+def operator_monitored(operator: OperatorProcess, prometheus: Any, kube_cluster: Any) -> Any:
+    """The session's operator, scraped by the session's Prometheus through the ServiceMonitor
+    the kustomize component ships (manifests/components/monitoring/servicemonitor.yaml, in a
+    namespace of its own). The operator runs on the host, so its metrics Service has no
+    selector and an Endpoints object names the host's address on the node network. Returns the
+    Prometheus once the target is up."""
+    import yaml
+
+    if operator.metrics_address == "127.0.0.1":
+        pytest.fail("the operator's metrics are not reachable from pods here", pytrace=False)
+    ns = OPERATOR_METRICS_NAMESPACE
+    component = ROOT / "manifests" / "components" / "monitoring"
+    monitor = yaml.safe_load((component / "servicemonitor.yaml").read_text())
+    service = yaml.safe_load((component / "metrics-service.yaml").read_text())
+    monitor["metadata"]["namespace"] = service["metadata"]["namespace"] = ns
+    del service["spec"]["selector"]  # the operator is no pod: the Endpoints below
+    (port,) = service["spec"]["ports"]
+    port["targetPort"] = operator.metrics_port
+    endpoints = {
+        "apiVersion": "v1",
+        "kind": "Endpoints",
+        "metadata": {"name": service["metadata"]["name"], "namespace": ns,
+                     "labels": service["metadata"]["labels"]},
+        "subsets": [{
+            "addresses": [{"ip": operator.metrics_address}],
+            "ports": [{"name": port["name"], "port": operator.metrics_port, "protocol": "TCP"}],
+        }],
+    }  # fmt: skip
+    kube_cluster.kubectl("create", "namespace", ns, check=False)
+    kube_cluster.kubectl(
+        "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
+                                              "items": [service, endpoints, monitor]}),
+    )  # fmt: skip
+
+    def operator_up() -> bool:
+        result = prometheus.query('up{job="vod-operator"}')
+        return bool(result) and all(r["value"][1] == "1" for r in result)
+
+    prometheus.wait_for(operator_up, timeout=120)
+    return prometheus
 
 
 @dataclass

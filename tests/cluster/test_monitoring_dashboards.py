@@ -32,7 +32,7 @@ import jwt
 import obstore
 import pytest
 
-from tests.cluster.conftest import Namespace, OperatorProcess
+from tests.cluster.conftest import Namespace
 from tests.cluster.podclient import pattern
 from tests.cluster.test_assets import asset, make_video, wait_phase
 from tests.cluster.test_operator import wait_ready
@@ -230,7 +230,7 @@ def run_panels(prometheus: Any, ns: str) -> tuple[list[str], list[str]]:
 
 
 def test_every_panel_of_both_dashboards_returns_data_after_traffic(
-    operator: OperatorProcess,
+    operator_monitored: Any,
     namespace: Namespace,
     media: Path,
     seaweedfs: str,
