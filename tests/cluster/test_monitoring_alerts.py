@@ -4,10 +4,10 @@ Prometheus, goes pending, fires and resolves as the platform breaks and heals.
 - Down: every streaming pod of a PVC platform goes away (the node is cordoned and the pods are
   deleted, as when a node is lost): `VideoPlatformDown` is pending within two scrape intervals
   (plus one rule evaluation), fires after its `for`, and resolves once the node takes pods again.
-- Origin: the S3 server of an S3 platform becomes unreachable (its Service selects no pod: the
-  connection is refused, as when an origin's endpoint is lost) while viewers ask for bytes: what
-  the slice cache holds is still served, the rest is answered 502,
-  `VideoPlatformOriginUnavailable` fires, and resolves once the S3 server is reachable again.
+- Origin: the S3 server of an S3 platform goes away (its pod is deleted: connections are
+  refused) while viewers ask for bytes: what the slice cache holds is still served, the rest is
+  answered 502, `VideoPlatformOriginUnavailable` fires, and resolves once the S3 server is back
+  (it comes back empty, an emptyDir: the test puts the clip back, as a restore would).
 
 Time is shortened only by the platform's own settings (`spec.monitoring.scrapeInterval: 5s`,
 `spec.monitoring.alerts.timeScale: 0.1`), never by a test-only code path. Every wait is bounded;
@@ -16,7 +16,6 @@ traffic goes to pod IPs of this cluster only.
 
 from __future__ import annotations
 
-import json
 import textwrap
 import threading
 import time
@@ -228,16 +227,10 @@ def test_an_s3_platform_whose_origin_goes_away_alerts_and_resolves(
     prometheus.wait_for(lambda: rule_loaded(prometheus, name, ns.name), 90)
     prometheus.wait_for(lambda: healthy_targets(prometheus, ns.name, "library") == 1, 90)
 
-    selector = ns.get("service", "seaweedfs")["spec"]["selector"]
-
-    def select(labels: dict[str, str]) -> None:
-        patch = [{"op": "replace", "path": "/spec/selector", "value": labels}]
-        ns.kubectl("patch", "service", "seaweedfs", "--type=json", "-p", json.dumps(patch))
-
     timeline = Timeline()
     with Viewers(host, f"/{CLIP}") as viewers:
-        select({"vod-test/origin": "unplugged"})  # the Service keeps its address, no endpoint
-        down = timeline.mark("S3 Service selects no pod (connections refused)")
+        ns.kubectl("scale", "deploy/seaweedfs", "--replicas=0")
+        down = timeline.mark("S3 server scaled to 0 (its pod terminating)")
         before = Counter(viewers.statuses)
         _, pending = wait_state(prometheus, name, ns.name, "library", "pending", 90)
         assert pending is not None
@@ -247,8 +240,10 @@ def test_an_s3_platform_whose_origin_goes_away_alerts_and_resolves(
         timeline.mark(f"{name} firing (first seen)", fired)
         during = viewers.since(before)
 
-        select(selector)
-        back = timeline.mark("S3 Service selects the S3 server again")
+        ns.kubectl("scale", "deploy/seaweedfs", "--replicas=1")
+        ns.kubectl("rollout", "status", "deploy/seaweedfs", "--timeout=120s", timeout=150)
+        obstore.put(bucket(seaweedfs), PREFIX + CLIP, pattern(CLIP_SIZE))
+        back = timeline.mark("S3 server back (rollout complete, clip restored)")
         healed = Counter(viewers.statuses)
         resolved, _ = wait_state(prometheus, name, ns.name, "library", None, 150)
         timeline.mark(f"{name} resolved (gone from /api/v1/alerts)", resolved)
