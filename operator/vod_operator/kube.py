@@ -361,7 +361,7 @@ class Kube:
         """The last `tail_lines` lines of a pod's (only) container log."""
         query = [("tailLines", str(tail_lines))]
         data = self._call(
-            "GET", POD.path(namespace, pod, "log"), query, {"Accept": "text/plain"}, None, 30
+            "GET", POD.path(namespace, pod, "log"), query, {"Accept": "*/*"}, None, 30
         )
         return data.decode("utf-8", "replace")
 
