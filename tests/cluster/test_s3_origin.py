@@ -211,8 +211,9 @@ def test_a_videoasset_on_an_s3_platform_is_packaged_into_the_bucket_and_served(
     wait_ready(ns, "vs", timeout=180)
     ns.apply(asset("intro", "source: {path: uploads/pattern.mp4}", platform="vs"))
     st = wait_phase(ns, "intro", "Ready", timeout=400)["status"]
+    # The pod's result line can make the asset Ready a moment before the Job counts its success.
+    eventually(lambda: ns.get("job", st["job"])["status"].get("succeeded") == 1, timeout=60)
     job = ns.get("job", st["job"])
-    assert job["status"].get("succeeded") == 1
     assert "persistentVolumeClaim" not in json.dumps(job["spec"]["template"]["spec"]["volumes"])
     assert st["playback"]["master"] == f"/assets/{ns.name}/intro/master.m3u8"
 
