@@ -67,9 +67,13 @@ class ServerProcess:
             raise RuntimeError("server did not start:\n" + "\n".join(self.raw_lines[-30:]))
         self.url = f"http://127.0.0.1:{self.port}"
 
+    def _before_line(self) -> None:
+        """Called before each stdout line is read (a subclass may hold the reader here)."""
+
     def _read(self) -> None:
         assert self.process.stdout is not None
         for line in self.process.stdout:
+            self._before_line()
             self.raw_lines.append(line.rstrip("\n"))
             try:
                 entry = json.loads(line)

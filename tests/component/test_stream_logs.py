@@ -164,19 +164,8 @@ class HeldServer(ServerProcess):
         self.reading.set()
         super().__init__(*args, **kwargs)
 
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.reading.wait()
-            self.raw_lines.append(line.rstrip("\n"))
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            self.logs.append(entry)
-            if entry.get("event") == "listening":
-                self.port = int(entry["port"])
-                self._listening.set()
+    def _before_line(self) -> None:
+        self.reading.wait()
 
 
 def test_a_blocked_stdout_drops_records_but_never_the_answers(tmp_path: Path) -> None:
