@@ -406,6 +406,8 @@ def test_bad_input_fails_once_with_a_clear_reason(
     failed = condition(body, "Failed")
     assert (failed["status"], failed["reason"]) == ("True", reason)
     assert words in failed["message"]
+    # The pod's result line can make the asset Failed before the Job counts the failed pod.
+    eventually(lambda: ns.get("job", body["status"]["job"])["status"].get("failed"), timeout=60)
     job = ns.get("job", body["status"]["job"])
     assert job["status"].get("failed") == 1  # exit 3: failed at once, not retried
     assert any(c["type"] == "Failed" and c["status"] == "True" for c in job["status"]["conditions"])
