@@ -222,6 +222,19 @@ def platform_dashboard() -> Dashboard:
                 "reqps",
                 (Query(f"sum({rate('vod_send_timeouts_total')})", "cut"),),
             ),
+            Panel(
+                "Descriptors exhausted",
+                "Requests and connections answered 503 per second because the server ran out "
+                "of file descriptors (EMFILE/ENFILE).",
+                "reqps",
+                (Query(f"sum({rate('vod_fd_exhausted_total')})", "refused"),),
+            ),
+            Panel(
+                "Access log records dropped",
+                "Access log records dropped per second because the log writer fell behind.",
+                "short",
+                (Query(f"sum({rate('vod_access_log_dropped_total')})", "dropped"),),
+            ),
         ),
     )
     cache = Row(
