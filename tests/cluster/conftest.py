@@ -157,6 +157,13 @@ class OperatorProcess:
         return "\n".join(text.splitlines()[-lines:])
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that use the monitoring stack run last: installing it puts the Prometheus
+    Operator's CRDs into the session's cluster for good, and earlier tests check how platforms
+    behave without that API."""
+    items.sort(key=lambda item: "prometheus" in getattr(item, "fixturenames", ()))
+
+
 @pytest.fixture(scope="session")
 def crd_installed(kube_cluster: Any) -> Any:
     # As users of other operators type it: the whole folder, server-side.
