@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urljoin
@@ -175,7 +176,15 @@ def test_one_token_plays_the_whole_ladder_through_relative_uris(
         page = c.get(f"/play/t/{token}{ladder.master}")
         assert (page.status_code, page.headers["content-type"]) == (200, "text/html; charset=utf-8")
     signature = token.rsplit("~", 1)[1]
-    logged = [str(e["path"]) for e in list(server.logs) if "/t/" in str(e.get("path"))]
+
+    def logged_paths() -> list[str]:
+        return [str(e["path"]) for e in list(server.logs) if "/t/" in str(e.get("path"))]
+
+    # The data plane's access records are flushed within about a second (buffered like nginx).
+    deadline = time.monotonic() + 5
+    while not any(p.startswith("/t/") for p in logged_paths()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    logged = logged_paths()
     assert any(p.startswith("/play/t/") for p in logged)
     assert any(p.startswith("/t/") for p in logged)
     assert not [p for p in logged if signature in p]
