@@ -263,6 +263,8 @@ def operator_monitored(operator: OperatorProcess, prometheus: Any, kube_cluster:
     monitor = yaml.safe_load((component / "servicemonitor.yaml").read_text())
     service = yaml.safe_load((component / "metrics-service.yaml").read_text())
     monitor["metadata"]["namespace"] = service["metadata"]["namespace"] = ns
+    for endpoint in monitor["spec"]["endpoints"]:
+        endpoint["interval"] = "5s"  # as the test platforms' (spec.monitoring.scrapeInterval)
     del service["spec"]["selector"]  # the operator is no pod: the Endpoints below
     (port,) = service["spec"]["ports"]
     port["targetPort"] = operator.metrics_port

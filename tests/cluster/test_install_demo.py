@@ -40,6 +40,8 @@ def test_demo_up_twice_then_down(
         assert re.search(r"PUT /demo\.mp4 \(\d+ bytes, Bearer JWT HS256\) -> 20[01]", out), out
         assert "-> 206, Content-Range: bytes 0-1023/" in out
         assert "GET without a signature -> 403 (signed URLs are on)" in out
+        assert re.search(r"Prometheus ready in \d+ s at http://", out), "the monitoring stack"
+        assert "port-forward svc/prometheus-k8s 9090:9090" in out
         assert "demo finished in" in out
     assert not root.exists()
     assert forwarder is not None

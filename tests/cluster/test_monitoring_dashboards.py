@@ -248,6 +248,13 @@ def test_every_panel_of_both_dashboards_returns_data_after_traffic(
     for name in ("web", "remote"):
         wait_ready(ns, name, timeout=180)
         all_pods_ready(ns, name)
+    # increase() counts from a series' first sample: the packaging is counted only if Prometheus
+    # has scraped the operator's zero for `web` before it (as on any cluster, where a platform
+    # exists for many scrapes before its first asset).
+    packaged = f'vod_asset_packaging_duration_seconds_count{{namespace="{ns.name}",platform="web"}}'
+    prometheus.wait_for(
+        lambda: [r["value"][1] for r in prometheus.query(packaged)] == ["0"], timeout=120
+    )
     ns.apply(asset("intro", "source: {path: uploads/pattern.mp4}", platform="web"))
     wait_phase(ns, "intro", "Ready", timeout=400)
     traffic(ns, remote_clip)

@@ -5,7 +5,8 @@ Two clusters, one story:
 
 - local (no Docker engine answers): `python -m localcluster up` starts the control plane and a
   real node (containerd, kubelet, kube-proxy, CoreDNS) with the project's images built offline
-  and loaded into the node; the demo then deploys the operator with kustomize;
+  and loaded into the node; the demo then installs the monitoring stack (localcluster.monitoring:
+  the Prometheus Operator and a Prometheus) and deploys the operator with kustomize;
 - kind (a Docker engine answers): the Makefile has created the cluster, built and loaded the images
   and deployed the operator.
 
@@ -244,7 +245,13 @@ def signer(cluster: KubeCluster, platform: Platform) -> Any:
     return sign
 
 
-def stream(report: Reporter, paths: Paths, cluster: KubeCluster, platforms: list[Platform]) -> None:
+def stream(
+    report: Reporter,
+    paths: Paths,
+    cluster: KubeCluster,
+    platforms: list[Platform],
+    monitoring_lines: list[str],
+) -> None:
     """Upload a test video to the platform that takes uploads and play it back signed."""
     platform = next((p for p in platforms if p.uploads and p.signed_urls), None)
     if platform is None:
@@ -258,16 +265,40 @@ def stream(report: Reporter, paths: Paths, cluster: KubeCluster, platforms: list
     report.step("Stream it: a URL signed in a streaming pod, then a Range request")
     ttl = str(platform.signed_url_ttl)
     stream_and_show(report, base_url, f"/{VIDEO_NAME}", signer(cluster, platform), ttl)
-    summary(report, paths, cluster, platform)
+    summary(report, paths, cluster, platform, monitoring_lines)
 
 
-def summary(report: Reporter, paths: Paths, cluster: KubeCluster, platform: Platform) -> None:
+def install_monitoring(report: Reporter) -> list[str]:
+    """The Prometheus Operator and a Prometheus in the local cluster; the lines to look at it.
+
+    Through the cluster's own handle (its state folder holds the real node's containerd, where
+    the stack's images are imported), not the demo's copy of the kubeconfig."""
+    from localcluster import cluster, monitoring
+    from localcluster.paths import clusters_dir
+
+    up = cluster.running(clusters_dir() / local_cluster_name())
+    if up is None:
+        raise RuntimeError(f"the local cluster {local_cluster_name()!r} stopped")
+    installed = monitoring.install(KubeCluster(kubeconfig=up.kubeconfig, server=up.server))
+    report.info(f"Prometheus ready in {installed.seconds:.0f} s at {installed.prometheus.url}")
+    return [installed.port_forward, installed.try_query]
+
+
+def summary(
+    report: Reporter,
+    paths: Paths,
+    cluster: KubeCluster,
+    platform: Platform,
+    monitoring_lines: list[str],
+) -> None:
     """What is running now and how to look at it."""
     report.step("Done. Look around:")
     report.info(f"export KUBECONFIG={cluster.kubeconfig}")
     report.info("kubectl get nodes -o wide; kubectl get vp,pods -A")
     report.info(f"kubectl -n {platform.namespace} describe vp {platform.name}")
     report.info(f"kubectl -n {platform.namespace} get deploy,svc,cm,secret,hpa,pdb,ingress")
+    for line in monitoring_lines:
+        report.info(line)
     report.info(f"logs: {paths.root}/*.log     stop everything: make demo-down")
 
 
@@ -278,13 +309,15 @@ def up_local(report: Reporter, paths: Paths) -> None:
     report.step("Local cluster: control plane and a real node, images built offline and loaded")
     cluster = local_cluster_up(report, paths)
     report.info(cluster.kubectl("get", "nodes", "-o", "wide").stdout.rstrip())
+    report.step("Monitoring: the Prometheus Operator and a Prometheus (images composed locally)")
+    monitoring_lines = install_monitoring(report)
     report.step("Deploy the operator in-cluster (CRDs, RBAC, Deployment) with kustomize")
     deploy_operator(report, cluster)
     report.step("Storage: the local cluster has no provisioner, so pre-bind a PersistentVolume")
     provide_volumes(report, paths, cluster)
     report.step("Apply examples/ and wait until the VideoPlatforms are Ready (real pods)")
     platforms = apply_examples(report, cluster)
-    stream(report, paths, cluster, platforms)
+    stream(report, paths, cluster, platforms, monitoring_lines)
 
 
 def up_kind(report: Reporter, paths: Paths) -> None:
@@ -299,7 +332,7 @@ def up_kind(report: Reporter, paths: Paths) -> None:
     report.info(cluster.kubectl("-n", OPERATOR_NAMESPACE, "get", "deploy,pods").stdout.rstrip())
     report.step("Apply examples/ and wait until the VideoPlatforms are Ready")
     platforms = apply_examples(report, cluster)
-    stream(report, paths, cluster, platforms)
+    stream(report, paths, cluster, platforms, [])
 
 
 def up(kind: bool, root: Path = project.DEMO_DIR) -> int:
