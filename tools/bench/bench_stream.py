@@ -20,7 +20,7 @@ of each server under load (for vod-stream: the data plane process and the whole 
 plane + Python side).
 
 Usage: python tools/bench/bench_stream.py [--seconds 5] [--rounds 3] [--workers N] [--only TEXT]
-           [--logs off|on|both] [--budget SECONDS]
+           [--logs off|on|both] [--budget SECONDS] [--candidate SO]
 The 1 GiB file lives in .bench/ (git-ignored) and is created once. When the time budget runs
 out, or on SIGINT/SIGTERM, the runs stop and the tables are printed with what was measured.
 """
@@ -247,16 +247,36 @@ def start_go(workers: int) -> tuple[subprocess.Popen[bytes], int]:
     return proc, port
 
 
-def start_vod(workers: int, access_log: bool) -> tuple[subprocess.Popen[bytes], int]:
-    """vod-stream with its stdout (the access log, when on) appended to a file, as nginx's."""
-    log_path = BENCH / ("vod-access.log" if access_log else "vod.log")
+def candidate_package(extension: Path) -> Path:
+    """A copy of the vod_stream package with another build of its data plane (`--candidate`), in
+    .bench/candidate; returns the folder to put first on PYTHONPATH."""
+    import vod_stream
+
+    root = BENCH / "candidate"
+    shutil.rmtree(root, ignore_errors=True)
+    package = root / "vod_stream"
+    shutil.copytree(Path(vod_stream.__file__).parent, package)
+    (built,) = package.glob("_dataplane*.so")
+    shutil.copyfile(extension, built)
+    return root
+
+
+def start_vod(
+    workers: int, access_log: bool, candidate: Path | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
+    """vod-stream with its stdout (the access log, when on) appended to a file, as nginx's;
+    `candidate`: a folder holding another build of the package (candidate_package)."""
+    suffix = "-candidate" if candidate else ""
+    log_path = BENCH / (f"vod-access{suffix}.log" if access_log else f"vod{suffix}.log")
+    path = os.pathsep.join(p for p in (str(candidate or ""), os.environ.get("PYTHONPATH")) if p)
     env = {
         **os.environ,
+        "PYTHONPATH": path,
         "VOD_HOST": "127.0.0.1",
         "VOD_PORT": "0",
         "VOD_WORKERS": str(workers),
         "VOD_MEDIA_ROOT": str(MEDIA),
-        "VOD_METRICS_DIR": str(BENCH / ("metrics-log" if access_log else "metrics")),
+        "VOD_METRICS_DIR": str(BENCH / (("metrics-log" if access_log else "metrics") + suffix)),
         "VOD_ACCESS_LOG": "true" if access_log else "false",
         "VOD_SHUTDOWN_GRACE_SECONDS": "1",
     }
@@ -281,8 +301,9 @@ def truncate_logs() -> None:
     for path in (BENCH / "nginx-log" / "access.log", BENCH / "nginx-stock" / "access.log"):
         with contextlib.suppress(OSError):
             os.truncate(path, 0)
-    with contextlib.suppress(OSError):
-        os.truncate(BENCH / "vod-access.log", 0)
+    for name in ("vod-access.log", "vod-access-candidate.log"):
+        with contextlib.suppress(OSError):
+            os.truncate(BENCH / name, 0)
 
 
 def check_same_bytes(port: int) -> None:
@@ -489,6 +510,14 @@ def main() -> int:
         help="run only the scenarios whose name contains TEXT (e.g. 'open range')",
     )
     parser.add_argument("--no-go", action="store_true", help="leave Go net/http out")
+    parser.add_argument(
+        "--candidate",
+        type=Path,
+        metavar="SO",
+        help="another build of the data plane (a _dataplane .so, e.g. streaming/dataplane/target/"
+        "release/lib_dataplane.so built with --features extension-module), run beside the "
+        "installed one in both comparisons: measures a change against the build before it",
+    )
     args = parser.parse_args()
     scenarios = [s for s in SCENARIOS if args.only is None or args.only in s.name]
     if not scenarios:
@@ -510,6 +539,11 @@ def main() -> int:
     def interrupted(signum: int, _frame: object) -> None:
         raise OutOfTime(signal.Signals(signum).name)
 
+    if args.candidate is not None:
+        comparisons = [
+            (t, b, (*others, f"{others[-1]} candidate"), f) for t, b, others, f in comparisons
+        ]
+        candidate = candidate_package(args.candidate)
     signal.signal(signal.SIGTERM, interrupted)
     signal.signal(signal.SIGINT, interrupted)
     deadline = time.monotonic() + args.budget if args.budget > 0 else None
@@ -521,6 +555,8 @@ def main() -> int:
         "vod-stream": lambda: start_vod(args.workers, access_log=False),
         LOG_BASELINE: lambda: start_nginx(args.workers, tuned=True, log=True),
         "vod-stream (log)": lambda: start_vod(args.workers, access_log=True),
+        "vod-stream candidate": lambda: start_vod(args.workers, False, candidate),
+        "vod-stream (log) candidate": lambda: start_vod(args.workers, True, candidate),
     }
     wanted = [name for _, base, others, _ in comparisons for name in (base, *others)]
     procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -533,7 +569,7 @@ def main() -> int:
             procs[name], servers[name] = starters[name]()
         pids = {name: server_pids(name, proc.pid) for name, proc in procs.items()}
         rss_groups = dict(pids)
-        for name in ("vod-stream", "vod-stream (log)"):
+        for name in (n for n in procs if n.startswith("vod-stream")):
             if name in procs:
                 rss_groups[f"{name} data plane"] = worker_pids(procs[name].pid)
         peak_rss = dict.fromkeys(rss_groups, 0)

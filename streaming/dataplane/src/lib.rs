@@ -31,6 +31,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::sync::Notify;
 
+/// Most threads the workers' blocking pools hold together (cold-disk reads).
+const BLOCKING_THREADS: usize = 16;
+
 /// Run the server until SIGTERM/SIGINT and its drain: fail readiness, keep accepting for the
 /// drain delay, stop accepting, let responses finish for the grace period, then stop whatever
 /// is left. Returns the process exit status.
@@ -49,14 +52,14 @@ pub fn run(cfg: config::Config, listen_fd: i32, ready_fd: i32) -> i32 {
     } else {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .max_blocking_threads(16)
+    // the main thread's runtime accepts and drains; the workers' serve the connections
+    let started = tokio::runtime::Builder::new_current_thread()
         .thread_name("vod-dataplane")
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
+        .and_then(|rt| Ok((rt, server::Workers::start(workers, BLOCKING_THREADS.div_ceil(workers))?)));
+    let (runtime, workers) = match started {
+        Ok(both) => both,
         Err(e) => {
             logs::event("error", "data plane failed to start", vec![("error", Value::String(e.to_string()))]);
             logs::stop();
@@ -92,7 +95,9 @@ pub fn run(cfg: config::Config, listen_fd: i32, ready_fd: i32) -> i32 {
         let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
         let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
         let stop_accept = Arc::new(Notify::new());
-        let accept = tokio::spawn(server::accept_loop(state.clone(), listener, stop_accept.clone()));
+        let workers = Arc::new(workers);
+        let accept =
+            tokio::spawn(server::accept_loop(state.clone(), workers.clone(), listener, stop_accept.clone()));
         if ready_fd >= 0 {
             // SAFETY: the supervisor's pipe; written once and closed.
             let ready = unsafe { std::fs::File::from_raw_fd(ready_fd) };
@@ -125,14 +130,17 @@ pub fn run(cfg: config::Config, listen_fd: i32, ready_fd: i32) -> i32 {
             )
             .await;
         }
-        Ok::<(), String>(())
+        Ok::<Arc<server::Workers>, String>(workers)
     });
     // whatever is still running is cut here (and logged as cut, 499)
-    // (the worker threads drop the remaining tasks, which logs them; a read stuck in the
-    // blocking pool is not waited for beyond a moment)
+    // (each worker drops its remaining tasks, which logs them; a read stuck in a blocking pool
+    // is not waited for beyond a moment)
     runtime.shutdown_timeout(Duration::from_millis(500));
     let code = match outcome {
-        Ok(()) => {
+        Ok(workers) => {
+            if let Ok(workers) = Arc::try_unwrap(workers) {
+                workers.shutdown(Duration::from_millis(500));
+            }
             logs::event("info", "data plane stopped", vec![]);
             0
         }

@@ -309,13 +309,26 @@ impl SliceCache {
     /// The fill for slice `index`: an existing one (a collapsed wait unless `mine`: the run this
     /// request's own stat started), or a new run of fills for the missing slices from `index` up
     /// to `last`, fetched by one spawned task.
-    fn fill_for(self: &Arc<Self>, object: &Arc<Object>, index: u64, last: u64, mine: bool) -> Arc<Fill> {
+    ///
+    /// `None` when `on_disk` and the slice reached the store since the caller looked there (its
+    /// fill completes and leaves this table after the store has it): read it from the store.
+    fn fill_for(
+        self: &Arc<Self>,
+        object: &Arc<Object>,
+        index: u64,
+        last: u64,
+        mine: bool,
+        on_disk: bool,
+    ) -> Option<Arc<Fill>> {
         let mut inflight = self.inflight();
         if let Some(fill) = inflight.get(&(object.key.clone(), index)) {
             if !mine {
                 self.stats.collapsed.fetch_add(1, Relaxed);
             }
-            return fill.clone();
+            return Some(fill.clone());
+        }
+        if on_disk && self.store.as_ref().is_some_and(|s| s.contains(&object.key, index)) {
+            return None;
         }
         let missing: Vec<u64> = (index..=last)
             .take_while(|&i| {
@@ -335,7 +348,7 @@ impl SliceCache {
         let mine = fills[0].clone();
         drop(inflight);
         tokio::spawn(self.clone().fetch_run(object.clone(), first, fills, None));
-        mine
+        Some(mine)
     }
 
     /// Fetch slices `first..first + fills.len()` in one ranged request (or from `opened`, the
@@ -438,18 +451,24 @@ impl RangeReader {
             Some((i, fill)) if *i == index => fill.clone(),
             _ => {
                 self.fill = None;
-                if let Some(store) = &cache.store {
-                    if let Some(file) = store.get(&self.object.key, index, slice_end - slice_start) {
-                        let offset = self.pos - slice_start;
-                        self.pos += want;
-                        cache.stats.hit_bytes.fetch_add(want, Relaxed);
-                        return Some(Ok(Chunk::Disk { file, offset, length: want }));
-                    }
-                }
                 let last = *slices_of(self.pos, self.end - 1, slice).end();
-                let fill = cache.fill_for(&self.object, index, last, self.object.own == Some(index));
-                self.fill = Some((index, fill.clone()));
-                fill
+                let mut on_disk = true; // look in the store again once if the slice just got there
+                loop {
+                    if let Some(store) = &cache.store {
+                        if let Some(file) = store.get(&self.object.key, index, slice_end - slice_start) {
+                            let offset = self.pos - slice_start;
+                            self.pos += want;
+                            cache.stats.hit_bytes.fetch_add(want, Relaxed);
+                            return Some(Ok(Chunk::Disk { file, offset, length: want }));
+                        }
+                    }
+                    let own = self.object.own == Some(index);
+                    if let Some(fill) = cache.fill_for(&self.object, index, last, own, on_disk) {
+                        self.fill = Some((index, fill.clone()));
+                        break fill;
+                    }
+                    on_disk = false;
+                }
             }
         };
         self.missed = true;

@@ -1,4 +1,5 @@
-//! The accept loop: one task per connection, up to VOD_MAX_CONNECTIONS (then a 503).
+//! The accept loop: one task per connection on the least busy worker, up to
+//! VOD_MAX_CONNECTIONS (then a 503).
 //!
 //! When no descriptor is left (`EMFILE`, `ENFILE`) the loop neither spins nor stops: it gives
 //! up a reserve descriptor (`/dev/null`) to accept one waiting client, answers it 503 with
@@ -18,6 +19,7 @@ use tokio::time::timeout;
 use futures_util::FutureExt;
 
 use super::connection::Conn;
+use super::workers::Workers;
 use super::{State, EXHAUSTED_MESSAGE};
 use crate::descriptors;
 
@@ -31,7 +33,7 @@ fn reserve() -> Option<std::fs::File> {
     std::fs::File::open("/dev/null").ok()
 }
 
-pub async fn accept_loop(state: Arc<State>, listener: TcpListener, stop: Arc<Notify>) {
+pub async fn accept_loop(state: Arc<State>, workers: Arc<Workers>, listener: TcpListener, stop: Arc<Notify>) {
     let mut spare = reserve();
     loop {
         let accepted = tokio::select! {
@@ -72,13 +74,18 @@ pub async fn accept_loop(state: Arc<State>, listener: TcpListener, stop: Arc<Not
             tokio::spawn(refuse_busy(stream));
             continue;
         }
+        // the socket moves to its worker's own reactor
+        let Ok(stream) = stream.into_std() else { continue };
         state.connections.fetch_add(1, SeqCst);
         let state = state.clone();
-        tokio::spawn(async move {
+        workers.spawn(move |assigned| async move {
             let guard = ConnGuard(state.clone());
-            let mut conn = Conn { state, stream, buf: Vec::with_capacity(4096), peer: Some(peer.ip()) };
-            conn.run().await;
+            if let Ok(stream) = TcpStream::from_std(stream) {
+                let mut conn = Conn { state, stream, buf: Vec::with_capacity(4096), peer: Some(peer.ip()) };
+                conn.run().await;
+            }
             drop(guard);
+            drop(assigned);
         });
     }
 }

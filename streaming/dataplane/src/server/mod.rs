@@ -1,14 +1,16 @@
 //! The data plane: owns the listening socket; answers GET/HEAD/OPTIONS of media itself and
 //! proxies every other request to the Python application over its Unix socket.
 //!
-//! One task per connection reads a request head, answers it completely, then reads the next:
-//! pipelined requests are answered in order, and reading pauses while a response is being
-//! sent, so a connection holds at most one head buffer whatever the client does. File bytes
-//! go out with sendfile(2) (small bodies with one positional read and one write), on the
-//! worker thread while the page cache has them; a chunk that is not cached is first read in
-//! the blocking pool, so a cold disk does not stall the other connections of the worker.
+//! One task per connection, on one worker thread's runtime for its whole life, reads a request
+//! head, answers it completely, then reads the next: pipelined requests are answered in order,
+//! and reading pauses while a response is being sent, so a connection holds at most one head
+//! buffer whatever the client does. File bytes go out with sendfile(2) (small bodies with one
+//! positional read and one write), on the worker thread while the page cache has them; a chunk
+//! that is not cached is first read in the blocking pool, so a cold disk does not stall the
+//! other connections of the worker.
 //!
 //! - `listener`: the accept loop (connection limit, busy refusals);
+//! - `workers`: one single-threaded runtime per worker thread, each connection on one of them;
 //! - `connection`: one connection's loop: read a head, route it, answer, keep alive or close;
 //! - `access`: who may read what: signed URLs and tokens, the client IP, CORS and preflights;
 //! - `static_file`: media from the filesystem origin (open-file cache, sendfile, cold reads);
@@ -27,6 +29,7 @@ mod response;
 mod send;
 mod slice;
 mod static_file;
+mod workers;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
@@ -47,6 +50,7 @@ use crate::signing::KeyRing;
 
 pub use connection::route_of;
 pub use listener::accept_loop;
+pub use workers::Workers;
 
 /// Bodies up to this size are read into the response buffer and sent with the head in one write
 /// (measured: for 64 KiB ranges one positional read + one send costs less server CPU on loopback
