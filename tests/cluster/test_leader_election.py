@@ -163,13 +163,19 @@ def take_over(
     return acquired.timestamp() - began, created[0].at.timestamp() - began, acquired
 
 
-def assert_silent_after(audit: Path, ns: Namespace, old: Replica, since: datetime) -> int:
-    """No write from `old` (its user agent carries its identity) from `since` on; the number
-    of writes it made before."""
+def assert_silent_after(audit: Path, ns: Namespace, old: Replica, since: datetime) -> Write:
+    """No write from `old` (its user agent carries its identity) from `since` on; its last."""
     writes = [w for w in audited_writes(audit, ns.name) if old.identity in w.agent]
     late = [w for w in writes if w.at >= since]
     assert late == [], f"writes by the old leader after the hand-over: {late}"
-    return len(writes)
+    assert writes, f"no write at all by {old.identity} in the audit log"
+    last = max(writes, key=lambda w: w.at)
+    print(
+        f"\naudit: {len(writes)} writes by the old leader, the last ({last.verb} "
+        f"{last.resource}/{last.name}) {(since - last.at).total_seconds():.2f} s before the "
+        "new leader's first write; none after"
+    )
+    return last
 
 
 def test_one_leader_writes_and_the_standby_takes_over(
@@ -196,9 +202,9 @@ def test_one_leader_writes_and_the_standby_takes_over(
 
     # SIGKILL: the Lease lapses (15 s after the standby last saw it renewed), then it leads.
     lead_s, reconciled_s, handover = take_over(ns, audit, leader, standby, "kill")
-    assert assert_silent_after(audit, ns, leader, handover) > 0
+    assert_silent_after(audit, ns, leader, handover)
     print(
-        f"\nSIGKILL of the leader: the standby leads after {lead_s:.1f} s, "
+        f"SIGKILL of the leader: the standby leads after {lead_s:.1f} s, "
         f"a platform created at the kill is reconciled after {reconciled_s:.1f} s"
     )
     assert reconciled_s < KILL_TARGET
@@ -209,7 +215,8 @@ def test_one_leader_writes_and_the_standby_takes_over(
     eventually(lambda: standby.leading() is False, timeout=10)
     transitions = int(lease_holder(ns).get("leaseTransitions", 0))
     lead_s, reconciled_s, handover = take_over(ns, audit, leader, standby, "term")
-    assert assert_silent_after(audit, ns, leader, handover) > 0  # its release, at least
+    last = assert_silent_after(audit, ns, leader, handover)
+    assert (last.resource, last.verb) == ("leases", "update")  # its release comes last
     print(
         f"SIGTERM of the leader: the standby leads after {lead_s:.1f} s, "
         f"a platform created at the signal is reconciled after {reconciled_s:.1f} s"
