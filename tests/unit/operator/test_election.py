@@ -18,6 +18,7 @@ from vod_operator.controller import Controller
 from vod_operator.election import LeaderElector, WriteGate, own_identity
 from vod_operator.kube import CHILD_KINDS, Kube, KubeError, NotLeader
 from vod_operator.lease import ElectionConfig, LeaseRecord, Observation
+from vod_operator.metrics import OperatorMetrics
 from vod_operator.options import Options
 from vod_operator.reconcile import Result
 
@@ -394,3 +395,34 @@ async def test_a_standby_controller_remembers_keys_and_reconciles_them_all_when_
         assert ("ns", "c") in calls
     finally:
         await controller.stop()
+
+
+# -- metrics ---------------------------------------------------------------------------------
+
+
+def test_the_election_is_exposed_with_controller_runtimes_name_and_the_identity() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def samples(metrics: OperatorMetrics) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        text = metrics.exposition().decode()
+        return {
+            (s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+    off = OperatorMetrics("0")
+    assert not [k for k in samples(off) if "leader_election" in k[0]]  # election off: none
+    metrics = OperatorMetrics("0")
+    set_status = metrics.leader_election("vod-operator", "pod-a_1")
+    status = ("leader_election_master_status", frozenset({("name", "vod-operator")}))
+    info = (
+        "vod_operator_leader_election_info",
+        frozenset({("name", "vod-operator"), ("identity", "pod-a_1")}),
+    )
+    assert samples(metrics)[status] == 0
+    assert samples(metrics)[info] == 1
+    set_status(True)
+    assert samples(metrics)[status] == 1
+    set_status(False)
+    assert samples(metrics)[status] == 0
