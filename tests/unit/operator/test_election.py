@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -173,13 +174,16 @@ def test_kube_asks_the_gate_before_every_write_and_never_before_a_read() -> None
 
 
 class LeaseStore:
-    """Leases with resourceVersions: a PUT of a stale version is a 409, as on the API server."""
+    """Leases with resourceVersions: a PUT of a stale version is a 409 and a PUT without one
+    overwrites, as on the API server."""
 
     def __init__(self) -> None:
         self.leases: dict[tuple[str, str], dict[str, Any]] = {}
         self.version = 0
         self.down = False
         self.writes: list[str] = []  # holderIdentity of every accepted write
+        #: Runs once before the next write is checked (another candidate racing in).
+        self.before_write: Callable[[], None] | None = None
 
     def _check(self) -> None:
         if self.down:
@@ -189,6 +193,10 @@ class LeaseStore:
         self._check()
         found = self.leases.get((namespace, name))
         return copy.deepcopy(found) if found else None
+
+    def _race(self) -> None:
+        if self.before_write is not None:
+            self.before_write()
 
     def _store(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
         self.version += 1
@@ -200,6 +208,7 @@ class LeaseStore:
 
     def create_lease(self, namespace: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
         self._check()
+        self._race()
         name = body["metadata"]["name"]
         if (namespace, name) in self.leases:
             raise KubeError(409, "AlreadyExists", "leases already exists")
@@ -209,8 +218,10 @@ class LeaseStore:
         self, namespace: str, name: str, body: dict[str, Any], timeout: float
     ) -> dict[str, Any]:
         self._check()
+        self._race()
         current = self.leases[(namespace, name)]
-        if body["metadata"].get("resourceVersion") != current["metadata"]["resourceVersion"]:
+        sent = body["metadata"].get("resourceVersion")  # none: an unconditional update
+        if sent is not None and sent != current["metadata"]["resourceVersion"]:
             raise KubeError(409, "Conflict", "the object has been modified")
         return self._store(namespace, name, body)
 
@@ -251,22 +262,28 @@ def test_one_holder_the_other_waits_for_the_full_lease_after_the_last_change() -
     assert LeaseRecord.from_lease(store.leases[("ops", "vod-operator")]).transitions == 1
 
 
-def test_a_stale_read_cannot_steal_the_lease() -> None:
-    """Both read the free Lease; the second write carries an old resourceVersion: 409."""
+def test_a_claim_racing_another_fails_instead_of_stealing() -> None:
+    """b reads the released Lease; a claims it again before b's write lands: b's write carries
+    the old resourceVersion (409), b does not lead and opens no gate."""
     store, clock, events = LeaseStore(), Clock(), list[str]()
     a, b = elector(store, A, clock, events), elector(store, B, clock, events)
     assert a.try_acquire_or_renew()
-    stale = store.get_lease("ops", "vod-operator", 1)
     assert not a.release()  # not leading as far as `run` knows: nothing to release
-    # Force a's elector into the leading state as `run` would, then release: the Lease is free.
-    a.leading = True
+    a.leading = True  # as `run` sets it
     assert a.release()
     assert store.holder() == ""
-    assert stale is not None
-    b_body = {**stale, "spec": lease.claim(LeaseRecord.from_lease(stale), B, WALL).spec()}
-    with pytest.raises(KubeError, match="409"):
-        store.replace_lease("ops", "vod-operator", b_body, 1)
-    assert b.try_acquire_or_renew()  # a fresh read: the released Lease is free at once
+
+    def a_claims_first() -> None:
+        store.before_write = None
+        assert a.try_acquire_or_renew()
+
+    store.before_write = a_claims_first
+    assert not b._try()
+    assert store.holder() == A.identity
+    assert not b.gate.is_open()
+    assert b.try_acquire_or_renew() is False  # a fresh read: a holds it now
+    clock.now += 20  # a is gone for good: b takes over on a fresh read
+    assert b.try_acquire_or_renew()
     assert store.holder() == B.identity
 
 
