@@ -125,10 +125,13 @@ def lease_holder(ns: Namespace) -> dict[str, Any]:
 
 
 def deployment_writes(audit: Path, ns: Namespace, platform_name: str) -> list[Write]:
+    """Writes of an operator (any replica) to the platform's Deployment, oldest first."""
     return [
         w
         for w in audited_writes(audit, ns.name)
-        if w.name == f"{platform_name}-stream" and w.resource == "deployments"
+        if w.name == f"{platform_name}-stream"
+        and w.resource == "deployments"
+        and w.agent.startswith("vod-operator/")
     ]
 
 
