@@ -30,6 +30,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--workers", type=int, help="platforms reconciled concurrently")
     parser.add_argument("--resync-seconds", type=float, help="read-only safety-net interval")
+    parser.add_argument(
+        "--leader-elect",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="only the holder of a Lease reconciles (VOD_OPERATOR_LEADER_ELECTION; default: "
+        "on in a pod, off elsewhere)",
+    )
     parser.add_argument("--log-level", default=os.environ.get("VOD_OPERATOR_LOG_LEVEL", "INFO"))
     parser.add_argument("--version", action="version", version=f"vod-operator {__version__}")
     return parser.parse_args(argv)
@@ -45,6 +52,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         os.environ["VOD_OPERATOR_WORKERS"] = str(args.workers)
     if args.resync_seconds is not None:
         os.environ["VOD_OPERATOR_RESYNC_SECONDS"] = str(args.resync_seconds)
+    if args.leader_elect is not None:
+        os.environ["VOD_OPERATOR_LEADER_ELECTION"] = str(args.leader_elect).lower()
     import vod_operator.handlers  # noqa: F401  (registers the handlers)
 
     # kopf names itself `user@host` with getpass.getuser(), which raises for a container's

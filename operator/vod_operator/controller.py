@@ -9,6 +9,10 @@ backoff (1 s doubling up to `max_backoff`), never in a tight loop; a pass whose 
 were 422 Invalid refusals is not retried (the same spec would be refused again; a spec change
 or a child event brings the next pass).
 
+While this replica does not lead (`leading=False`, leader election), triggers are only
+remembered: the keys stay known, no pass runs; `lead()` then reconciles every known key at once
+(the watches were warm all along).
+
 What happens in the queue is told to a `QueueObserver` (metrics.QueueMetrics in the operator):
 the queue itself knows nothing of Prometheus.
 """
@@ -94,6 +98,8 @@ class Controller:
     monitoring_probe: Callable[[], bool] | None = None
     monitoring_probe_seconds: float = 60.0
     observer: QueueObserver = field(default_factory=Unobserved)
+    #: Whether passes run; a standby (False) only remembers the keys until `lead()`.
+    leading: bool = True
     _states: dict[Key, _KeyState] = field(default_factory=dict)
     _slots: asyncio.Semaphore | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -116,6 +122,8 @@ class Controller:
         """Ask for one more reconcile of `key` (coalesced with any pending one)."""
         state = self._states.setdefault(key, _KeyState())
         state.forgotten = False  # e.g. deleted and created again with the same name
+        if not self.leading:
+            return
         if state.running:
             if not state.dirty:
                 state.dirty = True
@@ -124,6 +132,16 @@ class Controller:
         state.running = True
         self._added(state)
         self._spawn(self._run(key, state))
+
+    def lead(self) -> None:
+        """This replica leads now: reconcile every key it knows (then as triggers come)."""
+        if self.leading:
+            return
+        self.leading = True
+        keys = list(self._states)
+        log.info("leading: reconciling %d known keys", len(keys))
+        for key in keys:
+            self.enqueue(key)
 
     def _added(self, state: _KeyState) -> None:
         state.added_at = time.monotonic()

@@ -8,7 +8,10 @@ in `Controller`. Run with `python -m vod_operator` or
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import sys
 from collections.abc import Iterable
 from typing import Any
 
@@ -17,7 +20,9 @@ import kopf
 from vod_operator import __version__, naming
 from vod_operator.assets.reconcile import AssetReconciler
 from vod_operator.controller import Controller
+from vod_operator.election import LeaderElector, WriteGate, own_identity
 from vod_operator.kube import ASSET_CHILD_KINDS, CHILD_KINDS, Kind, Kube, load_client
+from vod_operator.lease import ElectionConfig
 from vod_operator.metrics import MetricsServer, OperatorMetrics
 from vod_operator.options import Options
 from vod_operator.reconcile import Reconciler
@@ -29,7 +34,9 @@ log = logging.getLogger(__name__)
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     options = Options.from_env()
-    settings.peering.standalone = True  # one replica (Recreate): no peering writes
+    # No kopf peering: with leader election every replica watches (warm) and only the
+    # Lease holder's controllers run passes and write (`election`).
+    settings.peering.standalone = True
     settings.posting.enabled = False  # our Events are explicit, see Reconciler
     settings.watching.server_timeout = options.watch_timeout_seconds
     settings.watching.client_timeout = options.watch_timeout_seconds + 30
@@ -40,10 +47,13 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         settings.watching.label_selectors[plural] = f"{naming.MANAGED_BY}={naming.FIELD_MANAGER}"
     metrics = OperatorMetrics(__version__)
     memo.metrics = metrics
+    identity = own_identity()
+    gate = WriteGate() if options.leader_election else None
     kube = Kube(
-        load_client(),
+        load_client(user_agent=f"vod-operator/{__version__} ({identity})"),
         discovery_ttl=options.monitoring_probe_seconds / 2,
         on_request=metrics.api_request,
+        guard=gate,
     )
     controller = Controller(
         Reconciler(
@@ -55,6 +65,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         monitoring_probe=kube.monitoring_available,
         monitoring_probe_seconds=options.monitoring_probe_seconds,
         observer=metrics.queue("videoplatform", options.workers),
+        leading=gate is None,
     )
     controller.start()
     memo.controller = controller
@@ -64,13 +75,47 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         max_backoff=options.max_backoff_seconds,
         resync_seconds=options.resync_seconds,
         observer=metrics.queue("videoasset", options.workers),
+        leading=gate is None,
     )
     assets.start()
     memo.assets = assets
     #: (namespace, asset) -> (platform name, phase) last seen: platform counts follow phases.
     memo.asset_phases = {}
     memo.metrics_server = _serve_metrics(metrics, options)  # last: nothing after it can fail
-    log.info("vod-operator started: %s", options)
+    memo.elector = None
+    if gate is not None:
+        config = ElectionConfig(
+            name=options.leader_election_name,
+            namespace=options.leader_election_namespace,
+            identity=identity,
+            lease_duration=options.lease_duration_seconds,
+            renew_deadline=options.renew_deadline_seconds,
+            retry_period=options.retry_period_seconds,
+        )
+
+        def lead() -> None:
+            controller.lead()
+            assets.lead()
+
+        memo.elector = LeaderElector(
+            kube,
+            config,
+            gate,
+            on_started=lead,
+            on_lost=_exit_on_lost_lease,
+            on_status=metrics.leader_election(config.name, identity),
+        )
+        memo.elector_task = asyncio.create_task(memo.elector.run(), name="leader election")
+    log.info("vod-operator started as %s: %s", identity, options)
+
+
+def _exit_on_lost_lease() -> None:
+    """The Lease was lost (no renew within the deadline): exit at once, as controller-runtime
+    does; the pod restarts as a standby. Writes were already refused by the gate."""
+    log.critical("leader election lost; exiting")
+    logging.shutdown()
+    sys.stderr.flush()
+    os._exit(1)
 
 
 def _serve_metrics(metrics: OperatorMetrics, options: Options) -> MetricsServer | None:
@@ -91,8 +136,14 @@ def _serve_metrics(metrics: OperatorMetrics, options: Options) -> MetricsServer 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
+    elector: LeaderElector | None = getattr(memo, "elector", None)
+    if elector is not None:
+        memo.elector_task.cancel()
+        await asyncio.gather(memo.elector_task, return_exceptions=True)
     await memo.controller.stop()
     await memo.assets.stop()
+    if elector is not None:  # after the passes stopped: writes under way finish, then hand over
+        await asyncio.to_thread(elector.release)
     server: MetricsServer | None = getattr(memo, "metrics_server", None)
     if server is not None:
         server.close()

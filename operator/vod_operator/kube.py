@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -55,6 +56,7 @@ class Kind:
 VIDEOPLATFORM = Kind(naming.GROUP, naming.VERSION, naming.PLURAL)
 VIDEOASSET = Kind(naming.GROUP, naming.VERSION, naming.ASSET_PLURAL)
 EVENT = Kind("", "v1", "events")
+LEASE = Kind("coordination.k8s.io", "v1", "leases")
 JOB = Kind("batch", "v1", "jobs")
 POD = Kind("", "v1", "pods")
 MONITORING_GROUP_VERSION = "monitoring.coreos.com/v1"
@@ -112,6 +114,12 @@ PERMISSIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("", "namespaces", ("get", "list", "watch")),
 )
 
+#: (apiGroup, resource, verbs) the leader election needs, in the operator's own namespace
+#: only (a Role, not the ClusterRole): read the Lease, create it once, renew it.
+LEASE_PERMISSIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    (LEASE.group, LEASE.plural, ("get", "create", "update")),
+)
+
 
 #: Told about every API request: (method, HTTP status or None when no answer came, host).
 RequestHook = Callable[[str, int | None, str], None]
@@ -141,6 +149,19 @@ class KubeError(Exception):
         except (ValueError, AttributeError):
             reason = exc.reason or ""
         return cls(int(exc.status or 0), str(reason), str(message))
+
+
+class NotLeader(KubeError):
+    """A write refused in-process: this replica does not hold the leader Lease (any more)."""
+
+    def __init__(self) -> None:
+        super().__init__(0, "NotLeader", "this replica is not the leader; it does not write")
+
+
+class WriteGuard(Protocol):
+    """Asked before every write (`election.WriteGate`): raises NotLeader to refuse it."""
+
+    def writing(self) -> AbstractContextManager[None]: ...
 
 
 class KubeApi(Protocol):
@@ -176,8 +197,11 @@ class KubeApi(Protocol):
     def event(self, platform: Mapping[str, Any], kind: str, reason: str, message: str) -> None: ...
 
 
-def load_client() -> client.ApiClient:
-    """An ApiClient from the in-cluster service account, else from $KUBECONFIG."""
+def load_client(user_agent: str | None = None) -> client.ApiClient:
+    """An ApiClient from the in-cluster service account, else from $KUBECONFIG.
+
+    `user_agent` names this process in the API server's audit log (e.g. its election identity).
+    """
     configuration = client.Configuration()
     try:
         config.load_incluster_config(client_configuration=configuration)
@@ -186,7 +210,10 @@ def load_client() -> client.ApiClient:
     if not configuration.verify_ssl:
         log.warning("TLS verification is off for the API server (kubeconfig says so)")
         urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
-    return client.ApiClient(configuration)
+    api_client = client.ApiClient(configuration)
+    if user_agent:
+        api_client.user_agent = user_agent
+    return api_client
 
 
 class Kube:
@@ -197,8 +224,11 @@ class Kube:
         api_client: client.ApiClient,
         discovery_ttl: float = 60.0,
         on_request: RequestHook | None = None,
+        guard: WriteGuard | None = None,
     ) -> None:
         self._client = api_client
+        #: None: every write goes through (leader election off).
+        self._guard = guard
         self._on_request = on_request
         self._host = urlparse(str(api_client.configuration.host)).netloc
         self._discovery_ttl = discovery_ttl
@@ -217,7 +247,11 @@ class Kube:
         content_type: str = "application/json",
     ) -> dict[str, Any]:
         headers = {"Accept": "application/json", "Content-Type": content_type}
-        data = self._call(method, path, query or [], headers, body, read_timeout=60)
+        if method == "GET" or self._guard is None:
+            data = self._call(method, path, query or [], headers, body, read_timeout=60)
+        else:
+            with self._guard.writing():
+                data = self._call(method, path, query or [], headers, body, read_timeout=60)
         result: dict[str, Any] = json.loads(data) if data else {}
         return result
 
@@ -229,6 +263,7 @@ class Kube:
         headers: dict[str, str],
         body: Any,
         read_timeout: float,
+        connect_timeout: float = 10,
     ) -> bytes:
         """One API call; the response body, or KubeError for any non-2xx answer."""
         serialized = self._client.param_serialize(
@@ -241,7 +276,9 @@ class Kube:
         )
         status: int | None = None
         try:
-            response = self._client.call_api(*serialized, _request_timeout=(10, read_timeout))
+            response = self._client.call_api(
+                *serialized, _request_timeout=(connect_timeout, read_timeout)
+            )
             status = response.status
         except ApiException as exc:
             status = exc.status or None
@@ -291,6 +328,30 @@ class Kube:
         with self._lock:
             self._discovery = (time.monotonic(), available)
         return available
+
+    # -- the leader Lease (outside the write guard: a standby writes it to take over) -------
+    def _lease_call(self, method: str, path: str, body: Any, timeout: float) -> dict[str, Any]:
+        headers = {"Accept": "application/json", "Content-Type": "application/json"}
+        data = self._call(method, path, [], headers, body, timeout, connect_timeout=timeout)
+        result: dict[str, Any] = json.loads(data) if data else {}
+        return result
+
+    def get_lease(self, namespace: str, name: str, timeout: float) -> dict[str, Any] | None:
+        try:
+            return self._lease_call("GET", LEASE.path(namespace, name), None, timeout)
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def create_lease(self, namespace: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
+        return self._lease_call("POST", LEASE.path(namespace), body, timeout)
+
+    def replace_lease(
+        self, namespace: str, name: str, body: dict[str, Any], timeout: float
+    ) -> dict[str, Any]:
+        """PUT the whole Lease; its resourceVersion makes a concurrent change a 409."""
+        return self._lease_call("PUT", LEASE.path(namespace, name), body, timeout)
 
     # -- writes ---------------------------------------------------------------------------
     def apply(

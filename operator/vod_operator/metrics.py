@@ -467,6 +467,28 @@ class OperatorMetrics:
         self._queues.append(queue)
         return queue
 
+    def leader_election(self, name: str, identity: str) -> Callable[[bool], None]:
+        """Expose this replica's part in the election of Lease `name`; returns the setter of
+        leader_election_master_status (1 while this replica leads, else 0)."""
+        status = Gauge(
+            "leader_election_master_status",
+            "1 while this replica holds the leader Lease `name`, else 0.",
+            ["name"],
+            registry=self.registry,
+        ).labels(name)
+        Gauge(
+            "vod_operator_leader_election_info",
+            "This replica's identity in the election of Lease `name`; always 1.",
+            ["name", "identity"],
+            registry=self.registry,
+        ).labels(name, identity).set(1)
+
+        def set_status(leading: bool) -> None:
+            status.set(1 if leading else 0)
+
+        set_status(False)
+        return set_status
+
     def api_request(self, method: str, status: int | None, host: str) -> None:
         """A `kube.RequestHook`: count one API request (code `<error>`: no answer came)."""
         code = "<error>" if status is None else str(status)

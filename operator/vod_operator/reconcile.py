@@ -258,6 +258,7 @@ class Reconciler:
         statuses: set[int] = set()
         meta = platform["metadata"]
         invalid = self._invalid.setdefault((meta["namespace"], meta["name"]), {})
+        before = set(live)
         for manifest in desired:
             key = (manifest["kind"], manifest["metadata"]["name"])
             current = live.get(key)
@@ -271,6 +272,8 @@ class Reconciler:
                 statuses.add(INVALID)
                 continue
             try:
+                if current is None and manifest["kind"] == "Deployment":
+                    current = self._create_at_floor(platform, manifest)
                 if current is not None and manifest["kind"] == "Deployment":
                     self._hand_over_replicas(manifest, current)
                 live[key] = self.kube.apply(manifest)
@@ -286,7 +289,7 @@ class Reconciler:
                     invalid[key] = (attempt, exc.message)
                 continue
             invalid.pop(key, None)
-            (result.updated if current is not None else result.created).append(label)
+            (result.updated if key in before else result.created).append(label)
         if not invalid:
             del self._invalid[(meta["namespace"], meta["name"])]
         if errors:
@@ -312,6 +315,16 @@ class Reconciler:
             and "replicas" not in manifest["spec"]
             and _owns_replicas(current, naming.FIELD_MANAGER)
         )
+
+    def _create_at_floor(
+        self, platform: Mapping[str, Any], manifest: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        """Create an autoscaled Deployment with minReplicas pods (not 1), then let the caller
+        hand spec.replicas over as for any Deployment an HPA takes: the count is the HPA's
+        from the first second. None (nothing created) when the manifest carries its count."""
+        if "replicas" in manifest["spec"] or not platform["spec"]["autoscaling"]["enabled"]:
+            return None
+        return self.kube.apply(render.creation_manifest(dict(manifest), platform["spec"]))
 
     def _hand_over_replicas(self, manifest: Mapping[str, Any], current: Mapping[str, Any]) -> None:
         """Before we stop sending spec.replicas, let a second manager keep the current value.

@@ -110,6 +110,20 @@ def render(platform: Mapping[str, Any], inputs: RenderInputs) -> list[Manifest]:
     ]
 
 
+def creation_manifest(manifest: Manifest, spec: Mapping[str, Any]) -> Manifest:
+    """What creates a child that does not exist yet: `manifest` itself, except that an
+    autoscaled Deployment (rendered without spec.replicas, which the HPA owns) starts at
+    autoscaling.minReplicas rather than the API's default of 1."""
+    if (
+        manifest["kind"] != "Deployment"
+        or "replicas" in manifest["spec"]
+        or not spec["autoscaling"]["enabled"]
+    ):
+        return manifest
+    replicas = int(spec["autoscaling"]["minReplicas"])
+    return {**manifest, "spec": {**manifest["spec"], "replicas": replicas}}
+
+
 #: How long a terminating streaming pod keeps serving before SIGTERM, while kube-proxies and
 #: ingress controllers drop it from the Service's endpoints (without it, connections routed to the
 #: pod in that window are refused during rolling updates).

@@ -16,7 +16,7 @@ import pytest
 from localcluster.binaries import helm_path
 from localcluster.handle import KubeCluster
 from localcluster.versions import KUBERNETES_VERSION
-from tests.cluster.conftest import OperatorProcess
+from tests.cluster.conftest import OperatorProcess, eventually
 from vod_delivery import project
 from vod_operator import kube
 
@@ -63,14 +63,27 @@ def test_operator_deployment_becomes_available(installed: KubeCluster) -> None:
         "--timeout=180s",
     )  # fmt: skip
     deployment = get_json(installed, "-n", NAMESPACE, "deployment", "vod-operator")
-    assert deployment["status"]["readyReplicas"] == 1
+    assert deployment["status"]["readyReplicas"] == 2  # the leader and a warm standby
     pods = get_json(installed, "-n", NAMESPACE, "pods", "-l", "app.kubernetes.io/name=vod-operator")
-    (pod,) = pods["items"]
-    assert pod["spec"]["serviceAccountName"] == "vod-operator"
-    assert pod["spec"]["containers"][0]["image"].endswith(f":{project.version()}")
-    (status,) = pod["status"]["containerStatuses"]
-    assert status["ready"] is True
-    assert "running" in status["state"]
+    assert len(pods["items"]) == 2
+    for pod in pods["items"]:
+        assert pod["spec"]["serviceAccountName"] == "vod-operator"
+        assert pod["spec"]["containers"][0]["image"].endswith(f":{project.version()}")
+        (status,) = pod["status"]["containerStatuses"]
+        assert status["ready"] is True
+        assert "running" in status["state"]
+    # One of them holds the Lease (identity: pod name + "_" + a uid).
+    names = {pod["metadata"]["name"] for pod in pods["items"]}
+
+    def holder() -> str:
+        lease = installed.kubectl(
+            "-n", NAMESPACE, "get", "lease", "vod-operator", "-o", "json", check=False
+        )  # fmt: skip
+        if lease.returncode != 0:
+            return ""
+        return str(json.loads(lease.stdout)["spec"].get("holderIdentity") or "")
+
+    assert eventually(holder, timeout=30).rpartition("_")[0] in names
 
 
 def test_in_cluster_operator_reconciles_a_platform(installed: KubeCluster) -> None:
@@ -111,7 +124,9 @@ def test_crd_is_established(installed: KubeCluster) -> None:
     )  # fmt: skip
 
 
-def can_i(kubectl: KubeCluster, verb: str, group: str, resource: str) -> bool:
+def can_i(
+    kubectl: KubeCluster, verb: str, group: str, resource: str, namespace: str = "media"
+) -> bool:
     """Ask the API server's authorizer (a SubjectAccessReview) as the operator's ServiceAccount.
 
     Unlike `kubectl auth can-i` this needs no discovery, so it also answers for API groups that
@@ -132,7 +147,7 @@ def can_i(kubectl: KubeCluster, verb: str, group: str, resource: str) -> bool:
                 "group": group,
                 "resource": plural,
                 "subresource": subresource,
-                "namespace": "media",
+                "namespace": namespace,
             },
         },
     }
@@ -160,6 +175,15 @@ def test_service_account_may_do_exactly_what_the_operator_does(installed: KubeCl
         assert not can_i(installed, verb, group, resource), f"{verb} {resource}.{group}"
 
 
+def test_service_account_may_hold_the_lease_in_its_namespace_only(installed: KubeCluster) -> None:
+    for group, resource, verbs in kube.LEASE_PERMISSIONS:
+        for verb in verbs:
+            assert can_i(installed, verb, group, resource, NAMESPACE), f"{verb} {resource}"
+            assert not can_i(installed, verb, group, resource, "media"), f"{verb} {resource}"
+        for verb in ("delete", "list", "watch", "patch"):
+            assert not can_i(installed, verb, group, resource, NAMESPACE), f"{verb} {resource}"
+
+
 def test_chart_is_accepted_by_server_side_dry_run(installed: KubeCluster) -> None:
     rendered = subprocess.run(
         [str(helm_path()), "template", "vod-operator", str(project.CHART_DIR),
@@ -172,6 +196,9 @@ def test_chart_is_accepted_by_server_side_dry_run(installed: KubeCluster) -> Non
     applied = result.stdout
     for obj in (
         "deployment.apps/vod-operator",
+        "role.rbac.authorization.k8s.io/vod-operator-leader-election",
+        "rolebinding.rbac.authorization.k8s.io/vod-operator-leader-election",
+        "poddisruptionbudget.policy/vod-operator",
         "clusterrole.rbac.authorization.k8s.io/vod-operator",
         "serviceaccount/vod-operator",
         "customresourcedefinition.apiextensions.k8s.io/videoplatforms.videoplatform.io",

@@ -57,7 +57,10 @@ def test_lint_strict_is_clean() -> None:
 
 def test_template_renders_the_install() -> None:
     kinds = sorted(d["kind"] for d in template())
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount"]
+    assert kinds == [
+        "ClusterRole", "ClusterRoleBinding", "Deployment", "PodDisruptionBudget", "Role",
+        "RoleBinding", "Service", "ServiceAccount",
+    ]  # fmt: skip
     crds = [d for d in template("--include-crds") if d["kind"] == "CustomResourceDefinition"]
     assert crds == [yaml.safe_load(p.read_text()) for p in project.crd_files()]
 
@@ -71,6 +74,47 @@ def test_rbac_matches_kustomize_and_the_operator() -> None:
     kustomize_binding = one(kustomize(), "ClusterRoleBinding")
     assert chart_binding["roleRef"] == kustomize_binding["roleRef"]
     assert chart_binding["subjects"] == kustomize_binding["subjects"]
+    # The Lease: a Role in the release namespace, as kustomize's in its namespace.
+    for kind in ("Role", "RoleBinding"):
+        chart, ours = one(template(), kind), one(kustomize(), kind)
+        assert chart["metadata"]["name"] == ours["metadata"]["name"]
+        assert chart["metadata"]["namespace"] == ours["metadata"]["namespace"] == NAMESPACE
+        for key in ("rules", "roleRef", "subjects"):
+            assert chart.get(key) == ours.get(key), (kind, key)
+
+
+def test_pod_disruption_budget_matches_kustomize_and_follows_the_replicas() -> None:
+    chart = one(template(), "PodDisruptionBudget")
+    ours = one(kustomize(), "PodDisruptionBudget")
+    assert chart["spec"] == ours["spec"]
+    assert (chart["metadata"]["name"], chart["metadata"]["namespace"]) == (
+        ours["metadata"]["name"],
+        ours["metadata"]["namespace"],
+    )
+    single = template("--set", "replicaCount=1", "--set", "leaderElection.enabled=false")
+    assert "PodDisruptionBudget" not in {d["kind"] for d in single}  # it would block drains
+    assert {"Role", "RoleBinding"}.isdisjoint(d["kind"] for d in single)
+    env = one(single, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "VOD_OPERATOR_LEADER_ELECTION", "value": "false"} in env
+    assert one(single, "Deployment")["spec"]["replicas"] == 1
+
+
+def test_two_writers_are_refused() -> None:
+    result = helm(
+        "template", "x", str(project.CHART_DIR), "--kube-version", KUBE_VERSION,
+        "--set", "leaderElection.enabled=false", check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "replicaCount > 1 needs leaderElection.enabled" in result.stderr
+
+
+def test_a_given_affinity_replaces_the_default_spread() -> None:
+    default = one(template(), "Deployment")["spec"]["template"]["spec"]["affinity"]
+    assert "podAntiAffinity" in default
+    given = template("--set", "affinity.nodeAffinity.x=1")
+    assert one(given, "Deployment")["spec"]["template"]["spec"]["affinity"] == {
+        "nodeAffinity": {"x": 1}
+    }
 
 
 def test_deployment_matches_kustomize() -> None:
@@ -93,7 +137,9 @@ def test_values_are_applied() -> None:
     docs = template(
         "--set", "image.tag=9.9.9", "--set", "image.pullPolicy=Never", "--set", "rbac.create=false"
     )
-    assert {d["kind"] for d in docs} == {"Deployment", "Service", "ServiceAccount"}
+    assert {d["kind"] for d in docs} == {
+        "Deployment", "PodDisruptionBudget", "Service", "ServiceAccount"
+    }  # fmt: skip
     container = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "ghcr.io/vod-operator/vod-operator:9.9.9"
     assert container["imagePullPolicy"] == "Never"
@@ -146,7 +192,8 @@ def test_metrics_can_be_turned_off() -> None:
         "--set", "metrics.enabled=false", "--set", "metrics.serviceMonitor.enabled=true"
     )
     assert {d["kind"] for d in docs} == {
-        "ClusterRole", "ClusterRoleBinding", "Deployment", "ServiceAccount"
+        "ClusterRole", "ClusterRoleBinding", "Deployment", "PodDisruptionBudget", "Role",
+        "RoleBinding", "ServiceAccount",
     }  # fmt: skip
     container = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
     assert [p["name"] for p in container["ports"]] == ["healthz"]
@@ -157,6 +204,8 @@ def test_schema_refuses_bad_values() -> None:
     for bad in (
         ["--set", "image.pullPolicy=Sometimes"],
         ["--set", "replicas=3"],
+        ["--set", "replicaCount=0"],
+        ["--set", "leaderElection.leaseName=x"],
         ["--set", "metrics.dashboards.enabled=yes"],
         ["--set", "metrics.port=0"],
         ["--set", "metrics.serviceMonitor.interval=soon"],

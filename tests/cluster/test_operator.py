@@ -307,6 +307,30 @@ def test_children_follow_spec_edits(namespace: Namespace, kube_cluster: Any) -> 
     )
 
 
+def test_an_autoscaled_platform_starts_at_its_floor(namespace: Namespace) -> None:
+    """Created at minReplicas (not 1, then raised by the HPA); the count is the HPA's after."""
+    ns = namespace
+    ns.apply(platform("floor", "autoscaling: {enabled: true, minReplicas: 3, maxReplicas: 5}"))
+    wait_ready(ns, "floor")
+    vp = ns.get("vp", "floor")
+    assert vp["status"]["readyReplicas"] == 3  # Ready never reads "1/3 streaming pods"
+
+    def scalings() -> list[str]:
+        out = ns.kubectl(
+            "get", "events", "-o", "json", "--field-selector",
+            "involvedObject.kind=Deployment,involvedObject.name=floor-stream,"
+            "reason=ScalingReplicaSet",
+        ).stdout  # fmt: skip
+        return [e["message"] for e in json.loads(out)["items"]]
+
+    (scaled,) = eventually(scalings)
+    assert scaled.endswith("from 0 to 3"), scaled  # the first and only scale-up: to the floor
+    out = ns.kubectl("get", "deployment/floor-stream", "-o", "json", "--show-managed-fields")
+    managed = json.loads(out.stdout)["metadata"]["managedFields"]
+    ours = [m for m in managed if m["manager"] == "vod-operator" and m["operation"] == "Apply"]
+    assert "f:replicas" not in ours[0]["fieldsV1"]["f:spec"]  # the HPA's from the start
+
+
 WITH_EXTRAS = """
 resources: {requests: {cpu: 100m}, limits: {cpu: '2', memory: 512Mi}}
 security:

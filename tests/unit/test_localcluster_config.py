@@ -17,6 +17,7 @@ from localcluster import binaries, paths
 from localcluster.cli import main as cli_main
 from localcluster.cluster import clear, node_ready
 from localcluster.flags import (
+    AUDIT_POLICY,
     KWOK_NODE_ANNOTATION,
     Layout,
     Ports,
@@ -174,6 +175,21 @@ def test_apiserver_uses_rbac_client_certs_and_the_service_account_keys() -> None
     assert _flag(args, "service-account-key-file") == "/state/c1/pki/sa.pub"
     assert _flag(args, "etcd-servers") == "http://127.0.0.1:2379"
     assert _flag(args, "secure-port") == "6443"
+
+
+def test_apiserver_audits_every_write_and_no_read() -> None:
+    args = apiserver_args(LAYOUT, PORTS)
+    assert _flag(args, "audit-policy-file") == "/state/c1/audit-policy.yaml"
+    assert _flag(args, "audit-log-path") == "/state/c1/logs/audit.log"
+    policy = yaml.safe_load(AUDIT_POLICY)
+    assert policy["kind"] == "Policy"
+    writes, rest = policy["rules"]
+    assert writes == {
+        "level": "Metadata",
+        "verbs": ["create", "update", "patch", "delete", "deletecollection"],
+    }
+    assert rest == {"level": "None"}
+    assert LAYOUT.audit_policy in LAYOUT.entries()
 
 
 def test_controller_manager_signs_tokens_and_publishes_the_root_ca() -> None:

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from localcluster import binaries, preflight, processes, realnode
 from localcluster.api import Api
 from localcluster.flags import (
+    AUDIT_POLICY,
     COMPONENTS,
     Layout,
     Ports,
@@ -196,6 +197,7 @@ def _write_config(layout: Layout, name: str, ports: Ports, net: NodeNet | None) 
     else:
         write_pki(layout.pki, service_ip(net), (REAL_NODE_NAME, net.node_ip), net.host_ip)
     pki = layout.pki_file
+    layout.audit_policy.write_text(AUDIT_POLICY)
     kubeconfig = render_kubeconfig(
         name,
         server,

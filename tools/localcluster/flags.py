@@ -22,6 +22,18 @@ KWOK_NODE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
 #: (kwok's fast node stage marks the node Ready once and sends no heartbeats; without this the
 #: node would be tainted unreachable after 40 s and its pods evicted).
 CONTROLLERS = "*,-node-lifecycle-controller"
+#: The API server's audit policy: every write (who, which user agent, what, when) at Metadata
+#: level into logs/audit.log, reads not at all (so that tests can check who wrote what, e.g.
+#: that an operator replica wrote nothing after it lost its Lease).
+AUDIT_POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Metadata
+    verbs: [create, update, patch, delete, deletecollection]
+  - level: None
+"""
 #: Start order; stop runs in reverse.
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 
@@ -59,6 +71,15 @@ class Layout:
         return self.root / "logs"
 
     @property
+    def audit_policy(self) -> Path:
+        return self.root / "audit-policy.yaml"
+
+    @property
+    def audit_log(self) -> Path:
+        """One JSON audit event per line (writes only: AUDIT_POLICY)."""
+        return self.logs / "audit.log"
+
+    @property
     def pids(self) -> Path:
         return self.root / "pids"
 
@@ -75,7 +96,7 @@ class Layout:
 
     def entries(self) -> list[Path]:
         """Everything localcluster creates under `root` (what `clear` removes)."""
-        files = [self.kubeconfig, self.state]
+        files = [self.kubeconfig, self.state, self.audit_policy]
         folders = [self.pki, self.etcd_data, self.logs, self.pids, self.root / "certs"]
         return [*files, *folders, self.root / "node"]
 
@@ -152,6 +173,10 @@ def apiserver_args(layout: Layout, ports: Ports, net: NodeNet | None = None) -> 
         # Its node.kubernetes.io/not-ready taint is lifted by the node lifecycle controller,
         # which does not run (see CONTROLLERS): kwok's node is Ready from the start.
         "--disable-admission-plugins=TaintNodesByCondition",
+        f"--audit-policy-file={layout.audit_policy}",
+        f"--audit-log-path={layout.audit_log}",
+        "--audit-log-maxsize=200",
+        "--audit-log-maxbackup=1",
     ]
 
 

@@ -554,7 +554,24 @@ def operator_dashboard() -> Dashboard:
                     ),
                 ),
                 needs=OPERATOR,
-                width=16,
+            ),
+            Panel(
+                "Leader election",
+                "Replicas holding the leader Lease (1 when healthy: 0 means nobody reconciles) and "
+                "replicas taking part, by Lease.",
+                "short",
+                (
+                    Query(
+                        f"sum by (name) ({op_sel('leader_election_master_status')})",
+                        "{{name}} leaders",
+                    ),
+                    Query(
+                        f"count by (name) ({op_sel('vod_operator_leader_election_info')})",
+                        "{{name}} replicas",
+                    ),
+                ),
+                needs=OPERATOR,
+                stat=True,
             ),
             Panel(
                 "Build",

@@ -199,7 +199,9 @@ TARGET_LABELS = {
 def contract() -> tuple[set[str], set[str]]:
     """The metric names and label names monitoring/README.md lists."""
     text = CONTRACT.read_text()
-    names = set(re.findall(r"`((?:vod|controller_runtime|workqueue|rest_client)_\w+)", text))
+    names = set(
+        re.findall(r"`((?:vod|controller_runtime|workqueue|rest_client|leader_election)_\w+)", text)
+    )
     labels = set(TARGET_LABELS)
     # table rows: | `series`, ... | label (values), label | meaning |
     for column in re.findall(r"^\| `[^|]+\| ([^|]*) \|", text, re.MULTILINE):

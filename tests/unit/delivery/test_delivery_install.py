@@ -17,6 +17,7 @@ from tests.unit.operator import crdschema
 from vod_delivery import project
 from vod_operator import kube
 from vod_operator.__main__ import parse_args
+from vod_operator.options import Options
 from vod_operator.render import RenderInputs, render
 
 pytestmark = pytest.mark.unit
@@ -32,6 +33,9 @@ INSTALL = [
     "CustomResourceDefinition",
     "Deployment",
     "Namespace",
+    "PodDisruptionBudget",
+    "Role",
+    "RoleBinding",
     "ServiceAccount",
 ]
 #: What components/monitoring adds (overlays/monitoring has it).
@@ -111,6 +115,67 @@ def test_binding_ties_the_role_to_the_operator_service_account() -> None:
     assert (
         deployment["spec"]["template"]["spec"]["serviceAccountName"] == account["metadata"]["name"]
     )
+
+
+def test_the_lease_role_grants_exactly_the_election_in_the_operators_namespace() -> None:
+    docs = kustomize()
+    role, binding = one(docs, "Role"), one(docs, "RoleBinding")
+    account = one(docs, "ServiceAccount")
+    namespace = account["metadata"]["namespace"]
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == namespace
+    assert granted(role["rules"]) == {
+        (g, r, v) for g, r, verbs in kube.LEASE_PERMISSIONS for v in verbs
+    }
+    assert granted(role["rules"]) == {
+        ("coordination.k8s.io", "leases", verb) for verb in ("get", "create", "update")
+    }
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": namespace}
+    ]
+    # Nothing cluster-wide about Leases.
+    cluster_role = one(docs, "ClusterRole")
+    assert not [t for t in granted(cluster_role["rules"]) if t[1] == "leases"]
+
+
+def test_two_replicas_elect_a_leader_roll_one_at_a_time_and_spread() -> None:
+    docs = kustomize()
+    deployment = one(docs, "Deployment")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 2
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    pod = spec["template"]["spec"]
+    pod_labels = spec["template"]["metadata"]["labels"]
+    (term,) = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"].items() <= pod_labels.items()
+    (container,) = pod["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    # What the operator makes of that environment in the pod.
+    namespace = deployment["metadata"]["namespace"]
+    in_pod = {name: e.get("value", "") for name, e in env.items() if "value" in e} | {
+        "POD_NAMESPACE": namespace,
+        "POD_NAME": "vod-operator-abc",
+        "KUBERNETES_SERVICE_HOST": "x",
+    }
+    options = Options.from_env(in_pod)
+    assert options.leader_election
+    assert options.leader_election_namespace == namespace
+    assert options.leader_election_name == "vod-operator"
+
+    budget = one(docs, "PodDisruptionBudget")
+    assert budget["spec"]["minAvailable"] == 1
+    assert budget["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert budget["metadata"]["namespace"] == namespace
 
 
 def test_crds_are_installed_from_crds_folder_unchanged() -> None:

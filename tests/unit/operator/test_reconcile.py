@@ -246,6 +246,26 @@ def test_replicas_are_handed_over_when_autoscaling_turns_on_and_taken_back() -> 
     assert owns_field(dep, naming.FIELD_MANAGER, "spec", "replicas")
 
 
+def test_an_autoscaled_platform_starts_at_min_replicas_and_leaves_the_count_to_the_hpa() -> None:
+    spec = {**EMPTY_DIR, "autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 6}}
+    kube = setup(spec)
+    result = run(kube)
+    assert result.error is None
+    assert "Deployment/demo-stream" in result.created
+    assert "Deployment/demo-stream" not in result.updated
+    dep = kube.child("Deployment", NS, "demo-stream")
+    assert dep["spec"]["replicas"] == 3  # created at the floor, never at 1
+    assert not owns_field(dep, naming.FIELD_MANAGER, "spec", "replicas")
+    assert owns_field(dep, HANDOVER_MANAGER, "spec", "replicas")
+    # The HPA scales it (an Update by another manager): the operator leaves that alone.
+    kube.configs[("deployments", NS, "demo-stream")][HANDOVER_MANAGER]["spec"]["replicas"] = 5
+    kube.objects[("deployments", NS, "demo-stream")]["spec"]["replicas"] = 5
+    kube.writes.clear()
+    run(kube)
+    assert child_writes(kube) == []
+    assert kube.child("Deployment", NS, "demo-stream")["spec"]["replicas"] == 5
+
+
 # -- pruning ---------------------------------------------------------------------------------
 
 

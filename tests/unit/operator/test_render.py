@@ -20,6 +20,7 @@ from vod_operator.render import (
     RenderError,
     RenderInputs,
     applied_hash,
+    creation_manifest,
     desired_kinds,
     render,
     stamp,
@@ -138,6 +139,31 @@ def test_autoscaling_off_restores_replicas_and_drops_the_hpa() -> None:
     kinds = _by_kind(render(platform, CASES["full"][1]))
     assert "HorizontalPodAutoscaler" not in kinds
     assert kinds["Deployment"]["spec"]["replicas"] == 3
+
+
+def test_an_autoscaled_deployment_is_created_at_min_replicas_and_applied_without_a_count() -> None:
+    platform = crdschema.example_platform("showcase")
+    platform["spec"]["autoscaling"].update(enabled=True, minReplicas=4, maxReplicas=9)
+    platform["spec"]["replicas"] = 2
+    manifests = render(platform, CASES["full"][1])
+    deployment = _by_kind(manifests)["Deployment"]
+    assert "replicas" not in deployment["spec"]  # the HPA owns the count after creation
+    first = creation_manifest(deployment, platform["spec"])
+    assert first["spec"]["replicas"] == 4
+    assert {**first["spec"], "replicas": None} == {**deployment["spec"], "replicas": None}
+    assert first["metadata"] == deployment["metadata"]
+    assert "replicas" not in deployment["spec"]  # the rendered manifest is left as it was
+    for other in manifests:
+        if other["kind"] != "Deployment":
+            assert creation_manifest(other, platform["spec"]) is other
+
+
+def test_without_autoscaling_the_deployment_is_created_as_rendered() -> None:
+    platform = crdschema.example_platform("showcase")
+    platform["spec"]["autoscaling"]["enabled"] = False
+    deployment = _by_kind(render(platform, CASES["full"][1]))["Deployment"]
+    assert creation_manifest(deployment, platform["spec"]) is deployment
+    assert deployment["spec"]["replicas"] == platform["spec"]["replicas"]
 
 
 def test_monitoring_objects_only_when_the_api_exists() -> None:
