@@ -177,13 +177,22 @@ def crd_installed(kube_cluster: Any) -> Any:
     return kube_cluster
 
 
+#: Where the session's operator holds its Lease.
+OPERATOR_LEASE_NAMESPACE = "vod-test-operator"
+
+
 @pytest.fixture(scope="session")
 def operator(
     crd_installed: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
+    # As it runs in a pod: behind a Lease (its own namespace), so its metrics include the
+    # election's and a restart hands over as in production.
+    crd_installed.kubectl("create", "namespace", OPERATOR_LEASE_NAMESPACE, check=False)
     env = dict(crd_installed.env)
     env.update(
         {
+            "VOD_OPERATOR_LEADER_ELECTION": "true",
+            "VOD_OPERATOR_LEADER_ELECTION_NAMESPACE": OPERATOR_LEASE_NAMESPACE,
             "VOD_OPERATOR_MONITORING_PROBE_SECONDS": "3",
             # Frequent read-only passes, so "no writes at rest" covers reconciles too.
             "VOD_OPERATOR_RESYNC_SECONDS": "5",

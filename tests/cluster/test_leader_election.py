@@ -10,7 +10,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -81,8 +81,29 @@ def audited_writes(log: Path, namespace: str) -> list[Write]:
     return writes
 
 
+@dataclass
+class Election:
+    """A namespace holding the Lease, the replicas' environment, and every replica started (all
+    stopped when the test ends, whatever its outcome)."""
+
+    ns: Namespace
+    env: dict[str, str]
+    log_dir: Path
+    replicas: list[Replica] = field(default_factory=list)
+
+    def start(self, label: str) -> Replica:
+        process = OperatorProcess(env=self.env, log_path=self.log_dir / f"operator-{label}.log")
+        replica = Replica(process)
+        self.replicas.append(replica)
+        process.start()
+        eventually(lambda: replica.leading() is not None, timeout=30)
+        return replica
+
+
 @pytest.fixture
-def election(crd_installed: Any, tmp_path: Path) -> Iterator[tuple[Namespace, dict[str, str]]]:
+def election(crd_installed: Any, operator: OperatorProcess, tmp_path: Path) -> Iterator[Election]:
+    """The session's operator reconciles every namespace: it is stopped while the replicas under
+    test are the only operators (a third writer would muddle who wrote what), then restarted."""
     name = f"le-{uuid.uuid4().hex[:8]}"
     crd_installed.kubectl("create", "namespace", name)
     env = {
@@ -93,16 +114,15 @@ def election(crd_installed: Any, tmp_path: Path) -> Iterator[tuple[Namespace, di
         "VOD_OPERATOR_MONITORING_PROBE_SECONDS": "3",
         "PYTHONUNBUFFERED": "1",
     }
-    yield Namespace(name=name, cluster=crd_installed), env
-    crd_installed.kubectl("delete", "namespace", name, "--wait=false", check=False)
-
-
-def start(env: dict[str, str], log_dir: Path, label: str) -> Replica:
-    process = OperatorProcess(env=env, log_path=log_dir / f"operator-{label}.log")
-    process.start()
-    replica = Replica(process)
-    eventually(lambda: replica.leading() is not None, timeout=30)
-    return replica
+    election = Election(Namespace(name=name, cluster=crd_installed), env, tmp_path)
+    operator.stop()
+    try:
+        yield election
+    finally:
+        for replica in election.replicas:
+            replica.process.stop()
+        operator.start()
+        crd_installed.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 def one_leader(*replicas: Replica) -> tuple[Replica, Replica]:
@@ -182,14 +202,14 @@ def assert_silent_after(audit: Path, ns: Namespace, old: Replica, since: datetim
 
 
 def test_one_leader_writes_and_the_standby_takes_over(
-    election: tuple[Namespace, dict[str, str]], tmp_path: Path, crd_installed: Any
+    election: Election, crd_installed: Any
 ) -> None:
-    ns, env = election
+    ns = election.ns
     audit = Layout(Path(crd_installed.kubeconfig).parent).audit_log
     if not audit.exists():
         pytest.fail(f"no audit log at {audit}: not this project's local control plane")
-    a = start(env, tmp_path, "a")
-    b = start(env, tmp_path, "b")
+    a = election.start("a")
+    b = election.start("b")
     leader, standby = one_leader(a, b)
     assert lease_holder(ns)["holderIdentity"] == leader.identity
     assert leader.identity != standby.identity
@@ -214,7 +234,7 @@ def test_one_leader_writes_and_the_standby_takes_over(
 
     # A new standby; then SIGTERM of the leader: it releases the Lease on the way out.
     leader = standby
-    standby = start(env, tmp_path, "c")
+    standby = election.start("c")
     eventually(lambda: standby.leading() is False, timeout=10)
     transitions = int(lease_holder(ns).get("leaseTransitions", 0))
     lead_s, reconciled_s, handover = take_over(ns, audit, leader, standby, "term")
