@@ -168,11 +168,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def crd_installed(kube_cluster: Any) -> Any:
     # As users of other operators type it: the whole folder, server-side.
     kube_cluster.kubectl("apply", "--server-side", "-f", str(CRDS))
-    kube_cluster.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "crd/videoplatforms.videoplatform.io",
-        "crd/videoassets.videoplatform.io",
+    kube_cluster.wait_established(
+        "crd/videoplatforms.videoplatform.io", "crd/videoassets.videoplatform.io"
     )
     return kube_cluster
 

@@ -79,9 +79,7 @@ def ns(kube_cluster: KubeCluster) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def gadget_crd(kube_cluster: KubeCluster) -> str:
     kube_cluster.kubectl("apply", "-f", "-", input=CRD)
-    kube_cluster.kubectl(
-        "wait", "--for=condition=Established", f"crd/gadgets.{GROUP}", "--timeout=60s"
-    )
+    kube_cluster.wait_established(f"crd/gadgets.{GROUP}")
     return f"gadgets.{GROUP}"
 
 

@@ -157,7 +157,7 @@ def rss_mib(pid: int) -> float:
 def run(cluster: Any, workdir: Path, budget: float, count: int, idle: int) -> list[tuple[str, str]]:
     bench = Bench(cluster, workdir, time.monotonic() + budget)
     bench.kubectl("apply", "--server-side", "-f", str(CRDS))
-    bench.kubectl("wait", "--for=condition=Established", "crd/videoplatforms.videoplatform.io")
+    cluster.wait_established("crd/videoplatforms.videoplatform.io")
     bench.kubectl("create", "namespace", NAMESPACE)
     rows: list[tuple[str, str]] = []
     with bench.operator() as proc:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,3 +64,30 @@ class KubeCluster:
         if check and result.returncode != 0:
             raise KubectlError(result.returncode, result.args, result.stdout, result.stderr)
         return result
+
+    def wait_established(self, *crds: str, timeout: float = 60) -> None:
+        """Until every CRD (`crd/<name>` or `<name>`) is Established. Polls: `kubectl wait`
+        fails at once on a CRD created a moment ago, whose status has no conditions yet."""
+        names = [crd.removeprefix("crd/") for crd in crds]
+        deadline = time.monotonic() + timeout
+        while True:
+            result = self.kubectl("get", "crd", *names, "-o", "json", check=False, timeout=30)
+            if result.returncode == 0 and all(map(_established, _items(result.stdout))):
+                return
+            if time.monotonic() > deadline:
+                raise KubectlError(
+                    result.returncode or 1, result.args, result.stdout,
+                    f"not Established after {timeout:.0f} s: {', '.join(names)}\n{result.stderr}",
+                )  # fmt: skip
+            time.sleep(0.5)
+
+
+def _items(kubectl_json: str) -> list[dict[str, Any]]:
+    """The objects of `kubectl get -o json` output: a List's items, or the one object."""
+    document: dict[str, Any] = json.loads(kubectl_json)
+    return list(document["items"]) if "items" in document else [document]
+
+
+def _established(crd: dict[str, Any]) -> bool:
+    conditions = crd.get("status", {}).get("conditions") or []
+    return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)

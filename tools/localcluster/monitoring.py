@@ -158,7 +158,7 @@ def install(
     load_images(cluster)
     folder = crd_folder()
     cluster.kubectl("apply", "--server-side", f"--field-manager={FIELD_MANAGER}", "-f", str(folder))
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", *NEEDED_CRDS)
+    cluster.wait_established(*NEEDED_CRDS)
     apply(cluster, stack_objects(settings))
     ns = settings.namespace
     cluster.kubectl(
