@@ -66,7 +66,7 @@ def test_rendered_platform_rules_pass_check_rules(tmp_path: Path) -> None:
 def test_operator_rules_pass_check_rules() -> None:
     out = rules.promtool("check", "rules", rules.OPERATOR_RULES)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 4 rules found" in out.stdout
+    assert "SUCCESS: 5 rules found" in out.stdout
 
 
 @pytest.mark.parametrize("test_file", sorted(TEST_FILES))
