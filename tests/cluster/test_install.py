@@ -117,6 +117,55 @@ def test_in_cluster_operator_reconciles_a_platform(installed: KubeCluster) -> No
         installed.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
+LEADER_STATUS = "leader_election_master_status"
+
+
+def test_each_replica_reports_its_part_in_the_election(installed: KubeCluster) -> None:
+    """Both replicas serve /metrics (through the API server's pod proxy, as on any cluster):
+    the Lease holder reports leader_election_master_status 1 and the standby 0; both report
+    their build and the controller-runtime series."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    installed.kubectl(
+        "-n", NAMESPACE, "wait", "--for=condition=Available", "deployment/vod-operator",
+        "--timeout=180s",
+    )  # fmt: skip
+    pods = get_json(installed, "-n", NAMESPACE, "pods", "-l", "app.kubernetes.io/name=vod-operator")
+    names = sorted(pod["metadata"]["name"] for pod in pods["items"])
+
+    def exposition(pod: str) -> str:
+        return installed.kubectl(
+            "get", "--raw", f"/api/v1/namespaces/{NAMESPACE}/pods/{pod}:8080/proxy/metrics"
+        ).stdout
+
+    def scrape(pod: str) -> dict[str, float]:
+        text = exposition(pod)
+        return {
+            sample.name + str(sorted(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+
+    def statuses() -> dict[str, float] | None:
+        status = {}
+        for pod in names:
+            samples = scrape(pod)
+            found = [v for k, v in samples.items() if k.startswith(LEADER_STATUS + "[")]
+            if not found:
+                return None
+            status[pod] = found[0]
+        return status if sorted(status.values()) == [0.0, 1.0] else None
+
+    status = eventually(statuses, timeout=60)
+    samples = scrape(names[0])
+    assert any(k.startswith("vod_operator_build_info[") for k in samples)
+    assert any(k.startswith("controller_runtime_reconcile_total[") for k in samples)
+    assert any(k.startswith("workqueue_depth[") for k in samples)
+    print(f"\n{LEADER_STATUS} by replica: {status}")
+    shown = ("vod_operator_", "leader_", "controller_runtime_reconcile_total", "workqueue_depth")
+    print("\n".join(line for line in exposition(names[0]).splitlines() if line.startswith(shown)))
+
+
 def test_crd_is_established(installed: KubeCluster) -> None:
     installed.kubectl(
         "wait", "--for=condition=Established", "crd/videoplatforms.videoplatform.io",
