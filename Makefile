@@ -200,9 +200,12 @@ demo: $(STAMP) ## The walkthrough: cluster (kind if Docker answers, else local w
 demo-down: $(STAMP) ## Stop what `make demo` started (port-forward, cluster) and remove .demo/
 	$(PY) -m vod_delivery demo down
 
+.PHONY: reference
+reference: $(STAMP) ## Regenerate the generated docs pages: docs/reference.md from crds/, docs/streaming-settings.md from vod-stream's SPECS (a test fails when either is stale)
+	$(PY) -m vod_delivery reference
+
 .PHONY: crd-reference
-crd-reference: $(STAMP) ## Regenerate docs/reference.md from crds/ (a test fails when it is stale)
-	$(PY) -m vod_delivery crd-reference
+crd-reference: reference ## Same as `make reference` (kept for old habits)
 
 .PHONY: dashboards
 dashboards: $(STAMP) ## Regenerate monitoring/dashboards/*.json from tools/vod_delivery/dashboards.py, then copy them into the chart and kustomize
