@@ -1,16 +1,20 @@
-"""Generated docs pages are fresh, and the settings page renders the server's own definitions."""
+"""The docs site: generated pages are fresh, the settings page renders the server's own
+definitions, and the mkdocs hook checks and rewrites links to repository files."""
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
+import yaml
 
-from vod_delivery import generated, project, settingsdoc
+from vod_delivery import docsite, generated, project, settingsdoc
 from vod_stream.config import SPECS, Spec, _csv, _optional
 
 pytestmark = pytest.mark.unit
+
+REPO = "https://github.com/example/repo"
 
 
 def test_every_generated_page_is_fresh() -> None:
@@ -44,3 +48,57 @@ def test_settings_page_escapes_cells_and_names_its_source() -> None:
     assert "| `VOD_L` | `--l` | (empty) | list |" in text
     assert "streaming/vod_stream/config.py" in text
     assert text.startswith("# Streaming settings\n")
+
+
+def test_every_docs_page_is_in_the_nav() -> None:
+    config = yaml.safe_load((project.ROOT / "mkdocs.yml").read_text())
+
+    def pages(nav: object) -> list[str]:
+        if isinstance(nav, str):
+            return [nav]
+        if isinstance(nav, list):
+            return [p for item in nav for p in pages(item)]
+        if isinstance(nav, dict):
+            return [p for value in nav.values() for p in pages(value)]
+        return []
+
+    listed = pages(config["nav"])
+    on_disk = sorted(p.name for p in project.DOCS_DIR.glob("*.md"))
+    assert sorted(listed) == on_disk
+    assert "tools/vod_delivery/docsite.py" in config["hooks"]
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("../examples/full.yaml", ("examples/full.yaml", "")),
+        ("../monitoring/README.md#series", ("monitoring/README.md", "#series")),
+        ("./../crds", ("crds", "")),
+        ("reference.md", None),
+        ("reference.md#videoasset", None),
+        ("../docs/player.png", None),
+        ("https://example.com/x", None),
+        ("mailto:a@b", None),
+        ("#anchor", None),
+    ],
+)
+def test_repo_link_resolves_links_that_leave_docs(target, expected) -> None:
+    link = docsite.repo_link(target, PurePosixPath("docs"))
+    assert (None if link is None else (link.path, link.anchor)) == expected
+
+
+def test_rewrite_points_repository_links_at_the_repository(tmp_path: Path) -> None:
+    (tmp_path / "examples").mkdir()
+    (tmp_path / "examples" / "a.yaml").write_text("")
+    markdown = (
+        "[a](../examples/a.yaml) and [dir](../examples) and [page](other.md#x)\n"
+        "`[code](../missing.yaml)` and\n```\n[fenced](../missing.yaml)\n```\n"
+        "[gone](../missing.yaml) [escape](../../outside.md)\n"
+    )
+    text, broken = docsite.rewrite(markdown, PurePosixPath("docs"), tmp_path, REPO)
+    assert f"[a]({REPO}/blob/main/examples/a.yaml)" in text
+    assert f"[dir]({REPO}/tree/main/examples)" in text
+    assert "[page](other.md#x)" in text
+    assert "`[code](../missing.yaml)`" in text
+    assert "[fenced](../missing.yaml)" in text
+    assert [b.target for b in broken] == ["../missing.yaml", "../../outside.md"]
