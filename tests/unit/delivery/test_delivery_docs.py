@@ -102,3 +102,27 @@ def test_rewrite_points_repository_links_at_the_repository(tmp_path: Path) -> No
     assert "`[code](../missing.yaml)`" in text
     assert "[fenced](../missing.yaml)" in text
     assert [b.target for b in broken] == ["../missing.yaml", "../../outside.md"]
+
+
+def _anchors(markdown: str) -> set[str]:
+    # mkdocs' own default slugify (Python-Markdown's toc; the package ships no types)
+    from markdown.extensions.toc import slugify  # type: ignore[import-untyped]
+
+    outside_fences = docsite._FENCE.sub("", markdown)
+    headings = re.findall(r"^#{1,6} (.+?)\s*$", outside_fences, re.MULTILINE)
+    return {slugify(h.replace("`", ""), "-") for h in headings}
+
+
+def test_readme_links_resolve() -> None:
+    """The README is outside the site: its links to files and to anchors are checked here."""
+    readme = (project.ROOT / "README.md").read_text()
+    targets = re.findall(r"\]\(([^)\s]+)\)", docsite._masked(readme))
+    assert targets
+    for target in targets:
+        if re.match(r"^[a-z]+:", target):
+            continue
+        path, _, anchor = target.partition("#")
+        file = project.ROOT / path if path else project.ROOT / "README.md"
+        assert file.exists(), f"README links to {target}, which does not exist"
+        if anchor and file.suffix == ".md":
+            assert anchor in _anchors(file.read_text()), f"README: no #{anchor} in {file.name}"
