@@ -41,12 +41,13 @@ $(STAMP): pyproject.toml tools/install-system-deps.sh $(DATAPLANE)/Cargo.toml $(
 ##@ Quality
 
 .PHONY: lint
-lint: $(STAMP) ## ruff (lint + format check), mypy, promtool check rules (operator alerts), dashboard-linter, cargo fmt --check and clippy (-D warnings)
+lint: $(STAMP) ## ruff (lint + format check), mypy, promtool check rules (operator alerts), dashboard-linter, mkdocs build --strict, cargo fmt --check and clippy (-D warnings)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	promtool check rules monitoring/rules/operator.rules.yaml
 	@$(MAKE) --no-print-directory lint-dashboards
+	@$(MAKE) --no-print-directory lint-docs
 	cd $(DATAPLANE) && cargo fmt --check && cargo clippy --release --all-targets --features extension-module -- -D warnings
 
 .PHONY: lint-dashboards
@@ -57,6 +58,18 @@ lint-dashboards: $(STAMP) ## grafana's dashboard-linter --strict on monitoring/d
 	  echo "dashboard-linter lint --strict $$dashboard"; \
 	  "$$linter" lint --strict "$$dashboard"; \
 	done
+
+# The site is built into a temporary folder: lint-docs checks it, nothing is kept.
+.PHONY: lint-docs
+lint-docs: $(STAMP) ## mkdocs build --strict of the docs/ site (every internal link and anchor checked, links to repository files too)
+	@site=$$(mktemp -d); trap 'rm -rf "$$site"' EXIT; \
+	$(VENV)/bin/mkdocs build --strict --quiet --site-dir "$$site"
+
+DOCS_ADDR ?= 127.0.0.1:8000
+
+.PHONY: docs
+docs: $(STAMP) ## Serve the docs/ site locally with live reload (mkdocs serve on DOCS_ADDR, default 127.0.0.1:8000)
+	$(VENV)/bin/mkdocs serve --dev-addr $(DOCS_ADDR)
 
 .PHONY: fmt
 fmt: $(STAMP) ## Format the code and apply safe ruff fixes (and cargo fmt)
@@ -200,9 +213,12 @@ demo: $(STAMP) ## The walkthrough: cluster (kind if Docker answers, else local w
 demo-down: $(STAMP) ## Stop what `make demo` started (port-forward, cluster) and remove .demo/
 	$(PY) -m vod_delivery demo down
 
+.PHONY: reference
+reference: $(STAMP) ## Regenerate the generated docs pages: docs/reference.md from crds/, docs/streaming-settings.md from vod-stream's SPECS (a test fails when either is stale)
+	$(PY) -m vod_delivery reference
+
 .PHONY: crd-reference
-crd-reference: $(STAMP) ## Regenerate docs/reference.md from crds/ (a test fails when it is stale)
-	$(PY) -m vod_delivery crd-reference
+crd-reference: reference ## Same as `make reference` (kept for old habits)
 
 .PHONY: dashboards
 dashboards: $(STAMP) ## Regenerate monitoring/dashboards/*.json from tools/vod_delivery/dashboards.py, then copy them into the chart and kustomize

@@ -2,9 +2,9 @@
 ``package`` turns a source video into an HLS ladder in the origin (what a VideoAsset's Job
 runs); ``unpublish`` removes an asset's outputs.
 
-Every setting is a ``VOD_*`` environment variable (see the README) and, for ``serve``, also a
-flag (``--media-root``, ``--port``, ...): a flag wins over the environment, which wins over the
-config file.
+Every setting is a ``VOD_*`` environment variable (docs/streaming-settings.md) and, for
+``serve``, also a flag (``--media-root``, ``--port``, ...): a flag wins over the environment,
+which wins over the config file.
 """
 
 from __future__ import annotations
@@ -17,15 +17,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from vod_stream import __version__, signing
-from vod_stream.config import PREFIX, SPECS, ConfigError, Settings, Spec, _bool
+from vod_stream.config import PREFIX, SPECS, ConfigError, Settings, _bool, flag_of
 from vod_stream.keys import KeyRing
 
 if TYPE_CHECKING:
     from vod_stream.storage import S3Origin
-
-
-def flag_of(spec: Spec) -> str:
-    return "--" + spec.name.lower().replace("_", "-")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -1,7 +1,8 @@
 """Settings: ``VOD_*`` environment variables, optionally preceded by a ``KEY=VALUE`` file.
 
-Every setting is declared once in ``SPECS`` (name, default, meaning); the README's table lists
-the same names and a unit test keeps the two in step.
+Every setting is declared once in ``SPECS`` (name, default, meaning): ``vod-stream serve --help``
+and the documentation's settings page (docs/streaming-settings.md, written by ``make reference``)
+are generated from it, and a unit test fails when that page is stale.
 """
 
 from __future__ import annotations
@@ -98,60 +99,208 @@ class Spec:
     meaning: str
 
 
+def flag_of(spec: Spec) -> str:
+    """The ``vod-stream serve`` flag of a setting: ``MAX_RANGES`` is ``--max-ranges``."""
+    return "--" + spec.name.lower().replace("_", "-")
+
+
 SPECS: tuple[Spec, ...] = (
     Spec("CONFIG_FILE", "", _optional_path, "optional KEY=VALUE file read before the environment"),
     Spec("HOST", "0.0.0.0", str, "bind address"),
-    Spec("PORT", "8080", _port, "HTTP port for media, /ping, /healthz, /readyz, /metrics"),
-    Spec("WORKERS", "0", int, "data plane worker threads; 0 = CPUs"),
-    Spec("MEDIA_ROOT", "/media", Path, "the origin directory that is served"),
-    Spec("ORIGIN", "file", _origin, "where media is read from: file, s3 or http"),
-    Spec("S3_ENDPOINT", "", _url, "S3-compatible endpoint URL (origin s3)"),
-    Spec("S3_BUCKET", "", _optional, "bucket (origin s3)"),
-    Spec("S3_PREFIX", "", str, "key prefix inside the bucket, e.g. media/"),
+    Spec(
+        "PORT",
+        "8080",
+        _port,
+        "HTTP port for media, /ping, /healthz, /readyz, /metrics (0 = any free port, logged)",
+    ),
+    Spec(
+        "WORKERS",
+        "0",
+        int,
+        "data plane worker threads; 0 = the CPUs available (affinity, capped by the cgroup CPU "
+        "limit)",
+    ),
+    Spec(
+        "MEDIA_ROOT",
+        "/media",
+        Path,
+        "the origin folder that is served; uploads are staged in `<root>/.vod-tmp/`",
+    ),
+    Spec(
+        "ORIGIN",
+        "file",
+        _origin,
+        "where media is read from: `file` (`VOD_MEDIA_ROOT`), `s3` or `http`",
+    ),
+    Spec(
+        "S3_ENDPOINT",
+        "",
+        _url,
+        "S3-compatible endpoint URL, e.g. `http://seaweedfs:8333` (required for `s3`)",
+    ),
+    Spec("S3_BUCKET", "", _optional, "bucket (required for `s3`)"),
+    Spec("S3_PREFIX", "", str, "key prefix inside the bucket, e.g. `media/`"),
     Spec("S3_REGION", "us-east-1", str, "region used for request signing"),
-    Spec("S3_PATH_STYLE", "true", _bool, "path-style requests (false: virtual-hosted)"),
-    Spec("S3_ACCESS_KEY_ID_FILE", "", _optional_path, "file with the access key id"),
-    Spec("S3_SECRET_ACCESS_KEY_FILE", "", _optional_path, "file with the secret access key"),
-    Spec("S3_CA_FILE", "", _optional_path, "PEM CA bundle for the S3 endpoint"),
-    Spec("HTTP_ORIGIN_URL", "", _url, "base URL of an HTTP(S) origin that answers Range"),
-    Spec("HTTP_ORIGIN_CA_FILE", "", _optional_path, "PEM CA bundle for the HTTP origin"),
-    Spec("ORIGIN_CONNECT_TIMEOUT_SECONDS", "2", _seconds, "connecting to the origin"),
-    Spec("ORIGIN_TIMEOUT_SECONDS", "10", _seconds, "longest wait for origin bytes (504)"),
-    Spec("ORIGIN_STAT_TTL_SECONDS", "5", _seconds, "size/ETag/Last-Modified cached this long"),
+    Spec("S3_PATH_STYLE", "true", _bool, "path-style requests (`false`: virtual-hosted style)"),
+    Spec(
+        "S3_ACCESS_KEY_ID_FILE",
+        "",
+        _optional_path,
+        "file holding the access key id (unset with the next: anonymous requests)",
+    ),
+    Spec("S3_SECRET_ACCESS_KEY_FILE", "", _optional_path, "file holding the secret access key"),
+    Spec("S3_CA_FILE", "", _optional_path, "PEM CA bundle trusted for the S3 endpoint"),
+    Spec(
+        "HTTP_ORIGIN_URL",
+        "",
+        _url,
+        "base URL of an HTTP(S) origin that answers Range (required for `http`)",
+    ),
+    Spec("HTTP_ORIGIN_CA_FILE", "", _optional_path, "PEM CA bundle trusted for the HTTP origin"),
+    Spec(
+        "ORIGIN_CONNECT_TIMEOUT_SECONDS",
+        "2",
+        _seconds,
+        "time to connect to the origin (then 502)",
+    ),
+    Spec("ORIGIN_TIMEOUT_SECONDS", "10", _seconds, "longest wait for origin bytes (then 504)"),
+    Spec(
+        "ORIGIN_STAT_TTL_SECONDS",
+        "5",
+        _seconds,
+        "an object's size, ETag and Last-Modified are reused this long",
+    ),
     Spec("CACHE_DIR", "", _optional_path, "slice cache folder (unset: no cache)"),
-    Spec("CACHE_MAX_BYTES", "1073741824", _positive_int, "slice cache size bound"),
+    Spec("CACHE_MAX_BYTES", "1073741824", _positive_int, "the slice cache's size bound"),
     Spec("CACHE_SLICE_BYTES", "1048576", _positive_int, "slice size of the cache"),
-    Spec("MAX_UPLOAD_BYTES", "10737418240", _positive_int, "PUT and tus size limit (413 above it)"),
-    Spec("TUS_EXPIRY_SECONDS", "86400", _positive_int, "a tus upload idle this long expires"),
-    Spec("TUS_CLEANUP_SECONDS", "300", _positive_int, "how often expired tus uploads are removed"),
-    Spec("TUS_LOCK_WAIT_SECONDS", "5", _seconds, "a PATCH waits this long for the upload (423)"),
-    Spec("TUS_LOCK_LEASE_SECONDS", "30", _seconds, "S3: a dead replica's tus lock lasts this"),
-    Spec("MAX_RANGES", "16", _positive_int, "most ranges in one request (more: whole file)"),
-    Spec("MAX_CONNECTIONS", "1024", _positive_int, "concurrent connections (more: 503)"),
-    Spec("OPEN_FILE_CACHE_SIZE", "0", _count, "open media files kept (0: from the fd limit)"),
+    Spec(
+        "MAX_UPLOAD_BYTES",
+        "10737418240",
+        _positive_int,
+        "PUT and tus size limit (413 above it; tus advertises it as `Tus-Max-Size`)",
+    ),
+    Spec(
+        "TUS_EXPIRY_SECONDS",
+        "86400",
+        _positive_int,
+        "a tus upload that receives no bytes this long expires (410), and its state is removed",
+    ),
+    Spec(
+        "TUS_CLEANUP_SECONDS",
+        "300",
+        _positive_int,
+        "how often each replica removes expired tus uploads (also once at start)",
+    ),
+    Spec(
+        "TUS_LOCK_WAIT_SECONDS",
+        "5",
+        _seconds,
+        "a PATCH waits this long for another request's lock on the same upload (then 423)",
+    ),
+    Spec(
+        "TUS_LOCK_LEASE_SECONDS",
+        "30",
+        _seconds,
+        "S3 origin: the lease of a tus upload's lock in the bucket (renewed every third of it by "
+        "its holder; a crashed replica's lock is taken over after it)",
+    ),
+    Spec(
+        "MAX_RANGES",
+        "16",
+        _positive_int,
+        "most range-specs in one request (more: the whole file, 200)",
+    ),
+    Spec(
+        "MAX_CONNECTIONS",
+        "1024",
+        _positive_int,
+        "concurrent client connections of the data plane (more: 503 and close)",
+    ),
+    Spec(
+        "OPEN_FILE_CACHE_SIZE",
+        "0",
+        _count,
+        "open media files the data plane keeps (nginx's `open_file_cache max=`); 0: a quarter of "
+        "the descriptor limit left after 64, at most 4096 (240 with a limit of 1024). The data "
+        "plane raises its soft `RLIMIT_NOFILE` to the hard limit at start and logs both "
+        "(`descriptors` event)",
+    ),
     Spec("HEADER_TIMEOUT_SECONDS", "10", _seconds, "time to receive a request's headers"),
-    Spec("BODY_TIMEOUT_SECONDS", "60", _seconds, "longest pause while receiving a body"),
-    Spec("IDLE_TIMEOUT_SECONDS", "75", _seconds, "keep-alive idle time before closing"),
-    Spec("SEND_TIMEOUT_SECONDS", "60", _seconds, "longest wait for a client to read (0: none)"),
+    Spec(
+        "BODY_TIMEOUT_SECONDS",
+        "60",
+        _seconds,
+        "longest pause while receiving a request body (408)",
+    ),
+    Spec(
+        "IDLE_TIMEOUT_SECONDS",
+        "75",
+        _seconds,
+        "keep-alive idle time before a connection is closed",
+    ),
+    Spec(
+        "SEND_TIMEOUT_SECONDS",
+        "60",
+        _seconds,
+        "longest time a response waits while the client takes nothing (no progress, however "
+        "slow); then the connection is closed (0 = no limit)",
+    ),
     Spec("SHUTDOWN_GRACE_SECONDS", "25", _seconds, "time in-flight requests get after SIGTERM"),
-    Spec("DRAIN_DELAY_SECONDS", "0", _seconds, "after SIGTERM, /readyz fails this long first"),
+    Spec(
+        "DRAIN_DELAY_SECONDS",
+        "0",
+        _seconds,
+        "after SIGTERM, /readyz fails but new connections are still served this long",
+    ),
     Spec("SIGNED_URLS", "false", _bool, "GET/HEAD of media need a valid signature"),
-    Spec("SIGNING_KEYS_DIR", "/etc/vod/signing", Path, "key id = file name, key = its bytes"),
-    Spec("SIGNING_ACTIVE_KEY_ID", "", _optional, "key id `sign` uses (default: last name)"),
-    Spec("SIGNED_URL_TTL_SECONDS", "3600", _positive_int, "default ttl of `vod-stream sign`"),
+    Spec(
+        "SIGNING_KEYS_DIR",
+        "/etc/vod/signing",
+        Path,
+        "key id = file name, key = its bytes (trailing newline stripped)",
+    ),
+    Spec(
+        "SIGNING_ACTIVE_KEY_ID",
+        "",
+        _optional,
+        "key id `sign` and `/admin/sign` use (default: the last id in sorted order)",
+    ),
+    Spec(
+        "SIGNED_URL_TTL_SECONDS",
+        "3600",
+        _positive_int,
+        "default ttl of `vod-stream sign` and `/admin/sign`",
+    ),
     Spec("SIGNED_URL_BIND_IP", "false", _bool, "signatures include the client IP"),
-    Spec("CLIENT_IP_HEADER", "", _optional, "header carrying the client IP (first entry)"),
+    Spec(
+        "CLIENT_IP_HEADER",
+        "",
+        _optional,
+        "header carrying the client IP (its first entry); unset: the peer address",
+    ),
     Spec("JWT_SECRET", "", _optional, "HS256 shared secret"),
     Spec("JWT_SECRET_FILE", "", _optional_path, "file holding the HS256 shared secret"),
-    Spec("JWT_PUBLIC_KEY_FILE", "", _optional_path, "PEM public key (RSA, EC, Ed25519)"),
-    Spec("JWT_ALGORITHMS", "", _csv, "accepted algorithms (default by key type)"),
-    Spec("JWT_ISSUER", "", _optional, "required iss claim"),
-    Spec("JWT_AUDIENCE", "", _optional, "required aud claim"),
+    Spec("JWT_PUBLIC_KEY_FILE", "", _optional_path, "PEM public key (RSA, EC or Ed25519/Ed448)"),
+    Spec(
+        "JWT_ALGORITHMS",
+        "",
+        _csv,
+        "accepted algorithms, comma-separated; empty: by the key (HS256 with a secret; RS256, "
+        "ES256/ES384/ES512 or EdDSA by the public key's type)",
+    ),
+    Spec("JWT_ISSUER", "", _optional, "required `iss` claim"),
+    Spec("JWT_AUDIENCE", "", _optional, "required `aud` claim"),
     Spec("JWT_LEEWAY_SECONDS", "30", _seconds, "clock skew allowed for exp/nbf/iat"),
-    Spec("CORS_ALLOWED_ORIGINS", "", _csv, "origins allowed by CORS (`*` for any)"),
+    Spec("CORS_ALLOWED_ORIGINS", "", _csv, "comma-separated origins allowed by CORS (`*` for any)"),
     Spec("LOG_LEVEL", "info", _level, "debug, info, warning or error"),
-    Spec("ACCESS_LOG", "true", _bool, "one JSON line per request"),
-    Spec("METRICS_DIR", "/tmp/vod-stream-metrics", Path, "prometheus multiprocess directory"),
+    Spec("ACCESS_LOG", "true", _bool, "one JSON access-log line per request"),
+    Spec(
+        "METRICS_DIR",
+        "/tmp/vod-stream-metrics",
+        Path,
+        "Prometheus multiprocess folder (its `<type>_<pid>.db` files are removed at start, "
+        "nothing else)",
+    ),
 )
 
 

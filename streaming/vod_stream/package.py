@@ -489,7 +489,8 @@ def _make_extras(
     base: str,
 ) -> dict[str, str]:
     """Poster and storyboard into the revision folder `final`; the playback paths."""
-    # the player page plays the master (on a signed platform: /play/t/<token>/..., see README)
+    # the player page plays the master (on a signed platform: /play/t/<token>/...;
+    # see docs/playback.md)
     playback = {"master": f"{base}/master.m3u8", "player": player_path(f"{base}/master.m3u8")}
     if request.poster_at is not None:
         at = ladder.poster_time(request.poster_at, source.duration)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vod_delivery import dashboards, project, reference, sync
+from vod_delivery import dashboards, generated, project, reference, sync
 
 
 def _crd_reference(args: argparse.Namespace) -> int:
@@ -16,6 +16,18 @@ def _crd_reference(args: argparse.Namespace) -> int:
         return 1
     reference.write()
     print(f"wrote {project.REFERENCE_DOC.relative_to(project.ROOT)}")
+    return 0
+
+
+def _reference(args: argparse.Namespace) -> int:
+    if args.check:
+        stale = generated.stale()
+        for path in stale:
+            name = path.relative_to(project.ROOT)
+            print(f"{name} is stale: run `make reference`", file=sys.stderr)
+        return 1 if stale else 0
+    for path in generated.write():
+        print(f"wrote {path.relative_to(project.ROOT)}")
     return 0
 
 
@@ -53,6 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run one command."""
     parser = argparse.ArgumentParser(prog="python -m vod_delivery", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    gen = sub.add_parser(
+        "reference",
+        help="generate docs/reference.md (from crds/) and docs/streaming-settings.md (from SPECS)",
+    )
+    gen.add_argument("--check", action="store_true", help="fail when a generated page is stale")
+    gen.set_defaults(func=_reference)
     ref = sub.add_parser("crd-reference", help="generate docs/reference.md from crds/")
     ref.add_argument("--check", action="store_true", help="fail when the committed doc is stale")
     ref.set_defaults(func=_crd_reference)
@@ -64,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     syn.add_argument("--check", action="store_true", help="fail when a copy is out of step")
     syn.set_defaults(func=_sync)
-    dem = sub.add_parser("demo", help="the README's demo: up (default) or down")
+    dem = sub.add_parser("demo", help="the walkthrough `make demo` runs: up (default) or down")
     dem.add_argument("action", nargs="?", choices=["up", "down"], default="up")
     dem.add_argument("--kind", action="store_true", help="kind path (the Makefile deployed)")
     dem.set_defaults(func=_demo)

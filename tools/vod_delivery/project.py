@@ -10,7 +10,10 @@ CRDS_DIR = ROOT / "crds"
 CHART_DIR = ROOT / "charts" / "vod-operator"
 MANIFESTS_DIR = ROOT / "manifests"
 EXAMPLES_DIR = ROOT / "examples"
-REFERENCE_DOC = ROOT / "docs" / "reference.md"
+DOCS_DIR = ROOT / "docs"
+REFERENCE_DOC = DOCS_DIR / "reference.md"
+#: The streaming server's settings page, generated from vod_stream.config.SPECS.
+SETTINGS_DOC = DOCS_DIR / "streaming-settings.md"
 #: The operator's own alert rules (a plain rules file), and where packaging copies it.
 OPERATOR_RULES = ROOT / "monitoring" / "rules" / "operator.rules.yaml"
 DEMO_DIR = ROOT / ".demo"

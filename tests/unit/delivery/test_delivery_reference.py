@@ -104,7 +104,7 @@ def test_document_has_names_columns_and_escaped_cells() -> None:
 
 def test_committed_reference_matches_the_crds() -> None:
     assert project.crd_files(), "crds/ holds no CRD"
-    assert reference.is_fresh(), "docs/reference.md is stale: run `make crd-reference`"
+    assert reference.is_fresh(), "docs/reference.md is stale: run `make reference`"
 
 
 def test_stale_reference_is_detected(tmp_path: Path) -> None:

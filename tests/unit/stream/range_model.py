@@ -1,7 +1,7 @@
 """A deliberately simple model of how a Range header is answered, independent of ``ranges.py``:
 the property tests check the parser, the plan and the live server against it.
 
-It follows the README's rules literally: more than ``max_ranges`` range-specs, a decreasing
+It follows docs/streaming.md literally: more than ``max_ranges`` range-specs, a decreasing
 range, a non-zero suffix of an empty file, or ranges adding up to more than the file → ignored
 (200, the whole file); no range overlapping the file → unsatisfiable (416); otherwise the
 ranges, clamped to the file, merged while any two overlap or touch, each merged range in the
