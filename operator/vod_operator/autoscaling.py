@@ -254,6 +254,25 @@ def _external_metric(target: Target, name: str) -> dict[str, Any]:
     }
 
 
+#: The condition of a live scaler that says it cannot scale: (type, reason when it is False).
+_WORKING_CONDITION = {HPA: "ScalingActive", SCALED_OBJECT: "Ready"}
+
+
+def scaler_failure(kind: str, live: Mapping[str, Any] | None) -> tuple[str, str] | None:
+    """(reason, message) when the live scaler reports that it cannot scale: an HPA whose
+    ScalingActive is False (e.g. FailedGetPodsMetric: the adapter does not answer for these
+    pods), a ScaledObject whose Ready is False (e.g. its Prometheus cannot be queried). None
+    while it works or has not reported yet."""
+    wanted = _WORKING_CONDITION[kind]
+    conditions = (live or {}).get("status", {}).get("conditions") or []
+    found = next((c for c in conditions if c.get("type") == wanted), None)
+    if found is None or found.get("status") != "False":
+        return None
+    reason = str(found.get("reason") or f"{kind}NotReady")
+    detail = str(found.get("message") or "no message")
+    return reason, f"the {kind} reports {wanted}=False ({reason}): {detail}"
+
+
 def behavior(spec: Mapping[str, Any]) -> dict[str, Any]:
     """autoscaling/v2 HPA behavior from spec.autoscaling.behavior (defaults already applied)."""
     result: dict[str, Any] = {}

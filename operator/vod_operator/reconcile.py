@@ -131,7 +131,7 @@ class Reconciler:
             failure=result.failure,
             deployment_observed=live is not None,
             assets=previous.get("assets") if assets is None else status.asset_counts(assets, name),
-            autoscaling=_autoscaling_verdict(platform, apis),
+            autoscaling=_autoscaling_verdict(platform, apis, live),
         )
         desired = status.compute(observed)
         self._write_status(platform, desired, result)
@@ -456,16 +456,26 @@ def transition_events(
 
 
 def _autoscaling_verdict(
-    platform: Mapping[str, Any], apis: autoscaling.MetricsApis | None
+    platform: Mapping[str, Any],
+    apis: autoscaling.MetricsApis | None,
+    live: Mapping[ChildKey, Mapping[str, Any]] | None,
 ) -> status.Verdict:
-    """The AutoscalingReady condition's status, reason and message."""
+    """The AutoscalingReady condition's status, reason and message: the plan's verdict, and,
+    when the plan honours every target, what the live scaler itself reports."""
     if apis is None:
         if not platform["spec"]["autoscaling"]["enabled"]:
             return False, "Disabled", autoscaling.Plan(kind=None).message
         return None, "DiscoveryFailed", "discovery of KEDA and the metrics APIs failed"
     meta = platform["metadata"]
     plan = autoscaling.plan(meta["name"], meta["namespace"], platform["spec"], apis)
-    return plan.ready, plan.reason, plan.message
+    if not plan.ready or plan.kind is None or live is None:
+        return plan.ready, plan.reason, plan.message
+    scaler = live.get((plan.kind, naming.ChildNames.of(meta["name"]).stream))
+    failing = autoscaling.scaler_failure(plan.kind, scaler)
+    if failing is None:
+        return plan.ready, plan.reason, plan.message
+    reason, message = failing
+    return False, reason, f"{plan.message}, but {message}"
 
 
 def _owned_by(obj: Mapping[str, Any], uid: str) -> bool:

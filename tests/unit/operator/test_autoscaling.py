@@ -404,6 +404,56 @@ def test_dropping_the_metric_targets_swaps_the_scaled_object_back_for_an_hpa() -
     assert (condition(kube)["status"], condition(kube)["reason"]) == ("False", "Disabled")
 
 
+@pytest.mark.parametrize(
+    ("apis", "kind", "plural", "failing"),
+    [
+        (
+            CUSTOM,
+            HPA,
+            "horizontalpodautoscalers",
+            {
+                "type": "ScalingActive",
+                "status": "False",
+                "reason": "FailedGetPodsMetric",
+                "message": "the HPA was unable to compute the replica count: no metrics returned",
+            },
+        ),
+        (
+            KEDA,
+            SCALED_OBJECT,
+            "scaledobjects",
+            {
+                "type": "Ready",
+                "status": "False",
+                "reason": "ScaledObjectCheckFailed",
+                "message": "Triggers defined in ScaledObject are not working correctly",
+            },
+        ),
+    ],
+    ids=["hpa", "scaledobject"],
+)
+def test_a_scaler_that_cannot_read_its_metrics_is_not_ready(
+    apis: MetricsApis, kind: str, plural: str, failing: dict[str, str]
+) -> None:
+    kube = setup(apis, **WITH_ADDRESS)
+    reconciler = Reconciler(kube, now=lambda: T0)
+    run(kube, reconciler)
+    assert (condition(kube)["status"], condition(kube)["reason"]) == ("True", kind)
+    working = {**failing, "status": "True", "reason": "ValidMetricFound"}
+    kube.objects[(plural, NS, "demo-stream")]["status"] = {"conditions": [working]}
+    run(kube, reconciler)
+    assert condition(kube)["status"] == "True"
+    kube.objects[(plural, NS, "demo-stream")]["status"] = {"conditions": [failing]}
+    run(kube, reconciler)
+    found = condition(kube)
+    assert (found["status"], found["reason"]) == ("False", failing["reason"])
+    assert found["message"].endswith(
+        f"but the {kind} reports {failing['type']}=False ({failing['reason']}): "
+        f"{failing['message']}"
+    )
+    assert kube.reasons().count(failing["reason"]) == 1  # a Warning Event, once
+
+
 def test_without_keda_scaled_objects_are_not_listed() -> None:
     kube = setup(NOTHING)
     kube.fail[("list", SCALED_OBJECT)] = KubeError(404, "NotFound", "the server could not find")
