@@ -122,7 +122,16 @@ def test_examples_apply_as_they_are_and_become_ready(
 
 def test_explain_teaches_the_fields(crd_installed: Any) -> None:
     text = crd_installed.kubectl("explain", "vp.spec.autoscaling").stdout
-    for field in ("minReplicas", "maxReplicas", "targetCPUUtilizationPercentage", "enabled"):
+    for field in (
+        "minReplicas",
+        "maxReplicas",
+        "targetCPUUtilizationPercentage",
+        "targetInFlightRequestsPerPod",
+        "targetEgressBytesPerSecondPerPod",
+        "behavior",
+        "prometheus",
+        "enabled",
+    ):
         assert field in text
     assert "HorizontalPodAutoscaler" in text
     assert (
@@ -163,7 +172,7 @@ def test_explain_teaches_the_fields(crd_installed: Any) -> None:
         ),
         (
             "autoscaling: {enabled: true, targetCPUUtilizationPercentage: 0}",
-            "autoscaling needs at least one target",
+            "enabled autoscaling needs at least one target",
         ),
         (
             "autoscaling: {enabled: true, targetEgressBytesPerSecondPerPod: '2048.5'}",

@@ -115,6 +115,46 @@ def test_cel_rules_name_only_fields_of_the_schema() -> None:
     assert not re.match(regex, "http://has space")
 
 
+def _boolean_rule(rule: str, value: dict[str, Any]) -> bool:
+    """Evaluate a CEL rule made only of has(), field reads, comparisons, !, && and || (the
+    autoscaling object's own rules) against `value`: no CEL evaluator runs in the unit tier."""
+    assert re.fullmatch(r"[\w\s.()!&|<=>]+", rule), f"not a plain boolean rule: {rule}"
+    text = re.sub(r"has\(self\.(\w+)\)", r"('\1' in value)", rule)
+    text = re.sub(r"self\.(\w+)", r"value['\1']", text)
+    text = text.replace("&&", " and ").replace("||", " or ").replace("!", " not ")
+    text = text.replace(" not =", "!=")
+    return bool(eval(text, {}, {"value": value}))  # the CRD's own rule text, checked above
+
+
+@pytest.mark.parametrize(
+    ("autoscaling_fields", "allowed"),
+    [
+        ({}, True),  # the defaults: disabled, CPU 70
+        ({"enabled": True}, True),  # CPU 70 by default
+        ({"enabled": True, "targetCPUUtilizationPercentage": 0}, False),
+        ({"enabled": False, "targetCPUUtilizationPercentage": 0}, True),  # off: not checked
+        ({"enabled": True, "targetCPUUtilizationPercentage": 0, **BOTH}, True),
+        (
+            {
+                "enabled": True,
+                "targetCPUUtilizationPercentage": 0,
+                "targetEgressBytesPerSecondPerPod": "1Gi",
+            },
+            True,
+        ),
+        ({"enabled": True, "minReplicas": 5, "maxReplicas": 4}, False),
+        ({"enabled": True, "minReplicas": 4, "maxReplicas": 4}, True),
+    ],
+)
+def test_the_autoscaling_cel_rules_on_defaulted_objects(
+    autoscaling_fields: dict[str, Any], allowed: bool
+) -> None:
+    body = {"storage": {"emptyDir": {}}, "autoscaling": autoscaling_fields}
+    value = crdschema.platform(body)["spec"]["autoscaling"]  # defaults first, as the API server
+    rules = [r["rule"] for r in _autoscaling_schema()["x-kubernetes-validations"]]
+    assert all(_boolean_rule(rule, value) for rule in rules) is allowed
+
+
 def test_behavior_mirrors_the_hpa_limits() -> None:
     behavior = _autoscaling_schema()["properties"]["behavior"]["properties"]
     for direction in ("scaleUp", "scaleDown"):
