@@ -64,7 +64,7 @@ def test_defaults_keep_the_cpu_target_and_scale_out_fast_in_slow() -> None:
         {"type": "Percent", "value": 100, "periodSeconds": 15},
         {"type": "Pods", "value": 4, "periodSeconds": 15},
     ]
-    assert (down["stabilizationWindowSeconds"], down["selectPolicy"]) == (300, "Min")
+    assert (down["stabilizationWindowSeconds"], down["selectPolicy"]) == (300, "Max")
     assert down["policies"] == [
         {"type": "Pods", "value": 1, "periodSeconds": 60},
         {"type": "Percent", "value": 10, "periodSeconds": 60},
