@@ -190,13 +190,14 @@ def _why_missing(missing: list[Target], apis: MetricsApis, address: str) -> tupl
         need = "KEDA (keda.sh/v1alpha1) with spec.autoscaling.prometheus.serverAddress set"
     else:
         need = "KEDA (keda.sh/v1alpha1 is not served)"
-    return "MetricsAPIMissing", f"{fields} not honoured: they need {need}, {adapter}"
+    they = "they need" if len(missing) > 1 else "it needs"
+    return "MetricsAPIMissing", f"{fields} not honoured: {they} {need}, {adapter}"
 
 
 def _describe(cpu: int | None, honoured: tuple[tuple[Target, str], ...]) -> str:
     parts = [f"CPU {cpu}%"] if cpu else []
     for target, how in honoured:
-        unit = "requests in flight" if target.field == "targetInFlightRequestsPerPod" else "B/s"
+        unit = "requests in flight" if target.field == "targetInFlightRequestsPerPod" else "bytes/s"
         parts.append(f"{target.value} {unit} per pod ({how})")
     return ", ".join(parts)
 

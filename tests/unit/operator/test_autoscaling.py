@@ -201,7 +201,7 @@ def test_keda_with_an_address_is_a_scaled_object_with_per_pod_prometheus_trigger
     assert egress["metadata"]["threshold"] == "104857600"  # 100Mi, a plain number for KEDA
     assert chosen.message == (
         "KEDA ScaledObject scales on CPU 70%, 40 requests in flight per pod (Prometheus), "
-        "100Mi B/s per pod (Prometheus)"
+        "100Mi bytes/s per pod (Prometheus)"
     )
 
 
