@@ -14,7 +14,8 @@ from typing import Any
 from kubernetes.utils import parse_quantity
 
 _QUANTITY_PARENTS = frozenset({"requests", "limits"})
-_QUANTITY_KEYS = frozenset({"sizeLimit", "storage"})
+#: averageValue: an HPA metric target (the API server canonicalizes it: 1024Ki becomes 1Mi).
+_QUANTITY_KEYS = frozenset({"sizeLimit", "storage", "averageValue"})
 
 
 def drift(desired: Any, live: Any, path: Sequence[str] = ()) -> str | None:

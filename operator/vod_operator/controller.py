@@ -95,7 +95,9 @@ class Controller:
     workers: int = 4
     max_backoff: float = 300.0
     resync_seconds: float = 600.0
-    monitoring_probe: Callable[[], bool] | None = None
+    #: What discovery shows (the monitoring API, KEDA, the metrics APIs): a change in its
+    #: answer reconciles every platform.
+    monitoring_probe: Callable[[], object] | None = None
     monitoring_probe_seconds: float = 60.0
     observer: QueueObserver = field(default_factory=Unobserved)
     #: Whether passes run; a standby (False) only remembers the keys until `lead()`.
@@ -249,17 +251,18 @@ class Controller:
             for key in list(self._states):
                 self.enqueue(key)
 
-    async def _monitoring_loop(self, probe: Callable[[], bool]) -> None:
-        """Re-check discovery; when monitoring.coreos.com/v1 appears or goes, reconcile all."""
-        last: bool | None = None
+    async def _monitoring_loop(self, probe: Callable[[], object]) -> None:
+        """Re-check discovery; when monitoring.coreos.com/v1, KEDA or a metrics API appears or
+        goes (the probe's answer changes), reconcile all."""
+        last: object | None = None
         while True:
             try:
                 available = await asyncio.to_thread(probe)
             except Exception:
-                log.exception("monitoring API discovery failed")
+                log.exception("discovery of the monitoring, KEDA and metrics APIs failed")
             else:
                 if last is not None and available != last:
-                    log.info("monitoring API available: %s; reconciling all", available)
+                    log.info("discovery changed: %s; reconciling all", available)
                     for key in list(self._states):
                         self.enqueue(key)
                 last = available

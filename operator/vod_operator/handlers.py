@@ -62,7 +62,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         workers=options.workers,
         max_backoff=options.max_backoff_seconds,
         resync_seconds=options.resync_seconds,
-        monitoring_probe=kube.monitoring_available,
+        monitoring_probe=lambda: (kube.monitoring_available(), kube.metrics_apis()),
         monitoring_probe_seconds=options.monitoring_probe_seconds,
         observer=metrics.queue("videoplatform", options.workers),
         leading=gate is None,

@@ -27,6 +27,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from vod_operator import naming
+from vod_operator.autoscaling import MetricsApis
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,11 @@ LEASE = Kind("coordination.k8s.io", "v1", "leases")
 JOB = Kind("batch", "v1", "jobs")
 POD = Kind("", "v1", "pods")
 MONITORING_GROUP_VERSION = "monitoring.coreos.com/v1"
+KEDA_GROUP_VERSION = "keda.sh/v1alpha1"
+#: The metrics APIs an HPA reads Pods and External metrics from (the versions the HPA
+#: controller itself prefers).
+CUSTOM_METRICS_GROUP_VERSION = "custom.metrics.k8s.io/v1beta2"
+EXTERNAL_METRICS_GROUP_VERSION = "external.metrics.k8s.io/v1beta1"
 
 #: Every child kind the operator may create, keyed by `kind`.
 CHILD_KINDS: dict[str, Kind] = {
@@ -72,8 +78,11 @@ CHILD_KINDS: dict[str, Kind] = {
     "Ingress": Kind("networking.k8s.io", "v1", "ingresses"),
     "ServiceMonitor": Kind("monitoring.coreos.com", "v1", "servicemonitors"),
     "PrometheusRule": Kind("monitoring.coreos.com", "v1", "prometheusrules"),
+    "ScaledObject": Kind("keda.sh", "v1alpha1", "scaledobjects"),
 }
 MONITORING_KINDS = frozenset({"ServiceMonitor", "PrometheusRule"})
+#: Child kinds listed (and so kept or pruned) only while KEDA's API is served.
+KEDA_KINDS = frozenset({"ScaledObject"})
 
 #: Every child kind the operator may create for a VideoAsset, keyed by `kind`.
 ASSET_CHILD_KINDS: dict[str, Kind] = {"Job": JOB}
@@ -173,6 +182,8 @@ class KubeApi(Protocol):
 
     def monitoring_available(self) -> bool: ...
 
+    def metrics_apis(self) -> MetricsApis: ...
+
     def apply(
         self, manifest: Mapping[str, Any], *, manager: str = naming.FIELD_MANAGER
     ) -> dict[str, Any]: ...
@@ -233,6 +244,7 @@ class Kube:
         self._host = urlparse(str(api_client.configuration.host)).netloc
         self._discovery_ttl = discovery_ttl
         self._discovery: tuple[float, bool] | None = None
+        self._metrics_discovery: tuple[float, MetricsApis] | None = None
         self._lock = threading.Lock()
         self._instance = os.environ.get("POD_NAME") or socket.gethostname()
 
@@ -328,6 +340,36 @@ class Kube:
         with self._lock:
             self._discovery = (time.monotonic(), available)
         return available
+
+    def metrics_apis(self) -> MetricsApis:
+        """What autoscaling can use (cached like monitoring_available): whether KEDA serves
+        scaledobjects, and which metrics the custom (pods) and external metrics APIs serve.
+        An API that is not registered (404) or whose adapter is down (503) serves nothing."""
+        with self._lock:
+            cached = self._metrics_discovery
+        if cached is not None and time.monotonic() - cached[0] < self._discovery_ttl:
+            return cached[1]
+        keda = "scaledobjects" in self._resource_names(KEDA_GROUP_VERSION)
+        custom = frozenset(
+            name.removeprefix("pods/")
+            for name in self._resource_names(CUSTOM_METRICS_GROUP_VERSION)
+            if name.startswith("pods/")
+        )
+        external = self._resource_names(EXTERNAL_METRICS_GROUP_VERSION)
+        found = MetricsApis(keda=keda, custom=custom, external=external)
+        with self._lock:
+            self._metrics_discovery = (time.monotonic(), found)
+        return found
+
+    def _resource_names(self, group_version: str) -> frozenset[str]:
+        """Resource names discovery lists for `group_version` (empty when not served)."""
+        try:
+            found = self._request("GET", f"/apis/{group_version}")
+        except KubeError as exc:
+            if exc.status not in (404, 503):
+                raise
+            return frozenset()
+        return frozenset(str(r.get("name")) for r in found.get("resources", []))
 
     # -- the leader Lease (outside the write guard: a standby writes it to take over) -------
     def _lease_call(self, method: str, path: str, body: Any, timeout: float) -> dict[str, Any]:

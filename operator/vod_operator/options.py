@@ -44,7 +44,8 @@ class Options:
     workers: int = 4
     #: Read-only safety-net pass over every platform, in seconds.
     resync_seconds: float = 600.0
-    #: How often discovery is re-checked for monitoring.coreos.com/v1, in seconds.
+    #: How often discovery is re-checked for monitoring.coreos.com/v1, KEDA (keda.sh/v1alpha1)
+    #: and the custom/external metrics APIs, in seconds.
     monitoring_probe_seconds: float = 60.0
     #: Longest retry delay after a failed reconcile, in seconds.
     max_backoff_seconds: float = 300.0

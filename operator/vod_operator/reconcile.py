@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from vod_operator import compare, metrics, monitoring, naming, render, status
+from vod_operator import autoscaling, compare, metrics, monitoring, naming, render, status
 from vod_operator.kube import (
     CHILD_KINDS,
+    KEDA_KINDS,
     MONITORING_KINDS,
     VIDEOASSET,
     VIDEOPLATFORM,
@@ -106,15 +107,16 @@ class Reconciler:
         names = naming.ChildNames.of(name)
         result = Result()
         monitoring, monitoring_api = self._monitoring(platform, result)
+        apis = self._metrics_apis(result)
         try:
             live: dict[ChildKey, dict[str, Any]] | None = self._live_children(
-                platform, monitoring_api
+                platform, monitoring_api, keda_api=apis is not None and apis.keda
             )
         except KubeError as exc:
             live = None
             result.fail("ListFailed", f"listing the children failed: {exc}")
-        if live is not None and not spec.get("suspend", False):
-            self._change(platform, live, monitoring_api, result)
+        if live is not None and apis is not None and not spec.get("suspend", False):
+            self._change(platform, live, monitoring_api, apis, result)
         deployment = (live or {}).get(("Deployment", names.stream))
         assets = self._assets(namespace)
         observed = status.Observed(
@@ -129,6 +131,7 @@ class Reconciler:
             failure=result.failure,
             deployment_observed=live is not None,
             assets=previous.get("assets") if assets is None else status.asset_counts(assets, name),
+            autoscaling=_autoscaling_verdict(platform, apis, live),
         )
         desired = status.compute(observed)
         self._write_status(platform, desired, result)
@@ -148,15 +151,22 @@ class Reconciler:
         platform: Mapping[str, Any],
         live: dict[ChildKey, dict[str, Any]],
         monitoring_api: bool,
+        apis: autoscaling.MetricsApis,
         result: Result,
     ) -> None:
-        """Render, apply what differs, prune what is no longer wanted."""
+        """Render, apply what differs, prune what is no longer wanted.
+
+        A scaler that is no longer wanted (the HPA when a ScaledObject takes over, or the
+        reverse) goes before anything is applied: KEDA refuses a ScaledObject for a Deployment
+        another HPA scales, and two scalers must never fight over the replica count.
+        """
         try:
             keys, generated = self._signing_keys(platform, live)
             inputs = render.RenderInputs(
                 signing_keys=keys,
                 monitoring_available=monitoring_api,
                 runbook_base_url=self.runbook_base_url,
+                metrics_apis=apis,
             )
             desired = render.render(platform, inputs)
         except render.RenderError as exc:
@@ -165,6 +175,7 @@ class Reconciler:
         except KubeError as exc:
             result.fail("ReadFailed", f"reading the signing Secret failed: {exc}")
             return
+        self._prune(platform, desired, live, result, kinds=autoscaling.SCALER_KINDS)
         self._apply_all(platform, desired, live, result)
         self._prune(platform, desired, live, result)
         secret = f"Secret/{naming.ChildNames.of(platform['metadata']['name']).signing}"
@@ -209,15 +220,30 @@ class Reconciler:
         state = status.Monitoring.ENABLED if available else status.Monitoring.CRDS_MISSING
         return state, available
 
+    def _metrics_apis(self, result: Result) -> autoscaling.MetricsApis | None:
+        """What autoscaling can use; None when discovery failed (the pass then changes
+        nothing: a ScaledObject must not be pruned because KEDA's API was briefly unknown)."""
+        try:
+            return self.kube.metrics_apis()
+        except KubeError as exc:
+            result.fail("DiscoveryFailed", f"discovery of KEDA and the metrics APIs failed: {exc}")
+            return None
+
     def _live_children(
-        self, platform: Mapping[str, Any], monitoring_api: bool
+        self, platform: Mapping[str, Any], monitoring_api: bool, *, keda_api: bool = False
     ) -> dict[ChildKey, dict[str, Any]]:
-        """Children carrying our labels and owned by this very VideoPlatform (same uid)."""
+        """Children carrying our labels and owned by this very VideoPlatform (same uid).
+
+        KEDA's own HPA (keda-hpa-<name>) copies the ScaledObject's labels but is owned by the
+        ScaledObject, not by the platform: it is never listed here, so never pruned or fought.
+        """
         meta = platform["metadata"]
         selector = naming.instance_selector(meta["name"])
         found: dict[ChildKey, dict[str, Any]] = {}
         for kind_name, kind in CHILD_KINDS.items():
             if kind_name in MONITORING_KINDS and not monitoring_api:
+                continue
+            if kind_name in KEDA_KINDS and not keda_api:
                 continue
             for obj in self.kube.list(kind, meta["namespace"], selector):
                 if _owned_by(obj, meta["uid"]):
@@ -351,10 +377,13 @@ class Reconciler:
         desired: list[dict[str, Any]],
         live: dict[ChildKey, dict[str, Any]],
         result: Result,
+        kinds: frozenset[str] | None = None,
     ) -> None:
+        """Delete live children not in `desired` (only those of `kinds`, when given)."""
         wanted = {(m["kind"], m["metadata"]["name"]) for m in desired}
+        already = len(result.pruned)
         for key, obj in list(live.items()):
-            if key in wanted:
+            if key in wanted or (kinds is not None and key[0] not in kinds):
                 continue
             meta = obj["metadata"]
             try:
@@ -364,8 +393,9 @@ class Reconciler:
                 continue
             del live[key]
             result.pruned.append(f"{key[0]}/{key[1]}")
-        if result.pruned:
-            self.kube.event(platform, "Normal", "Pruned", "deleted " + ", ".join(result.pruned))
+        if len(result.pruned) > already:
+            pruned = ", ".join(result.pruned[already:])
+            self.kube.event(platform, "Normal", "Pruned", "deleted " + pruned)
 
     def _write_status(
         self, platform: Mapping[str, Any], desired: dict[str, Any], result: Result
@@ -408,11 +438,44 @@ def transition_events(
         )
     ):
         events.append(("Warning", degraded["reason"], degraded["message"]))
+    scaling = status.condition(current, "AutoscalingReady")
+    old_scaling = status.condition(previous, "AutoscalingReady")
+    if (
+        scaling is not None
+        and scaling["status"] == "False"
+        and scaling["reason"] != "Disabled"
+        and (old_scaling is None or old_scaling["message"] != scaling["message"])
+    ):
+        # A target that cannot be honoured is said once, where `kubectl describe` shows it.
+        events.append(("Warning", scaling["reason"], scaling["message"]))
     if current.get("phase") == "Suspended" and previous.get("phase") != "Suspended":
         events.append(("Normal", "Suspended", "reconciliation paused by spec.suspend"))
     if previous.get("phase") == "Suspended" and current.get("phase") != "Suspended":
         events.append(("Normal", "Resumed", "reconciliation resumed"))
     return events
+
+
+def _autoscaling_verdict(
+    platform: Mapping[str, Any],
+    apis: autoscaling.MetricsApis | None,
+    live: Mapping[ChildKey, Mapping[str, Any]] | None,
+) -> status.Verdict:
+    """The AutoscalingReady condition's status, reason and message: the plan's verdict, and,
+    when the plan honours every target, what the live scaler itself reports."""
+    if apis is None:
+        if not platform["spec"]["autoscaling"]["enabled"]:
+            return False, "Disabled", autoscaling.Plan(kind=None).message
+        return None, "DiscoveryFailed", "discovery of KEDA and the metrics APIs failed"
+    meta = platform["metadata"]
+    plan = autoscaling.plan(meta["name"], meta["namespace"], platform["spec"], apis)
+    if not plan.ready or plan.kind is None or live is None:
+        return plan.ready, plan.reason, plan.message
+    scaler = live.get((plan.kind, naming.ChildNames.of(meta["name"]).stream))
+    failing = autoscaling.scaler_failure(plan.kind, scaler)
+    if failing is None:
+        return plan.ready, plan.reason, plan.message
+    reason, message = failing
+    return False, reason, f"{plan.message}, but {message}"
 
 
 def _owned_by(obj: Mapping[str, Any], uid: str) -> bool:

@@ -17,7 +17,7 @@ import jinja2
 import yaml
 from kubernetes.utils import parse_quantity
 
-from vod_operator import monitoring, naming
+from vod_operator import autoscaling, monitoring, naming
 
 #: Template file of each child kind, in apply order (configuration before its consumers).
 TEMPLATES: dict[str, str] = {
@@ -26,6 +26,7 @@ TEMPLATES: dict[str, str] = {
     "Deployment": "deployment.yaml.j2",
     "Service": "service.yaml.j2",
     "HorizontalPodAutoscaler": "horizontalpodautoscaler.yaml.j2",
+    "ScaledObject": "scaledobject.yaml.j2",
     "PodDisruptionBudget": "poddisruptionbudget.yaml.j2",
     "Ingress": "ingress.yaml.j2",
     "ServiceMonitor": "servicemonitor.yaml.j2",
@@ -54,6 +55,8 @@ class RenderInputs:
     monitoring_available: bool = False
     #: Base URL of the runbooks the alerts link to (an operator setting).
     runbook_base_url: str = monitoring.DEFAULT_RUNBOOK_BASE_URL
+    #: What discovery found for autoscaling (KEDA, custom and external metrics APIs).
+    metrics_apis: autoscaling.MetricsApis = field(default_factory=autoscaling.MetricsApis)
 
 
 class RenderError(ValueError):
@@ -78,6 +81,7 @@ def render(platform: Mapping[str, Any], inputs: RenderInputs) -> list[Manifest]:
     names = naming.ChildNames.of(name)
     signing_secret = _signing_secret_name(spec, names, inputs)
     server_env = _server_env(spec, inputs)
+    scaler = autoscaling.plan(name, namespace, spec, inputs.metrics_apis)
     context = {
         "name": name,
         "namespace": namespace,
@@ -101,7 +105,13 @@ def render(platform: Mapping[str, Any], inputs: RenderInputs) -> list[Manifest]:
         "monitoring": monitoring.context(name, namespace, spec, inputs.runbook_base_url),
         "remote_origin": origin_kind(spec["storage"]) != "file",
         "cache_used": _cache_used(spec),
-        "autoscaling": bool(spec["autoscaling"]["enabled"]),
+        # Whether a scaler (HPA or ScaledObject) owns the Deployment's replica count.
+        "autoscaling": scaler.kind is not None,
+        "replicas": spec["autoscaling"]["minReplicas"]
+        if spec["autoscaling"]["enabled"]
+        else spec["replicas"],
+        "scaler": scaler,
+        "behavior": autoscaling.behavior(spec),
     }
     env = environment()
     return [
@@ -138,14 +148,16 @@ def endpoint_drain_seconds(server: Mapping[str, Any]) -> int:
 
 
 def desired_kinds(spec: Mapping[str, Any], inputs: RenderInputs) -> list[str]:
-    """The child kinds this spec asks for, in apply order."""
+    """The child kinds this spec asks for, in apply order (at most one scaler kind)."""
+    scaler = autoscaling.scaler_kind(spec, inputs.metrics_apis)
     wanted = {
         "ConfigMap": True,
         "Secret": spec["security"]["signedUrls"]["enabled"]
         and not spec["security"]["signedUrls"].get("secretName"),
         "Deployment": True,
         "Service": True,
-        "HorizontalPodAutoscaler": spec["autoscaling"]["enabled"],
+        "HorizontalPodAutoscaler": scaler == autoscaling.HPA,
+        "ScaledObject": scaler == autoscaling.SCALED_OBJECT,
         "PodDisruptionBudget": spec["podDisruptionBudget"]["enabled"],
         "Ingress": spec["ingress"]["enabled"],
         "ServiceMonitor": spec["monitoring"]["enabled"] and inputs.monitoring_available,

@@ -19,6 +19,7 @@ from typing import Any
 from vod_operator import naming
 
 Condition = dict[str, Any]
+Verdict = tuple[bool | None, str, str]  # status (None: Unknown), reason, message
 
 
 class Monitoring(Enum):
@@ -60,6 +61,13 @@ class Observed:
     deployment_observed: bool = True
     #: VideoAssets of this platform by phase group (ready, processing, failed); None: unknown.
     assets: Mapping[str, int] | None = None
+    #: The AutoscalingReady verdict (autoscaling.plan's: which scaler honours which target,
+    #: or what is missing to honour them).
+    autoscaling: Verdict = (
+        False,
+        "Disabled",
+        "spec.autoscaling.enabled is false: spec.replicas applies",
+    )
 
 
 @dataclass(frozen=True)
@@ -114,6 +122,7 @@ def compute(observed: Observed) -> dict[str, Any]:
         ("Progressing", *_progressing(observed, rollout)),
         ("Degraded", *_degraded(observed, rollout)),
         ("Monitoring", *_monitoring(observed.monitoring)),
+        ("AutoscalingReady", *observed.autoscaling),
     ]
     previous = {c["type"]: c for c in observed.previous.get("conditions", [])}
     conditions = [
@@ -154,9 +163,6 @@ def changed(live: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
 def condition(status: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
     """The condition of type `kind` in `status`, if any."""
     return next((c for c in status.get("conditions", []) if c.get("type") == kind), None)
-
-
-Verdict = tuple[bool | None, str, str]  # status (None: Unknown), reason, message
 
 
 def _ready(observed: Observed, rollout: _Rollout | None) -> Verdict:

@@ -122,7 +122,16 @@ def test_examples_apply_as_they_are_and_become_ready(
 
 def test_explain_teaches_the_fields(crd_installed: Any) -> None:
     text = crd_installed.kubectl("explain", "vp.spec.autoscaling").stdout
-    for field in ("minReplicas", "maxReplicas", "targetCPUUtilizationPercentage", "enabled"):
+    for field in (
+        "minReplicas",
+        "maxReplicas",
+        "targetCPUUtilizationPercentage",
+        "targetInFlightRequestsPerPod",
+        "targetEgressBytesPerSecondPerPod",
+        "behavior",
+        "prometheus",
+        "enabled",
+    ):
         assert field in text
     assert "HorizontalPodAutoscaler" in text
     assert (
@@ -161,6 +170,27 @@ def test_explain_teaches_the_fields(crd_installed: Any) -> None:
             "security: {signedUrls: {enabled: true, secretName: mine}}",
             "spec.security.signedUrls.activeKeyId",
         ),
+        (
+            "autoscaling: {enabled: true, targetCPUUtilizationPercentage: 0}",
+            "enabled autoscaling needs at least one target",
+        ),
+        (
+            "autoscaling: {enabled: true, targetEgressBytesPerSecondPerPod: '2048.5'}",
+            "targetEgressBytesPerSecondPerPod must be a whole number",
+        ),
+        (
+            "autoscaling: {enabled: true, targetEgressBytesPerSecondPerPod: lots}",
+            "targetEgressBytesPerSecondPerPod must be a whole number",
+        ),
+        (
+            "autoscaling: {enabled: true, prometheus: {serverAddress: 'prometheus:9090'}}",
+            "prometheus.serverAddress must be an http:// or https:// URL",
+        ),
+        (
+            "autoscaling:\n  enabled: true\n  behavior:\n    scaleDown:\n"
+            "      policies: [{type: Pods, value: 1, periodSeconds: 3600}]",
+            "spec.autoscaling.behavior.scaleDown.policies[0].periodSeconds",
+        ),
     ],
     ids=[
         "min-gt-max",
@@ -172,6 +202,11 @@ def test_explain_teaches_the_fields(crd_installed: Any) -> None:
         "duplicate-rendition-height",
         "no-renditions",
         "key-id",
+        "autoscaling-no-target",
+        "egress-fraction",
+        "egress-not-a-quantity",
+        "prometheus-address",
+        "scale-down-period",
     ],
 )
 def test_invalid_specs_are_refused_naming_the_field(

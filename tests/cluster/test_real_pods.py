@@ -209,8 +209,18 @@ def test_horizontal_pod_autoscaler_scales_out_under_load_and_back_in(
         pvc_platform(
             "auto",
             """
-            autoscaling: {enabled: true, minReplicas: 1, maxReplicas: 3,
-                          targetCPUUtilizationPercentage: 30}
+            autoscaling:
+              enabled: true
+              minReplicas: 1
+              maxReplicas: 3
+              targetCPUUtilizationPercentage: 30
+              # In within the test's time: the rendered behaviour overrides the controller
+              # manager's --horizontal-pod-autoscaler-downscale-stabilization (30s here).
+              behavior:
+                scaleDown:
+                  stabilizationWindowSeconds: 30
+                  selectPolicy: Max
+                  policies: [{type: Percent, value: 100, periodSeconds: 15}]
             resources:
               requests: {cpu: 50m, memory: 64Mi}
               limits: {cpu: 500m, memory: 512Mi}

@@ -17,6 +17,7 @@ from tests.unit.operator import crdschema
 from vod_delivery import project
 from vod_operator import kube
 from vod_operator.__main__ import parse_args
+from vod_operator.autoscaling import MetricsApis
 from vod_operator.options import Options
 from vod_operator.render import RenderInputs, render
 
@@ -62,9 +63,14 @@ def test_operator_permissions_cover_every_kind_it_renders_and_watches() -> None:
 
 
 def test_operator_renders_exactly_the_child_kinds_it_watches_and_may_write() -> None:
-    """The full example (every feature on, monitoring API present) renders each child kind."""
-    inputs = RenderInputs(signing_keys={"k": "a2V5"}, monitoring_available=True)
-    rendered = {m["kind"] for m in render(crdschema.example_platform("showcase"), inputs)}
+    """The full example (every feature on, monitoring API present) renders each child kind:
+    the ScaledObject with KEDA installed, the HorizontalPodAutoscaler without."""
+    rendered: set[str] = set()
+    for apis in (MetricsApis(keda=True), MetricsApis()):
+        inputs = RenderInputs(
+            signing_keys={"k": "a2V5"}, monitoring_available=True, metrics_apis=apis
+        )
+        rendered |= {m["kind"] for m in render(crdschema.example_platform("showcase"), inputs)}
     assert rendered == set(kube.CHILD_KINDS)
 
 

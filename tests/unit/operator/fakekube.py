@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from vod_operator import naming
+from vod_operator.autoscaling import MetricsApis
 from vod_operator.kube import APPLIED_KINDS, VIDEOASSET, VIDEOPLATFORM, Kind, KubeError
 
 Key = tuple[str, str, str]  # (plural, namespace, name)
@@ -44,11 +45,15 @@ def _fields(value: Any) -> dict[str, Any]:
 
 
 class FakeKube:
-    def __init__(self, *, monitoring: bool = False) -> None:
+    def __init__(self, *, monitoring: bool = False, apis: MetricsApis | None = None) -> None:
         self.objects: dict[Key, dict[str, Any]] = {}
         self.configs: dict[Key, dict[str, dict[str, Any]]] = {}  # manager -> applied config
         self.monitoring = monitoring
+        #: What metrics_apis() answers (KEDA, custom and external metrics).
+        self.apis = apis or MetricsApis()
         self.discovery_error: KubeError | None = None
+        #: Raised by metrics_apis() when set.
+        self.metrics_discovery_error: KubeError | None = None
         #: (verb, kind) -> error raised by that call, e.g. ("apply", "Deployment").
         self.fail: dict[tuple[str, str], KubeError] = {}
         self.writes: list[tuple[str, str]] = []  # (verb, "Kind/name")
@@ -109,6 +114,11 @@ class FakeKube:
         if self.discovery_error is not None:
             raise self.discovery_error
         return self.monitoring
+
+    def metrics_apis(self) -> MetricsApis:
+        if self.metrics_discovery_error is not None:
+            raise self.metrics_discovery_error
+        return self.apis
 
     def apply(
         self, manifest: Mapping[str, Any], *, manager: str = naming.FIELD_MANAGER

@@ -85,12 +85,15 @@ def test_defaults_fill_a_minimal_spec() -> None:
     body = crdschema.platform({"storage": {"pvc": {"claimName": "videos"}}})
     spec = body["spec"]
     assert spec["replicas"] == 2
+    behavior = spec["autoscaling"].pop("behavior")
     assert spec["autoscaling"] == {
         "enabled": False,
         "minReplicas": 2,
         "maxReplicas": 10,
         "targetCPUUtilizationPercentage": 70,
+        "prometheus": {},
     }
+    assert set(behavior) == {"scaleUp", "scaleDown"}  # test_autoscaling.py checks the values
     assert spec["server"]["shutdownGraceSeconds"] < spec["server"]["terminationGracePeriodSeconds"]
     assert spec["storage"]["pvc"]["readOnly"] is False
     assert spec["suspend"] is False

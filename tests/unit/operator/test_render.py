@@ -104,8 +104,12 @@ def test_full_renders_every_child_and_wires_the_contract() -> None:
     assert set(kinds) == set(
         desired_kinds(crdschema.example_platform("showcase")["spec"], CASES["full"][1])
     )
-    assert "replicas" not in kinds["Deployment"]["spec"]  # the HPA owns it
-    assert kinds["HorizontalPodAutoscaler"]["spec"]["minReplicas"] == 2
+    assert "replicas" not in kinds["Deployment"]["spec"]  # KEDA's HPA owns it
+    assert kinds["ScaledObject"]["spec"]["minReplicaCount"] == 2
+    assert "HorizontalPodAutoscaler" not in kinds  # exactly one scaler
+    adapter = _by_kind(render(crdschema.example_platform("showcase"), CASES["full-adapter"][1]))
+    assert adapter["HorizontalPodAutoscaler"]["spec"]["minReplicas"] == 2
+    assert "ScaledObject" not in adapter
     assert kinds["Secret"]["data"] == KEYS
     env = _deployment_env(manifests)
     assert env["VOD_SIGNING_ACTIVE_KEY_ID"] == "k-test"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -71,6 +72,7 @@ def test_ready_platform() -> None:
         "Progressing": ("False", "RolloutComplete"),
         "Degraded": ("False", "AsExpected"),
         "Monitoring": ("False", "MonitoringCRDsNotInstalled"),
+        "AutoscalingReady": ("False", "Disabled"),
     }
     assert (st["replicas"], st["readyReplicas"], st["observedGeneration"]) == (2, 2, 7)
     assert st["endpoint"] == "http://demo-stream.media.svc:8080"
@@ -204,6 +206,15 @@ def test_monitoring_condition() -> None:
     disabled = status.compute(observe(deployment(), monitoring=Monitoring.DISABLED))
     assert conditions(enabled)["Monitoring"] == ("True", "Enabled")
     assert conditions(disabled)["Monitoring"] == ("False", "Disabled")
+
+
+def test_autoscaling_condition_carries_the_plan_verdict() -> None:
+    missing = (False, "MetricsAPIMissing", "spec.autoscaling.targetInFlightRequestsPerPod ...")
+    st = status.compute(replace(observe(deployment()), autoscaling=missing))
+    found = status.condition(st, "AutoscalingReady")
+    assert found is not None
+    assert (found["status"], found["reason"], found["message"]) == ("False", *missing[1:])
+    assert st["phase"] == "Ready"  # scaling on CPU only still serves: no phase change
 
 
 def test_transition_time_moves_only_when_a_condition_flips() -> None:

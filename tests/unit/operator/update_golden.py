@@ -13,13 +13,27 @@ import yaml
 
 from tests.unit.operator import crdschema
 from vod_operator.assets import job, plan
+from vod_operator.autoscaling import EGRESS_RATE_METRIC, IN_FLIGHT_SERIES, MetricsApis
 from vod_operator.render import RenderInputs, render
 
 GOLDEN = Path(__file__).parent / "golden"
 KEYS = {"k-test": base64.b64encode(bytes(range(32))).decode()}
+#: A metrics adapter (prometheus-adapter's default rules) serving both per-pod metrics.
+ADAPTER = MetricsApis(custom=frozenset({IN_FLIGHT_SERIES, EGRESS_RATE_METRIC}))
 CASES = {
     "minimal": ("demo", RenderInputs()),
-    "full": ("showcase", RenderInputs(signing_keys=KEYS, monitoring_available=True)),
+    # KEDA installed: the showcase's request and egress targets become a ScaledObject.
+    "full": (
+        "showcase",
+        RenderInputs(
+            signing_keys=KEYS, monitoring_available=True, metrics_apis=MetricsApis(keda=True)
+        ),
+    ),
+    # No KEDA, a custom metrics adapter: the same targets as an HPA on Pods metrics.
+    "full-adapter": (
+        "showcase",
+        RenderInputs(signing_keys=KEYS, monitoring_available=True, metrics_apis=ADAPTER),
+    ),
     "s3": ("library", RenderInputs()),
 }
 
