@@ -66,20 +66,34 @@ class KubeCluster:
         return result
 
     def wait_established(self, *crds: str, timeout: float = 60) -> None:
-        """Until every CRD (`crd/<name>` or `<name>`) is Established. Polls: `kubectl wait`
-        fails at once on a CRD created a moment ago, whose status has no conditions yet."""
+        """Until every CRD (`crd/<name>` or `<name>`) is Established and its resource is listed
+        by discovery (what `kubectl explain` and `kubectl get <short name>` read, which the API
+        server updates a moment after Established, and kubectl caches on disk). Polls: `kubectl
+        wait` fails at once on a CRD created a moment ago, whose status has no conditions yet."""
         names = [crd.removeprefix("crd/") for crd in crds]
         deadline = time.monotonic() + timeout
         while True:
             result = self.kubectl("get", "crd", *names, "-o", "json", check=False, timeout=30)
-            if result.returncode == 0 and all(map(_established, _items(result.stdout))):
-                return
+            if result.returncode == 0:
+                items = _items(result.stdout)
+                if all(map(_established, items)) and all(map(self._discovered, items)):
+                    return
             if time.monotonic() > deadline:
                 raise KubectlError(
                     result.returncode or 1, result.args, result.stdout,
-                    f"not Established after {timeout:.0f} s: {', '.join(names)}\n{result.stderr}",
+                    f"not Established and discovered after {timeout:.0f} s: {', '.join(names)}\n"
+                    f"{result.stderr}",
                 )  # fmt: skip
             time.sleep(0.5)
+
+    def _discovered(self, crd: dict[str, Any]) -> bool:
+        """Whether discovery lists the CRD's resource. `kubectl api-resources` reads discovery
+        afresh and rewrites kubectl's disk cache, which later commands (`explain vp`) trust."""
+        group, plural = crd["spec"]["group"], crd["spec"]["names"]["plural"]
+        answer = self.kubectl(
+            "api-resources", f"--api-group={group}", "-o", "name", check=False, timeout=30
+        )
+        return answer.returncode == 0 and f"{plural}.{group}" in answer.stdout.split()
 
 
 def _items(kubectl_json: str) -> list[dict[str, Any]]:
