@@ -189,7 +189,9 @@ e2e-kind: $(STAMP) ## Cluster-tier scenarios against kind with real pods (after 
 # DEMO_MODE=auto takes kind when a Docker engine answers, else the local control plane;
 # DEMO_MODE=kind or DEMO_MODE=local forces one path.
 DEMO_MODE ?= auto
-demo: $(STAMP) ## The walkthrough: cluster (kind if Docker answers, else local with a real node), operator in-cluster, examples Ready, a video uploaded and streamed
+# Either way the demo builds only what it runs (the local path: no S3 server, which only the tests
+# use) and times each phase; it ends with a player URL, the port-forward kept up.
+demo: $(STAMP) ## The walkthrough: cluster (kind if Docker answers, else local with a real node), operator in-cluster, examples Ready, a video uploaded, packaged into HLS and played (prints the player URL)
 	@mode='$(DEMO_MODE)'; \
 	if [ "$$mode" = auto ]; then \
 	  if docker info >/dev/null 2>&1; then mode=kind; else mode=local; fi; \
@@ -197,15 +199,10 @@ demo: $(STAMP) ## The walkthrough: cluster (kind if Docker answers, else local w
 	case "$$mode" in \
 	kind) \
 	  echo "demo: kind path (DEMO_MODE=$(DEMO_MODE))"; \
-	  kind get clusters 2>/dev/null | grep -qx '$(KIND_CLUSTER)' || $(MAKE) --no-print-directory kind-up; \
-	  kind get kubeconfig --name $(KIND_CLUSTER) > $(KIND_KUBECONFIG); \
-	  $(MAKE) --no-print-directory image kind-load && \
-	  KUBECONFIG=$(abspath $(KIND_KUBECONFIG)) $(MAKE) --no-print-directory deploy \
-	    DEPLOY_OVERLAY=manifests/overlays/kind && \
-	  $(PY) -m vod_delivery demo up --kind;; \
+	  KIND_CLUSTER=$(KIND_CLUSTER) $(PY) -m vod_delivery demo up --kind;; \
 	local) \
 	  echo "demo: local control plane path (DEMO_MODE=$(DEMO_MODE))"; \
-	  $(MAKE) --no-print-directory cluster-build images-local && $(PY) -m vod_delivery demo up;; \
+	  $(PY) -m vod_delivery demo up;; \
 	*) echo "demo: DEMO_MODE must be auto, kind or local (got '$$mode')" >&2; exit 2;; \
 	esac
 

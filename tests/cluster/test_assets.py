@@ -479,7 +479,7 @@ def port_forward(namespace: Namespace) -> Iterator[Any]:
 def test_the_player_plays_a_signed_asset_through_port_forward(
     namespace: Namespace, origin: Path, port_forward: Any, tmp_path: Path
 ) -> None:
-    from tests.component.playerdriver import cannot_play, chromium, play_seek_switch, tamper
+    from vod_delivery.browser import cannot_play, chromium, play_seek_switch, tamper
 
     ns = namespace
     make_video(origin / "uploads" / "pattern.mp4", seconds=12)
@@ -525,7 +525,7 @@ def test_upload_with_tus_then_watch_as_the_readme_says(
     Uploaded, is packaged, and its signed player page plays."""
     from tusclient.client import TusClient
 
-    from tests.component.playerdriver import chromium, play_seek_switch
+    from vod_delivery.browser import chromium, play_seek_switch
 
     ns = namespace
     ns.apply(platform_on_pvc("web", "videos", "security: {signedUrls: {enabled: true}}\n"))

@@ -17,7 +17,7 @@ import pytest
 
 from tests.component.conftest import ServerProcess
 from tests.component.hlsladder import SECONDS, Ladder, package_ladder, write_keys
-from tests.component.playerdriver import cannot_play, chromium, play_seek_switch, tamper
+from vod_delivery.browser import cannot_play, chromium, play_seek_switch, tamper
 
 pytestmark = pytest.mark.component
 

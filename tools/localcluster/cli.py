@@ -31,6 +31,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--name", default=DEFAULT_NAME, help=f"cluster name (default {DEFAULT_NAME})"
         )
+        if command == "up":
+            _no_s3_server_flag(p)
     p_mon = sub.add_parser(
         "monitoring",
         help="install the Prometheus Operator and a Prometheus into the running cluster (real "
@@ -50,7 +52,17 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SOCKET",
         help="then import them into the containerd listening on SOCKET (namespace k8s.io)",
     )
+    _no_s3_server_flag(p_images)
     return parser
+
+
+def _no_s3_server_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-s3-server",
+        dest="s3_server",
+        action="store_false",
+        help="leave out the S3 server's image (SeaweedFS: only the tests use it; `make demo`)",
+    )
 
 
 def cmd_build(names: list[str], force: bool) -> int:
@@ -70,7 +82,7 @@ def cmd_which(binary: str) -> int:
     return 0
 
 
-def cmd_up(name: str) -> int:
+def cmd_up(name: str, s3_server: bool = True) -> int:
     real_node = preflight.real_node_wanted()
     if real_node:
         preflight.require_real_node()
@@ -81,7 +93,7 @@ def cmd_up(name: str) -> int:
         print(f"# cluster {name!r} already running at {up.server}")
     else:
         began = time.monotonic()
-        node_images = realnode.default_images() if real_node else None
+        node_images = realnode.default_images(s3_server=s3_server) if real_node else None
         up = cluster.start(root, name, node_images=node_images)
         took = time.monotonic() - began
         print(f"# cluster {name!r} up in {took:.1f} s at {up.server}; logs: {root / 'logs'}")
@@ -114,9 +126,9 @@ def _size(size: int) -> str:
     return f"{size / 1e6:.1f} MB"
 
 
-def cmd_images(load_into: str | None) -> int:
+def cmd_images(load_into: str | None, s3_server: bool = True) -> int:
     began = time.monotonic()
-    made = images.ensure_all()
+    made = images.ensure_all(s3_server=s3_server)
     for image in made:
         print(
             f"{image.name:<13} {image.action:<7} {image.seconds:6.1f} s  {_size(image.size):>9}  "
@@ -155,10 +167,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "which":
             return cmd_which(args.binary)
         if args.command == "images":
-            return cmd_images(args.load_into)
+            return cmd_images(args.load_into, args.s3_server)
         if args.command == "monitoring":
             return cmd_monitoring(args.name)
-        return {"up": cmd_up, "down": cmd_down, "status": cmd_status}[args.command](args.name)
+        if args.command == "up":
+            return cmd_up(args.name, args.s3_server)
+        return {"down": cmd_down, "status": cmd_status}[args.command](args.name)
     except (cluster.ClusterError, FileNotFoundError, RuntimeError, OSError) as err:
         print(f"localcluster {args.command}: {err}", file=sys.stderr)
         return 1

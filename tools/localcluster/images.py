@@ -565,12 +565,14 @@ def ensure_project_images(root: Path | None = None) -> list[Image]:
 
 
 @_locked
-def ensure_all(root: Path | None = None) -> list[Image]:
-    """What a real node needs: the pause image, then the base and both project images, and the
-    in-cluster S3 server (SeaweedFS) the cluster tests run."""
+def ensure_all(root: Path | None = None, s3_server: bool = True) -> list[Image]:
+    """What a real node needs: the pause image, then the base and both project images, and
+    (`s3_server`) the in-cluster S3 server (SeaweedFS) the cluster tests run; `make demo` does
+    without it (building `weed` is minutes cold)."""
     pause = ensure_pause()
     base = ensure_base()
-    return [pause, base, *ensure_images(project_images(root), base), ensure_seaweedfs(base)]
+    built = [pause, base, *ensure_images(project_images(root), base)]
+    return [*built, ensure_seaweedfs(base)] if s3_server else built
 
 
 def load_all(images: Sequence[Image], containerd_address: Path | str) -> list[Loaded]:

@@ -42,12 +42,13 @@ def _progress(message: str) -> None:
     print(f"localcluster: {message}", file=sys.stderr, flush=True)
 
 
-def default_images() -> tuple[str, list[Path]]:
+def default_images(s3_server: bool = True) -> tuple[str, list[Path]]:
     """The sandbox image and the archives a new node imports: the pause image and the
-    project's images, built offline (or reused from the cache when their inputs are unchanged)."""
+    project's images (and `s3_server`: SeaweedFS), built offline (or reused from the cache when
+    their inputs are unchanged)."""
     from localcluster import images
 
-    built = images.ensure_all()
+    built = images.ensure_all(s3_server=s3_server)
     return images.PAUSE_IMAGE, [image.archive for image in built if image.name != "python-base"]
 
 

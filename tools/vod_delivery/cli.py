@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     syn.set_defaults(func=_sync)
     dem = sub.add_parser("demo", help="the walkthrough `make demo` runs: up (default) or down")
     dem.add_argument("action", nargs="?", choices=["up", "down"], default="up")
-    dem.add_argument("--kind", action="store_true", help="kind path (the Makefile deployed)")
+    dem.add_argument("--kind", action="store_true", help="the kind path (a Docker engine answers)")
     dem.set_defaults(func=_demo)
     args = parser.parse_args(argv)
     return int(args.func(args))

@@ -1,4 +1,5 @@
-"""The demo's building blocks: example discovery, the hostPath volume, media, processes."""
+"""The demo's building blocks: example discovery, the hostPath volume, media, processes, the
+VideoAsset it packages, the player checks and the per-phase timings."""
 
 from __future__ import annotations
 
@@ -9,9 +10,13 @@ import sys
 import time
 from pathlib import Path
 
+import jsonschema
 import pytest
 
-from vod_delivery import examples, media, procs
+from tests.unit.operator import crdschema
+from tests.unit.operator.test_crd import _json_schema
+from vod_delivery import asset, examples, media, playback, procs
+from vod_delivery.report import Reporter
 
 pytestmark = pytest.mark.unit
 
@@ -113,3 +118,51 @@ def test_a_reused_pid_is_not_mistaken_for_ours(tmp_path: Path) -> None:
     pid_file.write_bytes(f"{os.getpid()}\n".encode() + b"some-other-command\0")
     assert procs.running(pid_file) is None
     assert not procs.stop(pid_file)  # never signals a process it did not start
+
+
+def test_the_demo_asset_is_valid_and_has_two_rungs_within_the_video() -> None:
+    body = asset.manifest("default", "showcase", "demo.mp4")
+    jsonschema.validate(body, _json_schema(crdschema.asset_schema()))
+    heights = [r["height"] for r in body["spec"]["renditions"]]
+    assert len(heights) == 2
+    assert max(heights) <= 360, "renditions taller than the demo's 360-line video are skipped"
+    assert body["spec"]["source"] == {"path": "demo.mp4"}
+    assert asset.prefix("default") == "/assets/default/demo/"
+
+
+def test_asset_progress_lines_and_readiness() -> None:
+    va = {"metadata": {"generation": 2}, "status": {}}
+    assert asset.progress_line(va["status"]) == "phase -"
+    assert not asset.is_ready(va)
+    processing = {
+        "phase": "Processing",
+        "progress": 42,
+        "conditions": [{"type": "Ready", "status": "False", "reason": "Packaging"}],
+    }
+    assert asset.progress_line(processing) == "phase Processing, 42% (Packaging)"
+    stale = {"phase": "Ready", "progress": 100, "observedGeneration": 1}
+    assert asset.progress_line(stale) == "phase Ready, 100%"
+    assert not asset.is_ready({**va, "status": stale}), "Ready for an earlier generation"
+    assert asset.is_ready({**va, "status": {**stale, "observedGeneration": 2}})
+
+
+def test_master_playlist_url_and_variants() -> None:
+    player = "http://127.0.0.1:8080/play/t/k1~1~s~~sig/assets/default/demo/master.m3u8"
+    assert playback.master_url(player) == (
+        "http://127.0.0.1:8080/t/k1~1~s~~sig/assets/default/demo/master.m3u8"
+    )
+    with pytest.raises(ValueError, match="not a player URL"):
+        playback.master_url("http://127.0.0.1:8080/t/x/master.m3u8")
+    playlist = "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\na.m3u8\n#EXT-X-STREAM-INF:BANDWIDTH=2\nb\n"
+    assert playback.variants(playlist) == 2
+
+
+def test_phases_are_timed_and_totalled(capsys: pytest.CaptureFixture[str]) -> None:
+    report = Reporter()
+    with report.phase("cluster"):
+        pass
+    with report.phase("asset Ready"):
+        pass
+    lines = report.timings()
+    assert [line.split("  ")[0].strip() for line in lines] == ["cluster", "asset Ready", "total"]
+    assert "[cluster: 0.0 s]" in capsys.readouterr().out

@@ -1,5 +1,6 @@
 """Drive the player page in Debian's Chromium with Playwright (the system browser, no download):
-shared by the component browser test and the real-node cluster test."""
+one implementation for the component browser test, the real-node cluster tests and `make demo`
+(which skips its browser check when Chromium is not installed)."""
 
 from __future__ import annotations
 
@@ -27,10 +28,16 @@ FLAGS = [
 WAIT_SECONDS = 30.0
 
 
+def installed() -> bool:
+    """Whether Debian's Chromium is there to drive (`make install` installs it)."""
+    return CHROMIUM.exists()
+
+
 @contextlib.contextmanager
 def chromium(profile: Path) -> Iterator[Any]:
     """A headless Chromium context with a fresh user-data-dir ``profile``."""
-    assert CHROMIUM.exists(), f"{CHROMIUM} is missing: `make install` installs Debian's chromium"
+    if not installed():
+        raise RuntimeError(f"{CHROMIUM} is missing: `make install` installs Debian's chromium")
     os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
     with sync_api.sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
