@@ -481,6 +481,7 @@ def test_mmdebstrap_adds_the_host_cas_in_the_base_only() -> None:
     plain = mmdebstrap_argv(["deb http://m bookworm main"], [])
     assert plain[-3:] == ["bookworm", "-", "deb http://m bookworm main"]
     assert "--variant=minbase" in plain
+    assert "--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr" in plain  # no usrmerge, no perl
     assert "--include=ca-certificates,python3,python3-venv,python-is-python3" in plain
     assert not any("update-ca-certificates" in a for a in plain)
     with_ca = mmdebstrap_argv([], [Path("/usr/local/share/ca-certificates/proxy.crt")])

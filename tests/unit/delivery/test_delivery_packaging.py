@@ -77,3 +77,10 @@ def test_no_product_imports_another_or_the_tooling() -> None:
                 words = line.split()
                 if words[:1] in (["import"], ["from"]) and len(words) > 1:
                     assert words[1].split(".")[0] not in names, f"{source}: {line}"
+
+
+def test_operator_never_imports_the_asyncio_kubernetes_client() -> None:
+    """operator/Dockerfile deletes kubernetes/aio from the image (about 40 MB)."""
+    assert "kubernetes/aio" in (ROOT / "operator" / "Dockerfile").read_text()
+    for source in (ROOT / "operator" / "vod_operator").rglob("*.py"):
+        assert "kubernetes.aio" not in source.read_text(), source
