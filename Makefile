@@ -11,6 +11,7 @@ VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 IMAGE_REGISTRY ?= ghcr.io/vod-operator
 OPERATOR_IMAGE ?= $(IMAGE_REGISTRY)/vod-operator:$(VERSION)
 STREAM_IMAGE ?= $(IMAGE_REGISTRY)/vod-stream:$(VERSION)
+PACKAGING_IMAGE ?= $(IMAGE_REGISTRY)/vod-stream-packaging:$(VERSION)
 KIND_CLUSTER ?= vod
 KIND_CONFIG ?= hack/kind-config.yaml
 PYTEST_ARGS ?=
@@ -28,13 +29,13 @@ help: ## List every target with what it does
 	@awk 'BEGIN {FS = ":.*## "} /^##@/ {printf "\n%s\n", substr($$0, 5)} /^[a-zA-Z0-9_.-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: install
-install: $(STAMP) ## Create .venv and install the project (editable, dev extras; builds the Rust data plane) and system tools (ffmpeg)
+install: $(STAMP) ## Create .venv and install the three distributions editable (streaming/: vod-stream, builds the Rust data plane; operator/: vod-operator; the root: the dev tooling with its dev extra) and system tools (ffmpeg)
 
-$(STAMP): pyproject.toml tools/install-system-deps.sh $(DATAPLANE)/Cargo.toml $(DATAPLANE)/Cargo.lock $(wildcard $(DATAPLANE)/src/*.rs $(DATAPLANE)/src/*/*.rs)
+$(STAMP): pyproject.toml streaming/pyproject.toml operator/pyproject.toml tools/install-system-deps.sh $(DATAPLANE)/Cargo.toml $(DATAPLANE)/Cargo.lock $(wildcard $(DATAPLANE)/src/*.rs $(DATAPLANE)/src/*/*.rs)
 	bash tools/install-system-deps.sh
 	$(PYTHON_BOOTSTRAP) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e ./streaming -e ./operator -e '.[dev]'
 	$(PY) -c 'import vod_stream._dataplane' || { echo "make install: the data plane did not build (see pip's output; cargo is needed)" >&2; exit 1; }
 	touch $(STAMP)
 
@@ -146,13 +147,14 @@ KIND_KUBECONFIG ?= kind.kubeconfig
 HELM ?= $(shell $(PY) -m localcluster which helm 2>/dev/null || command -v helm || echo helm)
 
 .PHONY: image
-image: ## docker build the operator and streaming images, tagged with the pyproject version
+image: ## docker build the operator, streaming (serving) and packaging (serving + ffmpeg) images, tagged with the pyproject version
 	docker build -f operator/Dockerfile -t $(OPERATOR_IMAGE) .
-	docker build -f streaming/Dockerfile -t $(STREAM_IMAGE) .
+	docker build -f streaming/Dockerfile --target serving -t $(STREAM_IMAGE) .
+	docker build -f streaming/Dockerfile --target packaging -t $(PACKAGING_IMAGE) .
 
 .PHONY: kind-load
-kind-load: ## Load both images into the kind cluster (KIND_CLUSTER, default vod)
-	kind load docker-image --name $(KIND_CLUSTER) $(OPERATOR_IMAGE) $(STREAM_IMAGE)
+kind-load: ## Load the three images into the kind cluster (KIND_CLUSTER, default vod)
+	kind load docker-image --name $(KIND_CLUSTER) $(OPERATOR_IMAGE) $(STREAM_IMAGE) $(PACKAGING_IMAGE)
 
 .PHONY: deploy
 deploy: ## Install CRDs + operator in the current cluster (DEPLOY_WITH=kustomize|helm) and wait

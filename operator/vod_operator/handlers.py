@@ -70,7 +70,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     controller.start()
     memo.controller = controller
     assets = Controller(
-        AssetReconciler(kube, view=metrics.platforms).reconcile,
+        AssetReconciler(
+            kube, view=metrics.platforms, packaging_image=options.packaging_image
+        ).reconcile,
         workers=options.workers,
         max_backoff=options.max_backoff_seconds,
         resync_seconds=options.resync_seconds,

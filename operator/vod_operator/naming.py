@@ -24,6 +24,9 @@ CONFIG_HASH_ANNOTATION = "videoplatform.io/config-hash"
 #: fields the operator stopped sending are removed by server-side apply).
 APPLIED_HASH_ANNOTATION = "videoplatform.io/applied-hash"
 DEFAULT_IMAGE = f"ghcr.io/vod-operator/vod-stream:{__version__}"
+#: The VideoAsset Jobs' image: the streaming image plus ffmpeg/ffprobe (streaming/Dockerfile's
+#: `packaging` target); the operator's setting VOD_OPERATOR_PACKAGING_IMAGE overrides it.
+DEFAULT_PACKAGING_IMAGE = f"ghcr.io/vod-operator/vod-stream-packaging:{__version__}"
 #: On a VideoAsset while its outputs must be removed before it goes (not with retainOutputs).
 OUTPUTS_FINALIZER = "videoplatform.io/outputs"
 #: On packaging Jobs and their pods: which asset, platform and output revision they serve.

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vod_operator.monitoring import DEFAULT_RUNBOOK_BASE_URL
+from vod_operator.naming import DEFAULT_PACKAGING_IMAGE
 
 #: Where a pod finds its own namespace (the service account's mount).
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -53,6 +54,9 @@ class Options:
     watch_timeout_seconds: int = 300
     #: Where the platforms' alerts link their runbooks (monitoring/runbooks/ of a repository).
     runbook_base_url: str = DEFAULT_RUNBOOK_BASE_URL
+    #: The image the VideoAsset Jobs run (`vod-stream package`/`unpublish`: the streaming
+    #: image plus ffmpeg/ffprobe); default: the one released with this operator.
+    packaging_image: str = DEFAULT_PACKAGING_IMAGE
 
     #: Port of the operator's own /metrics (Prometheus text format); 0 turns it off.
     metrics_port: int = 8080
@@ -110,6 +114,7 @@ class Options:
                 "VOD_OPERATOR_METRICS_BIND_ADDRESS", defaults.metrics_bind_address
             ),
             runbook_base_url=env.get("VOD_OPERATOR_RUNBOOK_BASE_URL") or defaults.runbook_base_url,
+            packaging_image=env.get("VOD_OPERATOR_PACKAGING_IMAGE") or defaults.packaging_image,
             leader_election=parse_bool(
                 "VOD_OPERATOR_LEADER_ELECTION",
                 env.get("VOD_OPERATOR_LEADER_ELECTION") or str(in_cluster(env)),

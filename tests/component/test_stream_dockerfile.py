@@ -1,5 +1,6 @@
-"""The image's command, run as a process: parse streaming/Dockerfile with the official
-(BuildKit) parser, take ENTRYPOINT + CMD and ENV as written, and run exactly that."""
+"""The serving image's command, run as a process: parse streaming/Dockerfile with the official
+(BuildKit) parser, take the `serving` stage's ENTRYPOINT + CMD and ENV as written, and run exactly
+that. The `packaging` stage is the serving image plus ffmpeg."""
 
 from __future__ import annotations
 
@@ -18,10 +19,25 @@ pytestmark = pytest.mark.component
 DOCKERFILE = Path(__file__).resolve().parents[2] / "streaming" / "Dockerfile"
 
 
-def final_stage() -> list[dockerfile.Command]:
+def stages() -> dict[str, list[dockerfile.Command]]:
+    """Each named stage's instructions (its FROM first)."""
     commands = dockerfile.parse_file(str(DOCKERFILE))
-    last_from = max(i for i, c in enumerate(commands) if c.cmd == "FROM")
-    return list(commands[last_from:])
+    starts = [i for i, c in enumerate(commands) if c.cmd == "FROM"]
+    result = {}
+    for start, end in zip(starts, [*starts[1:], len(commands)], strict=True):
+        words = commands[start].value
+        name = words[2] if len(words) == 3 and words[1].upper() == "AS" else str(start)
+        result[name] = list(commands[start:end])
+    return result
+
+
+def final_stage() -> list[dockerfile.Command]:
+    """The serving image's stage (`--target serving`)."""
+    return stages()["serving"]
+
+
+def _runs_ffmpeg_install(stage: list[dockerfile.Command]) -> bool:
+    return any("ffmpeg" in " ".join(c.value) for c in stage if c.cmd == "RUN")
 
 
 def test_image_shape() -> None:
@@ -32,7 +48,16 @@ def test_image_shape() -> None:
     assert by_cmd["ENTRYPOINT"].json  # exec form: SIGTERM reaches the server, not a shell
     assert by_cmd["CMD"].json
     assert "8080" in by_cmd["EXPOSE"].value
-    assert any("ffmpeg" in " ".join(c.value) for c in stage if c.cmd == "RUN")
+    assert not _runs_ffmpeg_install(stage)  # the serving image has no ffmpeg
+
+
+def test_packaging_stage_is_serving_plus_ffmpeg() -> None:
+    packaging = stages()["packaging"]
+    assert packaging[0].value == ("serving", "AS", "packaging")
+    assert _runs_ffmpeg_install(packaging)
+    users = [c.value[0] for c in packaging if c.cmd == "USER"]
+    assert users[-1].split(":")[0] not in ("0", "root")  # back to the non-root user
+    assert not any(c.cmd in ("ENTRYPOINT", "CMD") for c in packaging)  # serving's command
 
 
 def test_entrypoint_serves_a_media_root(tmp_path: Path) -> None:

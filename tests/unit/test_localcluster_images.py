@@ -252,29 +252,19 @@ def test_copy_sources_leave_out_stages_urls_and_heredocs() -> None:
     assert copy_sources("FROM x\nARG D=src\nCOPY $D /src\n") is None  # needs evaluation
 
 
-def test_project_dockerfiles_copy_the_package_sources() -> None:
-    packages = [
-        "operator/vod_operator",
-        "streaming/vod_stream",
-        "tools/localcluster",
-        "tools/vod_delivery",
-    ]
+def test_project_dockerfiles_copy_only_their_distribution() -> None:
+    """Each image is built from its own distribution: its pyproject.toml and package (and, for
+    the streaming one, the crate); no development tooling, no other product."""
     assert copy_sources((ROOT / "operator" / "Dockerfile").read_text()) == [
-        "pyproject.toml",
-        "README.md",
-        *packages,
+        "operator/pyproject.toml",
+        "operator/vod_operator",
     ]
-    crate = [
+    assert copy_sources((ROOT / "streaming" / "Dockerfile").read_text()) == [
+        "streaming/pyproject.toml",
+        "streaming/vod_stream",
         "streaming/dataplane/Cargo.toml",
         "streaming/dataplane/Cargo.lock",
         "streaming/dataplane/src",
-    ]
-    assert copy_sources((ROOT / "streaming" / "Dockerfile").read_text()) == [
-        "pyproject.toml",
-        "README.md",
-        *packages[:2],
-        *crate,
-        *packages[2:],
     ]
 
 
@@ -329,6 +319,8 @@ def test_context_walk_respects_the_projects_dockerignore(tmp_path: Path) -> None
             "pyproject.toml": "",
             "README.md": "",
             "Makefile": "",
+            "streaming/pyproject.toml": "",
+            "operator/pyproject.toml": "",
             "streaming/Dockerfile": "",
             "streaming/vod_stream/server.py": "",
             "streaming/vod_stream/__pycache__/server.cpython-311.pyc": "",
@@ -338,12 +330,12 @@ def test_context_walk_respects_the_projects_dockerignore(tmp_path: Path) -> None
             "tools/bench/bench.py": "",
         },
     )
+    # each distribution's pyproject.toml and sources; not the development package's
     assert list(context_files(tmp_path)) == [
-        "README.md",
-        "pyproject.toml",
+        "operator/pyproject.toml",
         "streaming/Dockerfile",
+        "streaming/pyproject.toml",
         "streaming/vod_stream/server.py",
-        "tools/localcluster/images.py",
     ]
 
 
@@ -393,8 +385,12 @@ def test_project_images_are_tagged_like_make_image() -> None:
     assert "IMAGE_REGISTRY ?= " + images.IMAGE_REGISTRY in makefile
     assert [(s.name, s.ref) for s in images.project_images(ROOT)] == [
         ("vod-stream", f"ghcr.io/vod-operator/vod-stream:{version}"),
+        ("vod-stream-packaging", f"ghcr.io/vod-operator/vod-stream-packaging:{version}"),
         ("vod-operator", f"ghcr.io/vod-operator/vod-operator:{version}"),
     ]
+    for spec in images.project_images(ROOT):  # `make image` builds the same targets
+        target = f" --target {spec.target}" if spec.target else ""
+        assert f"-f {spec.dockerfile.relative_to(ROOT)}{target} -t" in makefile
 
 
 def _base(ref: str = "localcluster.local/python-base:bookworm-1") -> images.Image:
@@ -413,7 +409,7 @@ def test_plan_passes_rust_image_only_when_declared(tmp_path: Path) -> None:
     }
     with pytest.raises(images.ImagesError, match="RUST_IMAGE"):
         images.plan(spec, _base())
-    streaming, operator = images.project_images(ROOT)
+    streaming, packaging, operator = images.project_images(ROOT)
     assert images.plan(streaming, _base(), rust_ref="r:1").build_args == {
         "PYTHON_IMAGE": "localcluster.local/python-base:bookworm-1",
         "RUST_IMAGE": "r:1",
@@ -424,6 +420,12 @@ def test_plan_passes_rust_image_only_when_declared(tmp_path: Path) -> None:
     assert (
         images.plan(operator, _base(), rust_ref="r:1").key
         != images.plan(operator, _base("b:2"), rust_ref="r:1").key
+    )
+    # one Dockerfile, two targets: two images, cached apart
+    assert (streaming.target, packaging.target) == ("serving", "packaging")
+    assert (
+        images.plan(streaming, _base(), rust_ref="r:1").key
+        != images.plan(packaging, _base(), rust_ref="r:1").key
     )
 
 
@@ -479,6 +481,7 @@ def test_mmdebstrap_adds_the_host_cas_in_the_base_only() -> None:
     plain = mmdebstrap_argv(["deb http://m bookworm main"], [])
     assert plain[-3:] == ["bookworm", "-", "deb http://m bookworm main"]
     assert "--variant=minbase" in plain
+    assert "--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr" in plain  # no usrmerge, no perl
     assert "--include=ca-certificates,python3,python3-venv,python-is-python3" in plain
     assert not any("update-ca-certificates" in a for a in plain)
     with_ca = mmdebstrap_argv([], [Path("/usr/local/share/ca-certificates/proxy.crt")])

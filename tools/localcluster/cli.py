@@ -131,13 +131,13 @@ def cmd_images(load_into: str | None, s3_server: bool = True) -> int:
     made = images.ensure_all(s3_server=s3_server)
     for image in made:
         print(
-            f"{image.name:<13} {image.action:<7} {image.seconds:6.1f} s  {_size(image.size):>9}  "
+            f"{image.name:<20} {image.action:<7} {image.seconds:6.1f} s  {_size(image.size):>9}  "
             f"{image.ref}  {image.archive}"
         )
     if load_into is not None:
         for loaded in images.load_all(made, load_into):
             took = f"{loaded.seconds:6.1f} s"
-            print(f"{'':<13} {loaded.action:<8}{took}  into {load_into}: {loaded.ref}")
+            print(f"{'':<20} {loaded.action:<8}{took}  into {load_into}: {loaded.ref}")
     print(f"# images ready in {time.monotonic() - began:.1f} s")
     return 0
 

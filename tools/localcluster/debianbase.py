@@ -37,6 +37,9 @@ DPKG_EXCLUDES = (
 #: Left out of the root filesystem: device nodes (the runtime provides /dev) and the host's name
 #: and resolver configuration, which mmdebstrap copies in.
 BASE_DROP = ("dev", "etc/hostname", "etc/resolv.conf")
+#: mmdebstrap's own merged-/usr set-up (as debian:bookworm-slim has it): without it, bookworm's
+#: minbase installs the `usrmerge` package, which pulls in perl (about 55 MB of the image).
+MERGED_USR_HOOK = "/usr/share/mmdebstrap/hooks/merged-usr"
 HOST_CA_DIR = Path("/usr/local/share/ca-certificates")
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -126,6 +129,7 @@ def mmdebstrap_argv(sources: Sequence[str], certificates: Sequence[Path]) -> lis
     argv = [
         "mmdebstrap",
         "--variant=minbase",
+        f"--hook-dir={MERGED_USR_HOOK}",
         f"--include={','.join(BASE_PACKAGES)}",
         *(f"--dpkgopt={option}" for option in DPKG_EXCLUDES),
     ]

@@ -5,7 +5,8 @@
   archive without any engine (`ociarchive`), named `PAUSE_IMAGE` (containerd's sandbox_image).
 - `ensure_base()`: Debian bookworm with Python from Debian packages (`debianbase`), also written
   without an engine, so its id is known before any engine runs.
-- `ensure_project_images()`: `streaming/Dockerfile` and `operator/Dockerfile`, unchanged, built
+- `ensure_project_images()`: `streaming/Dockerfile` (its `serving` and `packaging` targets: the
+  streaming image and the VideoAsset Jobs' image) and `operator/Dockerfile`, unchanged, built
   in a private dockerd (`engine`) with `--build-arg PYTHON_IMAGE=<local base>` (and
   `RUST_IMAGE=<local Rust builder>`, `rustbuilder`, for a Dockerfile that declares it), tagged as
   `make image` tags them, saved with `docker save`.
@@ -451,24 +452,32 @@ def project_version(root: Path | None = None) -> str:
 
 @dataclass(frozen=True)
 class ImageSpec:
-    """An image built from a Dockerfile: short name, tag, Dockerfile, build context."""
+    """An image built from a Dockerfile: short name, tag, Dockerfile, build context, and the
+    stage to build (`--target`; None: the last)."""
 
     name: str
     ref: str
     dockerfile: Path
     context: Path
+    target: str | None = None
+
+
+#: The project images: name, Dockerfile, target. vod-stream-packaging is the streaming image
+#: plus ffmpeg (the VideoAsset Jobs run it); built after vod-stream, it reuses its layers.
+PROJECT_IMAGES = (
+    ("vod-stream", "streaming/Dockerfile", "serving"),
+    ("vod-stream-packaging", "streaming/Dockerfile", "packaging"),
+    ("vod-operator", "operator/Dockerfile", None),
+)
 
 
 def project_images(root: Path | None = None) -> list[ImageSpec]:
-    """vod-stream and vod-operator, tagged as `make image` tags them."""
+    """vod-stream, vod-stream-packaging and vod-operator, tagged as `make image` tags them."""
     root = root or repo_root()
     version = project_version(root)
     return [
-        ImageSpec(name, f"{IMAGE_REGISTRY}/{name}:{version}", root / dockerfile, root)
-        for name, dockerfile in (
-            ("vod-stream", "streaming/Dockerfile"),
-            ("vod-operator", "operator/Dockerfile"),
-        )
+        ImageSpec(name, f"{IMAGE_REGISTRY}/{name}:{version}", root / dockerfile, root, target)
+        for name, dockerfile, target in PROJECT_IMAGES
     ]
 
 
@@ -492,9 +501,10 @@ def plan(spec: ImageSpec, base: Image, rust_ref: str | None = None) -> Plan:
             raise ImagesError(f"{spec.dockerfile} declares RUST_IMAGE: a Rust builder is needed")
         offered["RUST_IMAGE"] = rust_ref
     build_args = dockerfiles.build_args_for(text, offered)
-    key = dockerfiles.input_hash(
-        spec.context, spec.dockerfile, build_args, extra=[spec.ref, f"base {base.config_digest}"]
-    )
+    extra = [spec.ref, f"base {base.config_digest}"]
+    if spec.target is not None:
+        extra.append(f"target {spec.target}")
+    key = dockerfiles.input_hash(spec.context, spec.dockerfile, build_args, extra=extra)
     return Plan(spec, build_args, key, archive_path(spec.name, key))
 
 
@@ -502,6 +512,8 @@ def _build_and_save(engine: Engine, job: Plan) -> None:
     spec = job.spec
     args = ["build", "--network=host", "--force-rm", f"--tag={spec.ref}"]
     args.append(f"--file={spec.dockerfile}")
+    if spec.target is not None:
+        args.append(f"--target={spec.target}")
     for name, value in sorted(job.build_args.items()):
         args.append(f"--build-arg={name}={value}")
     build_log = images_dir() / "logs" / f"{spec.name}.log"
@@ -560,13 +572,13 @@ def ensure_images(specs: Sequence[ImageSpec], base: Image | None = None) -> list
 
 
 def ensure_project_images(root: Path | None = None) -> list[Image]:
-    """vod-stream and vod-operator from the repository at `root` (default: this checkout)."""
+    """The project images from the repository at `root` (default: this checkout)."""
     return ensure_images(project_images(root))
 
 
 @_locked
 def ensure_all(root: Path | None = None, s3_server: bool = True) -> list[Image]:
-    """What a real node needs: the pause image, then the base and both project images, and
+    """What a real node needs: the pause image, then the base and the project images, and
     (`s3_server`) the in-cluster S3 server (SeaweedFS) the cluster tests run; `make demo` does
     without it (building `weed` is minutes cold)."""
     pause = ensure_pause()

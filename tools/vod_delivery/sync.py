@@ -8,8 +8,9 @@
 - the Grafana dashboards of `monitoring/dashboards/` are copied byte for byte into the chart's
   `files/dashboards/` (read with .Files.Glob) and into the kustomize component
   `manifests/components/monitoring/dashboards/` (its configMapGenerator reads them there);
-- the chart's `version`/`appVersion` and the kustomize image tag equal the version in
-  pyproject.toml;
+- the chart's `version`/`appVersion`, the kustomize image tag, the kustomize Deployment's
+  packaging image (VOD_OPERATOR_PACKAGING_IMAGE) and the versions of the product distributions
+  (streaming/pyproject.toml, operator/pyproject.toml) equal the version in pyproject.toml;
 - the operator's alert rules (monitoring/rules/operator.rules.yaml) are copied into the chart
   (`files/monitoring/`, read by templates/prometheusrule.yaml) and wrapped as a PrometheusRule in
   the kustomize component `manifests/components/monitoring/`.
@@ -60,6 +61,28 @@ def set_image_tag(text: str, value: str) -> str:
     if not pattern.search(text):
         raise ValueError("no `newTag:` line in the kustomization's images")
     return pattern.sub(lambda m: f'{m.group(1)}"{value}"', text, count=1)
+
+
+def set_packaging_image_tag(text: str, value: str) -> str:
+    """Replace the tag of the packaging image the kustomize Deployment gives the operator."""
+    pattern = re.compile(
+        r'^(\s+value:[ \t]*"?[^"\s]*/vod-stream-packaging:)[^"\s]*("?)$', re.MULTILINE
+    )
+    if not pattern.search(text):
+        raise ValueError("no vod-stream-packaging image value in the Deployment")
+    return pattern.sub(lambda m: f"{m.group(1)}{value}{m.group(2)}", text, count=1)
+
+
+def set_toml_version(text: str, value: str) -> str:
+    """Replace the `version = "..."` line of a pyproject.toml (the first, [project]'s)."""
+    pattern = re.compile(r'^(version[ \t]*=[ \t]*)"[^"]*"', re.MULTILINE)
+    if not pattern.search(text):
+        raise ValueError("no `version = ` line")
+    return pattern.sub(lambda m: f'{m.group(1)}"{value}"', text, count=1)
+
+
+#: The product distributions, whose version is the project's.
+DISTRIBUTIONS = (Path("streaming/pyproject.toml"), Path("operator/pyproject.toml"))
 
 
 def copies(source: Path, target: Path, pattern: str) -> list[Wanted]:
@@ -145,6 +168,11 @@ def plan(root: Path = project.ROOT) -> list[Wanted]:
     wanted.append(Wanted(chart_yaml, set_yaml_scalar(text, "appVersion", version)))
     base = root / "manifests" / "base" / "kustomization.yaml"
     wanted.append(Wanted(base, set_image_tag(base.read_text(), version)))
+    deployment = root / "manifests" / "base" / "deployment.yaml"
+    wanted.append(Wanted(deployment, set_packaging_image_tag(deployment.read_text(), version)))
+    for distribution in DISTRIBUTIONS:
+        text = (root / distribution).read_text()
+        wanted.append(Wanted(root / distribution, set_toml_version(text, version)))
     wanted += monitoring_files(root)
     return wanted
 

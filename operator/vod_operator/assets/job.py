@@ -93,14 +93,14 @@ def _render(context: Mapping[str, Any]) -> dict[str, Any]:
     return stamp(canonical(yaml.safe_load(text)))
 
 
-def _common(asset: Mapping[str, Any], platform: Mapping[str, Any]) -> dict[str, Any]:
+def _common(asset: Mapping[str, Any], platform: Mapping[str, Any], image: str) -> dict[str, Any]:
     spec = platform["spec"]
     storage = spec["storage"]
     mounted = origin_kind(storage) == "file"
     return {
         "namespace": asset["metadata"]["namespace"],
         "owner_references": [owner_reference(asset, naming.ASSET_KIND)],
-        "image": spec.get("image") or naming.DEFAULT_IMAGE,
+        "image": image,
         "image_pull_policy": spec.get("imagePullPolicy", "IfNotPresent"),
         "claim_name": storage["pvc"]["claimName"] if mounted else None,
         "origin_env": {} if mounted else origin_env(storage),
@@ -109,14 +109,19 @@ def _common(asset: Mapping[str, Any], platform: Mapping[str, Any]) -> dict[str, 
 
 
 def package_job(
-    asset: Mapping[str, Any], platform: Mapping[str, Any], plan: Package
+    asset: Mapping[str, Any],
+    platform: Mapping[str, Any],
+    plan: Package,
+    image: str = naming.DEFAULT_PACKAGING_IMAGE,
 ) -> dict[str, Any]:
-    """The packaging Job of `plan.revision` (the platform has a pvc or an s3 origin)."""
+    """The packaging Job of `plan.revision` (the platform has a pvc or an s3 origin), run with
+    the packaging image `image` (the operator's setting; the platform's spec.image is the
+    serving image, which has no ffmpeg)."""
     transcoding = platform["spec"]["transcoding"]
     source = plan.source
     return _render(
         {
-            **_common(asset, platform),
+            **_common(asset, platform, image),
             "job_name": naming.package_job(asset["metadata"]["name"], plan.revision),
             "labels": job_labels(asset, platform, "packaging", plan.revision),
             "container": "package",
@@ -131,12 +136,17 @@ def package_job(
     )
 
 
-def unpublish_job(asset: Mapping[str, Any], platform: Mapping[str, Any]) -> dict[str, Any]:
-    """The Job that deletes the asset's outputs (its whole prefix) from the origin."""
+def unpublish_job(
+    asset: Mapping[str, Any],
+    platform: Mapping[str, Any],
+    image: str = naming.DEFAULT_PACKAGING_IMAGE,
+) -> dict[str, Any]:
+    """The Job that deletes the asset's outputs (its whole prefix) from the origin (same image
+    as the packaging Jobs: a node that packaged has it)."""
     meta = asset["metadata"]
     return _render(
         {
-            **_common(asset, platform),
+            **_common(asset, platform, image),
             "job_name": naming.unpublish_job(meta["name"]),
             "labels": job_labels(asset, platform, "cleanup", None),
             "container": "unpublish",

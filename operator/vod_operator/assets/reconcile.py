@@ -37,8 +37,10 @@ class AssetReconciler:
         poll_seconds: float = 5.0,
         probe: Callable[[str], bool | None] = upload.probe,
         view: metrics.PlatformView | None = None,
+        packaging_image: str = naming.DEFAULT_PACKAGING_IMAGE,
     ) -> None:
         self.kube = kube
+        self.packaging_image = packaging_image
         self.now = now
         self.poll_seconds = poll_seconds
         self.probe = probe
@@ -93,7 +95,9 @@ class AssetReconciler:
                 state = report.job_state(current)
                 found = self._report(namespace, current, state)
             elif wait is None and not self._settled(previous, target):
-                state = self._create(jobs.package_job(asset, platform, wanted), asset, result)
+                state = self._create(
+                    jobs.package_job(asset, platform, wanted, self.packaging_image), asset, result
+                )
         observed = status.Observed(
             generation=int(meta.get("generation", 1)),
             previous=previous,
@@ -366,7 +370,7 @@ class AssetReconciler:
         cleaner = next((j for j in owned if j["metadata"]["name"] == cleanup), None)
         if cleaner is None:
             try:
-                self.kube.apply(jobs.unpublish_job(asset, platform))
+                self.kube.apply(jobs.unpublish_job(asset, platform, self.packaging_image))
             except KubeError as exc:
                 if exc.namespace_terminating or exc.status == 422:
                     self.kube.event(

@@ -246,10 +246,13 @@ def test_dockerfile_is_non_root_and_exec_form() -> None:
     assert by_cmd["ENTRYPOINT"].json  # exec form: SIGTERM reaches kopf, not a shell
     assert "8081" in by_cmd["EXPOSE"].value  # kopf's liveness port, probed by the Deployment
     text = (project.ROOT / "operator" / "Dockerfile").read_text()
-    with (project.ROOT / "pyproject.toml").open("rb") as fh:
-        package_dirs = tomllib.load(fh)["tool"]["setuptools"]["package-dir"].values()
-    for folder in package_dirs:  # the wheel build needs every package of the distribution
-        assert f"COPY {folder} {folder}" in text
+    with (project.ROOT / "operator" / "pyproject.toml").open("rb") as fh:
+        packages = tomllib.load(fh)["tool"]["setuptools"]["packages"]
+    # the wheel build needs the distribution's pyproject.toml and every top-level package
+    assert "COPY operator/pyproject.toml operator/" in text
+    for top in {package.split(".")[0] for package in packages}:
+        assert f"COPY operator/{top} operator/{top}" in text
+    assert "vod_stream" not in text  # the operator image has no streaming server
 
 
 def test_image_entrypoint_is_the_operator_command() -> None:

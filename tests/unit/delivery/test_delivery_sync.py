@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,9 @@ def fake_repo(tmp_path: Path) -> Path:
     root = tmp_path / "repo"
     root.mkdir()
     shutil.copy(project.ROOT / "pyproject.toml", root / "pyproject.toml")
+    for distribution in sync.DISTRIBUTIONS:
+        (root / distribution).parent.mkdir(parents=True)
+        shutil.copy(project.ROOT / distribution, root / distribution)
     shutil.copytree(project.CRDS_DIR, root / "crds")
     shutil.copytree(project.CHART_DIR, root / "charts" / "vod-operator")
     shutil.copytree(project.MANIFESTS_DIR, root / "manifests")
@@ -62,6 +66,9 @@ def test_drift_is_found_and_repaired(tmp_path: Path) -> None:
         "charts/vod-operator/crds/stale.yaml",
         "charts/vod-operator/Chart.yaml",
         "manifests/base/kustomization.yaml",
+        "manifests/base/deployment.yaml",
+        "streaming/pyproject.toml",
+        "operator/pyproject.toml",
     }
     assert set(sync.apply(root)) == drift
     assert sync.check(root) == []
@@ -71,6 +78,12 @@ def test_drift_is_found_and_repaired(tmp_path: Path) -> None:
         "9.9.9"
     )
     assert "# version and appVersion" in (root / "charts/vod-operator/Chart.yaml").read_text()
+    for distribution in sync.DISTRIBUTIONS:
+        text = (root / distribution).read_text()
+        assert 'version = "9.9.9"' in text
+        assert "setuptools>=77" in text  # only the version line changed
+    deployment = (root / "manifests/base/deployment.yaml").read_text()
+    assert "ghcr.io/vod-operator/vod-stream-packaging:9.9.9" in deployment
 
 
 def test_crds_kustomization_lists_every_crd() -> None:
@@ -97,3 +110,24 @@ def test_operator_default_streaming_image_carries_the_version() -> None:
     image = naming.DEFAULT_IMAGE
     assert __version__ == project.version()
     assert image == f"ghcr.io/vod-operator/vod-stream:{project.version()}"
+
+
+def test_packaging_image_carries_the_version_everywhere() -> None:
+    """The operator's default, the chart's default and the kustomize Deployment's setting."""
+    wanted = f"ghcr.io/vod-operator/vod-stream-packaging:{project.version()}"
+    assert wanted == naming.DEFAULT_PACKAGING_IMAGE
+    deployment = yaml.safe_load((project.MANIFESTS_DIR / "base" / "deployment.yaml").read_text())
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["VOD_OPERATOR_PACKAGING_IMAGE"] == wanted
+    values = yaml.safe_load((project.CHART_DIR / "values.yaml").read_text())
+    assert values["packagingImage"] == {
+        "repository": "ghcr.io/vod-operator/vod-stream-packaging",
+        "tag": "",
+    }
+
+
+def test_distributions_carry_the_project_version() -> None:
+    for distribution in sync.DISTRIBUTIONS:
+        with (project.ROOT / distribution).open("rb") as fh:
+            assert tomllib.load(fh)["project"]["version"] == project.version(), distribution

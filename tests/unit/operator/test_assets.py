@@ -126,13 +126,19 @@ def test_golden(case: str) -> None:
     )
 
 
-def test_job_runs_the_streaming_image_restricted_bounded_and_kueue_ready() -> None:
+def test_job_runs_the_packaging_image_restricted_bounded_and_kueue_ready() -> None:
     p = platform(
         {**PVC, "image": "registry.test/vod-stream:9", "transcoding": {"queueName": "media"}}
     )
     a = asset({**URL, "source": {"url": "http://videos.test/a.mp4",
                                  "headersSecretRef": {"name": "cdn-token"}}})  # fmt: skip
-    manifest = job.package_job(a, p, plan.package(a, p))
+    assert (
+        job.package_job(a, p, plan.package(a, p))["spec"]["template"]["spec"]["containers"][0][
+            "image"
+        ]
+        == naming.DEFAULT_PACKAGING_IMAGE
+    )  # not the platform's (serving) image: it has no ffmpeg
+    manifest = job.package_job(a, p, plan.package(a, p), "registry.test/vod-stream-packaging:9")
     assert manifest["kind"] in kube.ASSET_CHILD_KINDS
     meta, spec = manifest["metadata"], manifest["spec"]
     assert meta["labels"][naming.KUEUE_QUEUE_LABEL] == "media"
@@ -151,7 +157,7 @@ def test_job_runs_the_streaming_image_restricted_bounded_and_kueue_ready() -> No
     pod = spec["template"]["spec"]
     assert pod["automountServiceAccountToken"] is False
     (container,) = pod["containers"]
-    assert container["image"] == "registry.test/vod-stream:9"
+    assert container["image"] == "registry.test/vod-stream-packaging:9"
     assert container["command"] == ["vod-stream"]
     assert container["args"][:3] == ["package", "--source-url", "http://videos.test/a.mp4"]
     assert container["args"][container["args"].index("--headers-dir") + 1] == job.HEADERS_MOUNT
