@@ -102,7 +102,7 @@ player-assets: ## Re-fetch hls.js (pinned in streaming/player/package-lock.json)
 ##@ Local cluster (no Docker needed): control plane, kwok, and a real node
 
 .PHONY: cluster-build
-cluster-build: $(STAMP) ## Build (once, cached outside the repo) the control plane, kubelet, kube-proxy, etcd, kwok, CoreDNS, metrics-server, helm, SeaweedFS, the Prometheus Operator
+cluster-build: $(STAMP) ## Build (once, cached outside the repo) the control plane, kubelet, kube-proxy, etcd, kwok, CoreDNS, metrics-server, helm, SeaweedFS, the Prometheus Operator, KEDA
 	@$(PY) -m localcluster build
 
 .PHONY: images-local
