@@ -117,6 +117,10 @@ cluster-up: cluster-build images-local ## Start the local cluster (real node, im
 monitoring-up: cluster-up ## Install the Prometheus Operator and a Prometheus (local images) into the local cluster; print the port-forward line
 	@$(PY) -m localcluster monitoring
 
+.PHONY: keda-up
+keda-up: monitoring-up ## Install KEDA (operator + external-metrics API server, local images) into the local cluster: platforms' ScaledObjects then scale on Prometheus
+	@$(PY) -m localcluster keda
+
 .PHONY: cluster-down
 cluster-down: $(STAMP) ## Stop the local cluster, remove its state and put the host back as it was
 	@$(PY) -m localcluster down
