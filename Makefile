@@ -116,7 +116,7 @@ player-assets: ## Re-fetch hls.js (pinned in streaming/player/package-lock.json)
 ##@ Local cluster (no Docker needed): control plane, kwok, and a real node
 
 .PHONY: cluster-build
-cluster-build: $(STAMP) ## Build (once, cached outside the repo) the control plane, kubelet, kube-proxy, etcd, kwok, CoreDNS, metrics-server, helm, SeaweedFS, the Prometheus Operator
+cluster-build: $(STAMP) ## Build (once, cached outside the repo) the control plane, kubelet, kube-proxy, etcd, kwok, CoreDNS, metrics-server, helm, SeaweedFS, the Prometheus Operator, KEDA
 	@$(PY) -m localcluster build
 
 .PHONY: images-local
@@ -130,6 +130,10 @@ cluster-up: cluster-build images-local ## Start the local cluster (real node, im
 .PHONY: monitoring-up
 monitoring-up: cluster-up ## Install the Prometheus Operator and a Prometheus (local images) into the local cluster; print the port-forward line
 	@$(PY) -m localcluster monitoring
+
+.PHONY: keda-up
+keda-up: monitoring-up ## Install KEDA (operator + external-metrics API server, local images) into the local cluster: platforms' ScaledObjects then scale on Prometheus
+	@$(PY) -m localcluster keda
 
 .PHONY: cluster-down
 cluster-down: $(STAMP) ## Stop the local cluster, remove its state and put the host back as it was

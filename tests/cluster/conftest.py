@@ -160,8 +160,14 @@ class OperatorProcess:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests that use the monitoring stack run last: installing it puts the Prometheus
     Operator's CRDs into the session's cluster for good, and earlier tests check how platforms
-    behave without that API."""
-    items.sort(key=lambda item: "prometheus" in getattr(item, "fixturenames", ()))
+    behave without that API. Those that use KEDA run after them all: once KEDA serves keda.sh,
+    every autoscaled platform renders a ScaledObject instead of an HPA."""
+
+    def order(item: pytest.Item) -> tuple[bool, bool]:
+        names = getattr(item, "fixturenames", ())
+        return "prometheus" in names or "keda" in names, "keda" in names
+
+    items.sort(key=order)
 
 
 @pytest.fixture(scope="session")
@@ -228,6 +234,23 @@ def prometheus(kube_cluster: Any) -> Prometheus:
         pytest.fail(f"the monitoring stack did not come up: {exc}", pytrace=False)
     print(f"\nmonitoring stack ready in {installed.seconds:.1f} s at {installed.prometheus.url}")
     return installed.prometheus
+
+
+@pytest.fixture(scope="session")
+def keda(prometheus: Prometheus, kube_cluster: Any) -> Prometheus:
+    """KEDA in the session's cluster beside the monitoring stack: its operator and its
+    external-metrics API server (built from KEDA's Go module, local images, an APIService the
+    aggregation layer serves; localcluster.keda), installed once, on the first request. The
+    vod operator sees keda.sh served and renders ScaledObjects from then on. Returns the
+    session's Prometheus (what the ScaledObjects' triggers query)."""
+    from localcluster import keda as keda_stack
+
+    try:
+        took = keda_stack.install(kube_cluster)
+    except (RuntimeError, FileNotFoundError) as exc:
+        pytest.fail(f"KEDA did not come up: {exc}", pytrace=False)
+    print(f"\nKEDA ready in {took:.1f} s")
+    return prometheus
 
 
 def pod_reachable_address(cluster: Any) -> str:

@@ -139,6 +139,8 @@ def test_every_binary_belongs_to_exactly_one_pinned_component() -> None:
             "prometheus-operator",
             "prometheus-config-reloader",
             "prometheus",
+            "keda-operator",
+            "keda-adapter",
         ]
     )
     assert component_of("kubelet").version == KUBERNETES_VERSION

@@ -1,4 +1,4 @@
-"""Command line: `python -m localcluster build|up|down|status|which|images|monitoring`."""
+"""Command line: `python -m localcluster build|up|down|status|which|images|monitoring|keda`."""
 
 from __future__ import annotations
 
@@ -39,6 +39,14 @@ def _parser() -> argparse.ArgumentParser:
         "node), print the port-forward line and a query to try",
     )
     p_mon.add_argument(
+        "--name", default=DEFAULT_NAME, help=f"cluster name (default {DEFAULT_NAME})"
+    )
+    p_keda = sub.add_parser(
+        "keda",
+        help="install KEDA (operator + external-metrics API server) into the running cluster "
+        "(real node)",
+    )
+    p_keda.add_argument(
         "--name", default=DEFAULT_NAME, help=f"cluster name (default {DEFAULT_NAME})"
     )
     p_which = sub.add_parser("which", help="print the path of a binary (exit 1 if not built)")
@@ -159,6 +167,20 @@ def cmd_monitoring(name: str) -> int:
     return 0
 
 
+def cmd_keda(name: str) -> int:
+    from localcluster import keda
+    from localcluster.handle import KubeCluster
+
+    up = cluster.running(clusters_dir() / name)
+    if up is None:
+        print(f"localcluster keda: cluster {name!r} is not running (`make cluster-up`)")
+        return 1
+    took = keda.install(KubeCluster(kubeconfig=up.kubeconfig, server=up.server))
+    print(f"# KEDA ready in {took:.1f} s (ScaledObjects, external.metrics.k8s.io)")
+    print(f"export KUBECONFIG={shlex.quote(str(up.kubeconfig))}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -170,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_images(args.load_into, args.s3_server)
         if args.command == "monitoring":
             return cmd_monitoring(args.name)
+        if args.command == "keda":
+            return cmd_keda(args.name)
         if args.command == "up":
             return cmd_up(args.name, args.s3_server)
         return {"down": cmd_down, "status": cmd_status}[args.command](args.name)

@@ -93,17 +93,22 @@ def issue(
     *,
     organization: str | None = None,
     server: bool = False,
+    client_too: bool = False,
     ips: tuple[str, ...] = (),
     dns_names: tuple[str, ...] = (),
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    """A leaf certificate signed by `ca`: a client certificate, or a serving one with SANs."""
+    """A leaf certificate signed by `ca`: a client certificate, or a serving one with SANs
+    (with `client_too`, one that also authenticates its holder as a client: mutual TLS between
+    peers that share one certificate, as KEDA's operator and metrics server do)."""
     ca_cert, ca_key = ca
     key = _key()
-    usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+    usages = [ExtendedKeyUsageOID.SERVER_AUTH] if server else []
+    if client_too or not server:
+        usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
     builder = (
         _builder(_name(common_name, organization), ca_cert.subject, key.public_key())
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
     )
     if server:
         sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]

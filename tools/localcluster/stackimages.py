@@ -7,6 +7,9 @@
   Debian's `prometheus` package would bring the UI in seconds, but it is built without
   Kubernetes service discovery, which every configuration the operator writes uses.
 
+- `localcluster.local/keda-operator:<ver>` and `.../keda-adapter:<ver>`: KEDA's operator and
+  its external-metrics API server, built from KEDA's Go module (`ensure_keda_images`).
+
 Each is `images.ensure_composed`: the base plus one layer holding the binary and a runtime
 config, cached by their hash (a second to write).
 """
@@ -17,7 +20,7 @@ from pathlib import Path
 
 from localcluster import images, ociarchive
 from localcluster.images import LOCAL_REGISTRY, Image
-from localcluster.versions import PROMETHEUS_OPERATOR_VERSION, PROMETHEUS_VERSION
+from localcluster.versions import KEDA_VERSION, PROMETHEUS_OPERATOR_VERSION, PROMETHEUS_VERSION
 
 #: As upstream's images: nobody.
 NOBODY = "65534:65534"
@@ -29,6 +32,11 @@ PROMETHEUS_IMAGE = f"{LOCAL_REGISTRY}/prometheus:{PROMETHEUS_VERSION}"
 RELOADER_PATH = "/usr/bin/prometheus-config-reloader"
 OPERATOR_PATH = "/usr/bin/prometheus-operator"
 PROMETHEUS_PATH = "/usr/bin/prometheus"
+#: KEDA's operator and metrics server (kedamanifests.py), one binary each.
+KEDA_OPERATOR_IMAGE = f"{LOCAL_REGISTRY}/keda-operator:{KEDA_VERSION}"
+KEDA_ADAPTER_IMAGE = f"{LOCAL_REGISTRY}/keda-adapter:{KEDA_VERSION}"
+KEDA_OPERATOR_PATH = "/usr/bin/keda-operator"
+KEDA_ADAPTER_PATH = "/usr/bin/keda-adapter"
 
 
 def binary_file(source: Path, target: str) -> ociarchive.LayerFile:
@@ -57,4 +65,14 @@ def ensure_stack_images() -> list[Image]:
             ensure_binary_image(
                 base, "prometheus", PROMETHEUS_IMAGE, PROMETHEUS_PATH, working_dir="/prometheus"
             ),
+        ]
+
+
+def ensure_keda_images() -> list[Image]:
+    """KEDA's two images, on the project's base (built first if missing)."""
+    with images.building():
+        base = images.ensure_base()
+        return [
+            ensure_binary_image(base, "keda-operator", KEDA_OPERATOR_IMAGE, KEDA_OPERATOR_PATH),
+            ensure_binary_image(base, "keda-adapter", KEDA_ADAPTER_IMAGE, KEDA_ADAPTER_PATH),
         ]

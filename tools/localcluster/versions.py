@@ -27,6 +27,11 @@ PROMETHEUS_OPERATOR_VERSION = "v0.85.0"
 #: discovery (`kubernetes_sd_configs` is an unknown field to it and to its promtool).
 PROMETHEUS_VERSION = "v3.5.0"
 PROMETHEUS_MODULE_VERSION = "v0.305.0"
+#: KEDA (event-driven autoscaling: the operator and its external-metrics API server): the newest
+#: release whose go.mod fits the machine's Go (v2.21.x declares go 1.27.4; v2.20.2 declares
+#: go 1.26.0). Its go.mod pins k8s.io at v0.35 and controller-runtime by `replace`: the wrapper
+#: module copies them (a v0.35 client talks to our v1.36 API server within the supported skew).
+KEDA_VERSION = "v2.20.2"
 
 _SEMVER = re.compile(r"v?(\d+)\.(\d+)\.(\d+)")
 
@@ -195,6 +200,27 @@ COMPONENTS: tuple[Component, ...] = (
         replace_version=PROMETHEUS_MODULE_VERSION,
         ldflags=prometheus_ldflags(PROMETHEUS_VERSION),
     ),
+    Component(
+        name="keda",
+        module="github.com/kedacore/keda/v2",
+        version=KEDA_VERSION,
+        # The operator and the external-metrics API server; the admission webhooks
+        # (cmd/webhooks) are not built: they only refuse invalid ScaledObjects, which the vod
+        # operator never renders (kedamanifests.py says more).
+        binaries={
+            "keda-operator": "github.com/kedacore/keda/v2/cmd/operator",
+            "keda-adapter": "github.com/kedacore/keda/v2/cmd/adapter",
+        },
+        # No local replaces: its pins of k8s.io, controller-runtime, cel-go and the Prometheus
+        # libraries are copied as they are.
+        replace_version=KEDA_VERSION,
+        ldflags=[
+            f"-X github.com/kedacore/keda/v2/version.Version={KEDA_VERSION.lstrip('v')}",
+            "-X github.com/kedacore/keda/v2/version.GitCommit=localcluster",
+        ],
+        # No version command (it logs its version at start): one on PATH never "fits".
+        version_args=("--help",),
+    ),
 )
 
 
@@ -219,9 +245,18 @@ MONITORING_BINARIES: tuple[str, ...] = (
     "prometheus-config-reloader",
     "prometheus",
 )
+#: KEDA, run in-cluster from local images when a test needs it (monitoring.py).
+KEDA_BINARIES: tuple[str, ...] = ("keda-operator", "keda-adapter")
 #: What `up` runs without a real node.
 CONTROL_PLANE_BINARIES: tuple[str, ...] = tuple(
     b
     for b in ALL_BINARIES
-    if b not in (*DELIVERY_BINARIES, *NODE_BINARIES, *TEST_BINARIES, *MONITORING_BINARIES)
+    if b
+    not in (
+        *DELIVERY_BINARIES,
+        *NODE_BINARIES,
+        *TEST_BINARIES,
+        *MONITORING_BINARIES,
+        *KEDA_BINARIES,
+    )
 )
