@@ -2,9 +2,8 @@
 
 The targets and the series they read (monitoring/README.md is the contract):
 - targetCPUUtilizationPercentage: the pods' CPU, from the resource metrics API (always there).
-- targetInFlightRequestsPerPod: `vod_http_requests_in_flight`, a gauge per pod. It counts the
-  scrape that reads it (the data plane serves /metrics as a request), so the KEDA query takes one
-  off each pod's sample: an idle pod is 0, not 1.
+- targetInFlightRequestsPerPod: `vod_http_requests_in_flight`, a gauge per pod (the scrape
+  reading it is not counted: an idle pod is 0).
 - targetEgressBytesPerSecondPerPod: the rate of `vod_http_response_body_bytes_total`.
 
 Where the request and egress targets can be honoured, in order of preference:
@@ -108,8 +107,7 @@ def targets(name: str, namespace: str, spec: Mapping[str, Any]) -> list[Target]:
                 field="targetInFlightRequestsPerPod",
                 title="in-flight-requests",
                 metric=IN_FLIGHT_SERIES,
-                # Each sample includes the scrape reading it: 1 per pod is not a viewer.
-                query=f"sum({IN_FLIGHT_SERIES}{selector} - 1)",
+                query=f"sum({IN_FLIGHT_SERIES}{selector})",
                 value=str(autoscaling["targetInFlightRequestsPerPod"]),
             )
         )

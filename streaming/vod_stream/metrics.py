@@ -42,9 +42,11 @@ DURATION = Histogram(
     ["route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
+#: The route whose requests the in-flight gauge leaves out: the scrape reading it.
+NOT_IN_FLIGHT = "metrics"
 IN_FLIGHT = Gauge(
     "vod_http_requests_in_flight",
-    "Requests being handled right now.",
+    "Requests being handled right now (the scrape reading it is not counted).",
     multiprocess_mode="livesum",
 )
 SEND_TIMEOUTS = Counter(
@@ -52,12 +54,19 @@ SEND_TIMEOUTS = Counter(
     "Responses cut because the client read nothing for VOD_SEND_TIMEOUT_SECONDS.",
 )
 UPLOAD_BYTES = Counter("vod_upload_bytes", "Bytes received in uploads that were stored.")
+#: Why an upload stored nothing (the `reason` label).
+UPLOAD_FAILURE_REASONS = (
+    "too_large", "disconnected", "timeout", "no_space", "checksum", "origin", "error",
+)  # fmt: skip
 UPLOAD_FAILURES = Counter(
     "vod_upload_failures",
-    "Uploads that did not store a file, by reason "
-    "(too_large, disconnected, timeout, no_space, checksum, error).",
+    "Uploads that did not store a file, by reason (" + ", ".join(UPLOAD_FAILURE_REASONS) + ").",
     ["reason"],
 )
+# Written at zero from the start: increase() sees a first failure only after an earlier sample
+# (the failing-uploads alert fires on the first one).
+for _reason in UPLOAD_FAILURE_REASONS:
+    UPLOAD_FAILURES.labels(_reason)
 
 
 def status_class(status: int) -> str:

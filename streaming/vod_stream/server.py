@@ -63,9 +63,10 @@ class StreamApp:
         )
         self.draining = False
 
-    def begin(self, headers: Mapping[str, str]) -> RequestContext:
+    def begin(self, route: str, headers: Mapping[str, str]) -> RequestContext:
         """The request id and traceparent the data plane assigned (made here if absent)."""
-        metrics.IN_FLIGHT.inc()
+        if route != metrics.NOT_IN_FLIGHT:
+            metrics.IN_FLIGHT.inc()
         request_id = headers.get("x-request-id") or secrets.token_hex(8)
         traceparent = headers.get("traceparent") or (
             f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-00"
@@ -85,7 +86,8 @@ class StreamApp:
         sent: int,
     ) -> None:
         """Metrics and the access-log line of a finished request."""
-        metrics.IN_FLIGHT.dec()
+        if route != metrics.NOT_IN_FLIGHT:
+            metrics.IN_FLIGHT.dec()
         elapsed = time.perf_counter() - ctx.started
         labels = (route, metrics.method_label(method), metrics.status_class(status))
         metrics.child(metrics.REQUESTS, *labels).inc()
@@ -110,7 +112,7 @@ class StreamApp:
         """The aiohttp entry point: every request the data plane proxies."""
         path = request.path
         route = route_of(path)
-        ctx = self.begin(request.headers)
+        ctx = self.begin(route, request.headers)
         status = 500
         response: web.StreamResponse | None = None
         try:

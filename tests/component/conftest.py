@@ -112,6 +112,25 @@ class ServerProcess:
             self.process.wait(10)
 
 
+def metric_samples(text: str) -> dict[str, float]:
+    """A text exposition's samples: series (name and labels, as written) -> value."""
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
+
+
+def answered_5xx(text: str) -> dict[str, float]:
+    """The request series of a /metrics text that counted a 5xx (the media route's exist from
+    the start, at zero: only a value above zero is an answer)."""
+    return {
+        series: value
+        for series, value in metric_samples(text).items()
+        if series.startswith("vod_http_requests_total") and 'status_class="5xx"' in series and value
+    }
+
+
 def raw_request(port: int, data: bytes, timeout: float = 5) -> bytes:
     """Send bytes as they are (no client normalisation) and read until the server closes."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:

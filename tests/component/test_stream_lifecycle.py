@@ -13,7 +13,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.component.conftest import ServerProcess, raw_response_head, status_of
+from tests.component.conftest import (
+    ServerProcess,
+    answered_5xx,
+    metric_samples,
+    raw_response_head,
+    status_of,
+)
+from vod_stream.metrics import UPLOAD_FAILURE_REASONS
 
 pytestmark = pytest.mark.component
 
@@ -171,7 +178,7 @@ def test_one_metrics_endpoint_merges_both_sides(start_server) -> None:
     assert value('vod_http_requests_total{method="GET",route="media",status_class="4xx"}') == 1
     assert value('vod_http_response_body_bytes_total{route="media"}') >= 21
     assert value('vod_http_request_duration_seconds_count{route="media"}') == 8
-    assert value("vod_http_requests_in_flight") >= 1  # this /metrics request itself
+    assert value("vod_http_requests_in_flight") == 0  # the scrape itself is not counted
     assert "vod_upload_bytes_total" in text
     assert text.count("# TYPE vod_http_requests_total ") == 1
     deadline = time.monotonic() + 5  # the data plane's access log is flushed every second
@@ -181,12 +188,51 @@ def test_one_metrics_endpoint_merges_both_sides(start_server) -> None:
     assert len(pids) == 2, "the data plane and the Python side each log their requests"
 
 
-def media_5xx(metrics_text: str) -> list[str]:
-    return [
-        line
-        for line in metrics_text.splitlines()
-        if line.startswith("vod_http_requests_total") and 'status_class="5xx"' in line
-    ]
+def test_rated_series_exist_before_traffic_and_bytes_count_while_sent(
+    start_server, tmp_path
+) -> None:
+    """What alerts, panels and the autoscaler rate is written at zero before the first request
+    (rate() misses a series' first increment otherwise); a long download's bytes are counted while
+    it is sent and it is in flight until it ends; the scrape is not in flight."""
+    root = sparse_media_root(tmp_path, SIZE)
+    server: ServerProcess = start_server(media_root=root)
+    with server.client() as c:
+        before = metric_samples(c.get("/metrics").text)
+    media = 'route="media"'
+    for series in (
+        *(f'vod_http_requests_total{{method="{m}",{media},status_class="{k}xx"}}'
+          for m in ("GET", "HEAD") for k in "2345"),
+        f"vod_http_response_body_bytes_total{{{media}}}",
+        f"vod_http_request_duration_seconds_count{{{media}}}",
+        f'vod_http_request_duration_seconds_bucket{{le="0.25",{media}}}',
+        *(f'vod_range_requests_total{{kind="{k}"}}'
+          for k in ("single", "suffix", "multi", "unsatisfiable", "ignored")),
+        *(f'vod_upload_failures_total{{reason="{r}"}}' for r in UPLOAD_FAILURE_REASONS),
+        "vod_http_requests_in_flight",
+    ):  # fmt: skip
+        assert before.get(series) == 0, (series, before.get(series))
+
+    def scrape() -> dict[str, float]:
+        with server.client() as c:
+            return metric_samples(c.get("/metrics").text)
+
+    bytes_series = f"vod_http_response_body_bytes_total{{{media}}}"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as viewer:
+        viewer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        viewer.sendall(b"GET /big.mp4 HTTP/1.1\r\nHost: x\r\n\r\n")
+        received = 0
+        deadline = time.monotonic() + 10
+        while True:  # read 16 MiB of 48: the response is far from its end
+            received += len(viewer.recv(1024 * 1024))
+            now = scrape()
+            if received >= 16 * 1024 * 1024 and now[bytes_series] >= 8 * 1024 * 1024:
+                break
+            assert time.monotonic() < deadline, (received, now[bytes_series])
+        assert now["vod_http_requests_in_flight"] == 1
+        assert now[bytes_series] < SIZE
+    deadline = time.monotonic() + 5  # the viewer left: its request ends (499) and leaves
+    while (now := scrape())["vod_http_requests_in_flight"] != 0:
+        assert time.monotonic() < deadline, now["vod_http_requests_in_flight"]
 
 
 def access_entry(server: ServerProcess, path: str, timeout: float = 10) -> dict[str, object]:
@@ -226,7 +272,7 @@ def test_send_timeout_closes_a_client_that_stops_reading(start_server, tmp_path)
     assert access_entry(server, "/big.mp4")["status"] == 499
     text = httpx.get(f"{server.url}/metrics").text
     assert "vod_send_timeouts_total 1.0" in text
-    assert media_5xx(text) == []
+    assert answered_5xx(text) == {}
     with server.client() as c:  # still healthy, and the file is still served
         assert c.get("/healthz").status_code == 200
         assert c.get("/big.mp4", headers={"Range": "bytes=0-9"}).content == bytes(10)
@@ -245,8 +291,13 @@ def test_client_abort_mid_body_is_499_not_an_error(start_server, tmp_path) -> No
     assert entry["status"] == 499
     assert int(str(entry["bytes"])) < 64 * 1024 * 1024
     text = httpx.get(f"{server.url}/metrics").text
-    assert 'method="GET",route="media",status_class="4xx"' in text
-    assert media_5xx(text) == []
+    assert (
+        metric_samples(text)[
+            'vod_http_requests_total{method="GET",route="media",status_class="4xx"}'
+        ]
+        == 1
+    )
+    assert answered_5xx(text) == {}
     assert [e for e in server.logs if e.get("level") == "error"] == []
 
 

@@ -13,6 +13,9 @@ const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 const BUCKETS: [f64; 16] =
     [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
 
+/// The route whose series alerts and the autoscaler read (index 0 of ROUTES).
+const MEDIA: usize = 0;
+
 pub fn route_index(route: &str) -> usize {
     ROUTES.iter().position(|r| *r == route).unwrap_or(0)
 }
@@ -54,6 +57,14 @@ impl Default for Metrics {
     }
 }
 
+/// A series written from the start, at zero, rather than at its first increment: rate() and
+/// increase() see a first increment only if an earlier sample exists. These are what alerts,
+/// panels and the autoscaler rate: the media route's GET and HEAD by class (2xx to 5xx), its body
+/// bytes and its durations, and every range kind (the other routes' series appear when used).
+fn preset(route: usize, method: usize, class: usize) -> bool {
+    route == MEDIA && method < 2 && class >= 1
+}
+
 fn python_float(v: f64) -> String {
     if v.is_infinite() {
         return "+Inf".into();
@@ -66,16 +77,22 @@ fn python_float(v: f64) -> String {
 }
 
 impl Metrics {
-    pub fn request(&self, route: usize, method: usize, status: u16, seconds: f64, body_bytes: u64) {
+    /// One answered request (its body bytes are counted as they are sent: `body_bytes`).
+    pub fn request(&self, route: usize, method: usize, status: u16, seconds: f64) {
         let class = (usize::from(status / 100)).clamp(1, 5) - 1;
         self.requests[(route * METHODS.len() + method) * CLASSES.len() + class].fetch_add(1, Relaxed);
-        if body_bytes > 0 {
-            self.bytes[route].fetch_add(body_bytes, Relaxed);
-        }
         let bucket = BUCKETS.iter().position(|&b| seconds <= b).unwrap_or(BUCKETS.len());
         self.buckets[route * (BUCKETS.len() + 1) + bucket].fetch_add(1, Relaxed);
         self.duration_sum_ns[route].fetch_add((seconds * 1e9) as u64, Relaxed);
         self.duration_count[route].fetch_add(1, Relaxed);
+    }
+
+    /// Body bytes handed to the kernel, counted while a response is sent (not when it ends), so
+    /// the egress rate follows long downloads as they happen.
+    pub fn body_bytes(&self, route: usize, n: u64) {
+        if n > 0 {
+            self.bytes[route].fetch_add(n, Relaxed);
+        }
     }
 
     pub fn range(&self, kind: RangeKind) {
@@ -95,7 +112,7 @@ impl Metrics {
             for (m, method) in METHODS.iter().enumerate() {
                 for (c, class) in CLASSES.iter().enumerate() {
                     let n = self.requests[(r * METHODS.len() + m) * CLASSES.len() + c].load(Relaxed);
-                    if n > 0 {
+                    if n > 0 || preset(r, m, c) {
                         requests.add(format!("vod_http_requests_total{{method=\"{method}\",route=\"{route}\",status_class=\"{class}\"}}"), n as f64);
                     }
                 }
@@ -109,7 +126,7 @@ impl Metrics {
         );
         for (r, route) in ROUTES.iter().enumerate() {
             let n = self.bytes[r].load(Relaxed);
-            if n > 0 {
+            if n > 0 || r == MEDIA {
                 bytes.add(format!("vod_http_response_body_bytes_total{{route=\"{route}\"}}"), n as f64);
             }
         }
@@ -117,9 +134,7 @@ impl Metrics {
         let mut ranges = Family::new("vod_range_requests_total", "counter", "GET requests carrying a Range header, by how they were answered (single, suffix, multi, unsatisfiable, ignored).");
         for (i, kind) in RangeKind::ALL.iter().enumerate() {
             let n = self.ranges[i].load(Relaxed);
-            if n > 0 {
-                ranges.add(format!("vod_range_requests_total{{kind=\"{}\"}}", kind.label()), n as f64);
-            }
+            ranges.add(format!("vod_range_requests_total{{kind=\"{}\"}}", kind.label()), n as f64);
         }
         out.push(ranges);
         let mut duration = Family::new(
@@ -129,7 +144,7 @@ impl Metrics {
         );
         for (r, route) in ROUTES.iter().enumerate() {
             let count = self.duration_count[r].load(Relaxed);
-            if count == 0 {
+            if count == 0 && r != MEDIA {
                 continue;
             }
             let sum = self.duration_sum_ns[r].load(Relaxed) as f64 / 1e9;
@@ -148,7 +163,7 @@ impl Metrics {
         }
         out.push(duration);
         let mut in_flight =
-            Family::new("vod_http_requests_in_flight", "gauge", "Requests being handled right now.");
+            Family::new("vod_http_requests_in_flight", "gauge", "Requests being handled right now (the scrape reading it is not counted).");
         in_flight.add("vod_http_requests_in_flight".into(), self.in_flight.load(Relaxed) as f64);
         out.push(in_flight);
         let mut timeouts = Family::new(

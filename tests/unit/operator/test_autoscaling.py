@@ -190,7 +190,7 @@ def test_keda_with_an_address_is_a_scaled_object_with_per_pod_prometheus_trigger
         "metricType": "AverageValue",
         "metadata": {
             "serverAddress": PROMETHEUS,
-            "query": 'sum(vod_http_requests_in_flight{namespace="media", platform="demo"} - 1)',
+            "query": 'sum(vod_http_requests_in_flight{namespace="media", platform="demo"})',
             "threshold": "40",
             "ignoreNullValues": "false",
         },

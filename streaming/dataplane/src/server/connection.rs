@@ -178,6 +178,7 @@ impl Conn {
             started: Instant::now(),
             status: 0,
             sent: 0,
+            counted: 0,
             done: false,
         };
         let keep_alive = request.keep_alive && !state.draining.load(SeqCst);

@@ -59,16 +59,30 @@ pub(super) struct Record {
     pub(super) started: Instant,
     pub(super) status: u16,
     pub(super) sent: u64,
+    /// How much of `sent` the body-bytes counter holds already.
+    pub(super) counted: u64,
     pub(super) done: bool,
+}
+
+impl Record {
+    /// Add what was sent since the last call to the body-bytes counter: called after each chunk
+    /// of a long body, so the egress rate follows a download while it lasts.
+    pub(super) fn count_sent(&mut self) {
+        if self.sent > self.counted {
+            self.state.metrics.body_bytes(self.route, self.sent - self.counted);
+            self.counted = self.sent;
+        }
+    }
 }
 
 impl Drop for Record {
     fn drop(&mut self) {
         let status = if self.done { self.status } else { 499 };
         let elapsed = self.started.elapsed().as_secs_f64();
+        self.count_sent();
         let m = &self.state.metrics;
         m.in_flight.fetch_sub(1, Relaxed);
-        m.request(self.route, method_index(&self.method), status, elapsed, self.sent);
+        m.request(self.route, method_index(&self.method), status, elapsed);
         if self.state.cfg.access_log {
             logs::access(&logs::Access {
                 method: Some(&self.method),

@@ -86,6 +86,7 @@ impl Conn {
                         out.extend_from_slice(&bytes);
                         record.sent += bytes.len() as u64;
                         self.write_all(&out, false).await.map_err(|c| self.cut(record, c))?;
+                        record.count_sent();
                         out.clear();
                         head_sent = true;
                     }
@@ -112,6 +113,7 @@ impl Conn {
                                 .map_err(|c| self.cut(record, c))?;
                             at += sent;
                             record.sent += sent;
+                            record.count_sent();
                         }
                     }
                 }

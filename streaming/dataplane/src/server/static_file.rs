@@ -81,6 +81,7 @@ impl Conn {
                             self.sendfile(&file, offset, chunk).await.map_err(|c| self.cut(record, c))?;
                         offset += sent;
                         record.sent += sent;
+                        record.count_sent();
                     }
                 }
             }
