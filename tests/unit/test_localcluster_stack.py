@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from localcluster import images, monitoring, ociarchive, stackmanifests
+from localcluster import images, kubeobjects, monitoring, ociarchive, stackmanifests
 from localcluster.cli import main as cli_main
 from localcluster.gomod import replace_args, wrapper_edits
 from localcluster.promapi import Prometheus, PrometheusError, decode
@@ -210,7 +210,7 @@ def test_the_prometheus_selects_monitors_and_rules_in_every_namespace() -> None:
     )
     assert spec["evaluationInterval"] == "5s"
     assert spec["serviceDiscoveryRole"] == "EndpointSlice"
-    assert spec["securityContext"]["runAsGroup"] == stackmanifests.NOBODY
+    assert spec["securityContext"]["runAsGroup"] == kubeobjects.NOBODY
 
 
 def test_every_binding_names_an_account_and_role_that_are_defined() -> None:

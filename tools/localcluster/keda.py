@@ -20,10 +20,8 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
-from localcluster import imageload, pki, stackimages
-from localcluster.build import module_dir
+from localcluster import pki, stackimages, stackinstall
 from localcluster.handle import KubeCluster
 from localcluster.kedamanifests import (
     ADAPTER_NAME,
@@ -34,8 +32,7 @@ from localcluster.kedamanifests import (
     keda_objects,
     service_dns_names,
 )
-from localcluster.node import NodeLayout
-from localcluster.versions import KEDA_VERSION, component_of
+from localcluster.versions import KEDA_VERSION
 
 CRD_FOLDER = Path("config") / "crd" / "bases"
 #: The CRDs the operator's controllers watch (all six in the folder are applied).
@@ -65,25 +62,6 @@ def default_settings() -> KedaSettings:
     )
 
 
-def crd_folder() -> Path:
-    """KEDA's CRDs as its module ships them (upstream's kustomize patches only tighten the
-    ScaledJob schema and bound stabilizationWindowSeconds; they are not applied)."""
-    component = component_of("keda-operator")
-    folder = module_dir(component) / CRD_FOLDER
-    if not folder.is_dir():
-        raise RuntimeError(f"{component.module}@{component.version} has no {CRD_FOLDER}")
-    return folder
-
-
-def load_images(cluster: KubeCluster) -> None:
-    socket = NodeLayout(cluster.kubeconfig.parent).containerd_socket
-    if not socket.exists():
-        raise RuntimeError(f"no real node's containerd at {socket}: KEDA runs real pods")
-    for image in stackimages.ensure_keda_images():
-        done = imageload.load(image.archive, socket)
-        log(f"{done.action} {done.ref} ({image.size / 1e6:.0f} MB) in {done.seconds:.1f} s")
-
-
 def certificates(cluster: KubeCluster, settings: KedaSettings) -> tuple[bytes, bytes, bytes]:
     """(ca.crt, tls.crt, tls.key): those of the Secret already in the cluster, else new ones."""
     found = cluster.kubectl(
@@ -103,13 +81,6 @@ def certificates(cluster: KubeCluster, settings: KedaSettings) -> tuple[bytes, b
     return pki.pair_pem(authority)[0], cert, key
 
 
-def apply(cluster: KubeCluster, objects: list[dict[str, Any]]) -> None:
-    manifest = json.dumps({"apiVersion": "v1", "kind": "List", "items": objects})
-    cluster.kubectl(
-        "apply", "--server-side", f"--field-manager={FIELD_MANAGER}", "-f", "-", input=manifest
-    )
-
-
 def api_available(cluster: KubeCluster) -> bool:
     """The aggregation layer reaches the metrics server (APIService Available=True)."""
     result = cluster.kubectl("get", "apiservice", API_SERVICE, "-o", "json", check=False)
@@ -126,18 +97,14 @@ def install(
     the seconds it took once external.metrics.k8s.io is Available. Idempotent."""
     settings = settings or default_settings()
     began = time.monotonic()
-    load_images(cluster)
-    cluster.kubectl(
-        "apply", "--server-side", f"--field-manager={FIELD_MANAGER}", "-f", str(crd_folder())
-    )
-    cluster.wait_established(*NEEDED_CRDS)
+    stackinstall.load_images(cluster, stackimages.ensure_keda_images, log, "KEDA runs real pods")
+    # KEDA's CRDs as its module ships them (upstream's kustomize patches only tighten the
+    # ScaledJob schema and bound stabilizationWindowSeconds; they are not applied).
+    crds = stackinstall.module_folder("keda-operator", CRD_FOLDER)
+    stackinstall.apply_crds(cluster, crds, FIELD_MANAGER, NEEDED_CRDS)
     ca, cert, key = certificates(cluster, settings)
-    apply(cluster, keda_objects(settings, ca, cert, key))
-    for name in (OPERATOR_NAME, ADAPTER_NAME):
-        cluster.kubectl(
-            "rollout", "status", f"deploy/{name}", "-n", settings.namespace,
-            f"--timeout={int(timeout)}s", timeout=timeout + 10,
-        )  # fmt: skip
+    stackinstall.apply_objects(cluster, keda_objects(settings, ca, cert, key), FIELD_MANAGER)
+    stackinstall.wait_rollouts(cluster, settings.namespace, (OPERATOR_NAME, ADAPTER_NAME), timeout)
     deadline = time.monotonic() + timeout
     while not api_available(cluster):
         if time.monotonic() > deadline:

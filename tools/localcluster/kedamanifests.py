@@ -31,6 +31,9 @@ import base64
 from dataclasses import dataclass
 from typing import Any
 
+from localcluster import kubeobjects
+from localcluster.kubeobjects import binding, meta, role, rule, service_account
+
 NAMESPACE = "keda"
 OPERATOR_NAME = "keda-operator"
 ADAPTER_NAME = "keda-metrics-apiserver"
@@ -41,8 +44,6 @@ PROBE_PORT = 8081
 ADAPTER_PORT = 6443
 EXTERNAL_METRICS_GROUP = "external.metrics.k8s.io"
 API_SERVICE = f"v1beta1.{EXTERNAL_METRICS_GROUP}"
-#: nobody, as the other stack images (upstream's run as 1000); the group too (containerd 1.6).
-NOBODY = 65534
 KEDA_GROUP = "keda.sh"
 EVENTING_GROUP = "eventing.keda.sh"
 PART_OF = "localcluster-keda"
@@ -66,47 +67,6 @@ def service_dns_names(namespace: str) -> tuple[str, ...]:
     )
 
 
-def _meta(name: str, namespace: str | None, component: str) -> dict[str, Any]:
-    meta: dict[str, Any] = {
-        "name": name,
-        "labels": {"app.kubernetes.io/name": component, "app.kubernetes.io/part-of": PART_OF},
-    }
-    if namespace is not None:
-        meta["namespace"] = namespace
-    return meta
-
-
-def _rule(groups: list[str], resources: list[str], verbs: list[str]) -> dict[str, Any]:
-    return {"apiGroups": groups, "resources": resources, "verbs": verbs}
-
-
-def _role(
-    kind: str, name: str, namespace: str | None, rules: list[dict[str, Any]]
-) -> dict[str, Any]:
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": kind,
-        "metadata": _meta(name, namespace, name),
-        "rules": rules,
-    }
-
-
-def _binding(
-    kind: str, name: str, role: str, namespace: str | None, account: str, account_ns: str
-) -> dict[str, Any]:
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": f"{kind}Binding",
-        "metadata": _meta(name, namespace, name),
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": role},
-        "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": account_ns}],
-    }
-
-
-def _service_account(name: str, namespace: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(name, namespace, name)}
-
-
 READ = ["get", "list", "watch"]
 WRITE = [*READ, "update", "patch"]
 
@@ -119,28 +79,28 @@ def operator_rbac(settings: KedaSettings) -> list[dict[str, Any]]:
     eventing = ["cloudeventsources", "clustercloudeventsources"]
     cluster_rules = [
         # Every controller the operator starts watches its kind (an unreadable one stops it).
-        _rule([KEDA_GROUP], keda_resources, WRITE),
-        _rule([KEDA_GROUP], [f"{r}/status" for r in keda_resources], ["get", "update", "patch"]),
-        _rule([KEDA_GROUP], ["scaledobjects/finalizers", "scaledjobs/finalizers"], ["update"]),
-        _rule([EVENTING_GROUP], eventing, WRITE),
-        _rule([EVENTING_GROUP], [f"{r}/status" for r in eventing], ["get", "update", "patch"]),
-        _rule(["autoscaling"], ["horizontalpodautoscalers"], [*WRITE, "create", "delete"]),
+        rule([KEDA_GROUP], keda_resources, WRITE),
+        rule([KEDA_GROUP], [f"{r}/status" for r in keda_resources], ["get", "update", "patch"]),
+        rule([KEDA_GROUP], ["scaledobjects/finalizers", "scaledjobs/finalizers"], ["update"]),
+        rule([EVENTING_GROUP], eventing, WRITE),
+        rule([EVENTING_GROUP], [f"{r}/status" for r in eventing], ["get", "update", "patch"]),
+        rule(["autoscaling"], ["horizontalpodautoscalers"], [*WRITE, "create", "delete"]),
         # The scale targets the vod operator names (Deployments), and StatefulSets.
-        _rule(["apps"], ["deployments", "statefulsets"], READ),
-        _rule(["apps"], ["deployments/scale", "statefulsets/scale"], ["get", "update", "patch"]),
+        rule(["apps"], ["deployments", "statefulsets"], READ),
+        rule(["apps"], ["deployments/scale", "statefulsets/scale"], ["get", "update", "patch"]),
         # Triggers resolve env from the target's containers (ConfigMaps in envFrom); the CPU
         # trigger checks pods' requests and LimitRanges.
-        _rule([""], ["configmaps", "pods"], READ),
-        _rule([""], ["limitranges"], ["list", "watch"]),
-        _rule(["batch"], ["jobs"], READ),
-        _rule(["", "events.k8s.io"], ["events"], ["create", "patch"]),
+        rule([""], ["configmaps", "pods"], READ),
+        rule([""], ["limitranges"], ["list", "watch"]),
+        rule(["batch"], ["jobs"], READ),
+        rule(["", "events.k8s.io"], ["events"], ["create", "patch"]),
     ]
     return [
-        _service_account(OPERATOR_NAME, ns),
-        _role("ClusterRole", OPERATOR_NAME, None, cluster_rules),
-        _binding("ClusterRole", OPERATOR_NAME, OPERATOR_NAME, None, OPERATOR_NAME, ns),
-        _role("Role", OPERATOR_NAME, ns, [_rule([""], ["secrets"], READ)]),
-        _binding("Role", OPERATOR_NAME, OPERATOR_NAME, ns, OPERATOR_NAME, ns),
+        service_account(OPERATOR_NAME, ns, PART_OF),
+        role("ClusterRole", OPERATOR_NAME, None, cluster_rules, PART_OF),
+        binding("ClusterRole", OPERATOR_NAME, OPERATOR_NAME, None, OPERATOR_NAME, ns, PART_OF),
+        role("Role", OPERATOR_NAME, ns, [rule([""], ["secrets"], READ)], PART_OF),
+        binding("Role", OPERATOR_NAME, OPERATOR_NAME, ns, OPERATOR_NAME, ns, PART_OF),
     ]
 
 
@@ -150,40 +110,44 @@ def adapter_rbac(settings: KedaSettings) -> list[dict[str, Any]]:
     ns = settings.namespace
     reader = f"{ADAPTER_NAME}-reader"
     return [
-        _service_account(ADAPTER_NAME, ns),
-        _role("ClusterRole", reader, None, [_rule([KEDA_GROUP], ["scaledobjects"], READ)]),
-        _binding("ClusterRole", reader, reader, None, ADAPTER_NAME, ns),
-        _binding(
+        service_account(ADAPTER_NAME, ns, PART_OF),
+        role("ClusterRole", reader, None, [rule([KEDA_GROUP], ["scaledobjects"], READ)], PART_OF),
+        binding("ClusterRole", reader, reader, None, ADAPTER_NAME, ns, PART_OF),
+        binding(
             "ClusterRole",
             f"{ADAPTER_NAME}-auth-delegator",
             "system:auth-delegator",
             None,
             ADAPTER_NAME,
             ns,
+            PART_OF,
         ),
-        _binding(
+        binding(
             "Role",
             f"{ADAPTER_NAME}-auth-reader",
             "extension-apiserver-authentication-reader",
             "kube-system",
             ADAPTER_NAME,
             ns,
+            PART_OF,
         ),
         # As upstream: the HPA controller reads external metrics (needed where the controller
         # manager uses per-controller service accounts; here it runs as admin).
-        _role(
+        role(
             "ClusterRole",
             "keda-external-metrics-reader",
             None,
-            [_rule([EXTERNAL_METRICS_GROUP], ["*"], ["get", "list", "watch"])],
+            [rule([EXTERNAL_METRICS_GROUP], ["*"], ["get", "list", "watch"])],
+            PART_OF,
         ),
-        _binding(
+        binding(
             "ClusterRole",
             "keda-hpa-controller-external-metrics",
             "keda-external-metrics-reader",
             None,
             "horizontal-pod-autoscaler",
             "kube-system",
+            PART_OF,
         ),
     ]
 
@@ -197,26 +161,9 @@ def cert_secret(settings: KedaSettings, ca: bytes, cert: bytes, key: bytes) -> d
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": _meta(CERT_SECRET, settings.namespace, "keda"),
+        "metadata": meta(CERT_SECRET, settings.namespace, "keda", PART_OF),
         "type": "kubernetes.io/tls",
         "data": {"ca.crt": _b64(ca), "tls.crt": _b64(cert), "tls.key": _b64(key)},
-    }
-
-
-def _container_security() -> dict[str, Any]:
-    return {
-        "allowPrivilegeEscalation": False,
-        "readOnlyRootFilesystem": True,
-        "capabilities": {"drop": ["ALL"]},
-    }
-
-
-def _pod_security() -> dict[str, Any]:
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": NOBODY,
-        "runAsGroup": NOBODY,
-        "seccompProfile": {"type": "RuntimeDefault"},
     }
 
 
@@ -235,26 +182,14 @@ def _certs_volume() -> dict[str, Any]:
 def _deployment(
     name: str, settings: KedaSettings, container: dict[str, Any], volumes: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    labels = {"app.kubernetes.io/name": name}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": _meta(name, settings.namespace, name),
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "serviceAccountName": name,
-                    "securityContext": _pod_security(),
-                    "terminationGracePeriodSeconds": 10,
-                    "containers": [container],
-                    "volumes": volumes,
-                },
-            },
-        },
+    pod = {
+        "serviceAccountName": name,
+        "securityContext": kubeobjects.pod_security(),
+        "terminationGracePeriodSeconds": 10,
+        "containers": [container],
+        "volumes": volumes,
     }
+    return kubeobjects.deployment(name, settings.namespace, pod, PART_OF)
 
 
 def operator_args() -> list[str]:
@@ -290,7 +225,7 @@ def operator_deployment(settings: KedaSettings) -> dict[str, Any]:
             "initialDelaySeconds": 25,
         },
         "resources": {"requests": {"cpu": "20m", "memory": "64Mi"}, "limits": {"memory": "400Mi"}},
-        "securityContext": _container_security(),
+        "securityContext": kubeobjects.container_security(),
         "volumeMounts": [{"name": "certificates", "mountPath": "/certs", "readOnly": True}],
     }
     return _deployment(OPERATOR_NAME, settings, container, [_certs_volume()])
@@ -323,7 +258,7 @@ def adapter_deployment(settings: KedaSettings) -> dict[str, Any]:
         "readinessProbe": {"httpGet": https, "periodSeconds": 2},
         "livenessProbe": {"httpGet": {**https, "path": "/healthz"}, "initialDelaySeconds": 25},
         "resources": {"requests": {"cpu": "20m", "memory": "64Mi"}, "limits": {"memory": "400Mi"}},
-        "securityContext": _container_security(),
+        "securityContext": kubeobjects.container_security(),
         "volumeMounts": [
             {"name": "certificates", "mountPath": "/certs", "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
@@ -338,7 +273,7 @@ def _service(name: str, settings: KedaSettings, ports: list[dict[str, Any]]) -> 
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _meta(name, settings.namespace, name),
+        "metadata": meta(name, settings.namespace, name, PART_OF),
         "spec": {"selector": {"app.kubernetes.io/name": name}, "ports": ports},
     }
 
@@ -364,7 +299,7 @@ def api_service(settings: KedaSettings, ca: bytes) -> dict[str, Any]:
     return {
         "apiVersion": "apiregistration.k8s.io/v1",
         "kind": "APIService",
-        "metadata": _meta(API_SERVICE, None, ADAPTER_NAME),
+        "metadata": meta(API_SERVICE, None, ADAPTER_NAME, PART_OF),
         "spec": {
             "service": {"name": ADAPTER_NAME, "namespace": settings.namespace, "port": 443},
             "group": EXTERNAL_METRICS_GROUP,
@@ -384,7 +319,7 @@ def keda_objects(
         {
             "apiVersion": "v1",
             "kind": "Namespace",
-            "metadata": _meta(settings.namespace, None, "keda"),
+            "metadata": meta(settings.namespace, None, "keda", PART_OF),
         },
         *operator_rbac(settings),
         *adapter_rbac(settings),

@@ -19,10 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from localcluster import imageload, stackimages
-from localcluster.build import module_dir
+from localcluster import stackimages, stackinstall
 from localcluster.handle import KubeCluster
-from localcluster.node import NodeLayout
 from localcluster.promapi import Prometheus
 from localcluster.stackmanifests import (
     OPERATOR_NAME,
@@ -31,7 +29,7 @@ from localcluster.stackmanifests import (
     StackSettings,
     stack_objects,
 )
-from localcluster.versions import PROMETHEUS_VERSION, component_of
+from localcluster.versions import PROMETHEUS_VERSION
 
 #: The CRDs of the resources the stack uses (the folder holds all ten; all are applied).
 CRD_FOLDER = Path("example") / "prometheus-operator-crd"
@@ -54,38 +52,6 @@ def default_settings() -> StackSettings:
         reloader_image=stackimages.RELOADER_IMAGE,
         prometheus_image=stackimages.PROMETHEUS_IMAGE,
         prometheus_version=PROMETHEUS_VERSION,
-    )
-
-
-def crd_folder() -> Path:
-    """The CRD folder of the pinned Prometheus Operator module (downloaded once by Go)."""
-    component = component_of("prometheus-operator")
-    folder = module_dir(component) / CRD_FOLDER
-    if not folder.is_dir():
-        raise RuntimeError(f"{component.module}@{component.version} has no {CRD_FOLDER}")
-    return folder
-
-
-def load_images(cluster: KubeCluster) -> list[imageload.Loaded]:
-    """Compose (or reuse) the stack's images and import them into the cluster's real node."""
-    socket = NodeLayout(cluster.kubeconfig.parent).containerd_socket
-    if not socket.exists():
-        raise RuntimeError(
-            f"no real node's containerd at {socket}: the monitoring stack runs real pods "
-            "(start the cluster with its real node)"
-        )
-    loaded = []
-    for image in stackimages.ensure_stack_images():
-        done = imageload.load(image.archive, socket)
-        log(f"{done.action} {done.ref} ({image.size / 1e6:.0f} MB) in {done.seconds:.1f} s")
-        loaded.append(done)
-    return loaded
-
-
-def apply(cluster: KubeCluster, objects: list[dict[str, Any]]) -> None:
-    manifest = json.dumps({"apiVersion": "v1", "kind": "List", "items": objects})
-    cluster.kubectl(
-        "apply", "--server-side", f"--field-manager={FIELD_MANAGER}", "-f", "-", input=manifest
     )
 
 
@@ -155,16 +121,17 @@ def install(
     Idempotent: on a cluster that has the stack it re-applies and returns at once."""
     settings = settings or default_settings()
     began = time.monotonic()
-    load_images(cluster)
-    folder = crd_folder()
-    cluster.kubectl("apply", "--server-side", f"--field-manager={FIELD_MANAGER}", "-f", str(folder))
-    cluster.wait_established(*NEEDED_CRDS)
-    apply(cluster, stack_objects(settings))
+    stackinstall.load_images(
+        cluster,
+        stackimages.ensure_stack_images,
+        log,
+        "the monitoring stack runs real pods (start the cluster with its real node)",
+    )
+    crds = stackinstall.module_folder("prometheus-operator", CRD_FOLDER)
+    stackinstall.apply_crds(cluster, crds, FIELD_MANAGER, NEEDED_CRDS)
+    stackinstall.apply_objects(cluster, stack_objects(settings), FIELD_MANAGER)
     ns = settings.namespace
-    cluster.kubectl(
-        "rollout", "status", f"deploy/{OPERATOR_NAME}", "-n", ns, f"--timeout={int(timeout)}s",
-        timeout=timeout + 10,
-    )  # fmt: skip
+    stackinstall.wait_rollouts(cluster, ns, (OPERATOR_NAME,), timeout)
     log(f"operator ready after {time.monotonic() - began:.1f} s")
     pod_ip = _wait("the Prometheus pod", lambda: prometheus_pod_ip(cluster, settings), timeout)
     prometheus = Prometheus(f"http://{pod_ip}:{PROMETHEUS_PORT}")

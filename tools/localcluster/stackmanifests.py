@@ -18,15 +18,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from localcluster import kubeobjects
+from localcluster.kubeobjects import binding, meta, role, rule, service_account
+
 NAMESPACE = "monitoring"
 #: The Prometheus resource: the operator names its StatefulSet `prometheus-<name>`.
 PROMETHEUS_NAME = "k8s"
 PROMETHEUS_PORT = 9090
 OPERATOR_NAME = "prometheus-operator"
 OPERATOR_PORT = 8080
-#: nobody, as upstream's images; set as the group too (containerd 1.6 gives GID 0 otherwise).
-NOBODY = 65534
 MONITORING_GROUP = "monitoring.coreos.com"
+PART_OF = "localcluster-monitoring"
 #: The configuration resources a Prometheus selects (read cluster-wide).
 CONFIG_RESOURCES = ("servicemonitors", "podmonitors", "probes", "prometheusrules")
 
@@ -48,54 +50,11 @@ class StackSettings:
     retention: str = "2h"
 
 
-def _meta(name: str, namespace: str | None, component: str) -> dict[str, Any]:
-    meta: dict[str, Any] = {
-        "name": name,
-        "labels": {
-            "app.kubernetes.io/name": component,
-            "app.kubernetes.io/part-of": "localcluster-monitoring",
-        },
-    }
-    if namespace is not None:
-        meta["namespace"] = namespace
-    return meta
-
-
-def _rule(groups: list[str], resources: list[str], verbs: list[str]) -> dict[str, Any]:
-    return {"apiGroups": groups, "resources": resources, "verbs": verbs}
-
-
-def _binding(
-    kind: str, name: str, namespace: str | None, account: str, account_namespace: str
-) -> dict[str, Any]:
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": f"{kind}Binding",
-        "metadata": _meta(name, namespace, name),
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": name},
-        "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": account_namespace}],
-    }
-
-
-def _service_account(name: str, namespace: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(name, namespace, name)}
-
-
-def _pod_security() -> dict[str, Any]:
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": NOBODY,
-        "runAsGroup": NOBODY,
-        "fsGroup": NOBODY,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
 def namespace_object(settings: StackSettings) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Namespace",
-        "metadata": _meta(settings.namespace, None, "monitoring"),
+        "metadata": meta(settings.namespace, None, "monitoring", PART_OF),
     }
 
 
@@ -104,37 +63,27 @@ def operator_rbac(settings: StackSettings) -> list[dict[str, Any]]:
     ns = settings.namespace
     read = ["get", "list", "watch"]
     write = ["get", "list", "watch", "create", "update", "delete"]
-    cluster_role = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRole",
-        "metadata": _meta(OPERATOR_NAME, None, OPERATOR_NAME),
-        "rules": [
-            _rule([MONITORING_GROUP], list(CONFIG_RESOURCES), read),
-            _rule([""], ["namespaces"], read),
-            _rule([""], ["events"], ["create", "patch"]),
-        ],
-    }
-    role = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "Role",
-        "metadata": _meta(OPERATOR_NAME, ns, OPERATOR_NAME),
-        "rules": [
-            _rule([MONITORING_GROUP], ["prometheuses"], read),
-            # status: server-side apply (patch); finalizers: owner references on its children
-            _rule([MONITORING_GROUP], ["prometheuses/status"], ["get", "update", "patch"]),
-            _rule([MONITORING_GROUP], ["prometheuses/finalizers"], ["update"]),
-            _rule(["apps"], ["statefulsets"], write),
-            _rule([""], ["configmaps", "secrets"], write),
-            _rule([""], ["services", "endpoints"], ["get", "create", "update", "delete"]),
-            _rule([""], ["pods"], ["list"]),
-        ],
-    }
+    cluster_rules = [
+        rule([MONITORING_GROUP], list(CONFIG_RESOURCES), read),
+        rule([""], ["namespaces"], read),
+        rule([""], ["events"], ["create", "patch"]),
+    ]
+    rules = [
+        rule([MONITORING_GROUP], ["prometheuses"], read),
+        # status: server-side apply (patch); finalizers: owner references on its children
+        rule([MONITORING_GROUP], ["prometheuses/status"], ["get", "update", "patch"]),
+        rule([MONITORING_GROUP], ["prometheuses/finalizers"], ["update"]),
+        rule(["apps"], ["statefulsets"], write),
+        rule([""], ["configmaps", "secrets"], write),
+        rule([""], ["services", "endpoints"], ["get", "create", "update", "delete"]),
+        rule([""], ["pods"], ["list"]),
+    ]
     return [
-        _service_account(OPERATOR_NAME, ns),
-        cluster_role,
-        _binding("ClusterRole", OPERATOR_NAME, None, OPERATOR_NAME, ns),
-        role,
-        _binding("Role", OPERATOR_NAME, ns, OPERATOR_NAME, ns),
+        service_account(OPERATOR_NAME, ns, PART_OF),
+        role("ClusterRole", OPERATOR_NAME, None, cluster_rules, PART_OF),
+        binding("ClusterRole", OPERATOR_NAME, OPERATOR_NAME, None, OPERATOR_NAME, ns, PART_OF),
+        role("Role", OPERATOR_NAME, ns, rules, PART_OF),
+        binding("Role", OPERATOR_NAME, OPERATOR_NAME, ns, OPERATOR_NAME, ns, PART_OF),
     ]
 
 
@@ -149,7 +98,6 @@ def operator_args(settings: StackSettings) -> list[str]:
 
 
 def operator_deployment(settings: StackSettings) -> dict[str, Any]:
-    labels = {"app.kubernetes.io/name": OPERATOR_NAME}
     container = {
         "name": OPERATOR_NAME,
         "image": settings.operator_image,
@@ -162,48 +110,29 @@ def operator_deployment(settings: StackSettings) -> dict[str, Any]:
             "requests": {"cpu": "20m", "memory": "48Mi"},
             "limits": {"memory": "200Mi"},
         },
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": kubeobjects.container_security(),
     }
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": _meta(OPERATOR_NAME, settings.namespace, OPERATOR_NAME),
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "serviceAccountName": OPERATOR_NAME,
-                    "securityContext": _pod_security(),
-                    "containers": [container],
-                },
-            },
-        },
+    pod = {
+        "serviceAccountName": OPERATOR_NAME,
+        "securityContext": kubeobjects.pod_security(fs_group=True),
+        "containers": [container],
     }
+    return kubeobjects.deployment(OPERATOR_NAME, settings.namespace, pod, PART_OF)
 
 
 def prometheus_rbac(settings: StackSettings) -> list[dict[str, Any]]:
     """What Prometheus' service discovery reads (EndpointSlices, Services, Pods), cluster-wide:
     its selectors cover every namespace."""
+    ns = settings.namespace
     read = ["get", "list", "watch"]
-    cluster_role = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRole",
-        "metadata": _meta("prometheus", None, "prometheus"),
-        "rules": [
-            _rule([""], ["services", "pods"], read),
-            _rule(["discovery.k8s.io"], ["endpointslices"], read),
-        ],
-    }
+    rules = [
+        rule([""], ["services", "pods"], read),
+        rule(["discovery.k8s.io"], ["endpointslices"], read),
+    ]
     return [
-        _service_account("prometheus", settings.namespace),
-        cluster_role,
-        _binding("ClusterRole", "prometheus", None, "prometheus", settings.namespace),
+        service_account("prometheus", ns, PART_OF),
+        role("ClusterRole", "prometheus", None, rules, PART_OF),
+        binding("ClusterRole", "prometheus", "prometheus", None, "prometheus", ns, PART_OF),
     ]
 
 
@@ -213,7 +142,7 @@ def prometheus_resource(settings: StackSettings) -> dict[str, Any]:
     return {
         "apiVersion": f"{MONITORING_GROUP}/v1",
         "kind": "Prometheus",
-        "metadata": _meta(PROMETHEUS_NAME, settings.namespace, "prometheus"),
+        "metadata": meta(PROMETHEUS_NAME, settings.namespace, "prometheus", PART_OF),
         "spec": {
             "version": settings.prometheus_version,
             "image": settings.prometheus_image,
@@ -233,7 +162,7 @@ def prometheus_resource(settings: StackSettings) -> dict[str, Any]:
                 "requests": {"cpu": "50m", "memory": "128Mi"},
                 "limits": {"memory": "512Mi"},
             },
-            "securityContext": _pod_security(),
+            "securityContext": kubeobjects.pod_security(fs_group=True),
         },
     }
 
@@ -244,7 +173,9 @@ def prometheus_service(settings: StackSettings) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _meta(f"prometheus-{PROMETHEUS_NAME}", settings.namespace, "prometheus"),
+        "metadata": meta(
+            f"prometheus-{PROMETHEUS_NAME}", settings.namespace, "prometheus", PART_OF
+        ),
         "spec": {
             "selector": {
                 "app.kubernetes.io/name": "prometheus",
