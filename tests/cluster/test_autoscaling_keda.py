@@ -415,6 +415,8 @@ def platform(namespace: Namespace, tmp_path: Path) -> Iterator[str]:
         withdraw_media(namespace, pv)
 
 
+#: Two scenarios of a few minutes each, after KEDA's install on first use.
+@pytest.mark.timeout(900)
 def test_keda_scales_out_on_connections_and_egress_not_cpu_and_scale_in_keeps_transfers(
     keda: Prometheus, operator: OperatorProcess, namespace: Namespace, platform: str
 ) -> None:
