@@ -10,17 +10,19 @@ be why it scales:
    download begins during its preStop pause; each must arrive complete and correct although the
    server closes its port (SIGTERM) while it is still being sent: preStop and the drain keep
    transfers within the grace period.
-2. Egress: the platform's target is switched to bytes/s and the test waits until KEDA's HPA is
-   at rest on it (1 pod, the egress it reads below half the target); a few faster readers:
-   1 -> 3, they stop: back to 1 once the rate window has emptied. The body-bytes counter grows
-   while a response is sent, so the rate follows these long downloads as they run.
+2. Egress: the platform's target is switched to bytes/s and the test waits until the platform is
+   at rest on it: the ScaledObject's own egress query below half the target and KEDA's HPA at
+   1 -> 1 for 15 s on end (the first scenario's downloads out of the rate window; the HPA's
+   reading alone cannot tell, as until KEDA updates it, it is the in-flight trigger's). Then a few
+   faster readers: 1 -> 3, they stop: back to 1 once the rate window has emptied. The body-bytes
+   counter grows while a response is sent, so the rate follows these long downloads as they run.
 
 Each scenario prints its timeline: seconds, KEDA's HPA (current -> desired replicas), the value
 of the Prometheus trigger as KEDA's HPA last read it (what it decided on), the in-flight sum and
 egress rate Prometheus holds, and CPU: the pods' sum from metrics.k8s.io (metrics-server, 10 s
 resolution) and the utilisation KEDA's HPA computed from it. Scale-out is asserted on the HPA's
-own reading: the row where it first wants more than one pod must show its trigger above target
-and its CPU below the CPU target.
+own reading: each scenario starts at one pod wanting one, and the row where the HPA first wants
+more must show its trigger above target and its CPU below the CPU target.
 
 Load is bounded: at most 8 + 3 connections, to the test's own Service IP and pod IPs, for at
 most a few minutes; every client stops when its scenario ends or fails.
@@ -450,6 +452,7 @@ def test_keda_scales_out_on_connections_and_egress_not_cpu_and_scale_in_keeps_tr
         timeline.finish()
     timeline.print(f"in flight (target {IN_FLIGHT_TARGET}/pod, CPU target {CPU_TARGET}%): "
                    f"3 pods after {out:.0f} s, 1 after {back:.0f} s")  # fmt: skip
+    assert timeline.rows[0].desired <= 1, timeline.rows[0]  # it starts at rest
     first_out = timeline.first_scale_out()
     assert first_out.trigger > IN_FLIGHT_TARGET, first_out  # the connections asked for more pods
     assert below_cpu_target(first_out), first_out
@@ -488,19 +491,26 @@ def test_keda_scales_out_on_connections_and_egress_not_cpu_and_scale_in_keeps_tr
                    for t in triggers)  # fmt: skip
 
     eventually(egress_trigger, timeout=30)
-    # KEDA's HPA at rest on the egress trigger: one pod, wanting one, the first scenario's
-    # downloads out of the rate window.
+    (query,) = [
+        t["metadata"]["query"]
+        for t in namespace.get("scaledobject", f"{NAME}-stream")["spec"]["triggers"]
+        if "vod_http_response_body_bytes_total" in t["metadata"].get("query", "")
+    ]
     timeline = Timeline(namespace, keda)
+    quiet_since: list[float] = []
+
+    def at_rest() -> bool:
+        """The egress KEDA reads is low and its HPA has wanted one pod for 15 s on end."""
+        egress = sum(float(r["value"][1]) for r in keda.query(query))
+        last = timeline.rows[-1] if timeline.rows else None
+        if last is None or (last.current, last.desired) != (1, 1) or egress >= EGRESS_TARGET / 2:
+            quiet_since.clear()
+            return False
+        quiet_since[:] = quiet_since or [time.monotonic()]
+        return time.monotonic() - quiet_since[0] >= 15
+
     try:
-        eventually(
-            lambda: (
-                bool(timeline.rows)
-                and (timeline.rows[-1].current, timeline.rows[-1].desired) == (1, 1)
-                and 0 <= timeline.rows[-1].trigger < EGRESS_TARGET / 2
-            ),
-            timeout=120,
-            interval=1,
-        )
+        eventually(at_rest, timeout=150, interval=1)
     finally:
         timeline.finish()
     timeline = Timeline(namespace, keda)
@@ -514,6 +524,7 @@ def test_keda_scales_out_on_connections_and_egress_not_cpu_and_scale_in_keeps_tr
         timeline.finish()
     timeline.print(f"egress (target 4 MiB/s per pod, CPU target {CPU_TARGET}%; trigger in MiB/s): "
                    f"3 pods after {out:.0f} s, 1 after {back:.0f} s", 2**20)  # fmt: skip
+    assert timeline.rows[0].desired <= 1, timeline.rows[0]  # it starts at rest
     first_out = timeline.first_scale_out()
     assert first_out.trigger > EGRESS_TARGET, first_out
     assert below_cpu_target(first_out), first_out

@@ -5,8 +5,9 @@ Two clusters, one story:
 
 - local (no Docker engine answers): `python -m localcluster up` starts the control plane and a
   real node (containerd, kubelet, kube-proxy, CoreDNS) with the project's images built offline
-  and loaded into the node; the demo then installs the monitoring stack (localcluster.monitoring:
-  the Prometheus Operator and a Prometheus) and deploys the operator with kustomize;
+  and loaded into the node; the demo then deploys the operator with kustomize while it installs
+  the monitoring stack beside the next phases (localcluster.monitoring: the Prometheus Operator
+  and a Prometheus; in a thread, joined before the summary that prints how to reach it);
 - kind (a Docker engine answers): a kind cluster with the images docker-built and kind-loaded, and
   the operator deployed with the same overlay.
 
@@ -39,6 +40,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -384,6 +386,21 @@ def install_monitoring(report: Reporter) -> list[str]:
     return [installed.port_forward, installed.try_query]
 
 
+def monitoring_beside(report: Reporter) -> Callable[[], list[str]]:
+    """Install monitoring in a thread, beside the phases that follow (it needs only the cluster,
+    and nothing before the summary needs it); returns the wait for its lines (re-raising its
+    error)."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="monitoring")
+
+    def timed() -> list[str]:
+        with report.phase("monitoring (beside the next phases)"):
+            return install_monitoring(report)
+
+    future = pool.submit(timed)
+    pool.shutdown(wait=False)
+    return future.result
+
+
 def summary(
     report: Reporter,
     paths: Paths,
@@ -422,12 +439,13 @@ def to_the_player(
     report: Reporter,
     paths: Paths,
     cluster: KubeCluster,
-    monitoring_lines: list[str],
+    monitoring_lines: Callable[[], list[str]],
     screenshot: Path | None,
     *,
     prebind_volumes: bool,
 ) -> Watch:
-    """From the examples to a playing asset: the part both paths share."""
+    """From the examples to a playing asset: the part both paths share (`monitoring_lines` waits
+    for what a step run beside it prints at the end)."""
     with report.phase("examples Ready"):
         if prebind_volumes:
             report.step("Storage: the local cluster has no provisioner, so pre-bind a volume")
@@ -439,7 +457,9 @@ def to_the_player(
         va = package(report, cluster, platform)
     with report.phase("player"):
         player_url = play(report, paths, cluster, platform, base_url, va, screenshot)
-    summary(report, paths, cluster, platform, monitoring_lines)
+    with report.phase("monitoring (wait)"):
+        lines = monitoring_lines()
+    summary(report, paths, cluster, platform, lines)
     return Watch(platform, base_url, player_url)
 
 
@@ -451,11 +471,11 @@ def up_local(report: Reporter, paths: Paths, screenshot: Path | None) -> Watch:
         report.step("Local cluster: control plane and a real node, the images loaded")
         cluster = local_cluster_up(report, paths)
         report.info(cluster.kubectl("get", "nodes", "-o", "wide").stdout.rstrip())
-    with report.phase("monitoring"):
-        report.step(
-            "Monitoring: the Prometheus Operator and a Prometheus (images composed locally)"
-        )
-        monitoring_lines = install_monitoring(report)
+    report.step(
+        "Monitoring: the Prometheus Operator and a Prometheus (images composed locally), "
+        "installed beside the next phases"
+    )
+    monitoring_lines = monitoring_beside(report)
     with report.phase("operator"):
         report.step("Deploy the operator in-cluster (CRDs, RBAC, Deployment) with kustomize")
         deploy_operator(report, cluster)
@@ -493,7 +513,7 @@ def up_kind(report: Reporter, paths: Paths, screenshot: Path | None) -> Watch:
     with report.phase("operator"):
         report.step("Deploy the operator in-cluster (CRDs, RBAC, Deployment) with kustomize")
         deploy_operator(report, cluster)
-    return to_the_player(report, paths, cluster, [], screenshot, prebind_volumes=False)
+    return to_the_player(report, paths, cluster, list, screenshot, prebind_volumes=False)
 
 
 def up(kind: bool, root: Path = project.DEMO_DIR, screenshot: Path | None = SCREENSHOT) -> int:
