@@ -484,6 +484,12 @@ def test_mmdebstrap_adds_the_host_cas_in_the_base_only() -> None:
     assert "--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr" in plain  # no usrmerge, no perl
     assert "--include=ca-certificates,python3,python3-venv,python-is-python3" in plain
     assert not any("update-ca-certificates" in a for a in plain)
+    # `option=value`: mmdebstrap's own extraction of the essential packages (coreutils, bash,
+    # dpkg...) reads only that form; `path-exclude /x` reached dpkg alone (36 MB of locales/docs)
+    paths = [a.removeprefix("--dpkgopt=") for a in plain if a.startswith("--dpkgopt=path-")]
+    assert "path-exclude=/usr/share/locale/*" in paths
+    assert "path-include=/usr/share/doc/*/copyright" in paths
+    assert all(p.startswith(("path-exclude=/", "path-include=/")) for p in paths)
     with_ca = mmdebstrap_argv([], [Path("/usr/local/share/ca-certificates/proxy.crt")])
     assert any("copy-in '/usr/local/share/ca-certificates/proxy.crt'" in a for a in with_ca)
     assert '--customize-hook=chroot "$1" update-ca-certificates' in with_ca
