@@ -100,19 +100,21 @@ class Bench:
         )
         return time.monotonic() - started
 
-    def idle_writes(self, seconds: int) -> tuple[int, int]:
-        """(all writes but the control plane's own leases, writes to the operator's kinds)."""
+    def idle_writes(self, seconds: int) -> tuple[int, int, dict[tuple[str, str], int]]:
+        """(all writes but the control plane's own leases, writes to the operator's kinds, the
+        writes by resource and verb: what they were)."""
         before = self.write_counts()
         time.sleep(seconds)
         after = self.write_counts()
-        total = sum(after.get(r, 0) - before.get(r, 0) for r in after if r != "leases")
-        ours = sum(after.get(r, 0) - before.get(r, 0) for r in OPERATOR_RESOURCES)
-        return total, ours
+        delta = {key: n - before.get(key, 0) for key, n in after.items() if n > before.get(key, 0)}
+        total = sum(n for (resource, _), n in delta.items() if resource != "leases")
+        ours = sum(n for (resource, _), n in delta.items() if resource in OPERATOR_RESOURCES)
+        return total, ours, delta
 
-    def write_counts(self) -> dict[str, int]:
-        """apiserver_request_total for write verbs, summed per resource (from /metrics)."""
+    def write_counts(self) -> dict[tuple[str, str], int]:
+        """apiserver_request_total for write verbs, summed per (resource, verb) (from /metrics)."""
         text = self.kubectl("get", "--raw", "/metrics")
-        counts: dict[str, int] = {}
+        counts: dict[tuple[str, str], int] = {}
         for line in text.splitlines():
             if not line.startswith("apiserver_request_total{"):
                 continue
@@ -123,8 +125,8 @@ class Bench:
             )
             verb = fields.get("verb", "").strip('"')
             if verb in {"POST", "PUT", "PATCH", "DELETE", "APPLY", "DELETECOLLECTION"}:
-                resource = fields.get("resource", "").strip('"')
-                counts[resource] = counts.get(resource, 0) + int(float(value))
+                key = (fields.get("resource", "").strip('"'), verb)
+                counts[key] = counts.get(key, 0) + int(float(value))
         return counts
 
 
@@ -167,11 +169,13 @@ def run(cluster: Any, workdir: Path, budget: float, count: int, idle: int) -> li
         many = bench.apply_to_ready(names, timeout=600)
         rows.append((f"apply -> all Ready, {count} VideoPlatforms at once", f"{many:.1f} s"))
         time.sleep(15)  # let the last status echoes and pod readiness settle
-        total, ours = bench.idle_writes(idle)
+        total, ours, by_kind = bench.idle_writes(idle)
         present = count + 1
         where = f"{idle} s idle, {present} present, resync every {RESYNC_SECONDS} s"
         rows.append((f"API writes, {where} (all but leases)", str(total)))
         rows.append((f"API writes, {where} (operator's kinds)", str(ours)))
+        what = ", ".join(f"{r} {v} {n}" for (r, v), n in sorted(by_kind.items()) if r != "leases")
+        rows.append(("  of which (resource verb count)", what or "none"))
         rows.append((f"operator RSS with {present} present", f"{rss_mib(proc.pid):.0f} MiB"))
     return rows
 
