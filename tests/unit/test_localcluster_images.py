@@ -261,6 +261,7 @@ def test_project_dockerfiles_copy_only_their_distribution() -> None:
     ]
     assert copy_sources((ROOT / "streaming" / "Dockerfile").read_text()) == [
         "streaming/pyproject.toml",
+        "streaming/setup.cfg",
         "streaming/vod_stream",
         "streaming/dataplane/Cargo.toml",
         "streaming/dataplane/Cargo.lock",

@@ -30,12 +30,14 @@ def test_every_package_folder_is_listed_for_the_wheel(folder: str) -> None:
     listed = set(setuptools["packages"])
     package_dir = setuptools.get("package-dir") or {top: top for top in DISTRIBUTIONS[folder]}
     assert set(package_dir) == DISTRIBUTIONS[folder]
-    found = set()
+    found = set()  # every folder that holds a file to ship: a package, or data (templates, static)
     for top, relative_folder in package_dir.items():
         base = ROOT / folder / relative_folder
-        for init in base.rglob("__init__.py"):
-            relative = init.parent.relative_to(base)
-            found.add(".".join([top, *relative.parts]))
+        for path in [base, *base.rglob("*")]:
+            if path.is_dir() and path.name != "__pycache__" and any(
+                f.is_file() and f.suffix not in {".pyc", ".so"} for f in path.iterdir()
+            ):
+                found.add(".".join([top, *path.relative_to(base).parts]))
     assert found == listed
 
 
