@@ -34,8 +34,10 @@ def test_every_package_folder_is_listed_for_the_wheel(folder: str) -> None:
     for top, relative_folder in package_dir.items():
         base = ROOT / folder / relative_folder
         for path in [base, *base.rglob("*")]:
-            if path.is_dir() and path.name != "__pycache__" and any(
-                f.is_file() and f.suffix not in {".pyc", ".so"} for f in path.iterdir()
+            if (
+                path.is_dir()
+                and path.name != "__pycache__"
+                and any(f.is_file() and f.suffix not in {".pyc", ".so"} for f in path.iterdir())
             ):
                 found.add(".".join([top, *path.relative_to(base).parts]))
     assert found == listed
