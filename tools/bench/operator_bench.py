@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -100,6 +101,12 @@ class Bench:
         )
         return time.monotonic() - started
 
+    def phases(self) -> str:
+        """How many VideoPlatforms are in each phase, e.g. `Ready 300, Failed 1`."""
+        listed = json.loads(self.kubectl("get", "vp", "-n", NAMESPACE, "-o", "json"))["items"]
+        counts = Counter(str(vp.get("status", {}).get("phase", "-")) for vp in listed)
+        return ", ".join(f"{phase} {n}" for phase, n in counts.most_common())
+
     def idle_writes(self, seconds: int) -> tuple[int, int, dict[tuple[str, str], int]]:
         """(all writes but the control plane's own leases, writes to the operator's kinds, the
         writes by resource and verb: what they were)."""
@@ -168,6 +175,8 @@ def run(cluster: Any, workdir: Path, budget: float, count: int, idle: int) -> li
         names = [f"vp-{i:02d}" for i in range(count)]
         many = bench.apply_to_ready(names, timeout=600)
         rows.append((f"apply -> all Ready, {count} VideoPlatforms at once", f"{many:.1f} s"))
+        # Ready says the pods serve; a child the API server refused shows as phase Failed.
+        rows.append((f"phases of the {count + 1} once Ready", bench.phases()))
         time.sleep(15)  # let the last status echoes and pod readiness settle
         total, ours, by_kind = bench.idle_writes(idle)
         present = count + 1

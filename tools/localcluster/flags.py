@@ -7,8 +7,10 @@ from pathlib import Path
 
 from localcluster.nodenet import NodeNet
 
-#: The Service range without a real node (with one, the node's network decides: nodenet.py).
-SERVICE_CIDR = "10.0.0.0/24"
+#: The Service range without a real node (with one, the node's network decides: nodenet.py): a
+#: /16, as scale runs hold a Service per VideoPlatform (a /24 ran out of ClusterIPs at 253, and
+#: the operator retried the refused Services at every resync: the "idle" writes of issue 20).
+SERVICE_CIDR = "10.0.0.0/16"
 SERVICE_IP = "10.0.0.1"
 #: kwok's simulated pods get addresses here (never routed; apart from the real node's pods).
 KWOK_POD_CIDR = "10.245.0.0/16"
