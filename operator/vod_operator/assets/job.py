@@ -11,18 +11,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import yaml
-
 from vod_operator import naming
 from vod_operator.assets.plan import Package, rendition_argument
 from vod_operator.render import (
-    canonical,
     environment,
+    manifest_of,
     origin_env,
     origin_kind,
     origin_volumes,
     owner_reference,
-    stamp,
 )
 
 HEADERS_MOUNT = "/etc/vod/source-headers"
@@ -89,8 +86,7 @@ def unpublish_args(namespace: str, name: str, storage: Mapping[str, Any]) -> lis
 
 
 def _render(context: Mapping[str, Any]) -> dict[str, Any]:
-    text = environment().get_template("job.yaml.j2").render(context)
-    return stamp(canonical(yaml.safe_load(text)))
+    return manifest_of(environment().get_template("job.yaml.j2").render(context))
 
 
 def _common(asset: Mapping[str, Any], platform: Mapping[str, Any], image: str) -> dict[str, Any]:
