@@ -162,8 +162,11 @@ impl Metrics {
                 .add(format!("vod_http_request_duration_seconds_count{{route=\"{route}\"}}"), count as f64);
         }
         out.push(duration);
-        let mut in_flight =
-            Family::new("vod_http_requests_in_flight", "gauge", "Requests being handled right now (the scrape reading it is not counted).");
+        let mut in_flight = Family::new(
+            "vod_http_requests_in_flight",
+            "gauge",
+            "Requests being handled right now (the scrape reading it is not counted).",
+        );
         in_flight.add("vod_http_requests_in_flight".into(), self.in_flight.load(Relaxed) as f64);
         out.push(in_flight);
         let mut timeouts = Family::new(
