@@ -12,7 +12,7 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import kopf
@@ -21,6 +21,7 @@ from vod_operator import __version__, naming
 from vod_operator.assets.reconcile import AssetReconciler
 from vod_operator.controller import Controller
 from vod_operator.election import LeaderElector, WriteGate, own_identity
+from vod_operator.informer import ChildCache, OnChange
 from vod_operator.kube import ASSET_CHILD_KINDS, CHILD_KINDS, Kind, Kube, load_client
 from vod_operator.lease import ElectionConfig
 from vod_operator.metrics import MetricsServer, OperatorMetrics
@@ -42,7 +43,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.watching.client_timeout = options.watch_timeout_seconds + 30
     settings.watching.connect_timeout = 10
     settings.networking.request_timeout = 60
-    for kind in (*CHILD_KINDS.values(), *ASSET_CHILD_KINDS.values()):  # only our children
+    for kind in ASSET_CHILD_KINDS.values():  # only our Jobs (the children: `informer`)
         plural = f"{kind.plural}.{kind.group}" if kind.group else kind.plural
         settings.watching.label_selectors[plural] = f"{naming.MANAGED_BY}={naming.FIELD_MANAGER}"
     metrics = OperatorMetrics(__version__)
@@ -69,6 +70,20 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     )
     controller.start()
     memo.controller = controller
+    # Children come from a watch-fed cache, on a client of its own (one connection per watch).
+    children = ChildCache(
+        Kube(
+            load_client(f"vod-operator/{__version__} ({identity})", len(CHILD_KINDS) + 1),
+            on_request=metrics.api_request,
+        ),
+        CHILD_KINDS,
+        f"{naming.MANAGED_BY}={naming.FIELD_MANAGER}",
+        _child_changed(asyncio.get_running_loop(), controller),
+        watch_timeout_seconds=options.watch_timeout_seconds,
+    )
+    kube.cache = children
+    children.start()
+    memo.children = children
     assets = Controller(
         AssetReconciler(
             kube, view=metrics.platforms, packaging_image=options.packaging_image
@@ -144,6 +159,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
         await asyncio.gather(memo.elector_task, return_exceptions=True)
     await memo.controller.stop()
     await memo.assets.stop()
+    memo.children.stop()
     if elector is not None:  # after the passes stopped: writes under way finish, then hand over
         await asyncio.to_thread(elector.release)
     server: MetricsServer | None = getattr(memo, "metrics_server", None)
@@ -193,10 +209,11 @@ async def videoasset_event(
         memo.controller.enqueue((key[0], platform))
 
 
-def _controllers(body: kopf.Body, kind: str) -> list[tuple[str, str]]:
+def _controllers(body: Mapping[str, Any], kind: str) -> list[tuple[str, str]]:
     """(namespace, name) of the `kind` objects that control `body`."""
-    namespace = body.metadata.namespace or ""
-    refs = body.metadata.get("ownerReferences", [])
+    metadata = body.get("metadata") or {}
+    namespace = metadata.get("namespace") or ""
+    refs = metadata.get("ownerReferences") or []
     return [(namespace, r["name"]) for r in refs if r.get("kind") == kind and r.get("controller")]
 
 
@@ -206,11 +223,15 @@ async def job_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         memo.assets.enqueue(key)
 
 
-async def child_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """A labelled child changed or was deleted: reconcile its owner (self-healing)."""
-    controller: Controller = memo.controller
-    for key in _controllers(body, naming.KIND):
-        controller.enqueue(key)
+def _child_changed(loop: asyncio.AbstractEventLoop, controller: Controller) -> OnChange:
+    """What the children's informers call (in their threads) when a child appeared, changed or
+    went: reconcile its owner (self-healing)."""
+
+    def changed(child: Mapping[str, Any]) -> None:
+        for key in _controllers(child, naming.KIND):
+            loop.call_soon_threadsafe(controller.enqueue, key)
+
+    return changed
 
 
 def _watch_owned(kinds: Iterable[Kind], handler: Any, prefix: str) -> None:
@@ -226,4 +247,3 @@ def _watch_owned(kinds: Iterable[Kind], handler: Any, prefix: str) -> None:
 
 
 _watch_owned(ASSET_CHILD_KINDS.values(), job_event, "asset-child")
-_watch_owned(CHILD_KINDS.values(), child_event, "child")

@@ -9,13 +9,14 @@ Callers run it in a worker thread (`asyncio.to_thread`).
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,6 +26,7 @@ from urllib.parse import urlparse
 import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from kubernetes.watch.watch import iter_resp_lines
 
 from vod_operator import naming
 from vod_operator.autoscaling import MetricsApis
@@ -44,9 +46,16 @@ class Kind:
     def api_version(self) -> str:
         return f"{self.group}/{self.version}" if self.group else self.version
 
+    @property
+    def root(self) -> str:
+        return f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+
+    def cluster_path(self) -> str:
+        """Every object of this kind in every namespace (lists and watches)."""
+        return f"{self.root}/{self.plural}"
+
     def path(self, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
-        root = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
-        path = f"{root}/namespaces/{namespace}/{self.plural}"
+        path = f"{self.root}/namespaces/{namespace}/{self.plural}"
         if name:
             path += f"/{name}"
         if subresource:
@@ -173,6 +182,18 @@ class WriteGuard(Protocol):
     def writing(self) -> AbstractContextManager[None]: ...
 
 
+class ChildReads(Protocol):
+    """A cache of children that `Kube` reads from and tells its writes (`informer.ChildCache`)."""
+
+    def serves(self, kind: Kind) -> bool: ...
+
+    def list(self, kind: Kind, namespace: str, selector: str) -> list[dict[str, Any]]: ...
+
+    def observe(self, kind: Kind, obj: dict[str, Any]) -> None: ...
+
+    def forget(self, kind: Kind, namespace: str, name: str) -> None: ...
+
+
 class KubeApi(Protocol):
     """What the reconciler needs from the API: `Kube`, or an in-memory fake in unit tests."""
 
@@ -208,12 +229,15 @@ class KubeApi(Protocol):
     def event(self, platform: Mapping[str, Any], kind: str, reason: str, message: str) -> None: ...
 
 
-def load_client(user_agent: str | None = None) -> client.ApiClient:
+def load_client(user_agent: str | None = None, pool_size: int | None = None) -> client.ApiClient:
     """An ApiClient from the in-cluster service account, else from $KUBECONFIG.
 
-    `user_agent` names this process in the API server's audit log (e.g. its election identity).
+    `user_agent` names this process in the API server's audit log (e.g. its election identity);
+    `pool_size` sets how many connections it keeps (one per concurrent long watch).
     """
     configuration = client.Configuration()
+    if pool_size is not None:
+        configuration.connection_pool_maxsize = pool_size
     try:
         config.load_incluster_config(client_configuration=configuration)
     except config.ConfigException:
@@ -247,6 +271,8 @@ class Kube:
         self._metrics_discovery: tuple[float, MetricsApis] | None = None
         self._lock = threading.Lock()
         self._instance = os.environ.get("POD_NAME") or socket.gethostname()
+        #: Children read from a watch-fed cache once it serves their kind (`informer`).
+        self.cache: ChildReads | None = None
 
     # -- plumbing -------------------------------------------------------------------------
     def _request(
@@ -278,6 +304,23 @@ class Kube:
         connect_timeout: float = 10,
     ) -> bytes:
         """One API call; the response body, or KubeError for any non-2xx answer."""
+        response = self._open(method, path, query, headers, read_timeout, body, connect_timeout)
+        data = response.read()
+        if not 200 <= response.status <= 299:
+            raise KubeError.from_api(ApiException(http_resp=response))
+        return bytes(data or b"")
+
+    def _open(
+        self,
+        method: str,
+        path: str,
+        query: list[tuple[str, str]],
+        headers: dict[str, str],
+        read_timeout: float,
+        body: Any = None,
+        connect_timeout: float = 10,
+    ) -> Any:
+        """Send one request; the response with its body unread (a watch streams it)."""
         serialized = self._client.param_serialize(
             method,
             path,
@@ -298,10 +341,7 @@ class Kube:
         finally:
             if self._on_request is not None:
                 self._on_request(method, status, self._host)
-        data = response.read()
-        if not 200 <= response.status <= 299:
-            raise KubeError.from_api(ApiException(http_resp=response))
-        return bytes(data or b"")
+        return response
 
     # -- reads ----------------------------------------------------------------------------
     def get(self, kind: Kind, namespace: str, name: str) -> dict[str, Any] | None:
@@ -313,15 +353,70 @@ class Kube:
             raise
 
     def list(self, kind: Kind, namespace: str, selector: str) -> list[dict[str, Any]]:
-        query = [("labelSelector", selector)] if selector else []
-        result = self._request("GET", kind.path(namespace), query=query)
-        items: list[dict[str, Any]] = result.get("items", [])
+        cache = self.cache
+        if cache is not None and cache.serves(kind):
+            return cache.list(kind, namespace, selector)
+        return self._list(kind.path(namespace), kind, selector, [])[0]
+
+    def list_all(
+        self, kind: Kind, selector: str, page: int = 500
+    ) -> tuple[builtins.list[dict[str, Any]], str]:
+        """Every object of `kind` matching `selector` in the cluster, and the list's version,
+        `page` objects per request (one consistent snapshot; no single huge response)."""
+        items: builtins.list[dict[str, Any]] = []
+        token = ""
+        while True:
+            query = [("limit", str(page))] + ([("continue", token)] if token else [])
+            found, version, token = self._list(kind.cluster_path(), kind, selector, query)
+            items.extend(found)
+            if not token:
+                return items, version
+
+    def _list(
+        self, path: str, kind: Kind, selector: str, query: builtins.list[tuple[str, str]]
+    ) -> tuple[builtins.list[dict[str, Any]], str, str]:
+        """One LIST request: its items, the list's resourceVersion and its continue token."""
+        if selector:
+            query = [("labelSelector", selector), *query]
+        result = self._request("GET", path, query=query)
+        items: builtins.list[dict[str, Any]] = result.get("items", [])
         # List items carry no apiVersion/kind; restore them so items compare like objects.
         item_kind = str(result.get("kind", "")).removesuffix("List")
         for item in items:
             item.setdefault("apiVersion", kind.api_version)
             item.setdefault("kind", item_kind)
-        return items
+        meta = result.get("metadata", {})
+        return items, str(meta.get("resourceVersion", "")), str(meta.get("continue") or "")
+
+    def watch_all(
+        self, kind: Kind, selector: str, resource_version: str, timeout_seconds: int
+    ) -> Iterator[dict[str, Any]]:
+        """The watch events of `kind` in the cluster after `resource_version` (with bookmarks),
+        until the API server ends the watch after `timeout_seconds`."""
+        query = [
+            ("watch", "true"),
+            ("allowWatchBookmarks", "true"),
+            ("resourceVersion", resource_version),
+            ("timeoutSeconds", str(timeout_seconds)),
+        ]
+        if selector:
+            query.append(("labelSelector", selector))
+        response = self._open(
+            "GET", kind.cluster_path(), query, {"Accept": "application/json"}, timeout_seconds + 30
+        )
+        if not 200 <= response.status <= 299:
+            response.read()
+            raise KubeError.from_api(ApiException(http_resp=response))
+        stream = response.response  # urllib3's, its body unread
+        try:
+            for line in iter_resp_lines(stream):
+                event: dict[str, Any] = json.loads(line)
+                obj = event.get("object")
+                if isinstance(obj, dict) and event.get("type") not in ("ERROR", "BOOKMARK"):
+                    obj.setdefault("apiVersion", kind.api_version)
+                yield event
+        finally:
+            stream.release_conn()
 
     def monitoring_available(self) -> bool:
         """Whether monitoring.coreos.com/v1 serves ServiceMonitor and PrometheusRule (cached)."""
@@ -402,13 +497,16 @@ class Kube:
         """Server-side apply `manifest` (force: this manager owns what it sends)."""
         kind = kind_of(manifest)
         meta = manifest["metadata"]
-        return self._request(
+        applied = self._request(
             "PATCH",
             kind.path(meta["namespace"], meta["name"]),
             query=[("fieldManager", manager), ("force", "true")],
             body=manifest,
             content_type="application/apply-patch+yaml",
         )
+        if self.cache is not None:
+            self.cache.observe(kind, applied)
+        return applied
 
     def apply_status(
         self, namespace: str, name: str, status: Mapping[str, Any], *, kind: Kind = VIDEOPLATFORM
@@ -440,8 +538,12 @@ class Kube:
         try:
             self._request("DELETE", kind.path(namespace, name), body=body)
         except KubeError as exc:
-            if exc.status not in (404, 409):
+            if exc.status == 409:  # another object by that name now: not ours to forget
+                return
+            if exc.status != 404:
                 raise
+        if self.cache is not None:
+            self.cache.forget(kind, namespace, name)
 
     def set_finalizers(
         self,

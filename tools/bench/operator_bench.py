@@ -2,12 +2,21 @@
 
 Measures, and prints as a table:
   1. seconds from `kubectl apply` to Ready for one VideoPlatform;
-  2. seconds from `kubectl apply` of 50 VideoPlatforms (one multi-document apply) to all Ready;
-  3. write requests to the API server during one idle minute with 50 present (target 0), both
-     for everything and for the resources the operator touches;
-  4. the operator's resident memory (RSS) with 50 present.
-Starts its own control plane through `localcluster`, runs the operator as a subprocess, cleans
-up, and is bounded in time (every wait has a timeout; the whole run is capped).
+  2. seconds from `kubectl apply` of --count VideoPlatforms (one multi-document apply) to all
+     Ready, progress every 10 s, and the CPU seconds per platform that the operator and each
+     control-plane process spent meanwhile;
+  3. write requests to the API server during one idle minute with them present (target 0), both
+     for everything and for the resources the operator touches, by resource and verb;
+  4. the operator's resident memory (RSS) with them present;
+  5. an operator restart with them present: seconds until it has reconciled every platform and
+     its queue is empty, and the writes meanwhile (target 0);
+  6. the floor, on a second fresh control plane: the same VideoPlatforms applied, their children
+     rendered by the operator's own code and applied straight to the API server by as many
+     threads as the operator has workers, until every Deployment has a ready pod; the operator's
+     time as a ratio of it.
+Starts its own control planes through `localcluster`, runs the operator as a subprocess, cleans
+up, and is bounded in time (every wait has a timeout; the whole run is capped). A run that runs
+out of time prints what it measured (exit 1).
 """
 
 from __future__ import annotations
@@ -21,20 +30,26 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from vod_operator.kube import WRITTEN_RESOURCES
+from vod_operator.kube import WRITTEN_RESOURCES, Kube
+from vod_operator.options import Options
 
 ROOT = Path(__file__).resolve().parents[2]
 CRDS = ROOT / "crds"  # both CRDs: the operator watches VideoAssets too
 NAMESPACE = "bench"
+#: A resync this often makes the idle minute include full read-only passes of every platform.
 RESYNC_SECONDS = 20
 #: The resources the operator writes (children, its own status, Events).
 OPERATOR_RESOURCES = WRITTEN_RESOURCES
+#: Control-plane processes whose CPU is shown per platform (pid files of the local cluster).
+COMPONENTS = ("kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler", "kwok")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def platform(name: str) -> str:
@@ -62,16 +77,19 @@ class Bench:
         return str(result.stdout)
 
     @contextmanager
-    def operator(self) -> Iterator[subprocess.Popen[bytes]]:
-        log = (self.workdir / "operator.log").open("wb")
-        # A resync every RESYNC_SECONDS makes the idle minute include full read-only passes.
-        # No metrics server: its fixed default port could be taken on this host.
+    def operator(
+        self, metrics_port: int = 0, resync: float | None = RESYNC_SECONDS
+    ) -> Iterator[subprocess.Popen[bytes]]:
+        """The operator as a subprocess; `resync` None keeps its default interval."""
+        log = (self.workdir / "operator.log").open("ab")
         env = dict(
             self.cluster.env,
             PYTHONUNBUFFERED="1",
-            VOD_OPERATOR_RESYNC_SECONDS=str(RESYNC_SECONDS),
-            VOD_OPERATOR_METRICS_PORT="0",
+            VOD_OPERATOR_METRICS_PORT=str(metrics_port),
+            VOD_OPERATOR_METRICS_BIND_ADDRESS="127.0.0.1",
         )
+        if resync is not None:
+            env["VOD_OPERATOR_RESYNC_SECONDS"] = str(resync)
         proc = subprocess.Popen(
             [sys.executable, "-m", "vod_operator", "--liveness", "http://127.0.0.1:18081/healthz"],
             env=env,
@@ -89,44 +107,45 @@ class Bench:
                 proc.kill()
                 proc.wait()
 
+    def apply_platforms(self, names: list[str]) -> None:
+        """One server-side apply of every platform (one request each, as `kubectl apply
+        --server-side` of a folder would do)."""
+        self.kubectl(
+            "apply", "--server-side", "-f", "-", input="---\n".join(platform(n) for n in names)
+        )
+
     def apply_to_ready(self, names: list[str], timeout: float) -> float:
         """Seconds from the apply to every one of `names` Ready, watched (one watch, not a
         poll that would load the API server), progress printed every 10 s; TimeoutError naming
         how many were Ready when the time ran out. (`kubectl wait` is no use at this scale: its
         --timeout is per object, so waiting on 1000 can outlast any budget.)"""
-        ready_status = '{.status.conditions[?(@.type=="Ready")].status}'
-        watch = subprocess.Popen(
-            ["kubectl", "get", "vp", "-n", NAMESPACE, "--watch", "-o",
-             f'jsonpath={{.metadata.name}}{{" "}}{ready_status}{{"\\n"}}'],
-            env=self.cluster.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        )  # fmt: skip
-        ready: dict[str, bool] = {}
-
-        def follow() -> None:
-            assert watch.stdout is not None
-            for line in watch.stdout:
-                name, _, status = line.strip().partition(" ")
-                ready[name] = status == "True"
-
-        threading.Thread(target=follow, daemon=True).start()
-        wanted = set(names)
-        try:
+        ready = '{.status.conditions[?(@.type=="Ready")].status}'
+        with Watched(self.cluster, "vp", ready, lambda value: value == "True") as watched:
             started = time.monotonic()
-            self.kubectl("apply", "-f", "-", input="---\n".join(platform(n) for n in names))
-            deadline = started + self.remaining(timeout)
-            shown = started
-            while (done := sum(ready.get(n, False) for n in wanted)) < len(wanted):
-                now = time.monotonic()
-                if now > deadline:
-                    raise TimeoutError(f"{done} of {len(wanted)} Ready after {now - started:.0f} s")
-                if len(wanted) > 1 and now - shown >= 10:
-                    print(f"  {done}/{len(wanted)} Ready after {now - started:.0f} s", flush=True)
-                    shown = now
-                time.sleep(0.1)
+            self.apply_platforms(names)
+            watched.wait_all(set(names), started, started + self.remaining(timeout), "Ready")
             return time.monotonic() - started
-        finally:
-            watch.kill()
-            watch.wait()
+
+    def settled(self, port: int, count: int, timeout: float) -> float:
+        """Seconds until the operator on `port` reconciled `count` platforms and has nothing
+        queued or running (from its own /metrics)."""
+        started = time.monotonic()
+        deadline = started + self.remaining(timeout)
+        while time.monotonic() < deadline:
+            samples = _metrics(f"http://127.0.0.1:{port}/metrics")
+            done = sum(
+                v for (n, labels), v in samples.items()
+                if n == "controller_runtime_reconcile_total" and '"videoplatform"' in labels
+            )  # fmt: skip
+            busy = sum(
+                v for (n, labels), v in samples.items()
+                if n in ("workqueue_depth", "controller_runtime_active_workers")
+                and 'videoplatform' in labels
+            )  # fmt: skip
+            if done >= count and busy == 0:
+                return time.monotonic() - started
+            time.sleep(0.25)
+        raise TimeoutError(f"the restarted operator had not settled after {timeout:.0f} s")
 
     def phases(self) -> str:
         """How many VideoPlatforms are in each phase, e.g. `Ready 300, Failed 1`."""
@@ -162,6 +181,118 @@ class Bench:
                 key = (fields.get("resource", "").strip('"'), verb)
                 counts[key] = counts.get(key, 0) + int(float(value))
         return counts
+
+
+class Watched:
+    """A field of every object of a resource in the bench namespace, followed with one
+    `kubectl get --watch` (started again should it end) and checked by `done`."""
+
+    def __init__(
+        self, cluster: Any, resource: str, jsonpath: str, done: Callable[[str], bool]
+    ) -> None:
+        self.args = [
+            "kubectl", "get", resource, "-n", NAMESPACE, "--watch", "-o",
+            f'jsonpath={{.metadata.name}}{{" "}}{jsonpath}{{"\\n"}}',
+        ]  # fmt: skip
+        self.env = cluster.env
+        self.done = done
+        self.state: dict[str, bool] = {}
+        self.stopped = threading.Event()
+        self.proc: subprocess.Popen[str] | None = None
+
+    def __enter__(self) -> Watched:
+        threading.Thread(target=self._follow, daemon=True).start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stopped.set()
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def _follow(self) -> None:
+        while not self.stopped.is_set():
+            self.proc = subprocess.Popen(
+                self.args, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                text=True,
+            )  # fmt: skip
+            assert self.proc.stdout is not None
+            for line in self.proc.stdout:
+                name, _, value = line.strip().partition(" ")
+                self.state[name] = self.done(value)
+            self.proc.wait()
+            self.stopped.wait(0.5)
+
+    def wait_all(self, names: set[str], started: float, deadline: float, what: str) -> None:
+        """Until every one of `names` is done; progress every 10 s; TimeoutError at `deadline`."""
+        shown = started
+        while (done := sum(self.state.get(n, False) for n in names)) < len(names):
+            now = time.monotonic()
+            if now > deadline:
+                raise TimeoutError(f"{done} of {len(names)} {what} after {now - started:.0f} s")
+            if len(names) > 1 and now - shown >= 10:
+                print(f"  {done}/{len(names)} {what} after {now - started:.0f} s", flush=True)
+                shown = now
+            time.sleep(0.1)
+
+
+def _metrics(url: str) -> dict[tuple[str, str], float]:
+    """Prometheus text samples {(name, labels text): value}; empty while not served."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return {}
+    samples: dict[tuple[str, str], float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            head, _, value = line.rpartition(" ")
+            name, _, labels = head.partition("{")
+            samples[(name, labels)] = float(value)
+    return samples
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def component_pids(cluster: Any) -> dict[str, int]:
+    """The local control plane's processes by name (from its pid files)."""
+    pids: dict[str, int] = {}
+    for name in COMPONENTS:
+        for pid_file in Path(cluster.kubeconfig).parent.rglob(f"pids/{name}.pid"):
+            pids[name] = int(pid_file.read_text().strip())
+    return pids
+
+
+class CpuMeter:
+    """CPU seconds that some processes spend between `start()` and `per(count)`."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.before: dict[str, float] = {}
+
+    def start(self) -> None:
+        self.before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+
+    def per(self, count: int) -> str:
+        spent = {n: cpu_seconds(p) - self.before.get(n, 0.0) for n, p in self.pids.items()}
+        return ", ".join(f"{n} {1000 * s / count:.0f}" for n, s in spent.items())
 
 
 def wait_for(check: Callable[[], bool], timeout: float) -> None:
@@ -203,8 +334,11 @@ def run(
         one = bench.apply_to_ready(["single"], timeout=120)
         rows.append(("apply -> Ready, 1 VideoPlatform", f"{one:.1f} s"))
         names = [f"vp-{i:02d}" for i in range(count)]
+        meter = CpuMeter({"operator": proc.pid, **component_pids(cluster)})
+        meter.start()
         many = bench.apply_to_ready(names, timeout=600)
         rows.append((f"apply -> all Ready, {count} VideoPlatforms at once", f"{many:.1f} s"))
+        rows.append(("  CPU ms per platform meanwhile", meter.per(count)))
         # Ready says the pods serve; a child the API server refused shows as phase Failed.
         rows.append((f"phases of the {count + 1} once Ready", bench.phases()))
         time.sleep(15)  # let the last status echoes and pod readiness settle
@@ -216,6 +350,62 @@ def run(
         what = ", ".join(f"{r} {v} {n}" for (r, v), n in sorted(by_kind.items()) if r != "leases")
         rows.append(("  of which (resource verb count)", what or "none"))
         rows.append((f"operator RSS with {present} present", f"{rss_mib(proc.pid):.0f} MiB"))
+    port = free_port()
+    before = bench.write_counts()
+    with bench.operator(metrics_port=port, resync=None) as proc:  # its first passes only
+        settle = bench.settled(port, present, timeout=300)
+        after = bench.write_counts()
+        rss = rss_mib(proc.pid)
+    writes = sum(n - before.get(k, 0) for k, n in after.items() if k[0] in OPERATOR_RESOURCES)
+    rows.append((f"restart with {present} present: all reconciled, queue empty", f"{settle:.1f} s"))
+    rows.append(("  API writes meanwhile (operator's kinds)", str(writes)))
+    rows.append(("  operator RSS then", f"{rss:.0f} MiB"))
+
+
+def floor(cluster: Any, budget: float, count: int, rows: list[tuple[str, str]]) -> float:
+    """Seconds for the API server (and the controllers behind it) to take what the operator
+    writes for `count` platforms, applied straight with the operator's worker count; the
+    children come from the operator's own renderer, owned by the platforms."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from vod_operator import naming, render
+    from vod_operator.autoscaling import MetricsApis
+
+    bench = Bench(cluster, Path(cluster.kubeconfig).parent, time.monotonic() + budget)
+    bench.kubectl("apply", "--server-side", "-f", str(CRDS))
+    cluster.wait_established("crd/videoplatforms.videoplatform.io")
+    bench.kubectl("create", "namespace", NAMESPACE)
+    from kubernetes import client, config
+
+    configuration = client.Configuration()
+    config.load_kube_config(str(cluster.kubeconfig), client_configuration=configuration)
+    kube = Kube(client.ApiClient(configuration))
+    names = [f"vp-{i:02d}" for i in range(count)]
+    inputs = render.RenderInputs(
+        signing_keys={"k-floor": "Zmxvb3ItYmVuY2gta2V5LW9mLTMyLWJ5dGVzLWxvbmc="},
+        monitoring_available=False,
+        metrics_apis=MetricsApis(),
+    )
+
+    def materialise(platform: dict[str, Any]) -> None:
+        for manifest in render.render(platform, inputs):
+            kube.apply(manifest)
+        kube.apply_status(NAMESPACE, platform["metadata"]["name"], {"phase": "Pending"})
+
+    available = "{.status.readyReplicas}"
+    with Watched(cluster, "deploy", available, lambda value: value not in ("", "0")) as watched:
+        started = time.monotonic()
+        bench.apply_platforms(names)
+        listed = json.loads(bench.kubectl("get", "vp", "-n", NAMESPACE, "-o", "json"))["items"]
+        with ThreadPoolExecutor(Options().workers) as pool:
+            list(pool.map(materialise, listed))
+        applied = time.monotonic() - started
+        wanted = {naming.ChildNames.of(n).stream for n in names}
+        watched.wait_all(wanted, started, started + bench.remaining(600), "Deployments ready")
+        took = time.monotonic() - started
+    rows.append((f"floor: {count} platforms' children applied straight", f"{applied:.1f} s"))
+    rows.append(("floor: ... and every Deployment with a ready pod", f"{took:.1f} s"))
+    return took
 
 
 def main() -> int:
@@ -223,6 +413,7 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=50)
     parser.add_argument("--idle-seconds", type=int, default=60)
     parser.add_argument("--budget-seconds", type=float, default=900)
+    parser.add_argument("--no-floor", action="store_true", help="leave the floor out")
     args = parser.parse_args()
     from localcluster import temporary_cluster
 
@@ -234,8 +425,18 @@ def main() -> int:
             temporary_cluster(Path(tmp) / "cluster", name="vod-bench", real_node=False) as cluster,
         ):
             run(cluster, Path(tmp), args.budget_seconds, args.count, args.idle_seconds, rows)
-    except (TimeoutError, subprocess.TimeoutExpired, subprocess.CalledProcessError) as exc:
-        stopped = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:160]}"
+        if not args.no_floor:
+            with (
+                tempfile.TemporaryDirectory(prefix="vod-floor-") as tmp,
+                temporary_cluster(Path(tmp) / "c", name="vod-floor", real_node=False) as cluster,
+            ):
+                took = floor(cluster, args.budget_seconds, args.count, rows)
+            ours = next(v for k, v in rows if k.startswith("apply -> all Ready"))
+            rows.append(("operator / floor", f"{float(ours.split()[0]) / took:.2f}x"))
+    except Exception as exc:  # whatever stopped it, the table shows what was measured
+        if not isinstance(exc, TimeoutError | subprocess.SubprocessError):
+            traceback.print_exc()
+        stopped = f"{type(exc).__name__}: {(str(exc).strip() or '-').splitlines()[0][:160]}"
         rows.append(("stopped early (what was measured before is above)", stopped))
     width = max(len(name) for name, _ in rows)
     print(f"\n{'measurement'.ljust(width)}  value")

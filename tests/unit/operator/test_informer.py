@@ -1,0 +1,200 @@
+"""The children's watch-fed cache: lists, watch events, our own writes, 410 Gone relists."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import pytest
+
+from vod_operator import informer, naming
+from vod_operator.informer import ChildCache, KindStore, later, parse_selector
+from vod_operator.kube import CHILD_KINDS, Kind, KubeError
+
+SERVICE = CHILD_KINDS["Service"]
+SELECTOR = f"{naming.MANAGED_BY}={naming.FIELD_MANAGER}"
+
+
+def child(name: str, version: int, instance: str = "demo", namespace: str = "ns") -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "resourceVersion": str(version),
+            "labels": {naming.MANAGED_BY: naming.FIELD_MANAGER, naming.INSTANCE: instance},
+        },
+    }
+
+
+class ScriptedApi:
+    """Lists and watch streams played in order; a watch past the script blocks until stopped."""
+
+    def __init__(
+        self,
+        lists: list[tuple[list[dict[str, Any]], str] | KubeError],
+        watches: list[list[dict[str, Any]]],
+    ) -> None:
+        self.lists = lists
+        self.watches = watches
+        self.listed = 0
+        self.watched_from: list[str] = []
+        self.idle = threading.Event()
+
+    def list_all(self, kind: Kind, selector: str) -> tuple[list[dict[str, Any]], str]:
+        assert selector == SELECTOR
+        answer = self.lists[min(self.listed, len(self.lists) - 1)]
+        self.listed += 1
+        if isinstance(answer, KubeError):
+            raise answer
+        return answer
+
+    def watch_all(
+        self, kind: Kind, selector: str, resource_version: str, timeout_seconds: int
+    ) -> Iterable[dict[str, Any]]:
+        self.watched_from.append(resource_version)
+        if self.watches:
+            return iter(self.watches.pop(0))
+        return self._block()
+
+    def _block(self) -> Iterator[dict[str, Any]]:
+        self.idle.set()
+        time.sleep(0.05)
+        return
+        yield
+
+
+def run_cache(api: ScriptedApi) -> tuple[ChildCache, list[str]]:
+    changed: list[str] = []
+    cache = ChildCache(
+        api, {"Service": SERVICE}, SELECTOR, lambda obj: changed.append(describe(obj))
+    )
+    cache.start()
+    assert api.idle.wait(5), "the informer never reached the end of its script"
+    cache.stop()
+    return cache, changed
+
+
+def describe(obj: Mapping[str, Any]) -> str:
+    meta = obj["metadata"]
+    return f"{meta['name']}@{meta['resourceVersion']}"
+
+
+def event(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
+    return {"type": kind, "object": obj}
+
+
+def names(cache: ChildCache, instance: str = "demo") -> list[str]:
+    found = cache.list(SERVICE, "ns", f"{SELECTOR},{naming.INSTANCE}={instance}")
+    return sorted(describe(obj) for obj in found)
+
+
+def test_a_list_then_watch_events_keep_the_cache_and_report_changes() -> None:
+    api = ScriptedApi(
+        [([child("a", 10), child("b", 11), child("c", 12, instance="other")], "20")],
+        [
+            [
+                event("ADDED", child("d", 21)),
+                event("MODIFIED", child("a", 22)),
+                event("DELETED", child("b", 23)),
+                event("BOOKMARK", {"metadata": {"resourceVersion": "30"}}),
+            ]
+        ],
+    )
+    cache, changed = run_cache(api)
+    assert cache.serves(SERVICE)
+    assert names(cache) == ["a@22", "d@21"]
+    assert names(cache, "other") == ["c@12"]
+    assert changed == ["a@10", "b@11", "c@12", "d@21", "a@22", "b@23"]
+    # The watch resumed after its end from the bookmark, without listing again.
+    assert api.watched_from[:2] == ["20", "30"]
+    assert api.listed == 1
+
+
+def test_our_own_write_is_stored_at_once_and_its_echo_is_not_reported() -> None:
+    api = ScriptedApi([([child("a", 10)], "10")], [])
+    cache, changed = run_cache(api)
+    cache.observe(SERVICE, child("a", 15))
+    cache.observe(SERVICE, child("a", 12))  # an older answer never replaces a newer one
+    assert names(cache) == ["a@15"]
+    assert not cache._apply_event("Service", "MODIFIED", child("a", 15))  # the echo
+    assert cache._apply_event("Service", "MODIFIED", child("a", 16))
+    cache.forget(SERVICE, "ns", "a")
+    assert names(cache) == []
+    assert changed == ["a@10"]
+
+
+def test_a_watch_that_expires_is_followed_by_a_list_that_reports_the_gap() -> None:
+    gone = {"kind": "Status", "code": 410, "reason": "Expired", "message": "too old"}
+    api = ScriptedApi(
+        [
+            ([child("a", 10), child("b", 11), child("c", 12)], "12"),
+            # In the gap: a deleted, b changed, e created; c unchanged.
+            ([child("b", 40), child("c", 12), child("e", 41)], "45"),
+        ],
+        [[event("ERROR", gone)]],
+    )
+    cache, changed = run_cache(api)
+    assert api.listed == 2
+    assert api.watched_from[:2] == ["12", "45"]
+    assert names(cache) == ["b@40", "c@12", "e@41"]
+    assert changed[3:] == ["a@10", "b@40", "e@41"]
+
+
+def test_a_relist_keeps_what_we_wrote_after_the_list_was_taken() -> None:
+    store = KindStore()
+    store.replace([child("a", 10)], 10)
+    store.put(child("new", 50))  # our apply, answered after the next list's snapshot
+    changed = store.replace([child("a", 10)], 45)
+    assert changed == []
+    assert sorted(store.objects) == [("ns", "a"), ("ns", "new")]
+    assert sorted(describe(o) for o in store.select("ns", {naming.INSTANCE: "demo"})) == [
+        "a@10",
+        "new@50",
+    ]
+    changed = store.replace([child("a", 10)], 60)  # a later list without it: it is gone
+    assert [describe(o) for o in changed] == ["new@50"]
+
+
+def test_an_unserved_kind_is_read_from_the_api_until_it_lists(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(informer, "UNSERVED_RETRY_SECONDS", 0.01)
+    api = ScriptedApi([KubeError(404, "NotFound", "no such kind"), ([child("a", 3)], "3")], [])
+    cache, _ = run_cache(api)
+    assert api.listed == 2
+    assert cache.serves(SERVICE)
+    assert names(cache) == ["a@3"]
+    assert not cache.serves(CHILD_KINDS["Deployment"])  # not one of its kinds
+
+
+def test_only_our_own_apply_entries_of_managed_fields_are_kept() -> None:
+    ours = {"manager": naming.FIELD_MANAGER, "operation": "Apply", "fieldsV1": {"f:spec": {}}}
+    theirs = {"manager": "kube-controller-manager", "operation": "Update", "fieldsV1": {}}
+    our_update = {"manager": naming.FIELD_MANAGER, "operation": "Update", "fieldsV1": {}}
+    obj = child("a", 5)
+    obj["metadata"]["managedFields"] = [theirs, ours, our_update]
+    cache = ChildCache(ScriptedApi([], []), {"Service": SERVICE}, SELECTOR, lambda _: None)
+    cache.observe(SERVICE, obj)
+    assert len(obj["metadata"]["managedFields"]) == 3  # what the caller holds is left alone
+    cache._stores["Service"].synced = True
+    (kept,) = cache.list(SERVICE, "ns", SELECTOR)
+    assert kept["metadata"]["managedFields"] == [ours]
+    kept["metadata"]["name"] = "changed by a reader"  # a reader's copy: the cache keeps its own
+    assert names(cache) == ["a@5"]
+
+
+def test_version_order_and_selectors() -> None:
+    assert later("11", "9")  # numeric, not text order
+    assert not later("9", "11")
+    assert not later("9", "9")
+    assert later("1", None)
+    assert later("x", "y")
+    assert not later("x", "x")
+    assert parse_selector("a=b, c=d") == {"a": "b", "c": "d"}
+    for selector in ("a!=b", "a==b", "a in (b)", "a"):
+        with pytest.raises(ValueError, match="equality"):
+            parse_selector(selector)
