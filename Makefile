@@ -249,8 +249,8 @@ golden: $(STAMP) ## Regenerate the operator's golden render files (review the di
 	$(PY) -m tests.unit.operator.update_golden
 
 .PHONY: bench-operator
-bench-operator: $(STAMP) cluster-build ## Measure apply->Ready (1 and 50), idle writes and operator RSS on a fresh local control plane
-	$(PY) tools/bench/operator_bench.py
+bench-operator: $(STAMP) cluster-build ## apply->Ready of COUNT platforms (default 50), CPU per platform, idle writes, RSS, a restart, and the floor (OPERATOR_BENCH_ARGS)
+	$(PY) tools/bench/operator_bench.py --count $(COUNT) $(OPERATOR_BENCH_ARGS)
 
 ##@ Streaming
 
@@ -269,6 +269,8 @@ bench-stream: $(STAMP) ## nginx (tuned, stock, tuned + buffered JSON log), Go ne
 	$(PY) tools/bench/bench_stream.py $(BENCH_ARGS)
 
 MEDIA_BENCH_ARGS ?=
+COUNT ?= 50
+OPERATOR_BENCH_ARGS ?=
 CACHE_BENCH_ARGS ?=
 
 .PHONY: bench-cache

@@ -19,6 +19,7 @@ import kopf
 
 from vod_operator import __version__, naming
 from vod_operator.assets.reconcile import AssetReconciler
+from vod_operator.autoscaling import SCALER_KINDS
 from vod_operator.controller import Controller
 from vod_operator.election import LeaderElector, WriteGate, own_identity
 from vod_operator.informer import ChildCache, OnChange
@@ -80,6 +81,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         f"{naming.MANAGED_BY}={naming.FIELD_MANAGER}",
         _child_changed(asyncio.get_running_loop(), controller),
         watch_timeout_seconds=options.watch_timeout_seconds,
+        # status.py reads the Deployment's status, autoscaling.scaler_failure the scaler's.
+        status_read=frozenset({"Deployment", *SCALER_KINDS}),
     )
     kube.cache = children
     children.start()

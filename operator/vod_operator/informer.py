@@ -90,40 +90,52 @@ def _key(obj: Mapping[str, Any]) -> ObjKey:
 class Stored:
     """One object as kept: its version and labels (to order and select it) and its JSON, parsed
     again on each read. A child is 4-20 kB as Python objects but 1-5 kB as JSON; a read
-    parses a few of them (tens of microseconds) and hands out a copy the reader may keep."""
+    parses a few of them (tens of microseconds) and hands out a copy the reader may keep.
+
+    `body` is all but the status and the resourceVersion, so that a change of the status alone
+    (a controller's report) shows as an equal body. Of metadata.managedFields only our own Apply
+    entries are kept (what `owns_field` reads; the controllers' entries are never read)."""
 
     version: str
     labels: dict[str, str]
-    raw: bytes
+    body: bytes
+    status: bytes
 
     @classmethod
     def of(cls, obj: Mapping[str, Any]) -> Stored:
-        meta = obj.get("metadata", {})
+        meta = dict(obj.get("metadata") or {})
+        version = str(meta.pop("resourceVersion", ""))
+        if meta.get("managedFields"):
+            meta["managedFields"] = [
+                entry
+                for entry in meta["managedFields"]
+                if entry.get("manager") == naming.FIELD_MANAGER
+                and entry.get("operation") == "Apply"
+            ]
+        body = {key: value for key, value in obj.items() if key not in ("metadata", "status")}
+        body["metadata"] = meta
         labels = {sys.intern(k): sys.intern(v) for k, v in (meta.get("labels") or {}).items()}
-        text = json.dumps(trimmed(obj), separators=(",", ":"), ensure_ascii=False)
-        return cls(str(meta.get("resourceVersion", "")), labels, text.encode())
+        status = obj.get("status")
+        return cls(version, labels, _json(body), b"" if status is None else _json(status))
 
     @property
     def instance(self) -> str:
         return self.labels.get(naming.INSTANCE, "")
 
     def object(self) -> Obj:
-        parsed: Obj = json.loads(self.raw)
-        return parsed
-
-
-def trimmed(obj: Mapping[str, Any]) -> Mapping[str, Any]:
-    """`obj` as kept: of metadata.managedFields only our own Apply entries (what `owns_field`
-    reads); the other managers' entries (the controllers' status updates) are never read."""
-    meta = obj.get("metadata")
-    if not isinstance(meta, Mapping) or not meta.get("managedFields"):
+        obj: Obj = json.loads(self.body)
+        obj["metadata"]["resourceVersion"] = self.version
+        if self.status:
+            obj["status"] = json.loads(self.status)
         return obj
-    ours = [
-        entry
-        for entry in meta["managedFields"]
-        if entry.get("manager") == naming.FIELD_MANAGER and entry.get("operation") == "Apply"
-    ]
-    return {**obj, "metadata": {**meta, "managedFields": ours}}
+
+
+def _ours(entry: Mapping[str, Any]) -> bool:
+    return entry.get("manager") == naming.FIELD_MANAGER and entry.get("operation") == "Apply"
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 @dataclass
@@ -139,12 +151,14 @@ class KindStore:
         stored = self.objects.get(key)
         return None if stored is None else stored.version
 
-    def put(self, obj: Mapping[str, Any]) -> None:
+    def put(self, obj: Mapping[str, Any]) -> Stored | None:
+        """Store `obj`; what was stored before under its key."""
         key = _key(obj)
-        self.pop(key)
+        old = self.pop(key)
         stored = Stored.of(obj)
         self.objects[key] = stored
         self.by_instance.setdefault((key[0], stored.instance), set()).add(key)
+        return old
 
     def pop(self, key: ObjKey) -> Stored | None:
         old = self.objects.pop(key, None)
@@ -203,13 +217,17 @@ class ChildCache:
         selector: str,
         on_change: OnChange,
         watch_timeout_seconds: int = 300,
+        status_read: frozenset[str] = frozenset(),
     ) -> None:
+        """`status_read`: the kinds whose status a pass reads; a change of the status alone of
+        any other kind (a PodDisruptionBudget's counts) reaches nobody."""
         self._api = api
         self._kinds = dict(kinds)
         self._names = {kind: name for name, kind in self._kinds.items()}
         self._selector = selector
         self._on_change = on_change
         self._watch_timeout = watch_timeout_seconds
+        self._status_read = status_read
         self._stores = {name: KindStore() for name in self._kinds}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -341,5 +359,7 @@ class ChildCache:
                 return store.pop(_key(obj)) is not None
             if not later(_version(obj), store.version(_key(obj))):
                 return False  # the echo of our own write, already stored
-            store.put(obj)
-            return True
+            old = store.put(obj)
+            if old is None or name in self._status_read:
+                return True
+            return old.body != store.objects[_key(obj)].body  # not a status report alone

@@ -17,8 +17,15 @@ SERVICE = CHILD_KINDS["Service"]
 SELECTOR = f"{naming.MANAGED_BY}={naming.FIELD_MANAGER}"
 
 
-def child(name: str, version: int, instance: str = "demo", namespace: str = "ns") -> dict[str, Any]:
-    return {
+def child(
+    name: str,
+    version: int,
+    instance: str = "demo",
+    namespace: str = "ns",
+    port: int = 80,
+    status: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    obj: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {
@@ -27,7 +34,11 @@ def child(name: str, version: int, instance: str = "demo", namespace: str = "ns"
             "resourceVersion": str(version),
             "labels": {naming.MANAGED_BY: naming.FIELD_MANAGER, naming.INSTANCE: instance},
         },
+        "spec": {"ports": [{"port": port}]},
     }
+    if status is not None:
+        obj["status"] = status
+    return obj
 
 
 class ScriptedApi:
@@ -98,7 +109,7 @@ def test_a_list_then_watch_events_keep_the_cache_and_report_changes() -> None:
         [
             [
                 event("ADDED", child("d", 21)),
-                event("MODIFIED", child("a", 22)),
+                event("MODIFIED", child("a", 22, port=81)),
                 event("DELETED", child("b", 23)),
                 event("BOOKMARK", {"metadata": {"resourceVersion": "30"}}),
             ]
@@ -121,10 +132,31 @@ def test_our_own_write_is_stored_at_once_and_its_echo_is_not_reported() -> None:
     cache.observe(SERVICE, child("a", 12))  # an older answer never replaces a newer one
     assert names(cache) == ["a@15"]
     assert not cache._apply_event("Service", "MODIFIED", child("a", 15))  # the echo
-    assert cache._apply_event("Service", "MODIFIED", child("a", 16))
+    assert cache._apply_event("Service", "MODIFIED", child("a", 16, port=81))
     cache.forget(SERVICE, "ns", "a")
     assert names(cache) == []
     assert changed == ["a@10"]
+
+
+def test_a_change_of_the_status_alone_reaches_owners_only_for_kinds_whose_status_is_read() -> None:
+    seen: list[str] = []
+    cache = ChildCache(
+        ScriptedApi([], []),
+        {"Service": SERVICE, "Deployment": CHILD_KINDS["Deployment"]},
+        SELECTOR,
+        lambda obj: seen.append(describe(obj)),
+        status_read=frozenset({"Deployment"}),
+    )
+    for kind in ("Service", "Deployment"):
+        assert cache._apply_event(kind, "ADDED", child("a", 1, status={"ready": 0}))
+        assert cache._apply_event(kind, "MODIFIED", child("a", 2, status={"ready": 1})) == (
+            kind == "Deployment"
+        )
+        assert cache._apply_event(kind, "MODIFIED", child("a", 3, port=81, status={"ready": 1}))
+    cache._stores["Service"].synced = True
+    (kept,) = cache.list(SERVICE, "ns", SELECTOR)
+    assert kept["status"] == {"ready": 1}  # stored all the same
+    assert kept["metadata"]["resourceVersion"] == "3"
 
 
 def test_a_watch_that_expires_is_followed_by_a_list_that_reports_the_gap() -> None:
