@@ -271,6 +271,22 @@ def _pod_spec(manifests: list[dict[str, Any]]) -> dict[str, Any]:
     return spec
 
 
+def test_streaming_pods_must_spread_over_nodes_and_may_spread_over_zones() -> None:
+    """Hard by hostname (never two more pods on one node than on another usable one), counting
+    only nodes the pods can use (a cordoned node in a drain, a tainted one: not counted); soft by
+    zone, in a constraint of its own (a soft hostname one beside it was ignored on every node
+    without a zone label)."""
+    pod = _pod_spec(render(crdschema.example_platform("demo"), RenderInputs()))
+    by_key = {c["topologyKey"]: c for c in pod["topologySpreadConstraints"]}
+    hostname, zone = by_key["kubernetes.io/hostname"], by_key["topology.kubernetes.io/zone"]
+    assert (hostname["whenUnsatisfiable"], hostname["maxSkew"]) == ("DoNotSchedule", 1)
+    assert hostname["nodeTaintsPolicy"] == "Honor"
+    assert "minDomains" not in hostname  # one node must still take every replica
+    assert zone["whenUnsatisfiable"] == "ScheduleAnyway"
+    selector = {"matchLabels": naming.selector_labels("demo")}
+    assert hostname["labelSelector"] == zone["labelSelector"] == selector
+
+
 def test_s3_origin_mounts_credentials_as_files_and_caches_in_an_empty_dir() -> None:
     manifests = render(crdschema.example_platform("library"), RenderInputs())
     env = _deployment_env(manifests)
