@@ -271,20 +271,29 @@ def _pod_spec(manifests: list[dict[str, Any]]) -> dict[str, Any]:
     return spec
 
 
-def test_streaming_pods_must_spread_over_nodes_and_may_spread_over_zones() -> None:
-    """Hard by hostname (never two more pods on one node than on another usable one), counting
-    only nodes the pods can use (a cordoned node in a drain, a tainted one: not counted); soft by
-    zone, in a constraint of its own (a soft hostname one beside it was ignored on every node
-    without a zone label)."""
+def test_streaming_pods_prefer_other_nodes_and_zones_and_the_node_preference_stands_alone() -> None:
+    """One soft spread constraint, by hostname: the scheduler scores soft constraints only on
+    nodes that carry every key of them, so a zone constraint beside it disabled it on clusters
+    without zone labels. Zones: a preferred anti-affinity (nodes without the label score the
+    same). Nothing hard: a replacement must never wait for a skew (a drain would hang on the
+    PodDisruptionBudget)."""
     pod = _pod_spec(render(crdschema.example_platform("demo"), RenderInputs()))
-    by_key = {c["topologyKey"]: c for c in pod["topologySpreadConstraints"]}
-    hostname, zone = by_key["kubernetes.io/hostname"], by_key["topology.kubernetes.io/zone"]
-    assert (hostname["whenUnsatisfiable"], hostname["maxSkew"]) == ("DoNotSchedule", 1)
-    assert hostname["nodeTaintsPolicy"] == "Honor"
-    assert "minDomains" not in hostname  # one node must still take every replica
-    assert zone["whenUnsatisfiable"] == "ScheduleAnyway"
     selector = {"matchLabels": naming.selector_labels("demo")}
-    assert hostname["labelSelector"] == zone["labelSelector"] == selector
+    (spread,) = pod["topologySpreadConstraints"]
+    assert spread == {
+        "maxSkew": 1,
+        "topologyKey": "kubernetes.io/hostname",
+        "whenUnsatisfiable": "ScheduleAnyway",
+        "labelSelector": selector,
+    }
+    (zone,) = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert zone["podAffinityTerm"] == {
+        "topologyKey": "topology.kubernetes.io/zone",
+        "labelSelector": selector,
+    }
+    assert (
+        "requiredDuringSchedulingIgnoredDuringExecution" not in pod["affinity"]["podAntiAffinity"]
+    )
 
 
 def test_s3_origin_mounts_credentials_as_files_and_caches_in_an_empty_dir() -> None:
