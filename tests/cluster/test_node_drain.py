@@ -21,7 +21,15 @@ from pathlib import Path
 
 import pytest
 
-from localcluster import KubeCluster, cluster, hoststate, images, realnode, temporary_cluster
+from localcluster import (
+    KubeCluster,
+    cluster,
+    hoststate,
+    images,
+    nodelink,
+    realnode,
+    temporary_cluster,
+)
 from localcluster.api import Api
 from localcluster.flags import Layout
 from localcluster.node import node_name
@@ -196,6 +204,12 @@ def test_drain_of_a_node_under_load_fails_no_request_and_respects_the_budget(
 def test_stopping_the_cluster_leaves_nothing_of_either_node(two_nodes: TwoNodes) -> None:
     """Last in the module: stop its cluster (the fixture's stop then finds nothing to do)."""
     assert len(two_nodes.nets) == 2
+    first, second = two_nodes.nets
+    running = realnode.leftovers(two_nodes.before, two_nodes.root, two_nodes.nets)
+    # while it runs, the check does see both nodes and the switch between them: it can fail
+    for netns in (first.netns, second.netns, nodelink.switch_netns(first.cluster_slot)):
+        assert f"network namespace {netns}" in running, running
+    assert f"interface {second.host_veth}" in running, running
     cluster.stop(two_nodes.root)
     time.sleep(0.5)
     left = realnode.leftovers(two_nodes.before, two_nodes.root, two_nodes.nets)
