@@ -123,9 +123,12 @@ cluster-build: $(STAMP) ## Build (once, cached outside the repo) the control pla
 images-local: $(STAMP) ## Build the base, pause, streaming and operator images offline (no registry, no default Docker socket), cached by content hash
 	@$(PY) -m localcluster images
 
+# Real nodes of `make cluster-up` (each its own containerd, kubelet, kube-proxy and pod range).
+CLUSTER_NODES ?= 1
+
 .PHONY: cluster-up
-cluster-up: cluster-build images-local ## Start the local cluster (real node, images loaded) and print the `export KUBECONFIG=...` line (eval-able)
-	@$(PY) -m localcluster up
+cluster-up: cluster-build images-local ## Start the local cluster (CLUSTER_NODES real nodes, images loaded) and print the `export KUBECONFIG=...` line (eval-able)
+	@$(PY) -m localcluster up --nodes $(CLUSTER_NODES)
 
 .PHONY: monitoring-up
 monitoring-up: cluster-up ## Install the Prometheus Operator and a Prometheus (local images) into the local cluster; print the port-forward line

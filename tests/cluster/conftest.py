@@ -170,14 +170,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=order)
 
 
-@pytest.fixture(scope="session")
-def crd_installed(kube_cluster: Any) -> Any:
+def install_crds(cluster: Any) -> Any:
+    """The project's CRDs in `cluster`, Established and discovered; returns the cluster."""
     # As users of other operators type it: the whole folder, server-side.
-    kube_cluster.kubectl("apply", "--server-side", "-f", str(CRDS))
-    kube_cluster.wait_established(
+    cluster.kubectl("apply", "--server-side", "-f", str(CRDS))
+    cluster.wait_established(
         "crd/videoplatforms.videoplatform.io", "crd/videoassets.videoplatform.io"
     )
-    return kube_cluster
+    return cluster
+
+
+@pytest.fixture(scope="session")
+def crd_installed(kube_cluster: Any) -> Any:
+    return install_crds(kube_cluster)
 
 
 #: Where the session's operator holds its Lease.

@@ -15,7 +15,8 @@ from tests.cluster.conftest import Namespace
 
 #: Runs in the pod (python3 of the streaming image, stdlib only). argv: JSON settings.
 #: Each request opens a new connection, asks for a Range and checks the bytes against the
-#: file's known pattern (byte i is i % 251). Reports counts, failures and a timeline.
+#: file's known pattern (byte i is i % 251). Reports counts, failures and a timeline. It stops
+#: after `seconds`, or (optional) once it has sent `requests`.
 CLIENT = textwrap.dedent(
     """
     import http.client, json, random, sys, threading, time
@@ -46,9 +47,12 @@ CLIENT = textwrap.dedent(
             stats["bytes"] += len(body)
             if error and len(stats["errors"]) < 20:
                 stats["errors"].append(error)
+    def room():
+        with lock:
+            return stats["ok"] + stats["failed"] < cfg.get("requests", float("inf"))
     def worker(seed):
         rng = random.Random(seed)
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and room():
             one(rng)
             if cfg.get("pause"):
                 time.sleep(cfg["pause"])
@@ -74,12 +78,16 @@ def pattern(size: int) -> bytes:
     return (block * (size // 251 + 1))[:size]
 
 
-def client_pod_manifest(name: str, image: str, settings: dict[str, Any]) -> dict[str, Any]:
+def client_pod_manifest(
+    name: str, image: str, settings: dict[str, Any], node: str | None = None
+) -> dict[str, Any]:
+    """The client pod (`node`: on that node, by its hostname label)."""
     return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "vod-test-client"}},
         "spec": {
+            **({"nodeSelector": {"kubernetes.io/hostname": node}} if node else {}),
             "restartPolicy": "Never",
             "automountServiceAccountToken": False,
             "securityContext": {"runAsNonRoot": True, "runAsUser": 10002, "runAsGroup": 10002},
@@ -96,8 +104,10 @@ def client_pod_manifest(name: str, image: str, settings: dict[str, Any]) -> dict
     }
 
 
-def start_client_pod(ns: Namespace, name: str, image: str, settings: dict[str, Any]) -> None:
-    ns.apply(json.dumps(client_pod_manifest(name, image, settings)))
+def start_client_pod(
+    ns: Namespace, name: str, image: str, settings: dict[str, Any], node: str | None = None
+) -> None:
+    ns.apply(json.dumps(client_pod_manifest(name, image, settings, node)))
 
 
 def client_result(ns: Namespace, name: str, timeout: float) -> dict[str, Any]:

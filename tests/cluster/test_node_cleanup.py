@@ -78,7 +78,7 @@ def test_a_real_node_leaves_nothing_behind(short_folder: Path, probed_sysctls: N
         }
         kubectl("apply", "-f", "-", data=json.dumps(pod))
         kubectl("wait", "--for=condition=Ready", "pod/sleeper", "--timeout=90s")
-        running = realnode.leftovers(before, root, net)
+        running = realnode.leftovers(before, root, [net])
         # while it runs, the checks do see the node: they can fail
         assert any(item.startswith("mount ") for item in running), running
         assert any(item.startswith("cgroup ") for item in running), running
@@ -94,6 +94,6 @@ def test_a_real_node_leaves_nothing_behind(short_folder: Path, probed_sysctls: N
     finally:
         cluster.stop(root)
     time.sleep(0.5)
-    left = realnode.leftovers(before, root, net)
+    left = realnode.leftovers(before, root, [net])
     assert left == [], left
     assert hoststate.read_sysctls()["kernel.panic"] == PROBED["kernel.panic"]

@@ -304,3 +304,17 @@ def test_a_cluster_folder_too_deep_for_the_kubelets_sockets_is_refused_by_name()
     deep = Path("/tmp/pytest-of-root/pytest-195/test_a_real_node_leaves_nothin0/cleanup")
     with pytest.raises(RuntimeError, match="too deep for a real node"):
         realnode.check_socket_room(NodeLayout(deep))
+
+
+def test_the_socket_room_is_checked_for_each_node_folder() -> None:
+    """A second node's folder (`node2`) is one byte deeper than the first's: a cluster folder
+    that just fits one node is refused for two."""
+    from localcluster import realnode
+    from localcluster.engine import MAX_SOCKET_PATH
+    from localcluster.node import NodeLayout
+
+    probe = len(str(NodeLayout(Path("/")).kubelet_root / realnode.KUBELET_SOCKET))
+    folder = Path("/" + "x" * (MAX_SOCKET_PATH - probe - 1))  # "/x...x" + "/node/..."
+    realnode.check_socket_room(NodeLayout(folder))
+    with pytest.raises(RuntimeError, match="too deep for a real node"):
+        realnode.check_socket_room(NodeLayout(folder, 1))

@@ -10,7 +10,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from localcluster import hoststate
+from localcluster import hoststate, nodelink
 from localcluster.flags import KWOK_TAINT, Layout, Ports, apiserver_args, fake_node
 from localcluster.node import (
     NODE_NAME,
@@ -22,6 +22,9 @@ from localcluster.node import (
     kube_proxy_config,
     kubelet_args,
     kubelet_config,
+    kubelet_pki,
+    node_components,
+    node_name,
     system_objects,
 )
 from localcluster.nodenet import NodeNet, enter
@@ -47,6 +50,48 @@ def test_node_network_addresses_are_derived_from_the_slot_and_do_not_overlap() -
     )
     assert len(NET.host_veth) <= 15
     assert NET.host_veth != NET.node_veth
+
+
+#: A second node of NET's cluster, in slot 9.
+SECOND = NodeNet(9, first_slot=7)
+
+
+def test_a_second_node_has_its_own_pods_and_folder_and_the_first_nodes_services() -> None:
+    assert NET.is_first
+    assert not SECOND.is_first
+    assert SECOND.netns == "lcnode9"
+    assert SECOND.node_ip == "10.251.9.2"
+    assert SECOND.pod_cidr == "10.244.9.0/24"
+    assert SECOND.service_cidr == NET.service_cidr == "10.96.7.0/24"
+    assert SECOND.api_ip == NET.api_ip == NET.host_ip  # what the API server advertises
+    assert SECOND.routes() == [SECOND.pod_cidr]  # the host routes Services via the first only
+    assert NET.routes() == [NET.pod_cidr, NET.service_cidr]
+    second = NodeLayout(Path("/state/c1"), 1)
+    assert (second.name, node_name(0)) == ("localcluster-node-2", NODE_NAME)
+    assert second.base == Path("/state/c1/node2")
+    assert second.sockets != LAYOUT.sockets
+    assert NodeLayout(Path("/state/c1"), 0) == LAYOUT
+    assert node_components(1) == ("containerd-2", "kubelet-2", "kube-proxy-2")
+    assert kubelet_pki(1) == ("kubelet-2", "kubelet-serving-2")
+    config = kubelet_config(second, SECOND)
+    assert config["clusterDNS"] == ["10.96.7.10"]  # CoreDNS of the first node
+    assert config["tlsCertFile"] == "/state/c1/pki/kubelet-serving-2.crt"
+    assert "--hostname-override=localcluster-node-2" in kubelet_args(second, SECOND)
+    assert kube_proxy_config(second, SECOND)["hostnameOverride"] == "localcluster-node-2"
+
+
+def test_nodes_route_each_others_pods_and_node_ips_over_their_switch() -> None:
+    assert nodelink.switch_netns(NET.cluster_slot) == "lclink7"
+    assert (nodelink.link_ip(NET), nodelink.link_ip(SECOND)) == ("10.252.7.7", "10.252.7.9")
+    assert nodelink.peer_routes(NET, [NET, SECOND]) == [
+        ("10.244.9.0/24", "10.252.7.9"),
+        ("10.251.9.2/32", "10.252.7.9"),
+    ]
+    assert nodelink.peer_routes(SECOND, [NET, SECOND]) == [
+        ("10.244.7.0/24", "10.252.7.7"),
+        ("10.251.7.2/32", "10.252.7.7"),
+    ]
+    assert nodelink.peer_routes(NET, [NET]) == []
 
 
 def test_node_processes_enter_only_the_network_namespace() -> None:
@@ -150,7 +195,7 @@ def test_kwok_nodes_are_tainted_so_real_workloads_land_on_the_real_node() -> Non
 
 
 def test_pki_for_a_node_names_each_identity_as_kubernetes_expects(tmp_path: Path) -> None:
-    write_pki(tmp_path, "10.96.7.1", (NODE_NAME, NET.node_ip), NET.host_ip)
+    write_pki(tmp_path, "10.96.7.1", [(NODE_NAME, NET.node_ip)], NET.host_ip)
 
     def subject(name: str) -> tuple[str, str | None]:
         cert = x509.load_pem_x509_certificate((tmp_path / f"{name}.crt").read_bytes())
@@ -169,6 +214,18 @@ def test_pki_for_a_node_names_each_identity_as_kubernetes_expects(tmp_path: Path
     api_ips = api_sans.get_values_for_type(x509.IPAddress)
     assert ipaddress.ip_address("10.96.7.1") in api_ips  # the kubernetes Service, from pods
     assert ipaddress.ip_address(NET.host_ip) in api_ips  # the node's components, via the veth
+
+
+def test_pki_gives_each_node_its_own_kubelet_identity(tmp_path: Path) -> None:
+    write_pki(tmp_path, "10.96.7.1", [(NODE_NAME, NET.node_ip), (node_name(1), SECOND.node_ip)])
+    for index, ip in enumerate((NET.node_ip, SECOND.node_ip)):
+        client, serving_name = kubelet_pki(index)
+        cert = x509.load_pem_x509_certificate((tmp_path / f"{client}.crt").read_bytes())
+        cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+        assert cn == f"system:node:{node_name(index)}"
+        serving = x509.load_pem_x509_certificate((tmp_path / f"{serving_name}.crt").read_bytes())
+        sans = serving.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert sans.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address(ip)]
 
 
 def test_preflight_names_root_and_the_debian_packages_to_install() -> None:

@@ -33,6 +33,14 @@ def _parser() -> argparse.ArgumentParser:
         )
         if command == "up":
             _no_s3_server_flag(p)
+            p.add_argument(
+                "--nodes",
+                type=int,
+                default=None,
+                metavar="N",
+                help="real nodes to start (default: LOCALCLUSTER_NODES, else 1); each has its "
+                "own containerd, kubelet, kube-proxy, network namespace and pod range",
+            )
     p_mon = sub.add_parser(
         "monitoring",
         help="install the Prometheus Operator and a Prometheus into the running cluster (real "
@@ -90,8 +98,11 @@ def cmd_which(binary: str) -> int:
     return 0
 
 
-def cmd_up(name: str, s3_server: bool = True) -> int:
+def cmd_up(name: str, s3_server: bool = True, nodes: int | None = None) -> int:
     real_node = preflight.real_node_wanted()
+    count = preflight.real_nodes_wanted() if nodes is None else nodes
+    if count < 1:
+        raise preflight.PreflightError(f"--nodes must be at least 1, not {count}")
     if real_node:
         preflight.require_real_node()
     build([*CONTROL_PLANE_BINARIES, *(NODE_BINARIES if real_node else ())])
@@ -102,9 +113,12 @@ def cmd_up(name: str, s3_server: bool = True) -> int:
     else:
         began = time.monotonic()
         node_images = realnode.default_images(s3_server=s3_server) if real_node else None
-        up = cluster.start(root, name, node_images=node_images)
+        up = cluster.start(root, name, node_images=node_images, nodes=count)
         took = time.monotonic() - began
-        print(f"# cluster {name!r} up in {took:.1f} s at {up.server}; logs: {root / 'logs'}")
+        real = f"{count} real node{'s' if count > 1 else ''}" if real_node else "no real node"
+        print(
+            f"# cluster {name!r} up in {took:.1f} s at {up.server} ({real}); logs: {root / 'logs'}"
+        )
     print(f"export KUBECONFIG={shlex.quote(str(up.kubeconfig))}")
     return 0
 
@@ -195,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "keda":
             return cmd_keda(args.name)
         if args.command == "up":
-            return cmd_up(args.name, args.s3_server)
+            return cmd_up(args.name, args.s3_server, args.nodes)
         return {"down": cmd_down, "status": cmd_status}[args.command](args.name)
     except (cluster.ClusterError, FileNotFoundError, RuntimeError, OSError) as err:
         print(f"localcluster {args.command}: {err}", file=sys.stderr)

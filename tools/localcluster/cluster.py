@@ -31,8 +31,7 @@ from localcluster.flags import (
     service_ip,
 )
 from localcluster.kubeconfig import render_kubeconfig
-from localcluster.node import NODE_COMPONENTS
-from localcluster.node import NODE_NAME as REAL_NODE_NAME
+from localcluster.node import node_name
 from localcluster.nodenet import NodeNet
 from localcluster.paths import kwok_stages
 from localcluster.pki import write_pki
@@ -92,9 +91,9 @@ def running(root: Path) -> Running | None:
 
 
 def components(root: Path) -> tuple[str, ...]:
-    """What the cluster in `root` runs, in start order: the control plane, and the real node's
-    components when it has one."""
-    return COMPONENTS + (NODE_COMPONENTS if realnode.load_net(root) else ())
+    """What the cluster in `root` runs, in start order: the control plane, and the real nodes'
+    components when it has any."""
+    return COMPONENTS + realnode.components(root)
 
 
 def component_status(root: Path) -> dict[str, int | None]:
@@ -170,9 +169,10 @@ def start(
     die_with_parent: bool = False,
     timeout: float = 180,
     node_images: NodeImages | None = None,
+    nodes: int = 1,
 ) -> Running:
     """Start a fresh cluster in `root` (or return the one already running there): the control
-    plane, kwok's simulated node and, given `node_images`, the real node.
+    plane, kwok's simulated node and, given `node_images`, `nodes` real nodes.
 
     Ports are picked free just before the start; if another process takes one in between, the
     start is retried once with new ports."""
@@ -181,7 +181,7 @@ def start(
         return already
     for attempt in (1, 2):
         try:
-            return _start_once(Layout(root), name, die_with_parent, timeout, node_images)
+            return _start_once(Layout(root), name, die_with_parent, timeout, node_images, nodes)
         except ClusterError as err:
             if attempt == 2 or "address already in use" not in str(err):
                 raise
@@ -189,13 +189,14 @@ def start(
     raise AssertionError("unreachable")
 
 
-def _write_config(layout: Layout, name: str, ports: Ports, net: NodeNet | None) -> Api:
+def _write_config(layout: Layout, name: str, ports: Ports, nets: list[NodeNet]) -> Api:
     """Certificates, kubeconfig and state file for a start on `ports`; the admin API client."""
     server = f"https://127.0.0.1:{ports.apiserver}"
-    if net is None:
-        write_pki(layout.pki, service_ip(net))
+    if not nets:
+        write_pki(layout.pki, service_ip(None))
     else:
-        write_pki(layout.pki, service_ip(net), (REAL_NODE_NAME, net.node_ip), net.host_ip)
+        real = [(node_name(index), net.node_ip) for index, net in enumerate(nets)]
+        write_pki(layout.pki, service_ip(nets[0]), real, nets[0].api_ip)
     pki = layout.pki_file
     layout.audit_policy.write_text(AUDIT_POLICY)
     kubeconfig = render_kubeconfig(
@@ -217,6 +218,7 @@ def _start_once(
     die_with_parent: bool,
     timeout: float,
     node_images: NodeImages | None,
+    nodes: int,
 ) -> Running:
     stop(layout.root)
     clear(layout)
@@ -227,8 +229,9 @@ def _start_once(
     ports = Ports(*free_ports(6))
     starter = _Starter(layout, die_with_parent, timeout)
     try:
-        net = realnode.prepare(layout.root) if node_images is not None else None
-        api = _write_config(layout, name, ports, net)
+        nets = realnode.prepare(layout.root, nodes) if node_images is not None else []
+        net = nets[0] if nets else None
+        api = _write_config(layout, name, ports, nets)
         starter.spawn("etcd", etcd_args(layout, ports))
         starter.wait("etcd /health", _etcd_healthy(ports.etcd_client), ("etcd",))
         starter.spawn("kube-apiserver", apiserver_args(layout, ports, net))
@@ -251,9 +254,9 @@ def _start_once(
             lambda: True if node_ready(api.get_json(f"/api/v1/nodes/{NODE_NAME}")) else None,
             COMPONENTS,
         )
-        if net is not None and node_images is not None:
+        if nets and node_images is not None:
             sandbox_image, archives = node_images
-            realnode.start(starter, layout.root, net, ports, api, name, archives, sandbox_image)
+            realnode.start(starter, layout.root, nets, ports, api, name, archives, sandbox_image)
         starter.wait(
             "ServiceAccount default/default (controller-manager)",
             lambda: api.get_json("/api/v1/namespaces/default/serviceaccounts/default"),
@@ -272,8 +275,9 @@ def stop(root: Path) -> list[str]:
     if not layout.pids.is_dir():
         realnode.stop(root)
         return []
-    # The node first (kubelet before containerd, then its pods, shims, mounts, network), so
-    # nothing of it calls the API server while that stops.
-    killed = processes.stop_all(layout.pids, list(reversed(NODE_COMPONENTS)), marker=str(root))
+    # The nodes first (kubelet before containerd, then their pods, shims, mounts, network), so
+    # nothing of them calls the API server while that stops.
+    node_components = list(reversed(realnode.components(root)))
+    killed = processes.stop_all(layout.pids, node_components, marker=str(root))
     realnode.stop(root)
     return killed + processes.stop_all(layout.pids, list(reversed(COMPONENTS)), marker=str(root))

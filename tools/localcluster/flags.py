@@ -100,7 +100,8 @@ class Layout:
         """Everything localcluster creates under `root` (what `clear` removes)."""
         files = [self.kubeconfig, self.state, self.audit_policy]
         folders = [self.pki, self.etcd_data, self.logs, self.pids, self.root / "certs"]
-        return [*files, *folders, self.root / "node"]
+        nodes = [self.root / "node", *sorted(self.root.glob("node[0-9]*"))]  # node, node2, ...
+        return [*files, *folders, *nodes]
 
 
 def etcd_args(layout: Layout, ports: Ports) -> list[str]:

@@ -1,6 +1,7 @@
 """Host state the real node changes, put back by `down`, and a check that nothing is left.
 
-The node's network lives in its own namespace (nodenet.py), so what remains on the host is:
+The node's network lives in its own namespace (nodenet.py; with several nodes, each has one,
+and the switch between them a namespace of its own: nodelink.py), so what remains on the host is:
 - the kernel sysctls the kubelet sets (`vm.overcommit_memory`, `kernel.panic`, ...): recorded
   before the node starts and written back after it stops;
 - the node's processes, including containerd's shims (their own sessions) and the pods' processes;
@@ -22,6 +23,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from localcluster import nodelink
 from localcluster.nodenet import NodeNet
 
 #: Sysctls the kubelet (setupKernelTunables) may write, and the host-side ones the node must not.
@@ -293,6 +295,8 @@ def leftovers(
             ["ip", "-4", "route", "show"], capture_output=True, text=True, check=False
         ).stdout
         found += [f"route {cidr}" for cidr in net.routes() if cidr in routes]
+        if net.is_first and nodelink.switch_path(net.cluster_slot).exists():
+            found.append(f"network namespace {nodelink.switch_netns(net.cluster_slot)}")
     now = read_sysctls()
     found += [
         f"sysctl {name}={now.get(name)} (was {value})"

@@ -28,8 +28,32 @@ KUBE_PROXY_METRICS_PORT = 10249
 DNS_PORT = 53
 DNS_HEALTH_PORT = 8080
 METRICS_SERVER_PORT = 4443
-#: What the real node runs, in start order (stop runs in reverse).
+#: What the (first) real node runs, in start order (stop runs in reverse).
 NODE_COMPONENTS = ("containerd", "kubelet", "kube-proxy", "coredns", "metrics-server")
+#: What every further node runs (CoreDNS and metrics-server serve the cluster from the first).
+WORKER_COMPONENTS = ("containerd", "kubelet", "kube-proxy")
+
+
+def node_name(index: int) -> str:
+    """The Node of the `index`-th real node: localcluster-node, localcluster-node-2, ..."""
+    return NODE_NAME if index == 0 else f"{NODE_NAME}-{index + 1}"
+
+
+def _suffix(index: int) -> str:
+    return "" if index == 0 else f"-{index + 1}"
+
+
+def node_components(index: int) -> tuple[str, ...]:
+    """The process names (pid and log files) of the `index`-th real node, in start order."""
+    if index == 0:
+        return NODE_COMPONENTS
+    return tuple(f"{name}{_suffix(index)}" for name in WORKER_COMPONENTS)
+
+
+def kubelet_pki(index: int) -> tuple[str, str]:
+    """The names (in the cluster's pki folder, without .crt/.key) of the `index`-th node's
+    kubelet client and serving certificates."""
+    return f"kubelet{_suffix(index)}", f"kubelet-serving{_suffix(index)}"
 
 
 #: Unix sockets cannot have paths over 104 bytes; the node's live in a short folder here, named
@@ -39,18 +63,25 @@ SOCKETS_DIR = Path("/run/localcluster")
 
 @dataclass(frozen=True)
 class NodeLayout:
-    """Files of the real node, all under `<cluster root>/node` (sockets: `sockets`)."""
+    """Files of the `index`-th real node, all under `<cluster root>/node` (further nodes:
+    `node2`, `node3`, ...; sockets: `sockets`). The cluster's host and network records are the
+    first node's."""
 
     root: Path
+    index: int = 0
+
+    @property
+    def name(self) -> str:
+        return node_name(self.index)
 
     @property
     def sockets(self) -> Path:
-        digest = hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()[:16]
-        return SOCKETS_DIR / digest
+        key = f"{self.root.resolve()}{_suffix(self.index)}"
+        return SOCKETS_DIR / hashlib.sha256(key.encode()).hexdigest()[:16]
 
     @property
     def base(self) -> Path:
-        return self.root / "node"
+        return self.root / ("node" if self.index == 0 else f"node{self.index + 1}")
 
     @property
     def containerd_root(self) -> Path:
@@ -175,6 +206,7 @@ def cni_conflist(layout: NodeLayout, net: NodeNet) -> dict[str, Any]:
 
 def kubelet_config(layout: NodeLayout, net: NodeNet) -> dict[str, Any]:
     pki = layout.root / "pki"
+    serving = kubelet_pki(layout.index)[1]
     return {
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",
@@ -183,8 +215,8 @@ def kubelet_config(layout: NodeLayout, net: NodeNet) -> dict[str, Any]:
         "readOnlyPort": 0,
         "healthzBindAddress": "127.0.0.1",
         "healthzPort": KUBELET_HEALTHZ_PORT,
-        "tlsCertFile": str(pki / "kubelet-serving.crt"),
-        "tlsPrivateKeyFile": str(pki / "kubelet-serving.key"),
+        "tlsCertFile": str(pki / f"{serving}.crt"),
+        "tlsPrivateKeyFile": str(pki / f"{serving}.key"),
         "authentication": {
             "anonymous": {"enabled": False},
             "webhook": {"enabled": True},
@@ -226,7 +258,7 @@ def kubelet_args(layout: NodeLayout, net: NodeNet) -> list[str]:
         f"--kubeconfig={layout.config('kubelet.kubeconfig')}",
         f"--root-dir={layout.kubelet_root}",
         f"--cert-dir={layout.kubelet_root / 'pki'}",
-        f"--hostname-override={NODE_NAME}",
+        f"--hostname-override={layout.name}",
         f"--node-ip={net.node_ip}",
         "--node-labels=localcluster.io/node=real",
         "--v=1",
@@ -238,7 +270,7 @@ def kube_proxy_config(layout: NodeLayout, net: NodeNet) -> dict[str, Any]:
         "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
         "kind": "KubeProxyConfiguration",
         "clientConnection": {"kubeconfig": str(layout.config("kube-proxy.kubeconfig"))},
-        "hostnameOverride": NODE_NAME,
+        "hostnameOverride": layout.name,
         "mode": "iptables",
         "clusterCIDR": net.pod_cidr,
         "bindAddress": net.node_ip,

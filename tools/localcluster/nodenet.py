@@ -7,11 +7,15 @@ can run side by side (a `make demo` cluster while `make test` runs) and stopping
 host by deleting the namespace. The host keeps only two routes (pod and Service ranges via the
 node), removed with the veth.
 
-Addresses, for cluster slot `n` (1..250, the first free one at start):
-    host side of the veth   10.251.n.1/30   (the API server advertises this address to pods)
+Addresses, for node slot `n` (1..250, the first free one at start):
+    host side of the veth   10.251.n.1/30   (the API server advertises the first node's to pods)
     node side (node IP)     10.251.n.2/30
     pods                    10.244.n.0/24   (CNI bridge, host-local IPAM)
-    Services                10.96.n.0/24    (kubernetes = .1, kube-dns = .10)
+    Services                10.96.c.0/24    (c: the cluster's first node's slot; kubernetes = .1,
+                                             kube-dns = .10)
+
+A cluster of several real nodes takes one slot per node; its nodes reach each other through a
+switch of their own (nodelink.py), never through the host (whose ip_forward stays as it is).
 """
 
 from __future__ import annotations
@@ -29,9 +33,20 @@ SLOTS = range(1, 251)
 
 @dataclass(frozen=True)
 class NodeNet:
-    """Names and addresses of one cluster's node network (pure: derived from the slot)."""
+    """Names and addresses of one real node's network (pure: derived from the slots)."""
 
     slot: int
+    #: The slot of the cluster's first node (0: this node is the first). The cluster's Service
+    #: range and the switch between its nodes are named after it.
+    first_slot: int = 0
+
+    @property
+    def cluster_slot(self) -> int:
+        return self.first_slot or self.slot
+
+    @property
+    def is_first(self) -> bool:
+        return self.cluster_slot == self.slot
 
     @property
     def netns(self) -> str:
@@ -62,8 +77,15 @@ class NodeNet:
         return f"10.244.{self.slot}.0/24"
 
     @property
+    def api_ip(self) -> str:
+        """Where the node reaches the API server: the host side of the first node's veth (the
+        address the API server advertises; a local address of the host, so other nodes reach it
+        through their own veth without the host forwarding anything)."""
+        return f"10.251.{self.cluster_slot}.1"
+
+    @property
     def service_cidr(self) -> str:
-        return f"10.96.{self.slot}.0/24"
+        return f"10.96.{self.cluster_slot}.0/24"
 
     def service_ip(self, host: int) -> str:
         """The `host`-th address of the Service range (1: kubernetes, 10: kube-dns)."""
@@ -75,8 +97,8 @@ class NodeNet:
         return "cni0"
 
     def routes(self) -> list[str]:
-        """Host routes to the node: pods and Services."""
-        return [self.pod_cidr, self.service_cidr]
+        """Host routes to the node: its pods, and (the first node) the cluster's Services."""
+        return [self.pod_cidr, self.service_cidr] if self.is_first else [self.pod_cidr]
 
 
 def _ip(*args: str, netns: str | None = None, check: bool = True) -> str:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from localcluster.node import kubelet_pki
 
 VALIDITY = datetime.timedelta(days=365)
 SERVING_DNS_NAMES = (
@@ -130,13 +133,15 @@ def _pair_files(
 
 
 def write_pki(
-    root: Path, service_ip: str, node: tuple[str, str] | None = None, apiserver_ip: str = ""
+    root: Path, service_ip: str, nodes: Sequence[tuple[str, str]] = (), apiserver_ip: str = ""
 ) -> None:
     """Write into `root`: ca.crt/key, apiserver.crt/key (serving), admin.crt/key (client, group
     system:masters) and sa.key/sa.pub (service-account token signing).
 
-    With `node` = (node name, node IP) also the real node's: kubelet.crt/key (its client, user
-    system:node:NAME), kubelet-serving.crt/key, kube-proxy.crt/key (user system:kube-proxy),
+    With `nodes` = [(node name, node IP), ...] also the real nodes': for each, its kubelet's
+    client (user system:node:NAME) and serving certificates (kubelet.crt/key and
+    kubelet-serving.crt/key for the first, kubelet-2.crt/key and kubelet-serving-2.crt/key for
+    the second: node.kubelet_pki), and once kube-proxy.crt/key (user system:kube-proxy),
     apiserver-kubelet-client.crt/key (what the API server shows the kubelet for logs/exec), and
     front-proxy-ca.crt + front-proxy-client.crt/key (aggregated APIs such as metrics-server).
     `apiserver_ip`: one more address the API server is reached at (the node's side of it)."""
@@ -156,18 +161,22 @@ def write_pki(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         ),
     }
-    if node is not None:
-        name, ip = node
-        front_proxy_ca = make_ca("localcluster-front-proxy-ca")
+    for index, (name, ip) in enumerate(nodes):
+        client, serving_name = kubelet_pki(index)
         files.update(
             {
                 **_pair_files(
-                    "kubelet", issue(ca, f"system:node:{name}", organization="system:nodes")
+                    client, issue(ca, f"system:node:{name}", organization="system:nodes")
                 ),
                 **_pair_files(
-                    "kubelet-serving",
-                    issue(ca, name, server=True, ips=(ip,), dns_names=(name,)),
+                    serving_name, issue(ca, name, server=True, ips=(ip,), dns_names=(name,))
                 ),
+            }
+        )
+    if nodes:
+        front_proxy_ca = make_ca("localcluster-front-proxy-ca")
+        files.update(
+            {
                 **_pair_files("kube-proxy", issue(ca, "system:kube-proxy")),
                 **_pair_files(
                     "apiserver-kubelet-client",

@@ -1,7 +1,10 @@
-"""Start and stop the real node beside the control plane (see node.py for what runs there)."""
+"""Start and stop the real nodes beside the control plane (see node.py for what runs there):
+one by default, or several, each with its own containerd, kubelet, kube-proxy, folder, network
+namespace and pod range, joined by a switch (nodelink.py)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import subprocess
@@ -12,19 +15,19 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
-from localcluster import binaries, hoststate, nodenet
+from localcluster import binaries, hoststate, nodelink, nodenet
 from localcluster.api import Api
 from localcluster.flags import Ports
 from localcluster.kubeconfig import render_kubeconfig
 from localcluster.node import (
-    NODE_COMPONENTS,
-    NODE_NAME,
     NodeLayout,
     cgroup_root,
     coredns_args,
     kube_proxy_args,
     kubelet_args,
+    kubelet_pki,
     metrics_server_args,
+    node_components,
     system_objects,
     write_configs,
 )
@@ -53,33 +56,55 @@ def default_images(s3_server: bool = True) -> tuple[str, list[Path]]:
     return images.PAUSE_IMAGE, [image.archive for image in built if image.name != "python-base"]
 
 
-def load_net(root: Path) -> NodeNet | None:
-    """The node network recorded for the cluster in `root` (None: no real node)."""
+def load_nets(root: Path) -> list[NodeNet]:
+    """The networks of the cluster's real nodes, first node first (empty: no real node)."""
     try:
-        return NodeNet(int(json.loads(NodeLayout(root).net_state.read_text())["slot"]))
-    except (OSError, ValueError, KeyError):
-        return None
+        state = json.loads(NodeLayout(root).net_state.read_text())
+        slots = [int(slot) for slot in state.get("slots") or [state["slot"]]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return [NodeNet(slot, slots[0] if index else 0) for index, slot in enumerate(slots)]
 
 
-def prepare(root: Path) -> NodeNet:
-    """Record the host's state, then make the node's network (before the API server starts,
-    which advertises the host side of the veth)."""
+def load_net(root: Path) -> NodeNet | None:
+    """The first real node's network (None: no real node)."""
+    nets = load_nets(root)
+    return nets[0] if nets else None
+
+
+def components(root: Path) -> tuple[str, ...]:
+    """The process names of every real node of the cluster in `root`, in start order."""
+    return tuple(name for index in range(len(load_nets(root))) for name in node_components(index))
+
+
+def prepare(root: Path, nodes: int = 1) -> list[NodeNet]:
+    """Record the host's state, then make the nodes' networks (before the API server starts,
+    which advertises the host side of the first node's veth), and the switch between them."""
+    if nodes < 1:
+        raise ValueError(f"a real node count must be at least 1, not {nodes}")
     layout = NodeLayout(root)
     layout.base.mkdir(parents=True, exist_ok=True)
     hoststate.snapshot().save(layout.host_state)
-    net = NodeNet(nodenet.free_slot())
-    layout.net_state.write_text(json.dumps({"slot": net.slot}))
-    nodenet.create(net)
-    return net
+    nets: list[NodeNet] = []
+    for _ in range(nodes):
+        net = NodeNet(nodenet.free_slot(), nets[0].slot if nets else 0)
+        nets.append(net)
+        # Recorded before it exists, so that `stop` removes whatever part of it was made.
+        slots = [n.slot for n in nets]
+        layout.net_state.write_text(json.dumps({"slot": slots[0], "slots": slots}))
+        nodenet.create(net)
+    if len(nets) > 1:
+        nodelink.create(nets)
+    return nets
 
 
 def _write_kubeconfigs(layout: NodeLayout, net: NodeNet, ports: Ports, name: str) -> None:
     """Kubeconfigs the node's components use to reach the API server through the veth."""
     pki = layout.root / "pki"
-    server = f"https://{net.host_ip}:{ports.apiserver}"
+    server = f"https://{net.api_ip}:{ports.apiserver}"
     ca = (pki / "ca.crt").read_bytes()
     for component, identity in (
-        ("kubelet", "kubelet"),
+        ("kubelet", kubelet_pki(layout.index)[0]),
         ("kube-proxy", "kube-proxy"),
         ("coredns", "admin"),
         ("metrics-server", "admin"),
@@ -121,8 +146,12 @@ def ctr(layout: NodeLayout, *args: str, timeout: float = 300) -> str:
     return result.stdout
 
 
-def _node_is_ready(api: Api) -> bool | None:
-    node = api.get_json(f"/api/v1/nodes/{NODE_NAME}")
+def _containerd_answers(layout: NodeLayout) -> bool | None:
+    return True if layout.containerd_socket.exists() and ctr(layout, "version") else None
+
+
+def _node_is_ready(api: Api, name: str) -> bool | None:
+    node = api.get_json(f"/api/v1/nodes/{name}")
     conditions = ((node or {}).get("status") or {}).get("conditions") or []
     ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
     return True if ready else None
@@ -147,7 +176,7 @@ def _apply_objects(api: Api, objects: list[dict[str, Any]]) -> None:
 #: The kubelet binds `<root-dir>/pod-resources/<10 digits>` (and device-plugin sockets there):
 #: a cluster folder deep enough to push that over a unix socket's 107 bytes fails the kubelet.
 KUBELET_SOCKET = Path("pod-resources") / "0123456789"
-#: Image archives imported into the node's containerd at once.
+#: Image archives imported into the nodes' containerds at once (over all nodes).
 IMPORT_WORKERS = 4
 
 
@@ -164,77 +193,98 @@ def check_socket_room(layout: NodeLayout) -> None:
         )
 
 
+def _import_all(layouts: list[NodeLayout], archives: list[Path]) -> None:
+    """Every archive into every node's containerd, IMPORT_WORKERS at a time."""
+    from localcluster import imageload
+
+    importing = time.monotonic()
+    jobs = [(layout, archive) for layout in layouts for archive in archives]
+
+    def one(job: tuple[NodeLayout, Path]) -> str:
+        layout, archive = job
+        loaded = imageload.load(archive, layout.containerd_socket)
+        return f"{layout.name}: {loaded.action} {loaded.ref} in {loaded.seconds:.1f} s"
+
+    # At once: an import is mostly hashing and unpacking one archive's layers (a core each), and
+    # the largest (the packaging image's ffmpeg) would otherwise add to the others' time.
+    with ThreadPoolExecutor(max_workers=IMPORT_WORKERS, thread_name_prefix="import") as pool:
+        for line in pool.map(one, jobs):
+            _progress(f"node: {line}")
+    took = time.monotonic() - importing
+    _progress(f"node: {len(archives)} images into {len(layouts)} node(s) in {took:.1f} s")
+
+
+def _spawn_in(starter: Starter, net: NodeNet, name: str, argv: list[str]) -> None:
+    starter.spawn_argv(name, nodenet.enter(net, argv))
+
+
 def start(
     starter: Starter,
     root: Path,
-    net: NodeNet,
+    nets: list[NodeNet],
     ports: Ports,
     api: Api,
     cluster_name: str,
     archives: list[Path],
     sandbox_image: str,
 ) -> None:
-    """containerd (images loaded), kubelet (node Ready), kube-proxy, CoreDNS, metrics-server."""
+    """Each node's containerd (images loaded), kubelet (node Ready) and kube-proxy; CoreDNS and
+    metrics-server on the first."""
     began = time.monotonic()
-    layout = NodeLayout(root)
-    check_socket_room(layout)
-    write_configs(layout, net, sandbox_image)
-    _write_kubeconfigs(layout, net, ports, cluster_name)
-    _make_cgroup_root(net)
-    starter.spawn_argv(
-        "containerd",
-        nodenet.enter(
-            net,
-            [shutil.which("containerd") or "containerd", "--config", str(layout.containerd_config)],
-        ),
-    )
-    starter.wait(
-        "containerd socket",
-        lambda: True if layout.containerd_socket.exists() and ctr(layout, "version") else None,
-        ("containerd",),
-    )
-    from localcluster import imageload
-
-    importing = time.monotonic()
-    # At once: an import is mostly hashing and unpacking one archive's layers (a core each), and
-    # the largest (the packaging image's ffmpeg) would otherwise add to the others' time.
-    with ThreadPoolExecutor(max_workers=IMPORT_WORKERS, thread_name_prefix="import") as pool:
-        for loaded in pool.map(lambda a: imageload.load(a, layout.containerd_socket), archives):
-            _progress(f"node: {loaded.action} {loaded.ref} in {loaded.seconds:.1f} s")
-    _progress(f"node: {len(archives)} images in {time.monotonic() - importing:.1f} s")
-    starter.spawn_argv(
-        "kubelet",
-        nodenet.enter(net, [str(binaries.require("kubelet")), *kubelet_args(layout, net)]),
-    )
-    starter.spawn_argv(
-        "kube-proxy",
-        nodenet.enter(net, [str(binaries.require("kube-proxy")), *kube_proxy_args(layout)]),
-    )
-    _apply_objects(api, system_objects(net))
-    starter.spawn_argv(
-        "coredns", nodenet.enter(net, [str(binaries.require("coredns")), *coredns_args(layout)])
-    )
-    starter.spawn_argv(
-        "metrics-server",
-        nodenet.enter(
-            net, [str(binaries.require("metrics-server")), *metrics_server_args(layout, net)]
-        ),
-    )
-    starter.wait(f"node {NODE_NAME} Ready (kubelet)", lambda: _node_is_ready(api), NODE_COMPONENTS)
-    _progress(f"node: {NODE_NAME} Ready after {time.monotonic() - began:.1f} s")
+    layouts = [NodeLayout(root, index) for index in range(len(nets))]
+    for layout in layouts:
+        check_socket_room(layout)
+    for layout, net in zip(layouts, nets, strict=True):
+        write_configs(layout, net, sandbox_image)
+        _write_kubeconfigs(layout, net, ports, cluster_name)
+        _make_cgroup_root(net)
+        containerd = [shutil.which("containerd") or "containerd", "--config"]
+        containerd.append(str(layout.containerd_config))
+        _spawn_in(starter, net, node_components(layout.index)[0], containerd)
+    for layout in layouts:
+        starter.wait(
+            f"containerd socket of {layout.name}",
+            functools.partial(_containerd_answers, layout),
+            node_components(layout.index)[:1],
+        )
+    _import_all(layouts, archives)
+    for layout, net in zip(layouts, nets, strict=True):
+        kubelet, kube_proxy = node_components(layout.index)[1:3]
+        argv = [str(binaries.require("kubelet")), *kubelet_args(layout, net)]
+        _spawn_in(starter, net, kubelet, argv)
+        argv = [str(binaries.require("kube-proxy")), *kube_proxy_args(layout)]
+        _spawn_in(starter, net, kube_proxy, argv)
+    first, first_net = layouts[0], nets[0]
+    _apply_objects(api, system_objects(first_net))
+    argv = [str(binaries.require("coredns")), *coredns_args(first)]
+    _spawn_in(starter, first_net, "coredns", argv)
+    argv = [str(binaries.require("metrics-server")), *metrics_server_args(first, first_net)]
+    _spawn_in(starter, first_net, "metrics-server", argv)
+    for layout in layouts:
+        starter.wait(
+            f"node {layout.name} Ready (kubelet)",
+            functools.partial(_node_is_ready, api, layout.name),
+            node_components(layout.index),
+        )
+        _progress(f"node: {layout.name} Ready after {time.monotonic() - began:.1f} s")
 
 
 def stop(root: Path) -> None:
-    """Kill what the node runs and put the host back as it was (idempotent)."""
-    net = load_net(root)
-    if net is None:
+    """Kill what the nodes run and put the host back as it was (idempotent)."""
+    nets = load_nets(root)
+    if not nets:
         return
-    layout = NodeLayout(root)
-    before = hoststate.HostState.load(layout.host_state)
-    hoststate.restore(before, root, cgroup_root(net), net, net.netns, layout.sockets)
+    before = hoststate.HostState.load(NodeLayout(root).host_state)
+    for index, net in enumerate(nets):
+        sockets = NodeLayout(root, index).sockets
+        hoststate.restore(before, root, cgroup_root(net), net, net.netns, sockets)
+    nodelink.delete(nets[0].cluster_slot)
 
 
-def leftovers(before: hoststate.HostState, root: Path, net: NodeNet) -> list[str]:
-    """What the node of the cluster in `root` left on the host, compared with `before`."""
-    sockets = NodeLayout(root).sockets
-    return hoststate.leftovers(before, root, cgroup_root(net), net, net.netns, sockets)
+def leftovers(before: hoststate.HostState, root: Path, nets: list[NodeNet]) -> list[str]:
+    """What the nodes of the cluster in `root` left on the host, compared with `before`."""
+    found: list[str] = []
+    for index, net in enumerate(nets):
+        sockets = NodeLayout(root, index).sockets
+        found += hoststate.leftovers(before, root, cgroup_root(net), net, net.netns, sockets)
+    return list(dict.fromkeys(found))  # what all nodes share (sysctls, chains) once

@@ -47,12 +47,18 @@ def _stop_on_signals(root: Path) -> Iterator[None]:
 
 @contextmanager
 def temporary_cluster(
-    root: Path, name: str = "localcluster", real_node: bool | None = None
+    root: Path,
+    name: str = "localcluster",
+    real_node: bool | None = None,
+    nodes: int | None = None,
+    node_images: cluster.NodeImages | None = None,
 ) -> Iterator[KubeCluster]:
     """Build what is missing, start a cluster in `root`, yield it, stop it on the way out.
 
-    `real_node` (default: unless LOCALCLUSTER_REAL_NODE=0) adds the real node with the pause and
-    project images built offline and loaded; without it, pods are simulated by kwok alone.
+    `real_node` (default: unless LOCALCLUSTER_REAL_NODE=0) adds real nodes, `nodes` of them
+    (default: LOCALCLUSTER_NODES, else 1), with the pause and project images built offline and
+    loaded (or `node_images`: the sandbox image and the archives to import); without it, pods
+    are simulated by kwok alone.
 
     Nothing outlives the calling process: the cluster stops on leaving the block, at exit, on
     SIGTERM/SIGHUP, and each component is SIGKILLed by the kernel if this process dies anyway
@@ -62,11 +68,17 @@ def temporary_cluster(
         real_node = preflight.real_node_wanted()
     if real_node:
         preflight.require_real_node()
+    count = preflight.real_nodes_wanted() if nodes is None else nodes
     build([*CONTROL_PLANE_BINARIES, *(NODE_BINARIES if real_node else ())])
-    node_images = realnode.default_images() if real_node else None
+    if not real_node:
+        node_images = None
+    elif node_images is None:
+        node_images = realnode.default_images()
     with _stop_on_signals(root):
         try:
-            up = cluster.start(root, name, die_with_parent=True, node_images=node_images)
+            up = cluster.start(
+                root, name, die_with_parent=True, node_images=node_images, nodes=count
+            )
             yield KubeCluster(kubeconfig=up.kubeconfig, server=up.server)
         finally:
             killed = cluster.stop(root)

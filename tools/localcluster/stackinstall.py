@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from localcluster import imageload
+from localcluster import imageload, realnode
 from localcluster.build import module_dir
 from localcluster.handle import KubeCluster
 from localcluster.images import Image
@@ -32,16 +32,24 @@ def load_images(
     log: Callable[[str], None],
     why_real_node: str,
 ) -> list[imageload.Loaded]:
-    """Compose (or reuse) the images `ensure` returns and import them into the cluster's real
-    node; fail first, saying `why_real_node`, when the cluster has none."""
-    socket = NodeLayout(cluster.kubeconfig.parent).containerd_socket
-    if not socket.exists():
-        raise RuntimeError(f"no real node's containerd at {socket}: {why_real_node}")
+    """Compose (or reuse) the images `ensure` returns and import them into each of the
+    cluster's real nodes; fail first, saying `why_real_node`, when the cluster has none."""
+    root = cluster.kubeconfig.parent
+    nodes = [NodeLayout(root, index) for index in range(max(1, len(realnode.load_nets(root))))]
+    for node in nodes:
+        if not node.containerd_socket.exists():
+            raise RuntimeError(
+                f"no real node's containerd at {node.containerd_socket}: {why_real_node}"
+            )
     loaded = []
     for image in ensure():
-        done = imageload.load(image.archive, socket)
-        log(f"{done.action} {done.ref} ({image.size / 1e6:.0f} MB) in {done.seconds:.1f} s")
-        loaded.append(done)
+        for node in nodes:
+            done = imageload.load(image.archive, node.containerd_socket)
+            log(
+                f"{done.action} {done.ref} ({image.size / 1e6:.0f} MB) into {node.name} in "
+                f"{done.seconds:.1f} s"
+            )
+            loaded.append(done)
     return loaded
 
 

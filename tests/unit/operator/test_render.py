@@ -271,6 +271,31 @@ def _pod_spec(manifests: list[dict[str, Any]]) -> dict[str, Any]:
     return spec
 
 
+def test_streaming_pods_prefer_other_nodes_and_zones_and_the_node_preference_stands_alone() -> None:
+    """One soft spread constraint, by hostname: the scheduler scores soft constraints only on
+    nodes that carry every key of them, so a zone constraint beside it disabled it on clusters
+    without zone labels. Zones: a preferred anti-affinity (nodes without the label score the
+    same). Nothing hard: a replacement must never wait for a skew (a drain would hang on the
+    PodDisruptionBudget)."""
+    pod = _pod_spec(render(crdschema.example_platform("demo"), RenderInputs()))
+    selector = {"matchLabels": naming.selector_labels("demo")}
+    (spread,) = pod["topologySpreadConstraints"]
+    assert spread == {
+        "maxSkew": 1,
+        "topologyKey": "kubernetes.io/hostname",
+        "whenUnsatisfiable": "ScheduleAnyway",
+        "labelSelector": selector,
+    }
+    (zone,) = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert zone["podAffinityTerm"] == {
+        "topologyKey": "topology.kubernetes.io/zone",
+        "labelSelector": selector,
+    }
+    assert (
+        "requiredDuringSchedulingIgnoredDuringExecution" not in pod["affinity"]["podAntiAffinity"]
+    )
+
+
 def test_s3_origin_mounts_credentials_as_files_and_caches_in_an_empty_dir() -> None:
     manifests = render(crdschema.example_platform("library"), RenderInputs())
     env = _deployment_env(manifests)
