@@ -24,7 +24,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from vod_operator import naming
 from vod_operator.kube import Kind, KubeError
@@ -32,6 +32,7 @@ from vod_operator.kube import Kind, KubeError
 log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
+T = TypeVar("T")
 ObjKey = tuple[str, str]  # (namespace, name)
 #: Told of every child that appeared, changed or went (the object as last seen).
 OnChange = Callable[[Mapping[str, Any]], None]
@@ -47,7 +48,9 @@ GONE = 410
 class WatchApi(Protocol):
     """The two calls an informer makes (`Kube.list_all`, `Kube.watch_all`)."""
 
-    def list_all(self, kind: Kind, selector: str) -> tuple[list[Obj], str]: ...
+    def list_all(
+        self, kind: Kind, selector: str, convert: Callable[[Obj], T]
+    ) -> tuple[list[T], str]: ...
 
     def watch_all(
         self, kind: Kind, selector: str, resource_version: str, timeout_seconds: int
@@ -96,6 +99,7 @@ class Stored:
     (a controller's report) shows as an equal body. Of metadata.managedFields only our own Apply
     entries are kept (what `owns_field` reads; the controllers' entries are never read)."""
 
+    key: ObjKey
     version: str
     labels: dict[str, str]
     body: bytes
@@ -103,6 +107,7 @@ class Stored:
 
     @classmethod
     def of(cls, obj: Mapping[str, Any]) -> Stored:
+        key = _key(obj)
         meta = dict(obj.get("metadata") or {})
         version = str(meta.pop("resourceVersion", ""))
         if meta.get("managedFields"):
@@ -116,7 +121,7 @@ class Stored:
         body["metadata"] = meta
         labels = {sys.intern(k): sys.intern(v) for k, v in (meta.get("labels") or {}).items()}
         status = obj.get("status")
-        return cls(version, labels, _json(body), b"" if status is None else _json(status))
+        return cls(key, version, labels, _json(body), b"" if status is None else _json(status))
 
     @property
     def instance(self) -> str:
@@ -151,11 +156,10 @@ class KindStore:
         stored = self.objects.get(key)
         return None if stored is None else stored.version
 
-    def put(self, obj: Mapping[str, Any]) -> Stored | None:
-        """Store `obj`; what was stored before under its key."""
-        key = _key(obj)
+    def put(self, stored: Stored) -> Stored | None:
+        """Store an object; what was stored before under its key."""
+        key = stored.key
         old = self.pop(key)
-        stored = Stored.of(obj)
         self.objects[key] = stored
         self.by_instance.setdefault((key[0], stored.instance), set()).add(key)
         return old
@@ -183,26 +187,26 @@ class KindStore:
                 found.append(stored.object())
         return found
 
-    def replace(self, items: list[Obj], listed_at: int | None) -> list[Obj]:
+    def replace(self, items: list[Stored], listed_at: int | None) -> list[Stored]:
         """Make the store what a fresh list says; the objects that changed (gone ones too).
 
         An object stored from our own write after the list was taken (a later version than the
         list's) is kept: the watch from `listed_at` brings its events anyway.
         """
-        listed = {_key(obj): obj for obj in items}
-        changed: list[Obj] = []
+        listed = {stored.key: stored for stored in items}
+        changed: list[Stored] = []
         for key, old in list(self.objects.items()):
             new = listed.get(key)
             if new is None:
                 if listed_at is not None and later(old.version, str(listed_at)):
                     continue
                 self.pop(key)
-                changed.append(old.object())
-            elif not later(_version(new), old.version):
+                changed.append(old)
+            elif not later(new.version, old.version):
                 del listed[key]
-        for obj in listed.values():
-            self.put(obj)
-            changed.append(obj)
+        for stored in listed.values():
+            self.put(stored)
+            changed.append(stored)
         self.synced = True
         return changed
 
@@ -230,6 +234,7 @@ class ChildCache:
         self._status_read = status_read
         self._stores = {name: KindStore() for name in self._kinds}
         self._lock = threading.Lock()
+        self._listing = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         #: Lists done per kind (the first, and every relist after a failure or 410 Gone).
@@ -264,7 +269,7 @@ class ChildCache:
         with self._lock:
             store = self._stores[name]
             if later(_version(obj), store.version(_key(obj))):
-                store.put(obj)
+                store.put(Stored.of(obj))
 
     def forget(self, kind: Kind, namespace: str, name: str) -> None:
         """Drop an object we deleted (its DELETED event may come later)."""
@@ -318,7 +323,10 @@ class ChildCache:
                 delay = min(delay * 2, MAX_RETRY_SECONDS)
 
     def _list(self, name: str, kind: Kind) -> str:
-        items, version = self._api.list_all(kind, self._selector)
+        # One kind lists at a time: pages of every kind parsed at once (at start-up, or after
+        # an etcd compaction) would make a peak of memory the process keeps afterwards.
+        with self._listing:  # each page kept compact as it comes
+            items, version = self._api.list_all(kind, self._selector, Stored.of)
         try:
             listed_at: int | None = int(version)
         except ValueError:
@@ -327,8 +335,8 @@ class ChildCache:
             changed = self._stores[name].replace(items, listed_at)
             self.lists[name] += 1
         log.debug("informer %s: listed %d, %d changed", name, len(items), len(changed))
-        for obj in changed:
-            self._on_change(obj)
+        for stored in changed:
+            self._on_change(stored.object())
         return version
 
     def _watch(self, name: str, kind: Kind, version: str) -> str:
@@ -359,7 +367,8 @@ class ChildCache:
                 return store.pop(_key(obj)) is not None
             if not later(_version(obj), store.version(_key(obj))):
                 return False  # the echo of our own write, already stored
-            old = store.put(obj)
+            new = Stored.of(obj)
+            old = store.put(new)
             if old is None or name in self._status_read:
                 return True
-            return old.body != store.objects[_key(obj)].body  # not a status report alone
+            return old.body != new.body  # not a status report alone

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlparse
 
 import urllib3
@@ -30,6 +30,8 @@ from kubernetes.watch.watch import iter_resp_lines
 
 from vod_operator import naming
 from vod_operator.autoscaling import MetricsApis
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -359,16 +361,21 @@ class Kube:
         return self._list(kind.path(namespace), kind, selector, [])[0]
 
     def list_all(
-        self, kind: Kind, selector: str, page: int = 500
-    ) -> tuple[builtins.list[dict[str, Any]], str]:
-        """Every object of `kind` matching `selector` in the cluster, and the list's version,
-        `page` objects per request (one consistent snapshot; no single huge response)."""
-        items: builtins.list[dict[str, Any]] = []
+        self,
+        kind: Kind,
+        selector: str,
+        convert: Callable[[dict[str, Any]], T],
+        page: int = 100,
+    ) -> tuple[builtins.list[T], str]:
+        """Every object of `kind` matching `selector` in the cluster, each passed through
+        `convert` as its page comes, and the list's version. Pages of `page` objects (one
+        consistent snapshot; no single huge response, no whole list parsed at once)."""
+        items: builtins.list[T] = []
         token = ""
         while True:
             query = [("limit", str(page))] + ([("continue", token)] if token else [])
             found, version, token = self._list(kind.cluster_path(), kind, selector, query)
-            items.extend(found)
+            items.extend(convert(item) for item in found)
             if not token:
                 return items, version
 

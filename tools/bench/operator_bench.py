@@ -90,14 +90,15 @@ class Bench:
         )
         if resync is not None:
             env["VOD_OPERATOR_RESYNC_SECONDS"] = str(resync)
+        liveness = f"http://127.0.0.1:{free_port()}/healthz"  # two benches may run at once
         proc = subprocess.Popen(
-            [sys.executable, "-m", "vod_operator", "--liveness", "http://127.0.0.1:18081/healthz"],
+            [sys.executable, "-m", "vod_operator", "--liveness", liveness],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
         try:
-            wait_for(lambda: _http_ok("http://127.0.0.1:18081/healthz"), self.remaining(60))
+            wait_for(lambda: _http_ok(liveness), self.remaining(60))
             yield proc
         finally:
             proc.send_signal(signal.SIGTERM)

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, TypeVar
 
 import pytest
 
 from vod_operator import informer, naming
-from vod_operator.informer import ChildCache, KindStore, later, parse_selector
+from vod_operator.informer import ChildCache, KindStore, Stored, later, parse_selector
 from vod_operator.kube import CHILD_KINDS, Kind, KubeError
 
 SERVICE = CHILD_KINDS["Service"]
+T = TypeVar("T")
 SELECTOR = f"{naming.MANAGED_BY}={naming.FIELD_MANAGER}"
 
 
@@ -55,13 +56,15 @@ class ScriptedApi:
         self.watched_from: list[str] = []
         self.idle = threading.Event()
 
-    def list_all(self, kind: Kind, selector: str) -> tuple[list[dict[str, Any]], str]:
+    def list_all(
+        self, kind: Kind, selector: str, convert: Callable[[dict[str, Any]], T]
+    ) -> tuple[list[T], str]:
         assert selector == SELECTOR
         answer = self.lists[min(self.listed, len(self.lists) - 1)]
         self.listed += 1
         if isinstance(answer, KubeError):
             raise answer
-        return answer
+        return [convert(item) for item in answer[0]], answer[1]
 
     def watch_all(
         self, kind: Kind, selector: str, resource_version: str, timeout_seconds: int
@@ -178,17 +181,17 @@ def test_a_watch_that_expires_is_followed_by_a_list_that_reports_the_gap() -> No
 
 def test_a_relist_keeps_what_we_wrote_after_the_list_was_taken() -> None:
     store = KindStore()
-    store.replace([child("a", 10)], 10)
-    store.put(child("new", 50))  # our apply, answered after the next list's snapshot
-    changed = store.replace([child("a", 10)], 45)
+    store.replace([Stored.of(child("a", 10))], 10)
+    store.put(Stored.of(child("new", 50)))  # our apply, answered after the next list's snapshot
+    changed = store.replace([Stored.of(child("a", 10))], 45)
     assert changed == []
     assert sorted(store.objects) == [("ns", "a"), ("ns", "new")]
     assert sorted(describe(o) for o in store.select("ns", {naming.INSTANCE: "demo"})) == [
         "a@10",
         "new@50",
     ]
-    changed = store.replace([child("a", 10)], 60)  # a later list without it: it is gone
-    assert [describe(o) for o in changed] == ["new@50"]
+    changed = store.replace([Stored.of(child("a", 10))], 60)  # a later list without it: gone
+    assert [describe(o.object()) for o in changed] == ["new@50"]
 
 
 def test_an_unserved_kind_is_read_from_the_api_until_it_lists(
