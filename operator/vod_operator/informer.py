@@ -12,8 +12,9 @@ and a child's change reaches its owner's queue from here.
 - Our own writes go in at once (`observe`, from the apply response): the next pass does not
   read a stale child and re-send it, and the watch's echo of that write, not newer than what
   is stored, is not reported (no extra pass per write).
-- Until a kind's first list is in (or while it cannot be listed: the CRD is not installed,
-  RBAC is limited to some namespaces), `synced` is false and readers ask the API server.
+- Until a kind's first list is in, readers wait for it (up to SYNC_WAIT_SECONDS); while it
+  cannot be listed (the CRD is not installed, RBAC is limited to some namespaces) readers ask
+  the API server.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ OnChange = Callable[[Mapping[str, Any]], None]
 #: Pause before listing again after a failure, doubling up to the maximum.
 RETRY_SECONDS = 1.0
 MAX_RETRY_SECONDS = 30.0
+#: How long a reader waits for a kind's first list before it lists the kind itself.
+SYNC_WAIT_SECONDS = 10.0
 #: A kind the API does not serve (404: its CRD is not installed) is tried again this often.
 UNSERVED_RETRY_SECONDS = 30.0
 GONE = 410
@@ -233,6 +236,10 @@ class ChildCache:
         self._watch_timeout = watch_timeout_seconds
         self._status_read = status_read
         self._stores = {name: KindStore() for name in self._kinds}
+        #: Set once a kind's first list is in.
+        self._synced = {name: threading.Event() for name in self._kinds}
+        #: Kinds whose last list failed (not served, forbidden): read from the API server.
+        self._failing: set[str] = set()
         self._lock = threading.Lock()
         self._listing = threading.Lock()
         self._stop = threading.Event()
@@ -242,12 +249,18 @@ class ChildCache:
 
     # -- readers ----------------------------------------------------------------------------
     def serves(self, kind: Kind) -> bool:
-        """Whether reads of `kind` can come from here (a child kind whose first list is in)."""
+        """Whether reads of `kind` can come from here (a child kind whose first list is in).
+        While that first list is under way (start-up) the reader waits for it, up to
+        SYNC_WAIT_SECONDS, rather than listing the kind itself (as controller-runtime waits
+        for its caches); a kind whose list failed is read from the API server at once."""
         name = self._names.get(kind)
         if name is None:
             return False
         with self._lock:
-            return self._stores[name].synced
+            if self._stores[name].synced:
+                return True
+            failing = name in self._failing
+        return not failing and self._synced[name].wait(SYNC_WAIT_SECONDS)
 
     def list(self, kind: Kind, namespace: str, selector: str) -> list[Obj]:
         """Like a LIST of `kind` in `namespace` with an equality `selector` (`serves` first).
@@ -306,6 +319,8 @@ class ChildCache:
                 if exc.status == GONE:
                     log.info("watch of %s expired (410 Gone): listing again", name)
                     continue
+                with self._lock:
+                    self._failing.add(name)
                 wait = UNSERVED_RETRY_SECONDS if exc.status == 404 else delay
                 log.log(
                     logging.DEBUG if exc.status == 404 else logging.WARNING,
@@ -334,6 +349,8 @@ class ChildCache:
         with self._lock:
             changed = self._stores[name].replace(items, listed_at)
             self.lists[name] += 1
+            self._failing.discard(name)
+        self._synced[name].set()
         log.debug("informer %s: listed %d, %d changed", name, len(items), len(changed))
         for stored in changed:
             self._on_change(stored.object())

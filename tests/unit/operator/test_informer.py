@@ -222,6 +222,45 @@ def test_only_our_own_apply_entries_of_managed_fields_are_kept() -> None:
     assert names(cache) == ["a@5"]
 
 
+def test_a_reader_waits_for_the_first_list_but_not_for_a_kind_that_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(informer, "UNSERVED_RETRY_SECONDS", 60)
+    gate = threading.Event()
+
+    class SlowApi(ScriptedApi):
+        def list_all(
+            self, kind: Kind, selector: str, convert: Callable[[dict[str, Any]], T]
+        ) -> tuple[list[T], str]:
+            gate.wait(5)
+            return super().list_all(kind, selector, convert)
+
+    api = SlowApi([([child("a", 3)], "3")], [])
+    cache = ChildCache(api, {"Service": SERVICE}, SELECTOR, lambda _: None)
+    cache.start()
+    threading.Timer(0.3, gate.set).start()
+    started = time.monotonic()
+    assert cache.serves(SERVICE)  # waited for the list under way
+    assert 0.2 < time.monotonic() - started < 5
+    assert names(cache) == ["a@3"]
+    cache.stop()
+
+    failing = ChildCache(
+        ScriptedApi([KubeError(404, "NotFound", "no such kind")], []),
+        {"Service": SERVICE},
+        SELECTOR,
+        lambda _: None,
+    )
+    failing.start()
+    deadline = time.monotonic() + 5
+    while "Service" not in failing._failing and time.monotonic() < deadline:
+        time.sleep(0.01)
+    started = time.monotonic()
+    assert not failing.serves(SERVICE)
+    assert time.monotonic() - started < 0.1  # no wait: the API server answers instead
+    failing.stop()
+
+
 def test_version_order_and_selectors() -> None:
     assert later("11", "9")  # numeric, not text order
     assert not later("9", "11")
