@@ -11,7 +11,8 @@ or a child event brings the next pass).
 
 While this replica does not lead (`leading=False`, leader election), triggers are only
 remembered: the keys stay known, no pass runs; `lead()` then reconciles every known key at once
-(the watches were warm all along).
+(the watches were warm all along). `stand_by()` goes back to that when the lead is lost: passes
+under way end (the write gate refuses their writes), no new one starts.
 
 What happens in the queue is told to a `QueueObserver` (metrics.QueueMetrics in the operator):
 the queue itself knows nothing of Prometheus.
@@ -145,6 +146,14 @@ class Controller:
         for key in keys:
             self.enqueue(key)
 
+    def stand_by(self) -> None:
+        """This replica no longer leads: no pass starts until `lead()` (triggers are
+        remembered); a pass under way ends without another."""
+        if not self.leading:
+            return
+        self.leading = False
+        log.info("standing by: %d known keys wait for the lead", len(self._states))
+
     def _added(self, state: _KeyState) -> None:
         state.added_at = time.monotonic()
         self.observer.added()
@@ -185,7 +194,7 @@ class Controller:
     async def _run(self, key: Key, state: _KeyState) -> None:
         assert self._slots is not None, "Controller.start() was not called"
         try:
-            while True:
+            while self.leading:
                 state.dirty = False
                 added_at = state.added_at
                 if state.retry is not None:

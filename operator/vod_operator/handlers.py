@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -117,25 +115,22 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
             controller.lead()
             assets.lead()
 
+        def stand_by() -> None:
+            """The Lease was lost (no renew within the deadline; writes were already refused
+            by the gate): stand by, watches warm, until this replica holds it again."""
+            controller.stand_by()
+            assets.stand_by()
+
         memo.elector = LeaderElector(
             kube,
             config,
             gate,
             on_started=lead,
-            on_lost=_exit_on_lost_lease,
+            on_lost=stand_by,
             on_status=metrics.leader_election(config.name, identity),
         )
         memo.elector_task = asyncio.create_task(memo.elector.run(), name="leader election")
     log.info("vod-operator started as %s: %s", identity, options)
-
-
-def _exit_on_lost_lease() -> None:
-    """The Lease was lost (no renew within the deadline): exit at once, as controller-runtime
-    does; the pod restarts as a standby. Writes were already refused by the gate."""
-    log.critical("leader election lost; exiting")
-    logging.shutdown()
-    sys.stderr.flush()
-    os._exit(1)
 
 
 def _serve_metrics(metrics: OperatorMetrics, options: Options) -> MetricsServer | None:
