@@ -55,15 +55,21 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         on_request=metrics.api_request,
         guard=gate,
     )
+    platforms = Reconciler(kube, view=metrics.platforms, runbook_base_url=options.runbook_base_url)
+    videoassets = AssetReconciler(
+        kube, view=metrics.platforms, packaging_image=options.packaging_image
+    )
     controller = Controller(
-        Reconciler(
-            kube, view=metrics.platforms, runbook_base_url=options.runbook_base_url
-        ).reconcile,
+        platforms.reconcile,
         workers=options.workers,
         max_backoff=options.max_backoff_seconds,
         resync_seconds=options.resync_seconds,
         monitoring_probe=lambda: (kube.monitoring_available(), kube.metrics_apis()),
         monitoring_probe_seconds=options.monitoring_probe_seconds,
+        # What the API shows is looked at again on the discovery probe's cadence: which
+        # platforms still exist too (deletions a resumed watch did not report).
+        lister=platforms.names,
+        lister_seconds=options.monitoring_probe_seconds,
         observer=metrics.queue("videoplatform", options.workers),
         leading=gate is None,
     )
@@ -86,12 +92,12 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     children.start()
     memo.children = children
     assets = Controller(
-        AssetReconciler(
-            kube, view=metrics.platforms, packaging_image=options.packaging_image
-        ).reconcile,
+        videoassets.reconcile,
         workers=options.workers,
         max_backoff=options.max_backoff_seconds,
         resync_seconds=options.resync_seconds,
+        lister=videoassets.names,
+        lister_seconds=options.monitoring_probe_seconds,
         observer=metrics.queue("videoasset", options.workers),
         leading=gate is None,
     )
