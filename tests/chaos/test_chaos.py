@@ -6,7 +6,8 @@ replicas behind one Lease, as a Deployment runs them (a replica that exits is st
 (c) the leader is SIGKILLed every 10 s for two minutes while platforms are created, changed and
     deleted (a tick that finds no leader, the Lease still lapsing after the last kill, passes);
 (d) the operators are cut off from the API server while platforms and children change and etcd's
-    history is compacted: their watches resume from a compacted revision, get 410 Gone, relist.
+    history is compacted: kopf's watches resume from a compacted revision, get 410 Gone and list
+    again, the children's informers list again (they never resume a broken watch).
 
 `make test` runs (b) and (d) (about 2.5 min with the control plane's start); (a) and (c), the
 long ones (marker chaos_long), run with the others in `make test-chaos`.
@@ -32,9 +33,10 @@ import yaml
 
 from localcluster.handle import KubectlError
 from tests.chaos.conftest import Scenario, writes_line
-from tests.chaos.replicas import Member
+from tests.chaos.replicas import Member, Replicas
 from tests.cluster.conftest import eventually
 from tests.faultproxy import FaultProxy
+from vod_operator.kube import CHILD_KINDS
 
 pytestmark = [pytest.mark.chaos, pytest.mark.cluster, pytest.mark.local_control_plane]
 
@@ -173,7 +175,9 @@ def random_spec(rng: random.Random, old: dict[str, Any] | None = None) -> dict[s
     return spec
 
 
-RESTARTED_WATCH = re.compile(r"Restarting the watch-stream for (\S+)")
+#: What the operator logs (at DEBUG) when it lists a kind again: kopf restarting a watch on
+#: 410 Gone, or a children's informer listing (after 410 Gone or a broken watch: informer.py).
+RELISTED = re.compile(r"Restarting the watch-stream for (\S+)|informer (\w+): listed")
 #: How long the operators stay cut off (shorter than the renew deadline: the leader keeps the lead,
 #: so what follows the gap is the relist, not a hand-over).
 GAP = 5.0
@@ -219,11 +223,11 @@ def test_watches_expire_after_an_etcd_compaction(scene: Scenario, tmp_path: Path
         proxy.resume()
         timeline.mark(f"operators reconnected after a {time.monotonic() - cut:.1f} s gap")
         settle(scene, timeout=120)
-        restarted = restarted_watches(replicas, offsets)
-        timeline.mark(f"watches restarted on 410 Gone: {restarted}")
+        relisted = relisted_since(replicas, offsets)
+        timeline.mark(f"listed again after the gap: {relisted}")
         leader = replicas.leader()
         assert leader is not None
-        assert {"videoplatforms", "deployments"} <= restarted[leader.label], restarted
+        assert {"videoplatforms", "deployments"} <= relisted[leader.label], relisted
         # vp-002, deleted during the gap, is forgotten too (its series go): the relist does not
         # report it, the operator's check for vanished platforms does.
         shown = eventually(
@@ -249,15 +253,20 @@ def platforms_shown(member: Member, scene: Scenario) -> set[str]:
     }
 
 
-def restarted_watches(replicas: Any, offsets: dict[str, int]) -> dict[str, set[str]]:
-    """Per replica, the resources whose watch kopf restarted (on 410 Gone) since `offsets`."""
+def _plural(watched: str | None, kind: str | None) -> str:
+    """`deployments` of kopf's `deployments.v1.apps` or of the informer's `Deployment`."""
+    return watched.split(".", 1)[0] if watched else CHILD_KINDS[str(kind)].plural
+
+
+def relisted_since(replicas: Replicas, offsets: dict[str, int]) -> dict[str, set[str]]:
+    """Per replica, the resources it listed again since `offsets` (its log's sizes)."""
     found: dict[str, set[str]] = {}
     for member in replicas.members:
         with member.replica.process.log_path.open("rb") as log:
             log.seek(offsets[member.label])
             text = log.read().decode(errors="replace")
         found[member.label] = {
-            match.group(1).split(".", 1)[0] for match in RESTARTED_WATCH.finditer(text)
+            _plural(match.group(1), match.group(2)) for match in RELISTED.finditer(text)
         }
     return found
 
