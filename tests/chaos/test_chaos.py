@@ -9,7 +9,7 @@ replicas behind one Lease, as a Deployment runs them (a replica that exits is st
     history is compacted: kopf's watches resume from a compacted revision, get 410 Gone and list
     again, the children's informers list again (they never resume a broken watch).
 
-`make test` runs (b) and (d) (about 2.5 min with the control plane's start); (a) and (c), the
+`make test` runs (b) and (d) (about 3 min with the control plane's start); (a) and (c), the
 long ones (marker chaos_long), run with the others in `make test-chaos`.
 
 Each ends in the exact final state (convergence.py: children exactly what the spec renders,
