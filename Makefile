@@ -79,8 +79,8 @@ fmt: $(STAMP) ## Format the code and apply safe ruff fixes (and cargo fmt)
 	cd $(DATAPLANE) && cargo fmt
 
 .PHONY: test
-test: $(STAMP) lint test-rust cluster-build images-local ## Install if needed, lint, then run every test tier (Rust units, unit, component, cluster)
-	$(PY) -m pytest $(PYTEST_ARGS)
+test: $(STAMP) lint test-rust cluster-build images-local ## Install if needed, lint, then run every test tier (Rust units, unit, component, chaos but its two long scenarios, cluster)
+	$(PY) -m pytest -m 'not chaos_long' $(PYTEST_ARGS)
 
 .PHONY: test-rust
 test-rust: $(STAMP) ## The data plane's own unit tests (cargo test: ranges, conditionals, tokens, slice plans)
@@ -97,6 +97,10 @@ test-component: $(STAMP) ## Run the component tier only (real server processes o
 .PHONY: test-cluster
 test-cluster: $(STAMP) cluster-build images-local ## Run the cluster tier only (real kube-apiserver, real node)
 	$(PY) -m pytest tests/cluster $(PYTEST_ARGS)
+
+.PHONY: test-chaos
+test-chaos: $(STAMP) cluster-build ## The chaos scenarios on a control plane of their own (kwok pods): API server killed during 300 applies, etcd frozen 20 s, leader killed every 10 s for 2 min, watches expired by an etcd compaction; prints each timeline
+	$(PY) -m pytest tests/chaos -m chaos -s $(PYTEST_ARGS)
 
 .PHONY: test-player
 test-player: $(STAMP) ## The player's browser test: Chromium plays a real ladder from a real vod-stream (saves docs/player.png)

@@ -11,7 +11,14 @@ or a child event brings the next pass).
 
 While this replica does not lead (`leading=False`, leader election), triggers are only
 remembered: the keys stay known, no pass runs; `lead()` then reconciles every known key at once
-(the watches were warm all along).
+(the watches were warm all along). `stand_by()` goes back to that when the lead is lost: passes
+under way end (the write gate refuses their writes), no new one starts.
+
+A watch that resumes after a gap lists everything again (kopf, on 410 Gone), which reports the
+objects that exist, never those deleted meanwhile: every `lister_seconds` the controller lists
+the names of each namespace it knows keys in (`lister`), and a known key no longer listed gets a
+pass, which finds the object gone and forgets it (its metrics go), instead of lingering until the
+resync.
 
 What happens in the queue is told to a `QueueObserver` (metrics.QueueMetrics in the operator):
 the queue itself knows nothing of Prometheus.
@@ -22,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Collection, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -99,6 +106,9 @@ class Controller:
     #: answer reconciles every platform.
     monitoring_probe: Callable[[], object] | None = None
     monitoring_probe_seconds: float = 60.0
+    #: The names that exist in a namespace now (a list call); None: no check for vanished keys.
+    lister: Callable[[str], Collection[str]] | None = None
+    lister_seconds: float = 60.0
     observer: QueueObserver = field(default_factory=Unobserved)
     #: Whether passes run; a standby (False) only remembers the keys until `lead()`.
     leading: bool = True
@@ -111,6 +121,8 @@ class Controller:
         self._spawn(self._resync_loop())
         if self.monitoring_probe is not None:
             self._spawn(self._monitoring_loop(self.monitoring_probe))
+        if self.lister is not None:
+            self._spawn(self._vanished_loop(self.lister))
 
     async def stop(self) -> None:
         for state in self._states.values():
@@ -144,6 +156,14 @@ class Controller:
         log.info("leading: reconciling %d known keys", len(keys))
         for key in keys:
             self.enqueue(key)
+
+    def stand_by(self) -> None:
+        """This replica no longer leads: no pass starts until `lead()` (triggers are
+        remembered); a pass under way ends without another."""
+        if not self.leading:
+            return
+        self.leading = False
+        log.info("standing by: %d known keys wait for the lead", len(self._states))
 
     def _added(self, state: _KeyState) -> None:
         state.added_at = time.monotonic()
@@ -185,7 +205,7 @@ class Controller:
     async def _run(self, key: Key, state: _KeyState) -> None:
         assert self._slots is not None, "Controller.start() was not called"
         try:
-            while True:
+            while self.leading:
                 state.dirty = False
                 added_at = state.added_at
                 if state.retry is not None:
@@ -251,6 +271,21 @@ class Controller:
             for key in list(self._states):
                 self.enqueue(key)
 
+    async def _vanished_loop(self, lister: Callable[[str], Collection[str]]) -> None:
+        """Give a pass to every known key that its namespace no longer lists (its deletion
+        happened while the watch was away)."""
+        while True:
+            await asyncio.sleep(self.lister_seconds)
+            keys = list(self._states)
+            try:
+                gone = await asyncio.to_thread(_vanished, keys, lister)
+            except Exception:
+                log.exception("listing the namespaces' objects failed")
+                continue
+            for key in gone:
+                log.info("%s/%s is gone (its deletion was not watched): reconciling", *key)
+                self.enqueue(key)
+
     async def _monitoring_loop(self, probe: Callable[[], object]) -> None:
         """Re-check discovery; when monitoring.coreos.com/v1, KEDA or a metrics API appears or
         goes (the probe's answer changes), reconcile all."""
@@ -267,6 +302,15 @@ class Controller:
                         self.enqueue(key)
                 last = available
             await asyncio.sleep(self.monitoring_probe_seconds)
+
+
+def _vanished(keys: list[Key], lister: Callable[[str], Collection[str]]) -> list[Key]:
+    """The keys whose namespace does not list their name (one list per namespace)."""
+    gone: list[Key] = []
+    for namespace in sorted({namespace for namespace, _ in keys}):
+        present = set(lister(namespace))
+        gone += [key for key in keys if key[0] == namespace and key[1] not in present]
+    return gone
 
 
 def _outcome(result: Result | None) -> Outcome:

@@ -3,8 +3,11 @@
 `LeaderElector` tries to acquire the Lease every retry period; once it holds it, it renews it
 every retry period and opens the `WriteGate` until the renew deadline after each successful
 renew (counted from when that renew was sent). If it cannot renew before the deadline, the gate
-has already shut (it checks the clock on every write) and the elector reports the loss: the
-operator then exits, as controller-runtime's managers do, so there are never two writers.
+has already shut (it checks the clock on every write), so there are never two writers; the
+elector reports the loss (the operator's queues stand by, their watches stay warm) and goes back
+to acquiring, as a standby. Unlike controller-runtime's managers the process does not exit: an
+API server or etcd that answers nothing for longer than the renew deadline costs every replica
+its lead, not a restart (and no crash loop while it stays away).
 `release()` (on SIGTERM) shuts the gate, waits for writes under way, and gives the Lease up so
 that the standby takes over within a retry period. The decisions are in `lease` (pure).
 """
@@ -164,18 +167,27 @@ class LeaderElector:
 
     # -- the loop ----------------------------------------------------------------------------
     async def run(self) -> None:
-        """Acquire (waiting as a standby meanwhile), then renew until the claim is lost."""
-        config = self.config
+        """Lead whenever this process holds the Lease, until cancelled: acquire (a standby
+        meanwhile), renew until the claim is lost, report the loss (`on_lost`), acquire again."""
+        while True:
+            await self._acquire()
+            await self._renew_until_lost()
+            self._on_lost()
+
+    async def _acquire(self) -> None:
         self._on_status(False)
         log.info("waiting to lead (lease %s/%s, identity %s)", *self._names())
         while True:
             if await asyncio.to_thread(self._try):
                 break
-            await asyncio.sleep(config.retry_period)
+            await asyncio.sleep(self.config.retry_period)
         self.leading = True
         self._on_status(True)
         log.info("leading (lease %s/%s, identity %s)", *self._names())
         self._on_started()
+
+    async def _renew_until_lost(self) -> None:
+        config = self.config
         while True:
             await asyncio.sleep(config.retry_period)
             if await asyncio.to_thread(self._try):
@@ -185,12 +197,11 @@ class LeaderElector:
                 self.gate.close()
                 self._on_status(False)
                 log.error(
-                    "lost the lease %s/%s: not renewed within %.0f s; stopping",
+                    "lost the lease %s/%s: not renewed within %.0f s; standing by",
                     config.namespace,
                     config.name,
                     config.renew_deadline,
                 )
-                self._on_lost()
                 return
 
     def _names(self) -> tuple[str, str, str]:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -57,15 +55,21 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         on_request=metrics.api_request,
         guard=gate,
     )
+    platforms = Reconciler(kube, view=metrics.platforms, runbook_base_url=options.runbook_base_url)
+    videoassets = AssetReconciler(
+        kube, view=metrics.platforms, packaging_image=options.packaging_image
+    )
     controller = Controller(
-        Reconciler(
-            kube, view=metrics.platforms, runbook_base_url=options.runbook_base_url
-        ).reconcile,
+        platforms.reconcile,
         workers=options.workers,
         max_backoff=options.max_backoff_seconds,
         resync_seconds=options.resync_seconds,
         monitoring_probe=lambda: (kube.monitoring_available(), kube.metrics_apis()),
         monitoring_probe_seconds=options.monitoring_probe_seconds,
+        # What the API shows is looked at again on the discovery probe's cadence: which
+        # platforms still exist too (deletions a resumed watch did not report).
+        lister=platforms.names,
+        lister_seconds=options.monitoring_probe_seconds,
         observer=metrics.queue("videoplatform", options.workers),
         leading=gate is None,
     )
@@ -88,12 +92,12 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     children.start()
     memo.children = children
     assets = Controller(
-        AssetReconciler(
-            kube, view=metrics.platforms, packaging_image=options.packaging_image
-        ).reconcile,
+        videoassets.reconcile,
         workers=options.workers,
         max_backoff=options.max_backoff_seconds,
         resync_seconds=options.resync_seconds,
+        lister=videoassets.names,
+        lister_seconds=options.monitoring_probe_seconds,
         observer=metrics.queue("videoasset", options.workers),
         leading=gate is None,
     )
@@ -117,25 +121,22 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
             controller.lead()
             assets.lead()
 
+        def stand_by() -> None:
+            """The Lease was lost (no renew within the deadline; writes were already refused
+            by the gate): stand by, watches warm, until this replica holds it again."""
+            controller.stand_by()
+            assets.stand_by()
+
         memo.elector = LeaderElector(
             kube,
             config,
             gate,
             on_started=lead,
-            on_lost=_exit_on_lost_lease,
+            on_lost=stand_by,
             on_status=metrics.leader_election(config.name, identity),
         )
         memo.elector_task = asyncio.create_task(memo.elector.run(), name="leader election")
     log.info("vod-operator started as %s: %s", identity, options)
-
-
-def _exit_on_lost_lease() -> None:
-    """The Lease was lost (no renew within the deadline): exit at once, as controller-runtime
-    does; the pod restarts as a standby. Writes were already refused by the gate."""
-    log.critical("leader election lost; exiting")
-    logging.shutdown()
-    sys.stderr.flush()
-    os._exit(1)
 
 
 def _serve_metrics(metrics: OperatorMetrics, options: Options) -> MetricsServer | None:

@@ -94,6 +94,10 @@ class Reconciler:
         #: The same request against the same object is refused again: it is not re-sent.
         self._invalid: dict[tuple[str, str], dict[ChildKey, tuple[Refusal, str]]] = {}
 
+    def names(self, namespace: str) -> set[str]:
+        """The VideoPlatforms of `namespace` now (`Controller.lister`)."""
+        return {p["metadata"]["name"] for p in self.kube.list(VIDEOPLATFORM, namespace, "")}
+
     def reconcile(self, namespace: str, name: str) -> Result:
         platform = self.kube.get(VIDEOPLATFORM, namespace, name)
         if platform is None or platform["metadata"].get("deletionTimestamp"):

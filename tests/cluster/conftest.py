@@ -157,6 +157,26 @@ class OperatorProcess:
         return "\n".join(text.splitlines()[-lines:])
 
 
+@dataclass
+class Replica:
+    """An operator process behind a Lease, and whether it leads (from its own /metrics)."""
+
+    process: OperatorProcess
+    identity: str = ""
+
+    def leading(self) -> bool | None:
+        """leader_election_master_status as served (None: not served yet)."""
+        try:
+            samples = self.process.metrics()
+        except OSError:
+            return None
+        for name, labels in samples:
+            if name == "vod_operator_leader_election_info":
+                self.identity = dict(labels)["identity"]
+        status = [v for (n, _), v in samples.items() if n == "leader_election_master_status"]
+        return bool(status[0]) if status else None
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests that use the monitoring stack run last: installing it puts the Prometheus
     Operator's CRDs into the session's cluster for good, and earlier tests check how platforms

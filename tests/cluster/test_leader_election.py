@@ -6,7 +6,6 @@ successor's first write. Needs only the control plane (kwok pods); prints the ti
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,7 +17,8 @@ from typing import Any
 import pytest
 
 from localcluster.flags import Layout
-from tests.cluster.conftest import Namespace, OperatorProcess, eventually
+from tests.cluster.audit import Write, audited_writes
+from tests.cluster.conftest import Namespace, OperatorProcess, Replica, eventually
 
 pytestmark = [pytest.mark.cluster, pytest.mark.local_control_plane]
 
@@ -31,54 +31,6 @@ def platform(name: str) -> str:
         "apiVersion: videoplatform.io/v1alpha1\nkind: VideoPlatform\n"
         f"metadata:\n  name: {name}\nspec:\n  storage:\n    emptyDir: {{}}\n"
     )
-
-
-@dataclass
-class Replica:
-    process: OperatorProcess
-    identity: str = ""
-
-    def leading(self) -> bool | None:
-        """leader_election_master_status as served (None: not served yet)."""
-        try:
-            samples = self.process.metrics()
-        except OSError:
-            return None
-        for name, labels in samples:
-            if name == "vod_operator_leader_election_info":
-                self.identity = dict(labels)["identity"]
-        status = [v for (n, _), v in samples.items() if n == "leader_election_master_status"]
-        return bool(status[0]) if status else None
-
-
-@dataclass(frozen=True)
-class Write:
-    at: datetime
-    verb: str
-    resource: str
-    name: str
-    agent: str
-
-
-def audited_writes(log: Path, namespace: str) -> list[Write]:
-    writes = []
-    for line in log.read_text().splitlines():
-        event = json.loads(line)
-        ref = event.get("objectRef") or {}
-        if event.get("stage") != "ResponseComplete" or ref.get("namespace") != namespace:
-            continue
-        if not 200 <= int(event.get("responseStatus", {}).get("code", 0)) < 300:
-            continue
-        writes.append(
-            Write(
-                datetime.fromisoformat(event["requestReceivedTimestamp"]),
-                event["verb"],
-                ref.get("resource", ""),
-                ref.get("name", ""),
-                event.get("userAgent", ""),
-            )
-        )
-    return writes
 
 
 @dataclass

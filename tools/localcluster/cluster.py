@@ -147,6 +147,42 @@ def _etcd_healthy(port: int) -> Callable[[], bool | None]:
     return check
 
 
+def _apiserver_ready(api: Api) -> Callable[[], bool | None]:
+    return lambda: True if api.request("GET", "/readyz", timeout=3)[0] == 200 else None
+
+
+def ports_of(root: Path) -> Ports:
+    """The ports the cluster in `root` was started on."""
+    return Ports(**json.loads(Layout(root).state.read_text())["ports"])
+
+
+def admin_api(layout: Layout, server: str) -> Api:
+    """The API server at `server` as the cluster's admin (client certificate)."""
+    pki = layout.pki_file
+    return Api(server, pki("ca.crt"), pki("admin.crt"), pki("admin.key"))
+
+
+def start_component(
+    root: Path, name: str, extra_args: tuple[str, ...] = (), timeout: float = 120
+) -> float:
+    """Start one stopped component of the cluster in `root` again with its first command line
+    (plus `extra_args`, this time only) and wait until it serves: etcd's /health, the API
+    server's /readyz; the other components once started. Seconds until then.
+
+    Call it from the thread that started the cluster (see processes.respawn)."""
+    layout = Layout(root)
+    started = time.monotonic()
+    starter = _Starter(layout, die_with_parent=False, timeout=timeout)  # the record decides
+    starter.procs[name] = processes.respawn(name, layout.logs, layout.pids, extra_args)
+    if name == "etcd":
+        starter.wait("etcd /health", _etcd_healthy(ports_of(root).etcd_client), (name,))
+    elif name == "kube-apiserver":
+        state = json.loads(layout.state.read_text())
+        api = admin_api(layout, state["server"])
+        starter.wait("kube-apiserver /readyz", _apiserver_ready(api), (name,))
+    return time.monotonic() - started
+
+
 def node_ready(node: dict[str, Any] | None) -> bool:
     """True when the Node object's Ready condition is True."""
     conditions = ((node or {}).get("status") or {}).get("conditions") or []
@@ -209,7 +245,7 @@ def _write_config(layout: Layout, name: str, ports: Ports, nets: list[NodeNet]) 
     layout.kubeconfig.write_text(kubeconfig)
     layout.kubeconfig.chmod(0o600)
     layout.state.write_text(json.dumps({"name": name, "server": server, "ports": asdict(ports)}))
-    return Api(server, pki("ca.crt"), pki("admin.crt"), pki("admin.key"))
+    return admin_api(layout, server)
 
 
 def _start_once(
@@ -235,11 +271,7 @@ def _start_once(
         starter.spawn("etcd", etcd_args(layout, ports))
         starter.wait("etcd /health", _etcd_healthy(ports.etcd_client), ("etcd",))
         starter.spawn("kube-apiserver", apiserver_args(layout, ports, net))
-        starter.wait(
-            "kube-apiserver /readyz",
-            lambda: True if api.request("GET", "/readyz", timeout=3)[0] == 200 else None,
-            ("etcd", "kube-apiserver"),
-        )
+        starter.wait("kube-apiserver /readyz", _apiserver_ready(api), ("etcd", "kube-apiserver"))
         _progress(f"{name}: API server ready after {time.monotonic() - started:.1f} s")
         starter.spawn("kube-controller-manager", controller_manager_args(layout, ports, net))
         starter.spawn("kube-scheduler", scheduler_args(layout, ports))

@@ -1,9 +1,15 @@
-"""Start and stop the control plane's processes: own process groups, pid files, TERM then KILL."""
+"""Start and stop the control plane's processes: own process groups, pid files, TERM then KILL.
+
+Each start also records its command line (`<name>.launch.json` beside the pid file), so that a
+component can be started again exactly as it was (`respawn`: the chaos tests restart the API
+server), and a running one can be signalled by name (`signal_component`: SIGSTOP/SIGCONT).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import signal
 import subprocess
@@ -38,6 +44,25 @@ def spawn(
         )
     _children[proc.pid] = proc
     (pid_dir / f"{name}.pid").write_text(f"{proc.pid}\n")
+    launch = {"argv": argv, "die_with_parent": die_with_parent}
+    (pid_dir / f"{name}.launch.json").write_text(json.dumps(launch))
+    return proc
+
+
+def respawn(
+    name: str, log_dir: Path, pid_dir: Path, extra_args: tuple[str, ...] = ()
+) -> subprocess.Popen[bytes]:
+    """Start `name` again with the command line it was first started with, plus `extra_args`
+    for this start only (a later flag overrides an earlier one of the same name; the next
+    respawn goes back to the first command line). The caller stops the old process first.
+
+    With die_with_parent, the kernel kills it when the *calling thread* ends (PR_SET_PDEATHSIG):
+    call from a thread that lives as long as the cluster (the main thread)."""
+    recorded = pid_dir / f"{name}.launch.json"
+    launch = json.loads(recorded.read_text())
+    argv = [*launch["argv"], *extra_args]
+    proc = spawn(name, argv, log_dir, pid_dir, die_with_parent=bool(launch["die_with_parent"]))
+    recorded.write_text(json.dumps(launch))
     return proc
 
 
@@ -71,6 +96,30 @@ def owned_pid(pid_file: Path, marker: str) -> int | None:
 def _signal_group(pid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
+
+
+def signal_component(pid_dir: Path, name: str, marker: str, sig: signal.Signals) -> int:
+    """Send `sig` to the running component's process group; its pid. ProcessLookupError when
+    it does not run."""
+    pid = owned_pid(pid_dir / f"{name}.pid", marker)
+    if pid is None:
+        raise ProcessLookupError(f"{name} is not running")
+    os.killpg(pid, sig)
+    return pid
+
+
+def kill(pid_dir: Path, name: str, marker: str, timeout: float = 10) -> None:
+    """SIGKILL the component's process group and wait until it is gone (reaped when ours)."""
+    pid = signal_component(pid_dir, name, marker, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while alive(pid):
+        proc = _children.get(pid)
+        if proc is not None:
+            proc.poll()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{name} (pid {pid}) still runs {timeout:.0f} s after SIGKILL")
+        time.sleep(0.05)
+    _reap(pid)
 
 
 def _reap(pid: int) -> None:

@@ -46,6 +46,10 @@ class AssetReconciler:
         self.probe = probe
         self.view = view
 
+    def names(self, namespace: str) -> set[str]:
+        """The VideoAssets of `namespace` now (`Controller.lister`)."""
+        return {a["metadata"]["name"] for a in self.kube.list(VIDEOASSET, namespace, "")}
+
     def reconcile(self, namespace: str, name: str) -> Result:
         asset = self.kube.get(VIDEOASSET, namespace, name)
         if asset is None:

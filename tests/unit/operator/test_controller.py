@@ -162,3 +162,34 @@ async def test_a_pass_asking_for_a_requeue_runs_again_until_it_stops_asking() ->
         await asyncio.sleep(0.5)
         assert calls["intro"] == 3  # twice requeued, then at rest: no more passes
         assert controller.known() == [("media", "intro")]
+
+
+async def test_a_known_key_its_namespace_no_longer_lists_gets_a_pass_and_is_forgotten() -> None:
+    """A resumed watch lists what exists, never what was deleted meanwhile: the lister finds
+    it, the pass sees the object gone (found=False) and the key goes."""
+    calls: list[tuple[str, str]] = []
+    present = {"ns": {"a", "gone"}, "other": {"c"}}
+    listed: list[str] = []
+
+    def reconcile(namespace: str, name: str) -> Result:
+        calls.append((namespace, name))
+        return Result(found=name in present[namespace])
+
+    def lister(namespace: str) -> set[str]:
+        listed.append(namespace)
+        return present[namespace]
+
+    async with running(reconcile, lister=lister, lister_seconds=0.05) as controller:
+        for key in (("ns", "a"), ("ns", "gone"), ("other", "c")):
+            controller.enqueue(key)
+        await settle(controller)
+        calls.clear()
+        present["ns"] = {"a"}  # deleted while the watch was away: no event
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if calls:
+                break
+        await settle(controller)
+        assert calls == [("ns", "gone")]  # only the vanished key got a pass
+        assert sorted(controller.known()) == [("ns", "a"), ("other", "c")]
+        assert set(listed) == {"ns", "other"}  # one list per namespace with known keys

@@ -287,7 +287,7 @@ def test_a_claim_racing_another_fails_instead_of_stealing() -> None:
     assert store.holder() == B.identity
 
 
-async def test_run_leads_renews_and_reports_the_loss_when_renewing_fails() -> None:
+async def test_run_reports_the_loss_when_renewing_fails_and_leads_again_later() -> None:
     store = LeaseStore()
     events: list[str] = []
     statuses: list[bool] = []
@@ -314,13 +314,27 @@ async def test_run_leads_renews_and_reports_the_loss_when_renewing_fails() -> No
     assert store.writes.count("pod-a_1") >= 3  # created, then renewed every retry period
     store.down = True
     lost_at = asyncio.get_running_loop().time()
-    await asyncio.wait_for(task, timeout=3)
+    for _ in range(150):
+        await asyncio.sleep(0.02)
+        if events == ["started", "lost"]:
+            break
     waited = asyncio.get_running_loop().time() - lost_at
     assert events == ["started", "lost"]
     assert not a.gate.is_open()
     assert not a.leading
-    assert statuses == [False, True, False]
+    assert statuses == [False, True, False, False]  # lost, then a standby again
     assert waited < fast.renew_deadline + 2 * fast.retry_period
+    assert not task.done()  # no exit: it tries to acquire again
+    store.down = False  # the API server answers again: nobody else took it, so it leads
+    for _ in range(100):
+        await asyncio.sleep(0.02)
+        if len(events) == 3:
+            break
+    assert events == ["started", "lost", "started"]
+    assert a.leading
+    assert a.gate.is_open()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_release_waits_for_writes_then_frees_the_lease() -> None:
@@ -411,6 +425,40 @@ async def test_a_standby_controller_remembers_keys_and_reconciles_them_all_when_
         await asyncio.sleep(0.1)
         assert ("ns", "c") in calls
     finally:
+        await controller.stop()
+
+
+async def test_a_controller_that_loses_the_lead_stands_by_until_it_leads_again() -> None:
+    """A pass under way when the lead is lost ends without the pass its triggers asked for;
+    triggers meanwhile are remembered; leading again reconciles every known key."""
+    calls: list[tuple[str, str]] = []
+    entered, release = threading.Event(), threading.Event()
+
+    def reconcile(namespace: str, name: str) -> Result:
+        calls.append((namespace, name))
+        entered.set()
+        release.wait(5)
+        return Result()
+
+    controller = Controller(reconcile, resync_seconds=3600)
+    controller.start()
+    try:
+        controller.enqueue(("ns", "a"))
+        assert await asyncio.to_thread(entered.wait, 5)
+        controller.enqueue(("ns", "a"))  # one more pass asked for while it runs
+        controller.stand_by()
+        controller.enqueue(("ns", "b"))
+        release.set()
+        await asyncio.sleep(0.2)
+        assert calls == [("ns", "a")]  # no second pass, nothing for b: remembered only
+        controller.lead()
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if len(calls) == 3:
+                break
+        assert sorted(calls[1:]) == [("ns", "a"), ("ns", "b")]
+    finally:
+        release.set()
         await controller.stop()
 
 
