@@ -6,8 +6,9 @@ listing each kind per pass (at 300 platforms those LISTs were a quarter of the o
 and a child's change reaches its owner's queue from here.
 
 - A watch that ends (its timeout) resumes from the last resourceVersion seen (bookmarks on).
-- A watch that expires (410 Gone, after an etcd compaction) or fails is followed by a new list
-  that *replaces* the kind's objects: whatever changed in the gap, deletions included, is
+- A watch whose connection breaks resumes from the last resourceVersion it reached.
+- A watch that expires (410 Gone, after an etcd compaction) or is refused is followed by a new
+  list that *replaces* the kind's objects: whatever changed in the gap, deletions included, is
   reported like an event, so nothing is missed.
 - Our own writes go in at once (`observe`, from the apply response): the next pass does not
   read a stale child and re-send it, and the watch's echo of that write, not newer than what
@@ -39,7 +40,7 @@ ObjKey = tuple[str, str]  # (namespace, name)
 OnChange = Callable[[Mapping[str, Any]], None]
 
 #: Pause before listing again after a failure, doubling up to the maximum.
-RETRY_SECONDS = 1.0
+RETRY_SECONDS = 1.0  # (tests lower it)
 MAX_RETRY_SECONDS = 30.0
 #: How long a reader waits for a kind's first list before it lists the kind itself.
 SYNC_WAIT_SECONDS = 10.0
@@ -244,6 +245,8 @@ class ChildCache:
         self._listing = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        #: The last resourceVersion each kind's watch reached (where a broken watch resumes).
+        self._seen: dict[str, str] = {}
         #: Lists done per kind (the first, and every relist after a failure or 410 Gone).
         self.lists: dict[str, int] = dict.fromkeys(self._kinds, 0)
 
@@ -332,8 +335,9 @@ class ChildCache:
                 self._stop.wait(wait)
                 delay = min(delay * 2, MAX_RETRY_SECONDS)
             except Exception:  # a broken stream, a bad line: never let the thread die
-                version = None
-                log.exception("informer %s failed; listing again in %.0f s", name, delay)
+                # Resume from the last version seen (a 410 then says when a list is due).
+                version = self._seen.get(name)
+                log.warning("informer %s: watch broke; again in %.0f s", name, delay, exc_info=True)
                 self._stop.wait(delay)
                 delay = min(delay * 2, MAX_RETRY_SECONDS)
 
@@ -354,6 +358,7 @@ class ChildCache:
         log.debug("informer %s: listed %d, %d changed", name, len(items), len(changed))
         for stored in changed:
             self._on_change(stored.object())
+        self._seen[name] = version
         return version
 
     def _watch(self, name: str, kind: Kind, version: str) -> str:
@@ -370,6 +375,7 @@ class ChildCache:
                     str(obj.get("message", "watch error")),
                 )
             version = str(obj.get("metadata", {}).get("resourceVersion") or version)
+            self._seen[name] = version
             if kind_of_event == "BOOKMARK":
                 continue
             if self._apply_event(name, kind_of_event, obj):

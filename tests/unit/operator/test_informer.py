@@ -48,7 +48,7 @@ class ScriptedApi:
     def __init__(
         self,
         lists: list[tuple[list[dict[str, Any]], str] | KubeError],
-        watches: list[list[dict[str, Any]]],
+        watches: list[list[dict[str, Any] | Exception]],
     ) -> None:
         self.lists = lists
         self.watches = watches
@@ -71,8 +71,15 @@ class ScriptedApi:
     ) -> Iterable[dict[str, Any]]:
         self.watched_from.append(resource_version)
         if self.watches:
-            return iter(self.watches.pop(0))
+            return self._play(self.watches.pop(0))
         return self._block()
+
+    @staticmethod
+    def _play(script: list[dict[str, Any] | Exception]) -> Iterator[dict[str, Any]]:
+        for item in script:
+            if isinstance(item, Exception):
+                raise item
+            yield item
 
     def _block(self) -> Iterator[dict[str, Any]]:
         self.idle.set()
@@ -177,6 +184,21 @@ def test_a_watch_that_expires_is_followed_by_a_list_that_reports_the_gap() -> No
     assert api.watched_from[:2] == ["12", "45"]
     assert names(cache) == ["b@40", "c@12", "e@41"]
     assert changed[3:] == ["a@10", "b@40", "e@41"]
+
+
+def test_a_broken_watch_resumes_from_the_last_version_it_reached(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(informer, "RETRY_SECONDS", 0.01)
+    api = ScriptedApi(
+        [([child("a", 10)], "10")],
+        [[event("MODIFIED", child("a", 11, port=81)), ConnectionResetError("peer reset")]],
+    )
+    cache, changed = run_cache(api)
+    assert api.listed == 1
+    assert api.watched_from[:2] == ["10", "11"]
+    assert names(cache) == ["a@11"]
+    assert changed == ["a@10", "a@11"]
 
 
 def test_a_relist_keeps_what_we_wrote_after_the_list_was_taken() -> None:
