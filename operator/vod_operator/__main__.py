@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import ctypes
 import logging
 import os
 from collections.abc import Sequence
 
 import kopf
 
-from vod_operator import __version__
+from vod_operator import __version__, memory
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -43,30 +42,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-#: glibc's mallopt parameter for the number of malloc arenas.
-M_ARENA_MAX = -8
-#: Arenas the operator lets glibc keep (unless MALLOC_ARENA_MAX says otherwise).
-MALLOC_ARENAS = 2
-
-
-def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
-    """Let glibc keep `arenas` malloc arenas, not one per thread up to 8 per core.
-
-    The informers' threads and the pass workers parse JSON side by side, and each thread's
-    arena keeps the pages its peaks used: an operator restarted with 1000 platforms held
-    207 MiB with glibc's default and 130 MiB with two arenas (make bench-operator, COUNT=1000).
-    False where this is not glibc or MALLOC_ARENA_MAX is set (glibc read it at start)."""
-    if "MALLOC_ARENA_MAX" in os.environ:
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    return bool(libc.mallopt(M_ARENA_MAX, arenas))
-
-
 def main(argv: Sequence[str] | None = None) -> None:
-    limit_malloc_arenas()  # first: before any thread allocates
+    memory.limit_arenas()  # first: before any thread allocates
     args = parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -15,7 +15,7 @@ from typing import Any
 
 import kopf
 
-from vod_operator import __version__, naming
+from vod_operator import __version__, memory, naming
 from vod_operator.assets.reconcile import AssetReconciler
 from vod_operator.autoscaling import SCALER_KINDS
 from vod_operator.controller import Controller
@@ -105,6 +105,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     memo.assets = assets
     #: (namespace, asset) -> (platform name, phase) last seen: platform counts follow phases.
     memo.asset_phases = {}
+    memo.trimmer = asyncio.create_task(memory.trim_every(), name="malloc trim")
     memo.metrics_server = _serve_metrics(metrics, options)  # last: nothing after it can fail
     memo.elector = None
     if gate is not None:
@@ -164,6 +165,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     await memo.controller.stop()
     await memo.assets.stop()
     memo.children.stop()
+    memo.trimmer.cancel()
     if elector is not None:  # after the passes stopped: writes under way finish, then hand over
         await asyncio.to_thread(elector.release)
     server: MetricsServer | None = getattr(memo, "metrics_server", None)
