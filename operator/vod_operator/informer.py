@@ -247,8 +247,6 @@ class ChildCache:
         self._threads: list[threading.Thread] = []
         #: The last resourceVersion each kind's watch reached (where a broken watch resumes).
         self._seen: dict[str, str] = {}
-        #: Lists done per kind (the first, and every relist after a failure or 410 Gone).
-        self.lists: dict[str, int] = dict.fromkeys(self._kinds, 0)
 
     # -- readers ----------------------------------------------------------------------------
     def serves(self, kind: Kind) -> bool:
@@ -271,10 +269,6 @@ class ChildCache:
         labels = parse_selector(selector)
         with self._lock:
             return self._stores[self._names[kind]].select(namespace, labels)
-
-    def size(self) -> dict[str, int]:
-        with self._lock:
-            return {name: len(store.objects) for name, store in self._stores.items()}
 
     # -- our own writes -----------------------------------------------------------------------
     def observe(self, kind: Kind, obj: Obj) -> None:
@@ -352,7 +346,6 @@ class ChildCache:
             listed_at = None
         with self._lock:
             changed = self._stores[name].replace(items, listed_at)
-            self.lists[name] += 1
             self._failing.discard(name)
         self._synced[name].set()
         log.debug("informer %s: listed %d, %d changed", name, len(items), len(changed))
