@@ -406,11 +406,17 @@ def test_bad_input_fails_once_with_a_clear_reason(
     failed = condition(body, "Failed")
     assert (failed["status"], failed["reason"]) == ("True", reason)
     assert words in failed["message"]
-    # The pod's result line can make the asset Failed before the Job counts the failed pod.
-    eventually(lambda: ns.get("job", body["status"]["job"])["status"].get("failed"), timeout=60)
-    job = ns.get("job", body["status"]["job"])
+
+    # The pod's result line can make the asset Failed before the Job controller finishes the
+    # Job: it counts the failed pod first and adds the Failed condition in a later sync.
+    def job_failed() -> dict[str, Any]:
+        job: dict[str, Any] = ns.get("job", body["status"]["job"])
+        conditions = job["status"].get("conditions", [])
+        assert any(c["type"] == "Failed" and c["status"] == "True" for c in conditions), conditions
+        return job
+
+    job = eventually(job_failed, timeout=60)
     assert job["status"].get("failed") == 1  # exit 3: failed at once, not retried
-    assert any(c["type"] == "Failed" and c["status"] == "True" for c in job["status"]["conditions"])
     events = ns.kubectl("get", "events", "--field-selector", "involvedObject.name=bad").stdout
     assert reason in events
 
