@@ -16,6 +16,7 @@ from typing import Any
 import kopf
 
 from vod_operator import __version__, memory, naming
+from vod_operator.asset_index import AssetIndex
 from vod_operator.assets.reconcile import AssetReconciler
 from vod_operator.autoscaling import SCALER_KINDS
 from vod_operator.controller import Controller
@@ -104,7 +105,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     assets.start()
     memo.assets = assets
     #: (namespace, asset) -> (platform name, phase) last seen: platform counts follow phases.
-    memo.asset_phases = {}
+    memo.asset_phases = AssetIndex()
     memo.trimmer = asyncio.create_task(memory.trim_every(), name="malloc trim")
     memo.metrics_server = _serve_metrics(metrics, options)  # last: nothing after it can fail
     memo.elector = None
@@ -186,10 +187,9 @@ async def videoplatform_event(
     elif not controller.is_own_write(key, body.metadata.get("resourceVersion")):
         controller.enqueue(key)
     # Assets waiting for this platform (or using its ladder) look again.
-    phases: dict[tuple[str, str], tuple[str, str | None]] = memo.asset_phases
-    for asset_key, (platform, _phase) in list(phases.items()):
-        if asset_key[0] == key[0] and platform == key[1]:
-            memo.assets.enqueue(asset_key)
+    phases: AssetIndex = memo.asset_phases
+    for asset_key in phases.of_platform(key):
+        memo.assets.enqueue(asset_key)
 
 
 @kopf.on.event(naming.GROUP, naming.VERSION, naming.ASSET_PLURAL)
@@ -201,14 +201,14 @@ async def videoasset_event(
     key = (body.metadata.namespace or "", body.metadata.name or "")
     platform = str(body.spec.get("platformRef", {}).get("name", ""))
     phase = body.get("status", {}).get("phase")
-    phases: dict[tuple[str, str], tuple[str, str | None]] = memo.asset_phases
+    phases: AssetIndex = memo.asset_phases
     before = phases.get(key)
     if event.get("type") == "DELETED":
         assets.forget(key)
-        phases.pop(key, None)
+        phases.pop(key)
         memo.metrics.platforms.asset_settled(*key)
     else:
-        phases[key] = (platform, phase)
+        phases.set(key, platform, phase)
         if not assets.is_own_write(key, body.metadata.get("resourceVersion")):
             assets.enqueue(key)
     if before != phases.get(key) and platform:

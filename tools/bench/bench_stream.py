@@ -386,6 +386,15 @@ def cpu_seconds(pids: list[int]) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def machine_busy_seconds() -> float:
+    """CPU time every core spent busy so far (all but idle and iowait, from /proc/stat): the
+    server, wrk, and the kernel's loopback work, wherever the kernel charged it."""
+    with open("/proc/stat") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kib(pid: int) -> int:
     try:
         with open(f"/proc/{pid}/status") as status:
@@ -436,6 +445,8 @@ class Measured:
     value: dict[Cell, list[float]]
     cpu: dict[Cell, list[float]]  # us per request, or CPU-s per GB (by the scenario's unit)
     cpu_per_gb: dict[Cell, list[float]]  # CPU-s per GB sent, every scenario
+    # the whole machine's busy CPU (server, wrk, kernel) per request or per GB, by unit
+    machine: dict[Cell, list[float]]
     errors: dict[str, int]
 
 
@@ -468,6 +479,11 @@ def print_tables(measured: Measured, scenarios: list[Scenario], comparison: Comp
             measured.cpu,
         ),
         ("server CPU per byte: CPU-s per GB sent", measured.cpu_per_gb),
+        (
+            "whole-machine CPU (server, wrk and the kernel's loopback work, wherever the kernel "
+            "charged it): us per request, or CPU-s per GB",
+            measured.machine,
+        ),
     ):
         print(f"{title}: {heading}")
         print(f"| scenario | {baseline} | " + " | ".join(others) + " |")
@@ -561,7 +577,7 @@ def main() -> int:
     wanted = [name for _, base, others, _ in comparisons for name in (base, *others)]
     procs: dict[str, subprocess.Popen[bytes]] = {}
     servers: dict[str, int] = {}
-    measured = Measured({}, {}, {}, dict.fromkeys(wanted, 0))
+    measured = Measured({}, {}, {}, {}, dict.fromkeys(wanted, 0))
     peak_rss: dict[str, int] = {}
     stopped_early = ""
     try:
@@ -588,22 +604,30 @@ def main() -> int:
                     drop_cache() if scenario.cold else warm_cache()
                     truncate_logs()
                     before = cpu_seconds(pids[name])
+                    machine_before = machine_busy_seconds()
                     with RssSampler(rss_groups) as sampler:
                         value, failed, done, megabytes = run_wrk(port, scenario, args.seconds)
                     for group, kib in sampler.peak.items():
                         peak_rss[group] = max(peak_rss[group], kib)
                     used = cpu_seconds(pids[name]) - before
+                    machine_used = machine_busy_seconds() - machine_before
                     per_gb = used / max(megabytes * args.seconds / 1000, 1e-9)
                     per = used / max(done, 1) * 1e6 if scenario.unit == "req/s" else per_gb
+                    machine_per = (
+                        machine_used / max(done, 1) * 1e6
+                        if scenario.unit == "req/s"
+                        else machine_used / max(megabytes * args.seconds / 1000, 1e-9)
+                    )
                     cell = (scenario.name, name)
                     measured.value.setdefault(cell, []).append(value)
                     measured.cpu.setdefault(cell, []).append(per)
                     measured.cpu_per_gb.setdefault(cell, []).append(per_gb)
+                    measured.machine.setdefault(cell, []).append(machine_per)
                     measured.errors[name] += failed
                     label = "us CPU/request" if scenario.unit == "req/s" else "CPU-s/GB"
                     print(
                         f"  {scenario.name:26} {name:18} {value:10.1f} {scenario.unit:5} "
-                        f"{per:8.2f} {label} {per_gb:8.2f} CPU-s/GB",
+                        f"{per:8.2f} {label} {per_gb:8.2f} CPU-s/GB  machine {machine_per:8.2f}",
                         flush=True,
                     )
     except OutOfTime as why:

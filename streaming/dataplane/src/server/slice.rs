@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::connection::{Conn, Next};
 use super::record::Record;
 use super::send::Cut;
-use super::static_file::pread_full;
+use super::static_file::{cork_head, pread_full};
 use super::{Refused, INLINE_BODY, SENDFILE_CHUNK};
 use crate::cache::{Chunk, Object, SliceCache, Speculation};
 use crate::http::{error_body, Request};
@@ -101,7 +101,7 @@ impl Conn {
                             continue;
                         }
                         if !out.is_empty() {
-                            self.write_all(&out, true).await.map_err(|c| self.cut(record, c))?;
+                            self.write_all(&out, cork_head(length)).await.map_err(|c| self.cut(record, c))?;
                             out.clear();
                         }
                         head_sent = true;

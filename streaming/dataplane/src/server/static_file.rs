@@ -63,7 +63,7 @@ impl Conn {
             record.done = true;
             return Ok(if keep_alive { Next::KeepAlive } else { Next::Close });
         }
-        self.write_all(&out, true).await.map_err(|c| self.cut(record, c))?;
+        self.write_all(&out, cork_head(body_len)).await.map_err(|c| self.cut(record, c))?;
         let last = plan.body.len() - 1;
         for (index, segment) in plan.body.iter().enumerate() {
             match segment {
@@ -166,6 +166,18 @@ impl Conn {
     pub(super) async fn sendfile(&self, file: &OpenFile, offset: u64, length: u64) -> Result<u64, Cut> {
         self.sendfile_fd(file.fd.as_raw_fd(), offset, length).await
     }
+}
+
+/// Whether the head goes out corked (MSG_MORE) into the body's first segment. Not for a body
+/// sent in one sendfile call: head and body then exceed one loopback-sized segment, the short
+/// second segment leaves the same transmit burst, and TCP's internal pacing (BBR without the fq
+/// qdisc) sends it from a timer: one timer interrupt and a late tail per response. Sent on its
+/// own, as nginx does, the head costs one small packet and no timer: 64 KiB ranges went from
+/// 0.64x to 1.05x tuned nginx's req/s, at half the server CPU per request. A body of several
+/// chunks is paced whatever the head does, and measured faster with the head corked (2 MiB
+/// ranges: 1.5x nginx against 1.0x).
+pub(super) fn cork_head(body_len: u64) -> bool {
+    body_len > SENDFILE_CHUNK
 }
 
 pub(super) fn pread_nowait(fd: RawFd, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
