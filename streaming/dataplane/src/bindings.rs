@@ -340,12 +340,8 @@ fn decide(cond: &Conditions, rep: &Representation, max_ranges: usize, boundary: 
         if_modified_since: cond.if_modified_since.as_deref(),
         if_unmodified_since: cond.if_unmodified_since.as_deref(),
     };
-    let representation = planmod::Representation {
-        size: rep.size,
-        mtime: rep.mtime,
-        etag: rep.etag.inner(),
-        content_type: rep.content_type.clone(),
-    };
+    let representation =
+        planmod::Representation::new(rep.size, rep.mtime, rep.etag.inner(), rep.content_type.clone());
     Ok(Plan { inner: planmod::decide(&conditions, &representation, max_ranges, boundary) })
 }
 

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The root-relative path for a decoded URL path, or `None` when it may not be served.
@@ -33,6 +33,9 @@ pub struct OpenFile {
     pub size: u64,
     pub mtime: i64,
     pub mtime_ns: i128,
+    /// What a response plan needs (validators rendered), made on first use and kept while the
+    /// open-file cache keeps the file.
+    pub representation: OnceLock<crate::plan::Representation>,
 }
 
 fn stat_path(path: &CString) -> Option<libc::stat> {
@@ -96,6 +99,7 @@ pub fn open_regular_file(root_real: &Path, relative: &str) -> Result<OpenFile, O
         size: st.st_size as u64,
         mtime: st.st_mtime,
         mtime_ns: mtime_ns(&st),
+        representation: OnceLock::new(),
     })
 }
 

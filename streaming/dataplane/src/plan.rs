@@ -9,7 +9,8 @@ use crate::conditional::{
 };
 use crate::ranges::{parse_range, ByteRange, RangeKind, RangeSet};
 
-/// What the plan needs to know about a file.
+/// What the plan needs to know about a file, with its validators rendered once (a file's
+/// representation is kept with it in the open-file cache).
 #[derive(Clone, Debug)]
 pub struct Representation {
     pub size: u64,
@@ -17,6 +18,16 @@ pub struct Representation {
     pub mtime: i64,
     pub etag: EntityTag,
     pub content_type: String,
+    /// The ETag and Last-Modified field values.
+    etag_value: String,
+    last_modified: String,
+}
+
+impl Representation {
+    pub fn new(size: u64, mtime: i64, etag: EntityTag, content_type: String) -> Representation {
+        let etag_value = etag.render();
+        Representation { size, mtime, etag, content_type, etag_value, last_modified: format_http_date(mtime) }
+    }
 }
 
 /// The request fields that decide the response (`None` when absent).
@@ -80,7 +91,7 @@ impl Plan {
 
 /// Choose 200, 206, 304, 412 or 416 for a GET or HEAD of `rep`.
 pub fn decide(cond: &Conditions, rep: &Representation, max_ranges: usize, boundary: &str) -> Plan {
-    let validators = || vec![("ETag", rep.etag.render()), ("Last-Modified", format_http_date(rep.mtime))];
+    let validators = || vec![("ETag", rep.etag_value.clone()), ("Last-Modified", rep.last_modified.clone())];
     if let Some(if_match) = cond.if_match {
         if !if_match_passes(if_match, &rep.etag) {
             return Plan::error(412, Vec::new(), RangeKind::None, "If-Match does not match the current ETag");

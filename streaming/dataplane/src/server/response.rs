@@ -21,6 +21,11 @@ thread_local! {
 }
 
 pub(super) fn http_date_now() -> String {
+    with_http_date_now(str::to_string)
+}
+
+/// `use_date(the Date field's value now)`, formatted at most once a second per thread.
+fn with_http_date_now<T>(use_date: impl FnOnce(&str) -> T) -> T {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs()
         as i64;
     DATE.with(|cell| {
@@ -28,8 +33,14 @@ pub(super) fn http_date_now() -> String {
         if cached.0 != now {
             *cached = (now, crate::conditional::format_http_date(now));
         }
-        cached.1.clone()
+        use_date(&cached.1)
     })
+}
+
+/// A status code's three digits (100-999; HTTP has no others).
+fn status_digits(status: u16) -> [u8; 3] {
+    let status = status.clamp(100, 999);
+    [b'0' + (status / 100) as u8, b'0' + (status / 10 % 10) as u8, b'0' + (status % 10) as u8]
 }
 
 impl Conn {
@@ -76,11 +87,26 @@ impl Conn {
         headers: &[(&'static str, String)],
         keep_alive: bool,
     ) -> Vec<u8> {
+        self.head_of_parts(request, status, &[headers], keep_alive)
+    }
+
+    /// The response head with the header fields of every part, in order.
+    pub(super) fn head_of_parts(
+        &self,
+        request: &Request,
+        status: u16,
+        parts: &[&[(&'static str, String)]],
+        keep_alive: bool,
+    ) -> Vec<u8> {
         let mut head = Vec::with_capacity(512);
-        head.extend_from_slice(
-            format!("HTTP/1.1 {status} {}\r\nDate: {}\r\n", reason(status), http_date_now()).as_bytes(),
-        );
-        for (name, value) in headers {
+        head.extend_from_slice(b"HTTP/1.1 ");
+        head.extend_from_slice(&status_digits(status));
+        head.push(b' ');
+        head.extend_from_slice(reason(status).as_bytes());
+        head.extend_from_slice(b"\r\nDate: ");
+        with_http_date_now(|date| head.extend_from_slice(date.as_bytes()));
+        head.extend_from_slice(b"\r\n");
+        for (name, value) in parts.iter().flat_map(|part| part.iter()) {
             head.extend_from_slice(name.as_bytes());
             head.extend_from_slice(b": ");
             head.extend_from_slice(value.as_bytes());
@@ -144,12 +170,10 @@ impl Conn {
         request: &Request,
         record: &mut Record,
         plan: &Plan,
-        headers: &mut Vec<(&'static str, String)>,
+        headers: &[(&'static str, String)],
         keep_alive: bool,
     ) -> Result<Option<Vec<u8>>, Cut> {
-        let mut all = plan.headers.clone();
-        all.append(headers);
-        let out = self.head_bytes(request, plan.status, &all, keep_alive);
+        let out = self.head_of_parts(request, plan.status, &[&plan.headers, headers], keep_alive);
         record.status = plan.status;
         if plan.head || plan.status == 304 || plan.content_length() == 0 {
             self.write_all(&out, false).await.map_err(|c| self.cut(record, c))?;

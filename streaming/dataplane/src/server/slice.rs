@@ -37,12 +37,12 @@ impl Conn {
             meta.etag.as_deref().and_then(crate::conditional::parse_single_etag).unwrap_or_else(|| {
                 crate::conditional::EntityTag::strong(format!("{:x}-{:x}", meta.size, meta.last_modified))
             });
-        let rep = Representation {
-            size: meta.size,
-            mtime: meta.last_modified,
+        let rep = Representation::new(
+            meta.size,
+            meta.last_modified,
             etag,
-            content_type: self.state.cfg.content_type(&relative).to_string(),
-        };
+            self.state.cfg.content_type(&relative).to_string(),
+        );
         let plan = self.plan_for(request, &rep, &relative, signed)?;
         Ok((plan, Arc::new(Object::new(&relative, meta).owning(own))))
     }
@@ -53,11 +53,11 @@ impl Conn {
         record: &mut Record,
         plan: Plan,
         object: Arc<Object>,
-        mut headers: Vec<(&'static str, String)>,
+        headers: Vec<(&'static str, String)>,
         keep_alive: bool,
     ) -> Result<Next, Cut> {
         let cache = self.state.cache.clone().expect("a remote origin");
-        let Some(mut out) = self.head_or_done(request, record, &plan, &mut headers, keep_alive).await? else {
+        let Some(mut out) = self.head_or_done(request, record, &plan, &headers, keep_alive).await? else {
             return Ok(if keep_alive { Next::KeepAlive } else { Next::Close });
         };
         let mut head_sent = false;

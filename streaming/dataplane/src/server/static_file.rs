@@ -25,13 +25,15 @@ impl Conn {
                 return Err(exhausted_refusal());
             }
         };
-        let rep = Representation {
-            size: file.size,
-            mtime: file.mtime,
-            etag: crate::conditional::make_etag(file.ino, file.size, file.mtime_ns),
-            content_type: self.state.cfg.content_type(&relative).to_string(),
-        };
-        Ok((self.plan_for(request, &rep, &relative, signed)?, file))
+        let rep = file.representation.get_or_init(|| {
+            Representation::new(
+                file.size,
+                file.mtime,
+                crate::conditional::make_etag(file.ino, file.size, file.mtime_ns),
+                self.state.cfg.content_type(&relative).to_string(),
+            )
+        });
+        Ok((self.plan_for(request, rep, &relative, signed)?, file))
     }
 
     pub(super) async fn send_plan(
@@ -40,10 +42,10 @@ impl Conn {
         record: &mut Record,
         plan: Plan,
         file: Arc<OpenFile>,
-        mut headers: Vec<(&'static str, String)>,
+        headers: Vec<(&'static str, String)>,
         keep_alive: bool,
     ) -> Result<Next, Cut> {
-        let Some(mut out) = self.head_or_done(request, record, &plan, &mut headers, keep_alive).await? else {
+        let Some(mut out) = self.head_or_done(request, record, &plan, &headers, keep_alive).await? else {
             return Ok(if keep_alive { Next::KeepAlive } else { Next::Close });
         };
         let body_len = plan.content_length();
