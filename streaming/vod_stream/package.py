@@ -192,13 +192,19 @@ def download(
     on_progress: Callable[[float], None],
     timeout: float = 30.0,
 ) -> None:
-    """GET `url` into `target`; 4xx answers are permanent failures, the rest may be retried."""
+    """GET `url` into `target`; 4xx answers are permanent failures, the rest may be retried.
+
+    `timeout` bounds each wait: for the connection and the answer's head, then for each
+    read of the body; the message says which one ran out.
+    """
     request = urllib.request.Request(url, headers={"User-Agent": "vod-stream-package", **headers})
+    done = 0
+    answered = False
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response, target.open("wb") as fh:
+            answered = True
             total = int(response.headers.get("Content-Length") or 0)
-            done = 0
-            while chunk := response.read(DOWNLOAD_CHUNK):
+            while chunk := response.read1(DOWNLOAD_CHUNK):  # what has come, not a full chunk
                 fh.write(chunk)
                 done += len(chunk)
                 if total:
@@ -211,6 +217,12 @@ def download(
         ) from exc
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         reason = getattr(exc, "reason", exc)
+        if isinstance(reason, TimeoutError):
+            reason = (
+                f"the body stalled for {timeout:g} s after {done} bytes"
+                if answered
+                else f"no answer within {timeout:g} s (connecting, or waiting for the head)"
+            )
         raise PackageFailure(
             "SourceDownloadFailed", f"GET {url} failed: {reason}", permanent=False
         ) from exc

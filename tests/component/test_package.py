@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -388,3 +389,34 @@ def test_a_video_shorter_than_one_storyboard_interval_gets_one_thumbnail(tmp_pat
     (sprite,) = stream_info(folder / "storyboard.jpg")["streams"]
     assert (sprite["width"], sprite["height"]) == (160, 90)
     assert "00:00:00.000 --> 00:00:03.000" in (folder / "storyboard.vtt").read_text()
+
+
+@pytest.mark.parametrize(
+    ("sent", "words"),
+    [
+        (b"", "no answer within 0.5 s"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 100,
+         "the body stalled for 0.5 s after 100 bytes"),
+    ],
+    ids=["no-head", "stalled-body"],
+)  # fmt: skip
+def test_a_silent_origin_times_out_saying_where(tmp_path: Path, sent: bytes, words: str) -> None:
+    from vod_stream.package import PackageFailure, download
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+
+        def answer_then_stall() -> None:
+            conn, _ = server.accept()
+            with conn:
+                conn.recv(4096)
+                conn.sendall(sent)
+                conn.recv(4096)  # until the client gives up and closes
+
+        thread = threading.Thread(target=answer_then_stall, daemon=True)
+        thread.start()
+        with pytest.raises(PackageFailure) as caught:
+            download(f"http://127.0.0.1:{port}/a.mp4", tmp_path / "a.mp4", {}, lambda _: None, 0.5)
+        thread.join(timeout=5)
+    assert (caught.value.reason, caught.value.permanent) == ("SourceDownloadFailed", False)
+    assert words in caught.value.message

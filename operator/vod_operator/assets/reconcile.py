@@ -220,16 +220,6 @@ class AssetReconciler:
             log.warning("listing pods of %s failed: %s", job["metadata"]["name"], exc)
             return None
         pods.sort(key=lambda p: str(p["metadata"].get("creationTimestamp", "")))
-        if state == "Active":
-            running = [p for p in pods if p.get("status", {}).get("phase") == "Running"]
-            if not running:
-                return None
-            try:
-                text = self.kube.pod_log(namespace, running[-1]["metadata"]["name"], TAIL_LINES)
-            except KubeError as exc:
-                log.info("reading the log of %s failed: %s", running[-1]["metadata"]["name"], exc)
-                return None
-            return report.from_log(text)
         ended = [report.terminated(p) for p in pods]
         newest = next((e for e in reversed(ended) if e is not None), None)
         found = (
@@ -239,6 +229,19 @@ class AssetReconciler:
                 str(newest.get("message") or ""), newest.get("exitCode"), newest.get("reason")
             )
         )
+        if state == "Active":
+            failed_runs = sum(1 for e in ended if e is not None and e.get("exitCode") != 0)
+            running = [p for p in pods if p.get("status", {}).get("phase") == "Running"]
+            if running:
+                name = running[-1]["metadata"]["name"]
+                try:
+                    found = report.from_log(self.kube.pod_log(namespace, name, TAIL_LINES))
+                except KubeError as exc:
+                    log.info("reading the log of %s failed: %s", name, exc)
+                    return None
+                # The run that is printing its result has not ended yet: count it.
+                failed_runs += found is not None and found.result == "Failed"
+            return report.while_active(found, failed_runs)
         if state == "Succeeded":
             return found
         failure = report.job_failure(job)
@@ -429,11 +432,18 @@ class AssetReconciler:
 def transition_events(
     previous: Mapping[str, Any], current: Mapping[str, Any]
 ) -> list[tuple[str, str, str]]:
-    """Events worth recording when an asset's phase changes."""
+    """Events worth recording when an asset's phase changes, or a run of its Job failed."""
     before, after = previous.get("phase"), current.get("phase")
+    conditions = {c["type"]: c for c in current.get("conditions", [])}
+    ready = conditions.get("Ready", {})
+    if ready.get("reason") == "Retrying":
+        was: Mapping[str, Any] = next(
+            (c for c in previous.get("conditions", []) if c["type"] == "Ready"), {}
+        )
+        if (was.get("reason"), was.get("message")) != ("Retrying", ready.get("message")):
+            return [("Warning", "Retrying", str(ready.get("message", "")))]
     if before == after:
         return []
-    conditions = {c["type"]: c for c in current.get("conditions", [])}
     if after == "Ready":
         return [("Normal", "Ready", f"published {current.get('playback', {}).get('master', '')}")]
     if after == "Failed":

@@ -27,6 +27,10 @@ class Report:
     result: str | None = None
     reason: str = ""
     message: str = ""
+    #: A failed run the packager said no retry can help (exit 3: the Job fails at once).
+    permanent: bool = False
+    #: Failed runs of a Job that is still active: the Job controller starts another pod.
+    retries: int = 0
     renditions: tuple[Mapping[str, Any], ...] = ()
     skipped: tuple[str, ...] = ()
     playback: Mapping[str, str] = field(default_factory=dict)
@@ -55,6 +59,7 @@ def _from(entry: Mapping[str, Any]) -> Report:
             result="Succeeded" if succeeded else "Failed",
             reason=str(entry.get("reason", "")),
             message=str(entry.get("message", "")),
+            permanent=entry.get("permanent") is True,
             renditions=tuple(entry.get("renditions") or ()),
             skipped=tuple(entry.get("skipped") or ()),
             playback=dict(entry.get("playback") or {}),
@@ -96,6 +101,24 @@ def from_termination(message: str, exit_code: int | None, reason: str | None) ->
         result="Failed",
         reason="PackagingCrashed",
         message=f"the packaging container failed with {detail}" + (f": {tail}" if tail else ""),
+    )
+
+
+def while_active(found: Report | None, failed_runs: int) -> Report | None:
+    """What a Job that is still active says: a failed run is an attempt, not the outcome.
+
+    Unless the packager said no retry can help (the pod failure policy then fails the Job at
+    once), the Job controller starts another pod after its backoff, or marks the Job Failed
+    when backoffLimit is spent; until it does, the asset is retrying, not failed.
+    """
+    if found is None or found.result != "Failed" or found.permanent:
+        return found
+    return Report(
+        progress=found.progress,
+        media=found.media,
+        reason=found.reason,
+        message=found.message,
+        retries=max(1, failed_runs),
     )
 
 

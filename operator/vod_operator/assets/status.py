@@ -2,7 +2,8 @@
 
 Phases: Pending (cannot be packaged yet: the condition says why), Uploading (an upload source
 that has not completed yet), Processing (a Job packages
-the current revision; the previously published ladder, if any, stays Playable), Ready (the
+the current revision; the previously published ladder, if any, stays Playable; Ready=False
+Retrying when a run failed and the Job starts another), Ready (the
 current revision's ladder, poster and storyboard are published), Failed (the Job failed for the
 current revision: Failed=True carries the packager's reason and ffmpeg's words; no new Job until
 the spec or the retry annotation changes), Deleting.
@@ -133,6 +134,13 @@ def compute(observed: Observed) -> dict[str, Any]:
             )
         reason = "Reprocessing" if outputs.revision else "Processing"
         ready = (False, reason, f"packaging Job {observed.job} is at {progress}%")
+        if report is not None and report.retries:
+            ready = (
+                False,
+                "Retrying",
+                f"run {report.retries} of packaging Job {observed.job} failed and the Job "
+                f"starts another (up to its backoffLimit): {report.reason}: {report.message}",
+            )
         outputs = _Outputs(
             outputs.revision,
             outputs.media,

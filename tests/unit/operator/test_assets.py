@@ -541,3 +541,60 @@ def test_a_job_killed_at_its_deadline_says_which_field_to_raise() -> None:
     )
     assert failed["reason"] == "DeadlineExceeded"
     assert "activeDeadlineSeconds" in failed["message"]
+
+
+TIMED_OUT = json.dumps({"vodPackage": "result", "result": "Failed",
+                        "reason": "SourceDownloadFailed", "permanent": False,
+                        "message": "GET http://a/b.mp4 failed: no answer within 30 s"})  # fmt: skip
+
+
+def test_a_failed_run_of_a_job_that_retries_is_retrying_not_failed() -> None:
+    fake, reconciler = setup()
+    reconciler.reconcile(NS, "intro")
+    (name,) = jobs_of(fake)
+
+    def ready_and_failed() -> tuple[str, tuple[str, str], tuple[str, str]]:
+        st = fake.asset(NS, "intro")["status"]
+        found = conditions(st)
+        return st["phase"], found["Ready"], found["Failed"]
+
+    # The run prints its result; the kubelet has not yet seen the container end.
+    run_pod(fake, name, f"{PROGRESS}\n{TIMED_OUT}\n")
+    assert reconciler.reconcile(NS, "intro").requeue_after == 5
+    assert ready_and_failed() == ("Processing", ("False", "Retrying"), ("False", "AsExpected"))
+    ready = next(c for c in fake.asset(NS, "intro")["status"]["conditions"]
+                 if c["type"] == "Ready")  # fmt: skip
+    assert ready["message"].startswith(f"run 1 of packaging Job {name} failed")
+    assert "no answer within 30 s" in ready["message"]
+    assert fake.reasons().count("Retrying") == 1  # a Warning event, once per failed run
+    # The pod ended (exit 1) and the Job, still active, waits out its backoff.
+    pod = fake.objects[("pods", NS, f"{name}-x1")]
+    pod["status"] = {"phase": "Failed", "containerStatuses": [
+        {"state": {"terminated": {"exitCode": 1, "message": TIMED_OUT}}}]}  # fmt: skip
+    reconciler.reconcile(NS, "intro")
+    assert ready_and_failed()[:2] == ("Processing", ("False", "Retrying"))
+    assert fake.reasons().count("Retrying") == 1
+    # The second run makes progress: Processing again.
+    fake.add(POD, {"metadata": {"name": f"{name}-x2", "namespace": NS,
+                                "creationTimestamp": "2026-01-01T00:00:30Z",
+                                "labels": {naming.JOB_NAME_LABEL: name}},
+                   "status": {"phase": "Running"}})  # fmt: skip
+    pod["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"
+    fake.logs[(NS, f"{name}-x2")] = f"{PROGRESS}\n"
+    reconciler.reconcile(NS, "intro")
+    assert ready_and_failed() == ("Processing", ("False", "Processing"), ("False", "AsExpected"))
+    # The Job controller gives up (backoffLimit spent): now the asset failed.
+    del fake.objects[("pods", NS, f"{name}-x2")]
+    fake.child("Job", NS, name)["status"] = {"conditions": [
+        {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]}  # fmt: skip
+    reconciler.reconcile(NS, "intro")
+    assert ready_and_failed() == (
+        "Failed", ("False", "SourceDownloadFailed"), ("True", "SourceDownloadFailed"))  # fmt: skip
+
+
+def test_a_run_that_no_retry_can_help_fails_while_the_job_is_still_active() -> None:
+    assert report.while_active(report.from_log(FAILED), 1) == report.from_log(FAILED)
+    crash = report.from_termination("Traceback ...\nRuntimeError: boom", 1, "Error")
+    retried = report.while_active(crash, 2)
+    assert retried is not None
+    assert (retried.result, retried.retries, retried.reason) == (None, 2, "PackagingCrashed")
