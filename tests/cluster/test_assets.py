@@ -368,14 +368,52 @@ def test_path_asset_becomes_ready_and_plays_from_the_platform(
 
 
 @pytest.mark.real_node
-def test_url_asset_served_by_a_pod_becomes_ready(namespace: Namespace, platform: Path) -> None:
+def test_url_asset_retries_until_its_origin_answers_then_becomes_ready(
+    namespace: Namespace, platform: Path
+) -> None:
     ns = namespace
-    # The platform's own Service serves the source file: a URL that a pod can reach.
-    service_ip = ns.get("service", "web-stream")["spec"]["clusterIP"]
-    ns.apply(asset("pulled", f"source: {{url: 'http://{service_ip}:8080/uploads/pattern.mp4'}}"))
+    # The source's Service points at a port of the streaming pods where nothing listens: the
+    # first run's GET is refused, which the Job may retry (exit 1, not 3). Then it points at
+    # the port they serve on.
+    selector = json.dumps(ns.get("service", "web-stream")["spec"]["selector"])
+    ns.apply(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: origin}\nspec:\n"
+        f"  selector: {selector}\n  ports: [{{name: http, port: 8080, targetPort: 18080}}]\n"
+    )
+    origin_ip = ns.get("service", "origin")["spec"]["clusterIP"]
+    source = f"http://{origin_ip}:8080/uploads/pattern.mp4"
+    ns.apply(asset("pulled", f"source: {{url: '{source}'}}"))
+
+    def retrying() -> dict[str, Any]:
+        status = ns.get("va", "pulled").get("status", {})
+        if status.get("phase") == "Failed":
+            raise AssetFailed(f"pulled failed: {status}")
+        ready: dict[str, Any] = next(
+            (c for c in status.get("conditions", []) if c["type"] == "Ready"), {}
+        )
+        return {**ready, "phase": status["phase"]} if ready.get("reason") == "Retrying" else {}
+
+    ready = eventually(retrying, timeout=120, interval=0.5)
+    assert ready["phase"] == "Processing"  # a run failed; the asset has not
+    assert ready["message"].startswith("run 1 of packaging Job pulled-package-")
+    assert (
+        f"SourceDownloadFailed: GET {source} failed: [Errno 111] Connection refused"
+        in (ready["message"])
+    )
+    port = {"spec": {"ports": [{"name": "http", "port": 8080, "targetPort": 8080}]}}
+    ns.kubectl("patch", "service/origin", "--type=merge", "-p", json.dumps(port))
     body = wait_phase(ns, "pulled", "Ready")
     assert body["status"]["media"]["duration"] == pytest.approx(6.0, abs=0.1)
     assert (platform / "assets" / ns.name / "pulled" / "master.m3u8").is_file()
+
+    def job_succeeded() -> dict[str, Any]:
+        job: dict[str, Any] = ns.get("job", body["status"]["job"])
+        return job if job["status"].get("succeeded") == 1 else {}
+
+    job = eventually(job_succeeded, timeout=60)
+    assert job["status"]["failed"] >= 1  # the Job controller really ran it again
+    events = ns.kubectl("get", "events", "--field-selector", "involvedObject.name=pulled").stdout
+    assert "Retrying" in events
 
 
 @pytest.mark.real_node

@@ -221,27 +221,23 @@ class AssetReconciler:
             return None
         pods.sort(key=lambda p: str(p["metadata"].get("creationTimestamp", "")))
         ended = [report.terminated(p) for p in pods]
-        newest = next((e for e in reversed(ended) if e is not None), None)
-        found = (
-            None
-            if newest is None
-            else report.from_termination(
-                str(newest.get("message") or ""), newest.get("exitCode"), newest.get("reason")
-            )
-        )
+        outcomes = [
+            report.from_termination(str(e.get("message") or ""), e.get("exitCode"), e.get("reason"))
+            for e in ended
+            if e is not None
+        ]
         if state == "Active":
-            failed_runs = sum(1 for e in ended if e is not None and e.get("exitCode") != 0)
             running = [p for p in pods if p.get("status", {}).get("phase") == "Running"]
+            current = None
             if running:
                 name = running[-1]["metadata"]["name"]
                 try:
-                    found = report.from_log(self.kube.pod_log(namespace, name, TAIL_LINES))
+                    current = report.from_log(self.kube.pod_log(namespace, name, TAIL_LINES))
                 except KubeError as exc:
                     log.info("reading the log of %s failed: %s", name, exc)
                     return None
-                # The run that is printing its result has not ended yet: count it.
-                failed_runs += found is not None and found.result == "Failed"
-            return report.while_active(found, failed_runs)
+            return report.while_active(current, outcomes)
+        found = outcomes[-1] if outcomes else None
         if state == "Succeeded":
             return found
         failure = report.job_failure(job)

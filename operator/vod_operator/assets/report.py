@@ -8,8 +8,8 @@ termination message. These functions read them; they never raise on foreign text
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 #: Reasons of a container that ended without the packager's own result.
@@ -29,7 +29,8 @@ class Report:
     message: str = ""
     #: A failed run the packager said no retry can help (exit 3: the Job fails at once).
     permanent: bool = False
-    #: Failed runs of a Job that is still active: the Job controller starts another pod.
+    #: Failed runs of a Job that is still active (the Job controller starts another pod);
+    #: `reason` and `message` are then the last failure's, `progress` the current run's.
     retries: int = 0
     renditions: tuple[Mapping[str, Any], ...] = ()
     skipped: tuple[str, ...] = ()
@@ -104,22 +105,29 @@ def from_termination(message: str, exit_code: int | None, reason: str | None) ->
     )
 
 
-def while_active(found: Report | None, failed_runs: int) -> Report | None:
+def while_active(current: Report | None, ended: Sequence[Report]) -> Report | None:
     """What a Job that is still active says: a failed run is an attempt, not the outcome.
 
-    Unless the packager said no retry can help (the pod failure policy then fails the Job at
-    once), the Job controller starts another pod after its backoff, or marks the Job Failed
-    when backoffLimit is spent; until it does, the asset is retrying, not failed.
+    `current` is what the running pod's log says (None when no pod runs), `ended` the
+    outcomes of the Job's ended pods, oldest first. Unless the packager said no retry can help
+    (the pod failure policy then fails the Job at once), the Job controller starts another pod
+    after its backoff, or marks the Job Failed when backoffLimit is spent; until it does, the
+    asset is retrying, not failed, and the last failure stays in view while the next run works.
     """
-    if found is None or found.result != "Failed" or found.permanent:
-        return found
-    return Report(
-        progress=found.progress,
-        media=found.media,
-        reason=found.reason,
-        message=found.message,
-        retries=max(1, failed_runs),
-    )
+    done = next((r for r in reversed(ended) if r.result == "Succeeded"), None)
+    if done is not None:
+        return done
+    failures = [r for r in ended if r.result == "Failed"]
+    if current is not None and current.result == "Failed":
+        failures.append(current)  # the run printed its result; its pod has not ended yet
+        current = None
+    if not failures:
+        return current
+    last = failures[-1]
+    if last.permanent:
+        return last
+    now = current or Report()
+    return replace(now, reason=last.reason, message=last.message, retries=len(failures))
 
 
 def terminated(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:

@@ -138,8 +138,9 @@ def compute(observed: Observed) -> dict[str, Any]:
             ready = (
                 False,
                 "Retrying",
-                f"run {report.retries} of packaging Job {observed.job} failed and the Job "
-                f"starts another (up to its backoffLimit): {report.reason}: {report.message}",
+                # No progress here: the message (and its Warning event) changes per failed run.
+                f"run {report.retries} of packaging Job {observed.job} failed and the Job runs "
+                f"it again, up to its backoffLimit: {report.reason}: {report.message}",
             )
         outputs = _Outputs(
             outputs.revision,

@@ -574,7 +574,8 @@ def test_a_failed_run_of_a_job_that_retries_is_retrying_not_failed() -> None:
     reconciler.reconcile(NS, "intro")
     assert ready_and_failed()[:2] == ("Processing", ("False", "Retrying"))
     assert fake.reasons().count("Retrying") == 1
-    # The second run makes progress: Processing again.
+    # The second run makes progress: still Retrying (the last failure stays in view), with
+    # the new run's progress, and no second event for the same failure.
     fake.add(POD, {"metadata": {"name": f"{name}-x2", "namespace": NS,
                                 "creationTimestamp": "2026-01-01T00:00:30Z",
                                 "labels": {naming.JOB_NAME_LABEL: name}},
@@ -582,7 +583,16 @@ def test_a_failed_run_of_a_job_that_retries_is_retrying_not_failed() -> None:
     pod["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"
     fake.logs[(NS, f"{name}-x2")] = f"{PROGRESS}\n"
     reconciler.reconcile(NS, "intro")
-    assert ready_and_failed() == ("Processing", ("False", "Processing"), ("False", "AsExpected"))
+    assert ready_and_failed() == ("Processing", ("False", "Retrying"), ("False", "AsExpected"))
+    assert fake.asset(NS, "intro")["status"]["progress"] == 42
+    assert fake.reasons().count("Retrying") == 1
+    # The second run fails too (its pod has not ended yet): run 2, a second event.
+    fake.logs[(NS, f"{name}-x2")] = f"{PROGRESS}\n{TIMED_OUT}\n"
+    reconciler.reconcile(NS, "intro")
+    ready = next(c for c in fake.asset(NS, "intro")["status"]["conditions"]
+                 if c["type"] == "Ready")  # fmt: skip
+    assert ready["message"].startswith(f"run 2 of packaging Job {name} failed")
+    assert fake.reasons().count("Retrying") == 2
     # The Job controller gives up (backoffLimit spent): now the asset failed.
     del fake.objects[("pods", NS, f"{name}-x2")]
     fake.child("Job", NS, name)["status"] = {"conditions": [
@@ -593,8 +603,13 @@ def test_a_failed_run_of_a_job_that_retries_is_retrying_not_failed() -> None:
 
 
 def test_a_run_that_no_retry_can_help_fails_while_the_job_is_still_active() -> None:
-    assert report.while_active(report.from_log(FAILED), 1) == report.from_log(FAILED)
+    refused = report.from_log(FAILED)  # permanent: the pod failure policy fails the Job
+    assert report.while_active(refused, []) == refused
     crash = report.from_termination("Traceback ...\nRuntimeError: boom", 1, "Error")
-    retried = report.while_active(crash, 2)
+    retried = report.while_active(None, [crash, crash])
     assert retried is not None
     assert (retried.result, retried.retries, retried.reason) == (None, 2, "PackagingCrashed")
+    # A run that succeeded before the Job controller counted it: the outcome, not a retry.
+    done = report.from_termination(succeeded("aaaaaaaaaaaa"), 0, None)
+    assert report.while_active(None, [crash, done]) == done
+    assert report.while_active(report.from_log(PROGRESS), []) == report.from_log(PROGRESS)
