@@ -19,7 +19,7 @@ from vod_operator.assets import job as jobs
 from vod_operator.assets import plan, report, status, upload
 from vod_operator.kube import CHILD_KINDS, JOB, POD, VIDEOASSET, VIDEOPLATFORM, KubeApi, KubeError
 from vod_operator.reconcile import Result, utc_now
-from vod_operator.status import Failure
+from vod_operator.status import Failure, condition
 
 log = logging.getLogger(__name__)
 
@@ -220,10 +220,9 @@ class AssetReconciler:
             log.warning("listing pods of %s failed: %s", job["metadata"]["name"], exc)
             return None
         pods.sort(key=lambda p: str(p["metadata"].get("creationTimestamp", "")))
-        ended = [report.terminated(p) for p in pods]
         outcomes = [
             report.from_termination(str(e.get("message") or ""), e.get("exitCode"), e.get("reason"))
-            for e in ended
+            for e in map(report.terminated, pods)
             if e is not None
         ]
         if state == "Active":
@@ -430,12 +429,9 @@ def transition_events(
 ) -> list[tuple[str, str, str]]:
     """Events worth recording when an asset's phase changes, or a run of its Job failed."""
     before, after = previous.get("phase"), current.get("phase")
-    conditions = {c["type"]: c for c in current.get("conditions", [])}
-    ready = conditions.get("Ready", {})
+    ready = condition(current, "Ready") or {}
     if ready.get("reason") == "Retrying":
-        was: Mapping[str, Any] = next(
-            (c for c in previous.get("conditions", []) if c["type"] == "Ready"), {}
-        )
+        was = condition(previous, "Ready") or {}
         if (was.get("reason"), was.get("message")) != ("Retrying", ready.get("message")):
             return [("Warning", "Retrying", str(ready.get("message", "")))]
     if before == after:
@@ -443,11 +439,10 @@ def transition_events(
     if after == "Ready":
         return [("Normal", "Ready", f"published {current.get('playback', {}).get('master', '')}")]
     if after == "Failed":
-        cond = conditions.get("Failed", {})
+        cond = condition(current, "Failed") or {}
         return [("Warning", str(cond.get("reason", "Failed")), str(cond.get("message", "")))]
     if after == "Pending":
-        cond = conditions.get("Ready", {})
-        return [("Warning", str(cond.get("reason", "Pending")), str(cond.get("message", "")))]
+        return [("Warning", str(ready.get("reason", "Pending")), str(ready.get("message", "")))]
     return []
 
 

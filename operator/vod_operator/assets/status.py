@@ -20,7 +20,7 @@ from typing import Any
 
 from vod_operator.assets.plan import Wait
 from vod_operator.assets.report import Report
-from vod_operator.status import Failure, Verdict, _condition, changed
+from vod_operator.status import Failure, Verdict, _condition, changed, condition
 
 __all__ = ["Observed", "changed", "compute"]
 
@@ -121,7 +121,7 @@ def compute(observed: Observed) -> dict[str, Any]:
     elif observed.state == "Failed":
         failed = ("PackagingFailed", "the packaging Job failed")
     elif observed.state is None and _sticky_failure(previous, target):
-        cond = _find(previous, "Failed") or {}
+        cond = condition(previous, "Failed") or {}
         failed = (str(cond.get("reason", "PackagingFailed")), str(cond.get("message", "")))
     if failed is not None:
         phase = "Failed"
@@ -132,8 +132,6 @@ def compute(observed: Observed) -> dict[str, Any]:
             progress = max(
                 progress if previous.get("targetRevision") == target else 0, report.progress
             )
-        reason = "Reprocessing" if outputs.revision else "Processing"
-        ready = (False, reason, f"packaging Job {observed.job} is at {progress}%")
         if report is not None and report.retries:
             ready = (
                 False,
@@ -142,6 +140,9 @@ def compute(observed: Observed) -> dict[str, Any]:
                 f"run {report.retries} of packaging Job {observed.job} failed and the Job runs "
                 f"it again, up to its backoffLimit: {report.reason}: {report.message}",
             )
+        else:
+            reason = "Reprocessing" if outputs.revision else "Processing"
+            ready = (False, reason, f"packaging Job {observed.job} is at {progress}%")
         outputs = _Outputs(
             outputs.revision,
             outputs.media,
@@ -233,13 +234,9 @@ def _uploaded(observed: Observed) -> Verdict:
     return (False, AWAITING_UPLOAD, f"upload the source to status.upload.url (stored at {path})")
 
 
-def _find(status: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
-    return next((c for c in status.get("conditions", []) if c.get("type") == kind), None)
-
-
 def _sticky_failure(previous: Mapping[str, Any], target: str | None) -> bool:
     """The current revision failed before and its Job is gone: it stays Failed."""
-    cond = _find(previous, "Failed")
+    cond = condition(previous, "Failed")
     return (
         target is not None
         and previous.get("targetRevision") == target
