@@ -225,6 +225,15 @@ SPECS: tuple[Spec, ...] = (
         "plane raises its soft `RLIMIT_NOFILE` to the hard limit at start and logs both "
         "(`descriptors` event)",
     ),
+    Spec(
+        "OPEN_FILE_CACHE_VALID_SECONDS",
+        "1",
+        _seconds,
+        "how long a kept file is served without checking that its path still names it (nginx's "
+        "`open_file_cache_valid`); 0: checked on every request. An upload or delete through this "
+        "replica is seen at once; a change made beside it (another replica, a packaging Job, a "
+        "shell) within this time",
+    ),
     Spec("HEADER_TIMEOUT_SECONDS", "10", _seconds, "time to receive a request's headers"),
     Spec(
         "BODY_TIMEOUT_SECONDS",
@@ -338,6 +347,7 @@ class Settings:
     max_ranges: int
     max_connections: int
     open_file_cache_size: int
+    open_file_cache_valid_seconds: float
     header_timeout_seconds: float
     body_timeout_seconds: float
     idle_timeout_seconds: float
@@ -412,6 +422,7 @@ def dataplane_config(settings: Settings, upstream_socket: str) -> str:
             "max_ranges": settings.max_ranges,
             "max_connections": settings.max_connections,
             "open_file_cache_size": settings.open_file_cache_size,
+            "open_file_cache_valid_seconds": settings.open_file_cache_valid_seconds,
             "header_timeout_seconds": settings.header_timeout_seconds,
             "body_timeout_seconds": settings.body_timeout_seconds,
             "idle_timeout_seconds": settings.idle_timeout_seconds,

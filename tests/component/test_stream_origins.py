@@ -79,7 +79,9 @@ class Setup:
 def setup(start_server: Callable[..., ServerProcess], tmp_path: Path) -> Iterator[Setup]:
     origin_root = tmp_path / "origin"
     origin_root.mkdir()
-    origin = start_server(media_root=origin_root)
+    # the tests replace objects on disk and expect the origin to answer with them at once, as an
+    # object store would: no open-file validity window on the origin
+    origin = start_server(media_root=origin_root, env={"VOD_OPEN_FILE_CACHE_VALID_SECONDS": "0"})
     with FaultProxy(origin.port) as proxy:
         yield Setup(origin, proxy, start_server)
 

@@ -27,6 +27,9 @@ pub struct Config {
     /// Descriptors the open-file cache keeps (0: sized from the descriptor limit).
     #[serde(default)]
     pub open_file_cache_size: usize,
+    /// How long a kept file is served without a `stat()` of its path (0: every request).
+    #[serde(default)]
+    pub open_file_cache_valid_seconds: f64,
     pub log_level: String,
     /// The Python application's Unix socket: everything that is not media goes there.
     pub upstream_socket: PathBuf,

@@ -103,21 +103,31 @@ pub fn open_regular_file(root_real: &Path, relative: &str) -> Result<OpenFile, O
     })
 }
 
-/// Open descriptors kept between requests. A hit costs one `stat()` of the path instead of
-/// open + fstat + readlink + close; the entry is used only while it still names the same file
-/// (device, inode, size, modification time), so a replaced, modified or deleted file, or a
-/// symlink that now points elsewhere, is reopened through `open_regular_file` and its checks.
-/// Entries are shared (`Arc`): evicting one never closes a file a response is still sending.
+/// Open descriptors kept between requests. A hit within `check_every` of the entry's last check
+/// costs a lookup and nothing else (nginx's `open_file_cache_valid`); after it, one `stat()` of
+/// the path instead of open + fstat + readlink + close. The entry is used only while it still
+/// names the same file (device, inode, size, modification time), so a replaced, modified or
+/// deleted file, or a symlink that now points elsewhere, is reopened through
+/// `open_regular_file` and its checks. `forget_all` drops every entry at once (a write through
+/// this server). Entries are shared (`Arc`): evicting one never closes a file a response is
+/// still sending; a descriptor is reopened after `reopen_after` however often it is checked.
 pub struct FileCache {
     root: PathBuf,
     capacity: usize,
-    valid: Duration,
-    entries: Mutex<HashMap<String, (Arc<OpenFile>, Instant)>>,
+    reopen_after: Duration,
+    check_every: Duration,
+    entries: Mutex<HashMap<String, Entry>>,
+}
+
+struct Entry {
+    file: Arc<OpenFile>,
+    opened: Instant,
+    checked: Instant,
 }
 
 impl FileCache {
-    pub fn new(root: PathBuf, capacity: usize, valid: Duration) -> FileCache {
-        FileCache { root, capacity, valid, entries: Mutex::new(HashMap::new()) }
+    pub fn new(root: PathBuf, capacity: usize, reopen_after: Duration, check_every: Duration) -> FileCache {
+        FileCache { root, capacity, reopen_after, check_every, entries: Mutex::new(HashMap::new()) }
     }
 
     pub fn capacity(&self) -> usize {
@@ -125,22 +135,34 @@ impl FileCache {
     }
 
     pub fn open(&self, relative: &str) -> Result<Arc<OpenFile>, OpenError> {
+        let now = Instant::now();
+        if !self.check_every.is_zero() {
+            let entries = self.lock();
+            if let Some(entry) = entries.get(relative) {
+                if now.duration_since(entry.checked) < self.check_every
+                    && now.duration_since(entry.opened) < self.reopen_after
+                {
+                    return Ok(entry.file.clone());
+                }
+            }
+        }
         let full =
             CString::new(self.root.join(relative).as_os_str().as_bytes()).map_err(|_| OpenError::NotFound)?;
         let Some(current) = stat_path(&full) else {
             self.lock().remove(relative);
             return Err(OpenError::NotFound);
         };
-        let now = Instant::now();
         {
-            let entries = self.lock();
-            if let Some((file, opened)) = entries.get(relative) {
-                if now.duration_since(*opened) < self.valid
+            let mut entries = self.lock();
+            if let Some(entry) = entries.get_mut(relative) {
+                let file = &entry.file;
+                if now.duration_since(entry.opened) < self.reopen_after
                     && file.dev == current.st_dev
                     && file.ino == current.st_ino
                     && file.size == current.st_size as u64
                     && file.mtime_ns == mtime_ns(&current)
                 {
+                    entry.checked = now;
                     return Ok(file.clone());
                 }
             }
@@ -159,15 +181,20 @@ impl FileCache {
         let file = Arc::new(opened);
         if entries.len() >= self.capacity && !entries.contains_key(relative) {
             // evict the oldest entry (the cache is small: a linear scan is cheap)
-            if let Some(oldest) = entries.iter().min_by_key(|(_, (_, at))| *at).map(|(k, _)| k.clone()) {
+            if let Some(oldest) = entries.iter().min_by_key(|(_, e)| e.opened).map(|(k, _)| k.clone()) {
                 entries.remove(&oldest);
             }
         }
-        entries.insert(relative.to_string(), (file.clone(), now));
+        entries.insert(relative.to_string(), Entry { file: file.clone(), opened: now, checked: now });
         Ok(file)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Arc<OpenFile>, Instant)>> {
+    /// Drop every entry: the next request for each file checks its path again.
+    pub fn forget_all(&self) {
+        self.lock().clear();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -82,18 +82,18 @@ impl Conn {
                 None => idle_timeout.unwrap_or(Duration::from_secs(86_400 * 365)),
             };
             let idle = !first && self.buf.is_empty();
-            let mut chunk = [0u8; 8192];
+            // read straight into the buffer's spare room: no zeroed chunk, no copy
+            self.buf.reserve(8192);
             let read = tokio::select! {
-                read = timeout(wait, self.stream.read(&mut chunk)) => read,
+                read = timeout(wait, self.stream.read_buf(&mut self.buf)) => read,
                 () = self.state.drain.notified(), if idle => return Ok(None),
             };
             match read {
                 Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Ok(None),
-                Ok(Ok(n)) => {
+                Ok(Ok(_)) => {
                     if deadline.is_none() {
                         deadline = header_timeout.map(|t| Instant::now() + t);
                     }
-                    self.buf.extend_from_slice(&chunk[..n]);
                 }
             }
         }

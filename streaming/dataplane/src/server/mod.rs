@@ -127,6 +127,7 @@ impl State {
                 root_real,
                 descriptors::cache_capacity(cfg.open_file_cache_size, soft_limit),
                 Duration::from_secs(30),
+                State::seconds(cfg.open_file_cache_valid_seconds).unwrap_or(Duration::ZERO),
             ),
             keys: KeyRing::new(cfg.signing_keys_dir.clone()),
             exhausted_logged_at: AtomicU64::new(0),

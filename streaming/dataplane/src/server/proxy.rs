@@ -83,6 +83,8 @@ impl Conn {
         let origin = request.header("origin").map(str::to_string);
         let keep_alive = request.keep_alive && request.minor == 1 && !state.draining.load(SeqCst);
         let head_request = request.method == "HEAD";
+        // an upload, a delete or an admin change may have replaced media under the open-file cache
+        let writes = !matches!(request.method.as_str(), "GET" | "HEAD" | "OPTIONS");
 
         let (response, body_result) = {
             let Conn { stream, buf, .. } = &mut *self;
@@ -97,6 +99,7 @@ impl Conn {
                 keep_alive,
                 head_request,
                 merge_metrics,
+                writes,
                 send_timeout,
             );
             tokio::pin!(forward_body, forward_response);
@@ -238,7 +241,9 @@ pub(super) async fn write_client(
 }
 
 /// Copy the application's response to the client: 1xx heads as they come, then the final head
-/// (hop-by-hop fields replaced, CORS added) and the body as it is framed.
+/// (hop-by-hop fields replaced, CORS added) and the body as it is framed. After a request that
+/// `writes`, the open-file cache is emptied when the final head arrives, before the client can
+/// see it: a client that uploads, then reads, gets what it uploaded.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn forward_response(
     upstream: &mut tokio::net::unix::OwnedReadHalf,
@@ -248,6 +253,7 @@ pub(super) async fn forward_response(
     keep_alive: bool,
     head_request: bool,
     merge_metrics: bool,
+    writes: bool,
     send_timeout: Option<Duration>,
 ) -> Result<ResponseEnd, ResponseError> {
     let mut data: Vec<u8> = Vec::with_capacity(8192);
@@ -286,6 +292,9 @@ pub(super) async fn forward_response(
             continue;
         }
         data.drain(..head_len);
+        if writes {
+            state.files.forget_all();
+        }
         let header = |name: &str| {
             headers
                 .iter()
