@@ -454,7 +454,15 @@ def test_bad_input_fails_once_with_a_clear_reason(
         return job
 
     job = eventually(job_failed, timeout=60)
-    assert job["status"].get("failed") == 1  # exit 3: failed at once, not retried
+    # exit 3 ends the Job at once through its pod failure policy, never by spending backoffLimit
+    [ended] = [c for c in job["status"]["conditions"] if c["type"] == "Failed"]
+    assert ended["reason"] == "PodFailurePolicy", ended
+    if "url" not in source:
+        assert job["status"].get("failed") == 1
+    # a URL source's first run may fail on the network and be retried (exit 1). Seen in CI: the
+    # asset applied right after the platform came up, its first run failed after about 30 s (the
+    # packager's wait for an answer; a Service not yet programmed by kube-proxy is the likely
+    # cause), and the second run got the 404
     events = ns.kubectl("get", "events", "--field-selector", "involvedObject.name=bad").stdout
     assert reason in events
 
